@@ -1,0 +1,41 @@
+# Every target creates or refreshes .venv and installs what it needs: a fresh Debian machine
+# with Python 3.11 needs nothing else.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+
+.PHONY: venv demo test test-fast test-slow bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
+	  test -x $(PY) || $${PYTHON:-$(PYTHON)} -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,plot]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/enclave-swarm demo --nodes 5
+
+# The full suite, slow tests included: this is what CI runs.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Quick inner loop for developers.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not process" -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check node overlay consensus sim tests bench
+	$(VENV)/bin/mypy node overlay consensus sim
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
