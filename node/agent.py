@@ -1,0 +1,733 @@
+"""The Secure Enclave Agent: the trio driver of one node.
+
+Theory of operation
+-------------------
+One :class:`Agent` owns one libp2p host and one nursery. :meth:`Agent.run` starts the host,
+then these services, each of which signals readiness with ``task_status.started()``:
+
+- *connection events*: libp2p's notifee pushes connects/disconnects into a bounded channel;
+  every new connection is challenged at once (``/enclave-swarm/attest/1.0.0``);
+- *maintenance*: reconciles the peer table with libp2p's live connections, re-challenges every
+  peer each ``reattest_interval_s``, expires stale score records and disconnects peers that
+  never attested within ``attest_deadline_s``;
+- *ping*: RTT to every connected peer with libp2p ping (``/ipfs/ping/1.0.0``);
+- *peer exchange*: asks attested peers for the attested peers they know, and dials them;
+- *bootstrap*: dials each bootstrap address with backoff until connected;
+- *mDNS* (LAN profile): advertises and browses the local network;
+- *control*: the Unix-socket control API (node/control.py).
+
+Rules
+-----
+- Quarantine: every protocol handler of ours except attest asks :meth:`PeerTable.is_attested`
+  first; an unattested peer gets its stream reset and a counted, logged refusal.
+- Every remote error (bad frame, timeout, reset, bad evidence) is a ``RemoteProtocolError`` by
+  the time it reaches our code (overlay/framing.py translates at the edge); it is logged with
+  a reason, counted in ``counters`` and the node carries on.
+- Every wait on the network has a timeout; every channel has a bound.
+- Evidence verification runs in a worker thread (it is CPU-bound crypto), bounded by a
+  capacity limiter of ``max_concurrent``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import multiaddr
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.abc import INetConn, INetStream, INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.attestation.base import AttestationUnavailable, EvidenceProvider
+from node.attestation.engine import AttestationEngine
+from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
+from node.config import NodeConfig
+from node.datadir import DataDir
+from node.metrics import Counters
+from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
+from overlay.errors import RemoteProtocolError
+from overlay.framing import FrameReader, read_message, write_message
+from overlay.handshake import Challenge, binding
+from overlay.host import HostOptions, build_host, public_key_of_peer
+from overlay.messages import (
+    ATTEST_PROTOCOL,
+    GOODBYE_PROTOCOL,
+    NONCE_BYTES,
+    PEERS_PROTOCOL,
+    PING_PROTOCOL,
+    AttestChallenge,
+    AttestEvidence,
+    AttestResult,
+    Goodbye,
+    PeerEntry,
+    PeersRequest,
+    PeersResponse,
+    ScoreRecord,
+)
+from overlay.peers import PeerTable
+
+log = logging.getLogger("enclave_swarm.agent")
+
+EVENT_QUEUE = 1024  # connection events buffered before they are dropped (and counted)
+PING_BYTES = 32
+MAX_INBOUND_STREAMS_PER_PEER = 16  # concurrent streams a peer may hold open on our protocols
+PX_FANOUT = 3  # attested peers asked per peer-exchange round
+PX_LIMIT = 64  # peers asked for per request
+MAX_DIALS_IN_FLIGHT = 16
+
+
+class Agent:
+    """One node. Construct it, then ``await nursery.start(agent.run)``.
+
+    Args:
+        config: the node's configuration (validated).
+        identity: the node's Ed25519 libp2p identity key.
+        provider: produces this host's TEE evidence.
+        engine: judges peers' evidence (verifiers, policy, score).
+        data_dir: where peers are persisted and the control socket lives (optional for
+            in-process tests).
+        clock: wall-clock seconds (injectable).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        identity: Ed25519PrivateKey,
+        provider: EvidenceProvider,
+        engine: AttestationEngine,
+        data_dir: DataDir | None = None,
+        clock: Callable[[], float] = time.time,
+        psk_hex: str | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.provider = provider
+        self.engine = engine
+        self.data_dir = data_dir
+        self._now = clock
+        self._identity = identity
+        self.public_key = identity.public_key().public_bytes_raw()
+        net = config.network
+        self.host = build_host(identity, HostOptions(
+            listen=net.listen, security=net.security, psk_hex=psk_hex,
+            max_connections=net.max_connections, dial_timeout_s=net.dial_timeout_s))
+        self.peer_id = self.host.get_id().to_base58()
+        self.peers = PeerTable()
+        self.counters = Counters()
+        self.started_at: float | None = None
+        self.stopping = False
+        self._stop = trio.Event()
+        self._ready = trio.Event()
+        self._events_send, self._events_recv = trio.open_memory_channel[tuple[str, ID]](EVENT_QUEUE)
+        self._attest_limiter = trio.CapacityLimiter(config.attestation.max_concurrent)
+        self._dial_limiter = trio.CapacityLimiter(MAX_DIALS_IN_FLIGHT)
+        self._inbound: dict[str, int] = {}
+        self._proving: set[str] = set()
+        self._rng = random.Random(secrets.randbits(64))
+        # How peers judged us, by peer id: their latest signed score record about us.
+        self.records_about_us: dict[str, ScoreRecord] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dialing: set[str] = set()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._on_quarantine: list[Callable[[str, str], None]] = []
+
+    # ================================================================== lifecycle
+    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until :meth:`stop`. Calls ``task_status.started(self)`` once listening
+        and every service is up. On stop: says goodbye to attested peers, saves the peer list,
+        closes the host."""
+        self._register_handlers()
+        self.host.get_network().register_notifee(_Notifee(self))
+        listen = [multiaddr.Multiaddr(a) for a in self.config.network.listen]
+        self._token = trio.lowlevel.current_trio_token()
+        async with self.host.run(listen), trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.started_at = self._now()
+            await nursery.start(self._connection_events_loop)
+            await nursery.start(self._maintenance_loop)
+            await nursery.start(self._ping_loop)
+            await nursery.start(self._peer_exchange_loop)
+            for addr in self._bootstrap_addrs():
+                await nursery.start(self._bootstrap_loop, addr)
+            mdns = None
+            if self.config.network.mdns:
+                mdns = await self._start_mdns()
+            if self.data_dir is not None:
+                from node.control import serve_control
+
+                await nursery.start(serve_control, self, self.data_dir.socket_path)
+            self._ready.set()
+            log.info("node %s listening on %s (tee %s, profile %s)", self.peer_id,
+                     ", ".join(self.full_addrs()), self.provider.kind, self.config.profile)
+            task_status.started(self)
+            try:
+                await self._stop.wait()
+            finally:
+                self.stopping = True
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(3):
+                        await self._say_goodbye()
+                    self._save_peers()
+                    if mdns is not None:
+                        await trio.to_thread.run_sync(mdns.close)
+                nursery.cancel_scope.cancel()
+        log.info("node %s stopped", self.peer_id)
+
+    def stop(self) -> None:
+        """Ask the node to shut down gracefully (idempotent, callable from any task)."""
+        self._stop.set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    def full_addrs(self) -> list[str]:
+        """Listen addresses with /p2p/<peer id>."""
+        out = []
+        for a in self.host.get_addrs():
+            s = str(a)
+            out.append(s if "/p2p/" in s else f"{s}/p2p/{self.peer_id}")
+        return out
+
+    def on_quarantine(self, callback: Callable[[str, str], None]) -> None:
+        """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined
+        (revocation through consensus and gossip will hang off this)."""
+        self._on_quarantine.append(callback)
+
+    # ================================================================== handlers
+    def _register_handlers(self) -> None:
+        self.host.set_stream_handler(ATTEST_PROTOCOL, self._guard(ATTEST_PROTOCOL, self._handle_attest,
+                                                                  gated=False))
+        self.host.set_stream_handler(PEERS_PROTOCOL, self._guard(PEERS_PROTOCOL, self._handle_peers))
+        self.host.set_stream_handler(GOODBYE_PROTOCOL, self._guard(GOODBYE_PROTOCOL, self._handle_goodbye))
+
+    def _guard(self, proto: str, handler: Callable[[INetStream, str], Awaitable[None]], *,
+               gated: bool = True) -> Callable[[INetStream], Awaitable[None]]:
+        """Wrap a handler: quarantine gate, per-peer stream bound, and the error boundary."""
+
+        async def wrapped(stream: INetStream) -> None:
+            pid = str(stream.muxed_conn.peer_id)
+            if gated and not self.peers.is_attested(pid):
+                self.counters.inc("refused_unattested", proto)
+                log.info("refused %s from unattested peer %s", proto, pid,
+                         extra={"peer": pid, "proto": proto})
+                await _reset(stream)
+                return
+            if self._inbound.get(pid, 0) >= MAX_INBOUND_STREAMS_PER_PEER:
+                self.counters.inc("refused_stream_limit", proto)
+                await _reset(stream)
+                return
+            self._inbound[pid] = self._inbound.get(pid, 0) + 1
+            try:
+                await handler(stream, pid)
+            except RemoteProtocolError as exc:
+                self._remote_error(pid, proto, exc)
+                await _reset(stream)
+            except Exception:  # a bug of ours: loud, counted, but the node stays up
+                self.counters.inc("internal_error", proto)
+                log.exception("internal error handling %s from %s", proto, pid)
+                await _reset(stream)
+            finally:
+                n = self._inbound.get(pid, 1) - 1
+                if n:
+                    self._inbound[pid] = n
+                else:
+                    self._inbound.pop(pid, None)
+
+        return wrapped
+
+    def _remote_error(self, pid: str, proto: str, exc: RemoteProtocolError) -> None:
+        self.counters.inc("remote_error", f"{proto}:{exc.reason}")
+        log.warning("dropped input from %s on %s: %s", pid, proto, exc,
+                    extra={"peer": pid, "proto": proto, "reason": exc.reason})
+
+    async def _handle_attest(self, stream: INetStream, pid: str) -> None:
+        """Prover side: answer a challenge with evidence bound to it and our key."""
+        timeout = self.config.attestation.handshake_timeout_s
+        if pid in self._proving:
+            # One challenge per peer at a time: evidence generation costs the TEE real work.
+            self.counters.inc("refused_attest_busy")
+            await _reset(stream)
+            return
+        self._proving.add(pid)
+        try:
+            reader = FrameReader(stream)
+            challenge = await read_message(reader, AttestChallenge, timeout_s=timeout)
+            report_data = binding(challenge.nonce, self.public_key)
+            try:
+                evidence = await trio.to_thread.run_sync(self.provider.get_evidence, report_data)
+            except AttestationUnavailable as exc:
+                self.counters.inc("evidence_unavailable")
+                log.error("cannot produce evidence for %s: %s", pid, exc)
+                await _reset(stream)
+                return
+            await write_message(stream, AttestEvidence(str(evidence.kind), evidence.blob,
+                                                       tuple(evidence.certs), self.public_key),
+                                timeout_s=timeout)
+            result = await read_message(reader, AttestResult, timeout_s=timeout)
+            self._note_result_about_us(pid, result)
+            await _close(stream)
+        finally:
+            self._proving.discard(pid)
+
+    def _note_result_about_us(self, pid: str, result: AttestResult) -> None:
+        rec = result.record
+        if rec is not None:
+            issuer_ok = public_key_of_peer(pid) == rec.issuer
+            if issuer_ok and rec.subject == self.peer_id and verify_record(rec):
+                self.records_about_us[pid] = rec
+            else:
+                self.counters.inc("remote_error", "attest:bad-score-record")
+                log.warning("peer %s sent a score record that does not verify", pid)
+        if not result.accepted:
+            log.warning("peer %s refused our attestation: %s", pid, result.reason,
+                        extra={"peer": pid, "reason": result.reason})
+
+    async def _handle_peers(self, stream: INetStream, pid: str) -> None:
+        timeout = self.config.network.request_timeout_s
+        req = await read_message(FrameReader(stream), PeersRequest, timeout_s=timeout)
+        entries = []
+        for p in self.peers.attested():
+            if p.peer_id == pid:
+                continue
+            addrs = self._advertised_addrs(p.peer_id)
+            if addrs:
+                entries.append(PeerEntry(p.peer_id, tuple(addrs[:8])))
+            if len(entries) >= req.limit:
+                break
+        await write_message(stream, PeersResponse(tuple(entries)), timeout_s=timeout)
+        await _close(stream)
+
+    async def _handle_goodbye(self, stream: INetStream, pid: str) -> None:
+        msg = await read_message(FrameReader(stream), Goodbye,
+                                 timeout_s=self.config.network.request_timeout_s)
+        log.info("peer %s is leaving: %s", pid, msg.reason, extra={"peer": pid})
+        self.peers.on_goodbye(pid)
+        await _close(stream)
+
+    # ================================================================== verifier side
+    async def attest_peer(self, peer_id: ID) -> None:
+        """Challenge ``peer_id`` once and record the outcome (never raises on peer failure)."""
+        pid = peer_id.to_base58()
+        cfg = self.config.attestation
+        async with self._attest_limiter:
+            if self.stopping:
+                return
+            self.peers.on_attest_started(pid, self._now())
+            pub = public_key_of_peer(peer_id)
+            if pub is None:
+                self._record_outcome(pid, False, "identity: peer id does not embed an Ed25519 key", 0,
+                                     None, None, None)
+                return
+            try:
+                outcome = None
+                with trio.fail_after(cfg.handshake_timeout_s):
+                    stream = await self._open_stream(peer_id, ATTEST_PROTOCOL)
+                    try:
+                        challenge = Challenge(pub, secrets.token_bytes(NONCE_BYTES), self._now())
+                        await write_message(stream, challenge.message(), timeout_s=cfg.handshake_timeout_s)
+                        evidence = await read_message(FrameReader(stream), AttestEvidence,
+                                                      timeout_s=cfg.handshake_timeout_s)
+                        outcome = await trio.to_thread.run_sync(
+                            lambda: self.engine.judge(challenge, pid, evidence, now=self._now()))
+                        await write_message(stream, AttestResult(outcome.accepted, outcome.reason[:500],
+                                                                 outcome.record),
+                                            timeout_s=cfg.handshake_timeout_s)
+                        await _close(stream)
+                    except BaseException:
+                        await _reset(stream)
+                        raise
+            except trio.TooSlowError:
+                self._record_missed(pid, "timeout")
+                return
+            except RemoteProtocolError as exc:
+                if outcome is None:
+                    self._remote_error(pid, ATTEST_PROTOCOL, exc)
+                    self._record_missed(pid, f"{exc.reason}: {exc.detail}"[:200])
+                    return
+                # The verdict is in; only delivering the result to the prover failed.
+            assert outcome is not None
+            self._record_outcome(
+                pid, outcome.accepted, outcome.reason, outcome.score, outcome.kind,
+                outcome.measurement.hex() if outcome.measurement else None,
+                outcome.record.expires_at if outcome.record else None)
+
+    def _record_outcome(self, pid: str, accepted: bool, reason: str, score: int, kind: str | None,
+                        measurement: str | None, expires_at: float | None) -> None:
+        was = self.peers.is_attested(pid)
+        self.peers.on_attest_result(pid, accepted=accepted, reason=reason, now=self._now(), score=score,
+                                    tee=kind, measurement=measurement, record_expires_at=expires_at)
+        if accepted:
+            self.counters.inc("attest_ok")
+            if not was:
+                log.info("peer %s attested (%s, score %d)", pid, kind, score, extra={"peer": pid})
+        else:
+            self.counters.inc("attest_rejected", reason.split(":")[0])
+            log.warning("peer %s failed attestation: %s", pid, reason, extra={"peer": pid, "reason": reason})
+            if was:
+                self._quarantined(pid, reason)
+
+    def _record_missed(self, pid: str, reason: str) -> None:
+        was = self.peers.is_attested(pid)
+        self.counters.inc("attest_missed", reason.split(":")[0])
+        changed = self.peers.on_attest_missed(
+            pid, reason, self._now(), max_missed=self.config.attestation.max_missed_reattestations,
+            penalty=MISSED_REATTEST_PENALTY)
+        log.info("attestation of %s did not complete: %s", pid, reason, extra={"peer": pid})
+        if was and changed:
+            self._quarantined(pid, reason)
+
+    def _quarantined(self, pid: str, reason: str) -> None:
+        self.counters.inc("quarantined")
+        log.warning("peer %s quarantined: %s", pid, reason, extra={"peer": pid, "reason": reason})
+        for cb in self._on_quarantine:
+            cb(pid, reason)
+
+    async def _open_stream(self, peer_id: ID, proto: str) -> INetStream:
+        try:
+            return await self.host.new_stream(peer_id, [proto])
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # libp2p: StreamFailure, SwarmException, MultiselectClientError...
+            raise RemoteProtocolError("stream", f"cannot open {proto}: {type(exc).__name__}") from None
+
+    # ================================================================== services
+    async def _connection_events_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for event, peer_id in self._events_recv:
+            pid = peer_id.to_base58()
+            now = self._now()
+            if event == "connected":
+                if self.peers.get(pid) is None or not self.peers.get(pid).connected:  # type: ignore[union-attr]
+                    self.peers.on_connected(pid, self._advertised_addrs(pid), now)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self.attest_peer, peer_id)
+            elif event == "disconnected":
+                if not self.host.get_network().connections.get(peer_id):
+                    was = self.peers.is_attested(pid)
+                    self.peers.on_disconnected(pid, now)
+                    if was:
+                        log.info("peer %s disconnected", pid, extra={"peer": pid})
+
+    def _enqueue(self, event: str, peer_id: ID) -> None:
+        try:
+            self._events_send.send_nowait((event, peer_id))
+        except trio.WouldBlock:
+            # The maintenance loop reconciles with libp2p's connection table, so nothing is lost.
+            self.counters.inc("dropped_event", event)
+
+    async def _maintenance_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config.attestation
+        tick_s = min(1.0, cfg.reattest_interval_s / 4)
+        task_status.started()
+        while True:
+            await trio.sleep(tick_s)
+            now = self._now()
+            live = {pid.to_base58(): pid for pid, conns in self.host.get_network().connections.items() if conns}
+            for p in self.peers.connected():
+                if p.peer_id not in live:
+                    self.peers.on_disconnected(p.peer_id, now)
+            assert self._nursery is not None
+            for pid_s, pid in live.items():
+                st = self.peers.get(pid_s)
+                if st is None or not st.connected:
+                    self.peers.on_connected(pid_s, self._advertised_addrs(pid_s), now)
+            for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s):
+                if p.peer_id in live:
+                    self._nursery.start_soon(self.attest_peer, live[p.peer_id])
+            for pid_s in self.peers.expire_records(now):
+                self._quarantined(pid_s, "score record expired without re-attestation")
+            for p in self.peers.overdue_unattested(now, cfg.attest_deadline_s):
+                if p.peer_id in live:
+                    self.counters.inc("disconnected_unattested")
+                    log.warning("disconnecting %s: not attested within %.0fs (%s)", p.peer_id,
+                                cfg.attest_deadline_s, p.quarantine_reason, extra={"peer": p.peer_id})
+                    self.peers.on_disconnected(p.peer_id, now)
+                    self._nursery.start_soon(self._disconnect, live[p.peer_id])
+            for p in self.peers.connected():
+                if p.state == "left" and p.peer_id in live:
+                    self._nursery.start_soon(self._disconnect, live[p.peer_id])
+
+    async def _disconnect(self, peer_id: ID) -> None:
+        with trio.move_on_after(self.config.network.request_timeout_s):
+            try:
+                await self.host.disconnect(peer_id)
+            except Exception as exc:  # libp2p may raise if the connection is already gone
+                log.debug("disconnect %s: %s", peer_id, exc)
+
+    async def _ping_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.network.ping_interval_s)
+            async with trio.open_nursery() as n:
+                for p in self.peers.connected():
+                    n.start_soon(self._ping_one, p.peer_id)
+
+    async def ping(self, peer_id: str) -> float:
+        """One libp2p ping round trip, in milliseconds (float precision)."""
+        timeout = self.config.network.ping_timeout_s
+        with trio.fail_after(timeout):
+            stream = await self._open_stream(ID.from_base58(peer_id), PING_PROTOCOL)
+            try:
+                payload = secrets.token_bytes(PING_BYTES)
+                start = trio.current_time()
+                await stream.write(payload)
+                got = b""
+                while len(got) < PING_BYTES:
+                    chunk = await stream.read(PING_BYTES - len(got))
+                    if not chunk:
+                        raise RemoteProtocolError("stream", "ping stream closed")
+                    got += chunk
+                rtt = (trio.current_time() - start) * 1000
+            finally:
+                await _reset(stream)
+        if got != payload:
+            raise RemoteProtocolError("invalid", "ping payload mismatch")
+        return rtt
+
+    async def _ping_one(self, pid: str) -> None:
+        try:
+            rtt = await self.ping(pid)
+        except (trio.TooSlowError, RemoteProtocolError, OSError) as exc:
+            self.counters.inc("ping_failed", type(exc).__name__)
+            return
+        except Exception as exc:  # libp2p stream errors
+            self.counters.inc("ping_failed", type(exc).__name__)
+            return
+        self.peers.on_rtt(pid, rtt)
+
+    async def _peer_exchange_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.network.peer_exchange_interval_s)
+            attested = self.peers.attested()
+            for p in self._rng.sample(attested, min(PX_FANOUT, len(attested))):
+                await self._exchange_with(p.peer_id)
+
+    async def _exchange_with(self, pid: str) -> None:
+        timeout = self.config.network.request_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._open_stream(ID.from_base58(pid), PEERS_PROTOCOL)
+                try:
+                    await write_message(stream, PeersRequest(PX_LIMIT), timeout_s=timeout)
+                    resp = await read_message(FrameReader(stream), PeersResponse, timeout_s=timeout)
+                finally:
+                    await _reset(stream)
+        except trio.TooSlowError:
+            self.counters.inc("px_failed", "timeout")
+            return
+        except RemoteProtocolError as exc:
+            self._remote_error(pid, PEERS_PROTOCOL, exc)
+            return
+        for entry in resp.peers:
+            if entry.peer_id == self.peer_id:
+                continue
+            st = self.peers.get(entry.peer_id)
+            if st is not None and (st.connected or st.state == "left"):
+                continue
+            self._spawn_dial(entry.peer_id, list(entry.addrs))
+
+    def _spawn_dial(self, pid: str, addrs: list[str]) -> None:
+        if pid in self._dialing or self._nursery is None:
+            return
+        self._dialing.add(pid)
+        self._nursery.start_soon(self._dial_hint, pid, addrs)
+
+    async def _dial_hint(self, pid: str, addrs: list[str]) -> None:
+        try:
+            async with self._dial_limiter:
+                try:
+                    peer_id = ID.from_base58(pid)
+                    mas = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs[:8]]
+                except Exception:
+                    self.counters.inc("remote_error", "px:bad-entry")
+                    return
+                await self._dial(PeerInfo(peer_id, mas))
+        finally:
+            self._dialing.discard(pid)
+
+    async def _dial(self, info: PeerInfo) -> bool:
+        with trio.move_on_after(self.config.network.dial_timeout_s):
+            try:
+                await self.host.connect(info)
+                return True
+            except trio.Cancelled:
+                raise
+            except Exception as exc:  # libp2p: SwarmException, OSError, ...
+                log.debug("dial %s failed: %s", info.peer_id, exc)
+                self.counters.inc("dial_failed", type(exc).__name__)
+        return False
+
+    def _bootstrap_addrs(self) -> list[str]:
+        addrs = list(self.config.network.bootstrap)
+        if self.data_dir is not None:
+            for pid, known in self.data_dir.load_peers().items():
+                addrs.extend(a if "/p2p/" in a else f"{a}/p2p/{pid}" for a in known[:2])
+        seen: set[str] = set()
+        out = []
+        for a in addrs:
+            if a not in seen and f"/p2p/{self.peer_id}" not in a:
+                seen.add(a)
+                out.append(a)
+        return out
+
+    async def _bootstrap_loop(self, addr: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Dial ``addr`` with backoff until connected; then watch and redial if it drops."""
+        transport, pid = split_p2p_addr(addr)
+        info = PeerInfo(ID.from_base58(pid), [multiaddr.Multiaddr(transport)])
+        net = self.config.network
+        backoff = Backoff(net.bootstrap_backoff_initial_s, net.bootstrap_backoff_max_s, rng=self._rng)
+        task_status.started()
+        while True:
+            st = self.peers.get(pid)
+            if st is not None and st.state == "left":
+                return
+            if self.host.get_network().connections.get(info.peer_id):
+                backoff.reset()
+                await trio.sleep(net.bootstrap_backoff_max_s)
+                continue
+            if await self._dial(info):
+                log.info("connected to bootstrap peer %s", addr)
+                backoff.reset()
+                continue
+            delay = backoff.next_delay()
+            if backoff.attempts in (1, 5) or backoff.attempts % 20 == 0:
+                log.warning("bootstrap %s unreachable (attempt %d); retrying in %.1fs", addr,
+                            backoff.attempts, delay)
+            await trio.sleep(delay)
+
+    async def _start_mdns(self) -> MdnsAdvertiser | None:
+        token = trio.lowlevel.current_trio_token()
+
+        def found(pid: str, addrs: list[str]) -> None:
+            def hop() -> None:
+                st = self.peers.get(pid)
+                if st is None or not st.connected:
+                    self._spawn_dial(pid, addrs)
+            try:
+                trio.from_thread.run_sync(hop, trio_token=token)
+            except trio.RunFinishedError:
+                pass
+
+        try:
+            return await trio.to_thread.run_sync(MdnsAdvertiser, self.peer_id, self.full_addrs(), found)
+        except OSError as exc:
+            log.warning("mDNS unavailable (%s); continuing with bootstrap only", exc)
+            return None
+
+    async def _say_goodbye(self) -> None:
+        async with trio.open_nursery() as n:
+            for p in self.peers.attested():
+                n.start_soon(self._goodbye_one, p.peer_id)
+
+    async def _goodbye_one(self, pid: str) -> None:
+        try:
+            with trio.fail_after(2):
+                stream = await self._open_stream(ID.from_base58(pid), GOODBYE_PROTOCOL)
+                await write_message(stream, Goodbye("shutting down"), timeout_s=2)
+                await _close(stream)
+        except (trio.TooSlowError, RemoteProtocolError):
+            pass
+
+    # ================================================================== state
+    def _advertised_addrs(self, pid: str) -> list[str]:
+        try:
+            addrs = self.host.get_peerstore().addrs(ID.from_base58(pid))
+        except Exception:  # PeerStoreError when unknown
+            return []
+        out = []
+        for a in addrs:
+            s = str(a)
+            if "/ip4/0.0.0.0/" in s or "/ip6/::/" in s:
+                continue
+            out.append(s if "/p2p/" in s else f"{s}/p2p/{pid}")
+        return out
+
+    def _save_peers(self) -> None:
+        if self.data_dir is None:
+            return
+        known = {p.peer_id: self._advertised_addrs(p.peer_id) or p.addrs for p in self.peers.all()
+                 if p.last_attested_at is not None and p.state != "left"}
+        try:
+            self.data_dir.save_peers({k: v for k, v in known.items() if v})
+        except OSError as exc:
+            log.error("could not save the peer list: %s", exc)
+
+    def status(self) -> dict[str, Any]:
+        now = self._now()
+        peers = sorted((p.to_json(now) for p in self.peers.all() if p.connected or p.state == "left"),
+                       key=lambda d: d["peer_id"])
+        return {
+            "peer_id": self.peer_id,
+            "addrs": self.full_addrs(),
+            "tee": str(self.provider.kind),
+            "profile": self.config.profile,
+            "security": self.config.network.security,
+            "measurement": self.engine.self_measurement.hex() if self.engine.self_measurement else None,
+            "uptime_s": round(now - self.started_at, 3) if self.started_at else 0.0,
+            "pid": os.getpid(),
+            "policy": {"min_score": self.engine.policy.min_score,
+                       "allow_simulated": self.engine.policy.allow_simulated},
+            "peers": peers,
+            "attested_peers": sum(1 for p in peers if p["attested"]),
+            "scores_about_us": {k: {"score": r.score, "verdict": r.verdict, "issued_at": r.issued_at}
+                                for k, r in sorted(self.records_about_us.items())},
+            "counters": self.counters.to_json(),
+        }
+
+
+class _Notifee(INotifee):
+    """Moves libp2p's connection notifications into the agent's bounded event channel."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    async def connected(self, network: Any, conn: INetConn) -> None:
+        self._agent._enqueue("connected", conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: Any, conn: INetConn) -> None:
+        self._agent._enqueue("disconnected", conn.muxed_conn.peer_id)
+
+    async def opened_stream(self, network: Any, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        try:
+            await stream.reset()
+        except Exception as exc:  # already closed or reset
+            log.debug("stream reset: %s", exc)
+
+
+async def _close(stream: INetStream) -> None:
+    with trio.move_on_after(2):
+        try:
+            await stream.close()
+        except Exception as exc:  # already closed or reset
+            log.debug("stream close: %s", exc)
+
+
+def dump_status(status: dict[str, Any]) -> str:
+    return json.dumps(status, indent=2, sort_keys=True)
+
+

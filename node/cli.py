@@ -1,0 +1,373 @@
+"""``enclave-swarm``: the command line.
+
+Exit codes, for every subcommand: 0 ok, 1 the operation failed, 2 usage error or unreadable
+input. Failures print one line ``enclave-swarm: <reason>`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, msg: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"enclave-swarm: {msg}", file=sys.stderr)
+    return code
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="node data directory (default: $XDG_DATA_HOME/enclave-swarm)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enclave-swarm",
+        description="Secure enclaves on third-party hosts, federated into one attested compute unit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a node's identity and configuration")
+    _data_dir_arg(p)
+    p.add_argument("--profile", default="lan", choices=["lan", "wan", "local-test", "local_test"],
+                   help="configuration profile (wan = production: hardware TEEs only)")
+
+    p = sub.add_parser("run", help="run a node in the foreground")
+    _data_dir_arg(p)
+    p.add_argument("--profile", default=None, choices=["lan", "wan", "local-test", "local_test"],
+                   help="profile for a data dir that is initialised by this run")
+    p.add_argument("--listen", action="append", default=None, metavar="MULTIADDR",
+                   help="listen address (repeatable; replaces the configured ones)")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                   help="address of a federation node, with /p2p/<peer id> (repeatable)")
+    p.add_argument("--tee", choices=["sim", "sev-snp", "tdx", "sgx", "auto"], default=None)
+    p.add_argument("--mdns", action=argparse.BooleanOptionalAction, default=None,
+                   help="discover peers on the LAN by mDNS")
+    p.add_argument("--psk", type=Path, default=None, metavar="FILE",
+                   help="private-network pre-shared key file (64 hex chars)")
+    p.add_argument("--security", choices=["noise", "tls"], default=None)
+    p.add_argument("--policy", type=Path, default=None, metavar="FILE", help="attestation policy (TOML)")
+    p.add_argument("--log-format", choices=["text", "json"], default=None)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+
+    p = sub.add_parser("status", help="show a running node's state")
+    _data_dir_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("reload-policy", help="make a running node re-read its policy file")
+    _data_dir_arg(p)
+
+    p = sub.add_parser("stop", help="stop a running node gracefully")
+    _data_dir_arg(p)
+
+    p = sub.add_parser("demo", help="run a local federation and show it working")
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--timeout-s", type=float, default=120.0)
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
+
+    p = sub.add_parser("attest", help="attestation tools")
+    asub = p.add_subparsers(dest="attest_command", metavar="SUBCOMMAND")
+    pv = asub.add_parser("verify", help="verify an evidence file (SEV-SNP report, DCAP quote)")
+    pv.add_argument("evidence", type=Path)
+    pv.add_argument("--vcek", type=Path, help="VCEK/VLEK certificate (SEV-SNP)")
+    pv.add_argument("--chain", type=Path, help="ASK/ASVK + ARK chain (SEV-SNP)")
+    pv.add_argument("--root", type=Path, help="pinned root certificate to use")
+    pv.add_argument("--collateral", type=Path, help="directory of Intel collateral (TCB info, QE identity, CRLs)")
+    pv.add_argument("--policy", type=Path, help="also apply this policy (TOML)")
+    pv.add_argument("--at", help="verify as of this time (ISO 8601; default now)")
+    pv.add_argument("--json", action="store_true", help="JSON output (always JSON today)")
+    pe = asub.add_parser("evidence", help="produce evidence on this host over a nonce")
+    _data_dir_arg(pe)
+    pe.add_argument("--nonce", required=True, help="hex nonce (up to 64 bytes)")
+    pe.add_argument("--tee", choices=["sim", "sev-snp", "tdx", "sgx", "auto"], default=None)
+    pe.add_argument("-o", "--output", type=Path, default=None, help="write the evidence bundle here")
+
+    p = sub.add_parser("sim", help="run the deterministic swarm simulator")
+    try:
+        from sim.cli import add_arguments as add_sim_arguments
+    except ImportError:
+        add_sim_arguments = None
+    if add_sim_arguments is not None:
+        add_sim_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handler = {
+        "init": cmd_init, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
+        "attest": cmd_attest, "sim": cmd_sim, "reload-policy": cmd_reload, "stop": cmd_stop,
+    }[args.command]
+    try:
+        rc: int = handler(args)
+        return rc
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_FAIL)
+
+
+# ---------------------------------------------------------------------------- init / run
+
+
+def _data_dir(args: argparse.Namespace) -> Any:
+    from node.datadir import DataDir, default_data_dir
+
+    return DataDir(args.data_dir or default_data_dir())
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from node.config import NodeConfig
+    from node.datadir import DataDirError
+    from overlay.host import peer_id_of
+
+    dd = _data_dir(args)
+    try:
+        key = dd.init(NodeConfig.for_profile(args.profile))
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    print(f"initialised {dd.path}")
+    print(f"peer id {peer_id_of(key)}")
+    return EXIT_OK
+
+
+def _apply_overrides(cfg: Any, args: argparse.Namespace) -> Any:
+    net, att = cfg.network, cfg.attestation
+    if args.listen:
+        net = dataclasses.replace(net, listen=tuple(args.listen))
+    if args.bootstrap:
+        net = dataclasses.replace(net, bootstrap=tuple(dict.fromkeys((*net.bootstrap, *args.bootstrap))))
+    if args.mdns is not None:
+        net = dataclasses.replace(net, mdns=args.mdns)
+    if args.security:
+        net = dataclasses.replace(net, security=args.security)
+    if args.psk:
+        net = dataclasses.replace(net, psk_file=str(args.psk))
+    if args.tee:
+        att = dataclasses.replace(att, tee=args.tee)
+    if args.policy:
+        att = dataclasses.replace(att, policy_file=str(args.policy))
+    cfg = dataclasses.replace(cfg, network=net, attestation=att)
+    if args.log_format:
+        cfg = dataclasses.replace(cfg, log_format=args.log_format)
+    if args.log_level:
+        cfg = dataclasses.replace(cfg, log_level=args.log_level)
+    cfg.validate()
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from node.config import ConfigError, NodeConfig
+    from node.datadir import DataDirError
+    from node.logs import setup_logging
+    from node.runtime import SetupError, build_agent
+    from overlay.discovery import BootstrapAddressError, split_p2p_addr
+    from overlay.host import HostConfigError, read_psk
+
+    dd = _data_dir(args)
+    if not dd.exists():
+        if dd.path.exists() and any(dd.path.iterdir()) and not dd.config_path.exists():
+            raise CliError(f"{dd.path}: not an enclave-swarm data dir (no identity.key); refusing to use it")
+        try:
+            dd.init(NodeConfig.for_profile(args.profile or "lan"))
+        except DataDirError as exc:
+            raise CliError(str(exc)) from None
+        print(f"initialised a new node in {dd.path}", file=sys.stderr)
+    try:
+        cfg = _apply_overrides(dd.load_config(), args)
+        for b in cfg.network.bootstrap:
+            split_p2p_addr(b)
+        psk = read_psk(cfg.network.psk_file) if cfg.network.psk_file else None
+    except (DataDirError, ConfigError, HostConfigError) as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+    except BootstrapAddressError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    setup_logging(cfg.log_format, cfg.log_level)
+    try:
+        dd.lock()
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        try:
+            agent = build_agent(dd, cfg, psk_hex=psk)
+        except (SetupError, DataDirError) as exc:
+            raise CliError(str(exc)) from None
+        except Exception as exc:  # libp2p host construction (bad listen address, ...)
+            raise CliError(f"cannot start: {exc}") from None
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    try:
+                        await nursery.start(agent.run)
+                    except OSError as exc:
+                        raise CliError(f"cannot listen: {exc.strerror or exc}") from None
+                    for a in agent.full_addrs():
+                        print(a, flush=True)
+                    async for sig in signals:
+                        print(f"received {signal.Signals(sig).name}, leaving the federation",
+                              file=sys.stderr, flush=True)
+                        agent.stop()
+                        break
+
+        trio.run(main)
+    finally:
+        dd.unlock()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _request(args: argparse.Namespace, cmd: dict[str, Any]) -> dict[str, Any]:
+    from node.control import NotRunning, request
+
+    dd = _data_dir(args)
+    try:
+        reply = request(dd.socket_path, cmd)
+    except NotRunning:
+        raise CliError(f"no node is running on {dd.path}") from None
+    if not reply.get("ok"):
+        raise CliError(str(reply.get("error", "the node refused the request")))
+    return reply
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _request(args, {"cmd": "status"})["status"]
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    print_status(status)
+    return EXIT_OK
+
+
+def print_status(status: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]node[/bold] {status['peer_id']}  tee={status['tee']}  "
+                  f"profile={status['profile']}  uptime={status['uptime_s']:.0f}s  "
+                  f"attested peers={status['attested_peers']}/{len(status['peers'])}")
+    for a in status["addrs"]:
+        console.print(f"  {a}")
+    table = Table(show_lines=False)
+    for col in ("peer", "attested", "tee", "score", "rtt ms", "last attested", "state", "verdict"):
+        table.add_column(col)
+    for p in status["peers"]:
+        ago = p.get("last_attested_ago_s")
+        table.add_row(
+            p["peer_id"][-12:], "yes" if p["attested"] else "[red]no[/red]", p.get("tee") or "-",
+            "-" if p.get("score") is None else str(p["score"]),
+            "-" if p.get("rtt_ms") is None else f"{p['rtt_ms']:.2f}",
+            "-" if ago is None else f"{ago:.0f}s ago", p.get("state", "-"),
+            (p.get("verdict") or "-")[:60])
+    console.print(table)
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    _request(args, {"cmd": "reload-policy"})
+    print("policy reloaded")
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    _request(args, {"cmd": "stop"})
+    print("stopping")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from node.demo import run_demo
+
+    if not 2 <= args.nodes <= 64:
+        raise CliError("--nodes must be within 2..64", EXIT_USAGE)
+    return run_demo(args.nodes, timeout_s=args.timeout_s, keep=args.keep)
+
+
+# ---------------------------------------------------------------------------- attest
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    if args.attest_command == "verify":
+        from node.attestation.cli import cmd_verify
+
+        rc: int = cmd_verify(args)
+        return rc
+    if args.attest_command == "evidence":
+        return cmd_attest_evidence(args)
+    raise CliError("usage: enclave-swarm attest {verify,evidence} ...", EXIT_USAGE)
+
+
+def cmd_attest_evidence(args: argparse.Namespace) -> int:
+    import dataclasses as dc
+
+    from node.datadir import DataDirError
+    from node.runtime import SetupError, select_provider
+    from overlay.handshake import binding
+
+    try:
+        nonce = bytes.fromhex(args.nonce)
+    except ValueError:
+        raise CliError("--nonce must be hexadecimal", EXIT_USAGE) from None
+    if not 1 <= len(nonce) <= 64:
+        raise CliError("--nonce must be 1..64 bytes", EXIT_USAGE)
+    dd = _data_dir(args)
+    try:
+        cfg = dd.load_config()
+        if args.tee:
+            cfg = dc.replace(cfg, attestation=dc.replace(cfg.attestation, tee=args.tee))
+        key = dd.load_identity()
+        provider = select_provider(cfg, dd)
+    except (DataDirError, SetupError) as exc:
+        raise CliError(str(exc)) from None
+    pub = key.public_key().public_bytes_raw()
+    evidence = provider.get_evidence(binding(nonce, pub))
+    bundle = {
+        "kind": str(evidence.kind),
+        "nonce": nonce.hex(),
+        "public_key": pub.hex(),
+        "report_data": binding(nonce, pub).hex(),
+        "evidence": evidence.blob.hex(),
+        "certs": [c.hex() for c in evidence.certs],
+    }
+    text = json.dumps(bundle, indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    try:
+        from sim.cli import run as run_sim
+    except ImportError:
+        raise CliError("the simulator is not available in this build") from None
+    rc: int = run_sim(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

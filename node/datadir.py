@@ -1,0 +1,219 @@
+"""The node's data directory: identity, config, lock, control socket, persisted state.
+
+Layout (all created 0700 / 0600)::
+
+    identity.key     Ed25519 libp2p identity, PKCS#8 PEM, 0600, never overwritten
+    config.toml      every setting with its comment (node/config.py)
+    run.lock         flock()ed by the running node: a second `run` is refused
+    control.sock     Unix socket of the control API, 0600, only while running
+    peers.json       peers known at the last clean shutdown, to rejoin without bootstrap
+    sim-tee/         the simulated TEE's host key and certificate (sim only)
+
+A corrupted identity or config is never "repaired": the node refuses to start, names the file
+and says why, and leaves it untouched for the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from node.config import ConfigError, NodeConfig, load_config
+
+IDENTITY = "identity.key"
+CONFIG = "config.toml"
+LOCK = "run.lock"
+SOCKET = "control.sock"
+PEERS = "peers.json"
+SIM_TEE = "sim-tee"
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used (message names the file and the reason)."""
+
+
+class AlreadyRunning(DataDirError):
+    pass
+
+
+def default_data_dir() -> Path:
+    """Per user, per the XDG base directory spec."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "enclave-swarm"
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` atomically with ``mode``; never overwrite an existing file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise DataDirError(f"{path}: already exists; refusing to overwrite") from None
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class DataDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self._lock_fd: int | None = None
+
+    @property
+    def identity_path(self) -> Path:
+        return self.path / IDENTITY
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def socket_path(self) -> Path:
+        return self.path / SOCKET
+
+    @property
+    def peers_path(self) -> Path:
+        return self.path / PEERS
+
+    @property
+    def sim_tee_path(self) -> Path:
+        return self.path / SIM_TEE
+
+    def exists(self) -> bool:
+        return self.identity_path.exists()
+
+    # ------------------------------------------------------------------ init
+    def init(self, config: NodeConfig) -> Ed25519PrivateKey:
+        """Create identity (0600) and config. Refuses if an identity exists.
+
+        Raises:
+            DataDirError: the identity already exists, or the directory is unusable.
+        """
+        if self.identity_path.exists():
+            raise DataDirError(f"{self.identity_path}: an identity already exists; refusing to overwrite")
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirError(f"{self.path}: cannot create ({exc.strerror})") from None
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        _write_new(self.identity_path, pem, 0o600)
+        if not self.config_path.exists():
+            _write_new(self.config_path, config.to_toml().encode(), 0o600)
+        return key
+
+    # ------------------------------------------------------------------ load
+    def load_identity(self) -> Ed25519PrivateKey:
+        p = self.identity_path
+        try:
+            st = p.stat()
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise DataDirError(f"{p}: no identity; run `enclave-swarm init --data-dir {self.path}`") from None
+        except OSError as exc:
+            raise DataDirError(f"{p}: cannot read ({exc.strerror})") from None
+        if st.st_mode & 0o077:
+            raise DataDirError(f"{p}: permissions {oct(st.st_mode & 0o777)} are too open; must be 0600")
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, Exception) as exc:  # cryptography raises several types
+            raise DataDirError(f"{p}: corrupted identity ({type(exc).__name__}); "
+                               "the file was left untouched") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise DataDirError(f"{p}: not an Ed25519 key; the file was left untouched")
+        return key
+
+    def load_config(self) -> NodeConfig:
+        if not self.config_path.exists():
+            raise DataDirError(f"{self.config_path}: missing")
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise DataDirError(f"{exc}; the file was left untouched") from None
+
+    # ------------------------------------------------------------------ lock
+    def lock(self) -> None:
+        """Take the run lock for this process. Raises AlreadyRunning if another node holds it."""
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"{self.path}: another node is already running on this data dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_locked(self) -> bool:
+        """True when some process (maybe this one) holds the run lock."""
+        p = self.path / LOCK
+        if not p.exists():
+            return False
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    # ------------------------------------------------------------------ state
+    def save_peers(self, peers: dict[str, list[str]]) -> None:
+        write_atomic(self.peers_path, json.dumps(peers, indent=1, sort_keys=True).encode())
+
+    def load_peers(self) -> dict[str, list[str]]:
+        """Peers saved at the last shutdown; a damaged file is ignored (it is only a cache)."""
+        try:
+            data: Any = json.loads(self.peers_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(k): [str(a) for a in v][:8]
+            for k, v in list(data.items())[:1024]
+            if isinstance(v, list)
+        }

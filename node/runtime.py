@@ -1,0 +1,136 @@
+"""Assembling a node from its data dir: identity, config, TEE backend, policy, engine, agent."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from node.attestation.base import EvidenceProvider, TeeKind, Verifier
+from node.attestation.engine import AttestationEngine
+from node.attestation.policy import Policy, PolicyError, load_policy
+from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
+from node.config import NodeConfig
+from node.datadir import DataDir
+from node.measure import agent_measurement
+
+if TYPE_CHECKING:
+    from node.agent import Agent
+
+log = logging.getLogger("enclave_swarm.runtime")
+
+
+class SetupError(Exception):
+    """The node cannot start as configured (message says why and what to do)."""
+
+
+def profile_policy(cfg: NodeConfig) -> Policy:
+    return Policy.production() if cfg.profile == "wan" else Policy.development()
+
+
+def load_node_policy(cfg: NodeConfig) -> Policy:
+    base = profile_policy(cfg)
+    if not cfg.attestation.policy_file:
+        return base
+    try:
+        return load_policy(cfg.attestation.policy_file, base=base)
+    except PolicyError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def build_verifiers() -> dict[TeeKind, Verifier]:
+    """A verifier for every TEE kind this build knows."""
+    verifiers: dict[TeeKind, Verifier] = {TeeKind.SIM: SimulatedVerifier()}
+    verifiers.update(_hardware_verifiers())
+    return verifiers
+
+
+def _hardware_verifiers() -> dict[TeeKind, Verifier]:
+    from node.attestation.dcap import DcapVerifier
+    from node.attestation.sevsnp import SnpVerifier
+
+    dcap = DcapVerifier()
+    return {TeeKind.SEV_SNP: SnpVerifier(), TeeKind.TDX: dcap, TeeKind.SGX: dcap}
+
+
+def select_provider(cfg: NodeConfig, data_dir: DataDir) -> EvidenceProvider:
+    """The evidence provider for ``cfg.attestation.tee``.
+
+    Raises:
+        SetupError: the requested TEE is absent, or none is present and the simulated
+            fallback is not allowed.
+    """
+    a = cfg.attestation
+    tee = a.tee
+    if tee == "auto":
+        from node.attestation.providers import detect_tee
+
+        found = detect_tee()
+        if found is None:
+            if not a.allow_simulated_fallback:
+                raise SetupError(
+                    "no hardware TEE found (no SEV-SNP/TDX configfs-tsm, no SGX /dev/attestation) and "
+                    f"profile {cfg.profile!r} does not allow the simulated TEE; run on a TEE host, or "
+                    "pass --tee sim with a profile that allows it")
+            log.warning("no hardware TEE found: using the SIMULATED TEE (no hardware protection)")
+            tee = "sim"
+        else:
+            tee = str(found)
+    if tee == "sim":
+        if cfg.profile == "wan" and not a.allow_simulated_fallback:
+            raise SetupError("the wan (production) profile refuses the simulated TEE")
+        return SimulatedProvider(data_dir.sim_tee_path, agent_measurement(a.sim_build_tag),
+                                 debug=a.sim_debug)
+    from node.attestation.providers import provider_for
+
+    try:
+        provider: EvidenceProvider = provider_for(TeeKind(tee))
+    except Exception as exc:
+        raise SetupError(f"TEE {tee}: {exc}") from None
+    return provider
+
+
+def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = None) -> Agent:
+    from node.agent import Agent
+
+    identity = data_dir.load_identity()
+    provider = select_provider(cfg, data_dir)
+    engine = AttestationEngine(
+        build_verifiers(),
+        load_node_policy(cfg),
+        identity_key=identity,
+        self_measurement=_self_measurement(provider, cfg),
+        record_ttl_s=3 * cfg.attestation.reattest_interval_s,
+    )
+    return Agent(config=cfg, identity=identity, provider=provider, engine=engine, data_dir=data_dir,
+                 psk_hex=psk_hex)
+
+
+def _self_measurement(provider: EvidenceProvider, cfg: NodeConfig) -> bytes | None:
+    m = getattr(provider, "measurement", None)
+    if isinstance(m, bytes):
+        return m
+    # Hardware: our launch measurement is in our own evidence.
+    try:
+        ev = provider.get_evidence(bytes(64))
+    except Exception as exc:
+        log.warning("could not read our own measurement: %s", exc)
+        return None
+    v = build_verifiers().get(ev.kind)
+    if v is None:
+        return None
+    from datetime import UTC, datetime
+
+    verdict = v.verify(ev, at=datetime.now(UTC))
+    return verdict.claims.measurement if verdict.claims else None
+
+
+def reload_policy(agent: Agent) -> dict[str, Any]:
+    """Re-read the policy file into the running engine. Raises ValueError if invalid."""
+    try:
+        policy = load_node_policy(agent.config)
+    except SetupError as exc:
+        raise ValueError(str(exc)) from None
+    agent.engine.policy = policy
+    log.info("policy reloaded: %s", policy)
+    return dataclasses.asdict(policy)

@@ -1,0 +1,241 @@
+"""The peer table: who we are connected to, and whether they are attested (sans-IO).
+
+Rules
+-----
+- A peer is *quarantined* from the moment it connects until an attestation of ours accepts it,
+  and again from the moment a re-attestation fails, its record expires, it misses too many
+  re-attestations, or its score drops below the policy minimum. Quarantined peers get only
+  ping, identify and attest; :meth:`PeerTable.is_attested` is the single gate every other
+  protocol handler asks.
+- Entries are bounded (``max_entries``): when full, the longest-disconnected entry goes.
+- Time is a float passed in by the caller; the table never reads a clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+ALIVE, LEFT = "alive", "left"
+
+
+@dataclasses.dataclass
+class PeerState:
+    peer_id: str
+    addrs: list[str] = dataclasses.field(default_factory=list)
+    connected: bool = False
+    connected_since: float | None = None
+    disconnected_at: float | None = None
+    attested: bool = False
+    tee: str | None = None
+    score: int | None = None
+    rtt_ms: float | None = None
+    last_attested_at: float | None = None  # last success
+    last_attempt_at: float | None = None
+    last_verdict: str | None = None
+    measurement: str | None = None
+    missed: int = 0  # consecutive failed or missing re-attestations
+    attest_in_flight: bool = False
+    quarantine_reason: str | None = "not attested yet"
+    record_expires_at: float | None = None
+    state: str = ALIVE
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "addrs": list(self.addrs),
+            "connected": self.connected,
+            "attested": self.attested,
+            "tee": self.tee,
+            "score": self.score,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "last_attested_at": self.last_attested_at,
+            "last_attested_ago_s": None if self.last_attested_at is None
+            else round(now - self.last_attested_at, 3),
+            "verdict": self.last_verdict,
+            "measurement": self.measurement,
+            "missed_reattestations": self.missed,
+            "quarantine_reason": None if self.attested else self.quarantine_reason,
+            "state": self.state,
+        }
+
+
+class PeerTable:
+    def __init__(self, *, max_entries: int = 4096) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._peers: dict[str, PeerState] = {}
+
+    # ------------------------------------------------------------------ queries
+    def get(self, peer_id: str) -> PeerState | None:
+        return self._peers.get(peer_id)
+
+    def is_attested(self, peer_id: str) -> bool:
+        p = self._peers.get(peer_id)
+        return p is not None and p.attested and p.connected
+
+    def attested(self) -> list[PeerState]:
+        return [p for p in self._peers.values() if p.attested and p.connected]
+
+    def connected(self) -> list[PeerState]:
+        return [p for p in self._peers.values() if p.connected]
+
+    def all(self) -> list[PeerState]:
+        return list(self._peers.values())
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def due_for_attestation(self, now: float, interval_s: float) -> list[PeerState]:
+        """Connected peers with no attempt in flight whose last attempt is ``interval_s`` old."""
+        out = []
+        for p in self._peers.values():
+            if not p.connected or p.attest_in_flight:
+                continue
+            if p.last_attempt_at is None or now - p.last_attempt_at >= interval_s:
+                out.append(p)
+        return out
+
+    def overdue_unattested(self, now: float, deadline_s: float) -> list[PeerState]:
+        """Connected peers that never attested within ``deadline_s`` of connecting."""
+        return [
+            p for p in self._peers.values()
+            if p.connected and p.last_attested_at is None and p.connected_since is not None
+            and now - p.connected_since > deadline_s
+        ]
+
+    # ------------------------------------------------------------------ events
+    def _entry(self, peer_id: str) -> PeerState:
+        p = self._peers.get(peer_id)
+        if p is None:
+            if len(self._peers) >= self.max_entries:
+                self._evict()
+            p = self._peers[peer_id] = PeerState(peer_id)
+        return p
+
+    def _evict(self) -> None:
+        gone = [p for p in self._peers.values() if not p.connected]
+        if not gone:
+            raise OverflowError("peer table full of connected peers")
+        victim = min(gone, key=lambda p: p.disconnected_at or 0.0)
+        del self._peers[victim.peer_id]
+
+    def on_connected(self, peer_id: str, addrs: list[str], now: float) -> PeerState:
+        p = self._entry(peer_id)
+        if not p.connected:
+            p.connected = True
+            p.connected_since = now
+            # A new connection must attest afresh: nothing carries over from an old one.
+            p.attested = False
+            p.quarantine_reason = "not attested yet"
+            p.last_attempt_at = None
+            p.last_attested_at = None
+            p.missed = 0
+        p.state = ALIVE
+        for a in addrs:
+            if a not in p.addrs:
+                p.addrs.append(a)
+        del p.addrs[:-8]
+        return p
+
+    def on_disconnected(self, peer_id: str, now: float) -> None:
+        p = self._peers.get(peer_id)
+        if p is None:
+            return
+        p.connected = False
+        p.attested = False
+        p.attest_in_flight = False
+        p.disconnected_at = now
+        p.quarantine_reason = "disconnected"
+
+    def on_attest_started(self, peer_id: str, now: float) -> None:
+        p = self._entry(peer_id)
+        p.attest_in_flight = True
+        p.last_attempt_at = now
+
+    def on_attest_result(
+        self,
+        peer_id: str,
+        *,
+        accepted: bool,
+        reason: str,
+        now: float,
+        score: int,
+        tee: str | None,
+        measurement: str | None,
+        record_expires_at: float | None,
+    ) -> bool:
+        """Record an outcome. Returns True when the peer's attested status changed."""
+        p = self._entry(peer_id)
+        before = p.attested
+        p.attest_in_flight = False
+        p.last_verdict = reason
+        p.score = score
+        if tee is not None:
+            p.tee = tee
+        if measurement is not None:
+            p.measurement = measurement
+        if accepted:
+            p.attested = p.connected
+            p.last_attested_at = now
+            p.missed = 0
+            p.quarantine_reason = None
+            p.record_expires_at = record_expires_at
+        else:
+            p.attested = False
+            p.missed += 1
+            p.quarantine_reason = reason
+        return before != p.attested
+
+    def on_attest_missed(self, peer_id: str, reason: str, now: float, *, max_missed: int,
+                         penalty: int) -> bool:
+        """A re-attestation failed to complete (timeout, stream error). Lowers the score;
+        quarantines after ``max_missed`` in a row. Returns True when status changed."""
+        p = self._peers.get(peer_id)
+        if p is None:
+            return False
+        before = p.attested
+        p.attest_in_flight = False
+        p.missed += 1
+        p.last_verdict = reason
+        if p.score is not None:
+            p.score = max(0, p.score - penalty)
+        if p.missed >= max_missed or p.last_attested_at is None:
+            p.attested = False
+            p.quarantine_reason = f"{p.missed} missed attestation(s): {reason}"
+        return before != p.attested
+
+    def quarantine(self, peer_id: str, reason: str) -> bool:
+        p = self._peers.get(peer_id)
+        if p is None or not p.attested:
+            return False
+        p.attested = False
+        p.quarantine_reason = reason
+        return True
+
+    def expire_records(self, now: float) -> list[str]:
+        """Quarantine attested peers whose score record has expired. Returns their ids."""
+        out = []
+        for p in self._peers.values():
+            if p.attested and p.record_expires_at is not None and now > p.record_expires_at:
+                p.attested = False
+                p.quarantine_reason = "score record expired without re-attestation"
+                out.append(p.peer_id)
+        return out
+
+    def on_rtt(self, peer_id: str, rtt_ms: float) -> None:
+        p = self._peers.get(peer_id)
+        if p is not None:
+            # Smoothed like TCP's SRTT (RFC 6298, alpha = 1/8) so one slow ping does not jump.
+            p.rtt_ms = rtt_ms if p.rtt_ms is None else p.rtt_ms + (rtt_ms - p.rtt_ms) / 8
+
+    def on_goodbye(self, peer_id: str) -> None:
+        p = self._peers.get(peer_id)
+        if p is not None:
+            p.state = LEFT
+            p.attested = False
+            p.quarantine_reason = "left the federation"
+
+    def known_addrs(self) -> dict[str, list[str]]:
+        return {p.peer_id: list(p.addrs) for p in self._peers.values() if p.addrs and p.state != LEFT}
