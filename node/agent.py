@@ -150,6 +150,12 @@ class Agent:
         listen = [multiaddr.Multiaddr(a) for a in self.config.network.listen]
         self._token = trio.lowlevel.current_trio_token()
         async with self.host.run(listen), trio.open_nursery() as nursery:
+            # Whom we connect to is our decision (bootstrap, peer exchange, mDNS). libp2p's
+            # auto-connector would redial any peer in its peerstore, including peers we cut
+            # off for failing attestation, so it is switched off.
+            auto = getattr(self.host.get_network(), "auto_connector", None)
+            if auto is not None:
+                await auto.stop()
             self._nursery = nursery
             self.started_at = self._now()
             await nursery.start(self._connection_events_loop)
@@ -592,16 +598,20 @@ class Agent:
             if st is not None and st.state == "left":
                 return
             if self.host.get_network().connections.get(info.peer_id):
-                backoff.reset()
-                await trio.sleep(net.bootstrap_backoff_max_s)
+                # Backoff restarts only once the peer has attested: a bootstrap node that
+                # keeps refusing us must not be hammered at the initial rate.
+                if self.peers.is_attested(pid):
+                    backoff.reset()
+                await trio.sleep(net.bootstrap_backoff_initial_s)
                 continue
             if await self._dial(info):
                 log.info("connected to bootstrap peer %s", addr)
-                backoff.reset()
-                continue
+                await trio.sleep(net.bootstrap_backoff_initial_s)
+                if self.peers.is_attested(pid):
+                    continue
             delay = backoff.next_delay()
             if backoff.attempts in (1, 5) or backoff.attempts % 20 == 0:
-                log.warning("bootstrap %s unreachable (attempt %d); retrying in %.1fs", addr,
+                log.warning("bootstrap %s not joined yet (attempt %d); retrying in %.1fs", addr,
                             backoff.attempts, delay)
             await trio.sleep(delay)
 

@@ -7,6 +7,8 @@ input. Failures print one line ``enclave-swarm: <reason>`` on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import dataclasses
 import json
 import signal
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), exc.code)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_FAIL)
+    except BrokenPipeError:  # e.g. `status --json | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stop the flush at exit failing
+        return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- init / run
@@ -266,7 +272,7 @@ def print_status(status: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"[bold]node[/bold] {status['peer_id']}  tee={status['tee']}  "
                   f"profile={status['profile']}  uptime={status['uptime_s']:.0f}s  "
                   f"attested peers={status['attested_peers']}/{len(status['peers'])}")

@@ -73,7 +73,7 @@ class PeerTable:
 
     def is_attested(self, peer_id: str) -> bool:
         p = self._peers.get(peer_id)
-        return p is not None and p.attested and p.connected
+        return p is not None and p.attested and p.connected and p.state != LEFT
 
     def attested(self) -> list[PeerState]:
         return [p for p in self._peers.values() if p.attested and p.connected]
@@ -177,7 +177,8 @@ class PeerTable:
         if measurement is not None:
             p.measurement = measurement
         if accepted:
-            p.attested = p.connected
+            # A late result must not re-admit a peer that has left or disconnected meanwhile.
+            p.attested = p.connected and p.state != LEFT
             p.last_attested_at = now
             p.missed = 0
             p.quarantine_reason = None
