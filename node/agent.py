@@ -571,6 +571,8 @@ class Agent:
             except Exception as exc:  # libp2p: SwarmException, OSError, ...
                 log.debug("dial %s failed: %s", info.peer_id, exc)
                 self.counters.inc("dial_failed", type(exc).__name__)
+                return False
+        self.counters.inc("dial_failed", "timeout")
         return False
 
     def _bootstrap_addrs(self) -> list[str]:
