@@ -56,7 +56,7 @@ from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, read_message, write_message
 from overlay.handshake import Challenge, binding
-from overlay.host import HostOptions, build_host, public_key_of_peer
+from overlay.host import HostOptions, build_host, expand_unspecified, public_key_of_peer
 from overlay.messages import (
     ATTEST_PROTOCOL,
     GOODBYE_PROTOCOL,
@@ -196,10 +196,9 @@ class Agent:
         await self._ready.wait()
 
     def full_addrs(self) -> list[str]:
-        """Listen addresses with /p2p/<peer id>."""
+        """Listen addresses with /p2p/<peer id>, unspecified addresses expanded."""
         out = []
-        for a in self.host.get_addrs():
-            s = str(a)
+        for s in expand_unspecified([str(a) for a in self.host.get_addrs()]):
             out.append(s if "/p2p/" in s else f"{s}/p2p/{self.peer_id}")
         return out
 

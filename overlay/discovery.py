@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -82,20 +81,21 @@ class MdnsAdvertiser:
     def __init__(self, peer_id: str, addrs: list[str],
                  on_found: Callable[[str, list[str]], None],
                  interfaces: list[str] | None = None) -> None:
-        from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, Zeroconf
+        from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, ServiceInfo, Zeroconf
 
         self.peer_id = peer_id
         self._on_found = on_found
-        self._lock = threading.Lock()
-        self._zc = Zeroconf(interfaces=interfaces or ["0.0.0.0"], ip_version=IPVersion.V4Only)
-        ips = sorted({_ip_of(a) for a in addrs if _ip_of(a)})
+        ips = sorted({_ip_of(a) for a in addrs if _ip_of(a)} - {"0.0.0.0", "127.0.0.1"})
+        # Join the multicast group on the interfaces we listen on (all when unspecified).
+        chosen: Any = interfaces or ips or InterfaceChoice.All
+        self._zc = Zeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)
         port = next((_port_of(a) for a in addrs if _port_of(a)), 0)
         props = {f"a{i}": a for i, a in enumerate(addrs[:8])}
         props["id"] = peer_id
         self._info = ServiceInfo(
             MDNS_SERVICE,
             f"{peer_id[-20:]}.{MDNS_SERVICE}",
-            addresses=[socket.inet_aton(ip) for ip in ips if ip != "0.0.0.0"],
+            addresses=[socket.inet_aton(ip) for ip in ips],
             port=port,
             properties=props,
         )

@@ -130,3 +130,21 @@ def parse_multiaddrs(values: Sequence[str]) -> list[multiaddr.Multiaddr]:
         except Exception as exc:  # multiaddr raises several types
             raise HostConfigError(f"invalid multiaddr {v!r}: {exc}") from None
     return out
+
+
+def expand_unspecified(addrs: Sequence[str]) -> list[str]:
+    """Replace ``/ip4/0.0.0.0/`` (listen on every interface) by each interface's IPv4 address,
+    so what we print and advertise can actually be dialled."""
+    out: list[str] = []
+    for a in addrs:
+        if "/ip4/0.0.0.0/" not in a:
+            out.append(a)
+            continue
+        import ifaddr  # a dependency of zeroconf
+
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if isinstance(ip.ip, str):
+                    out.append(a.replace("/ip4/0.0.0.0/", f"/ip4/{ip.ip}/"))
+    return list(dict.fromkeys(out))
+
