@@ -1,0 +1,206 @@
+"""``enclave-swarm attest verify``: check one evidence file offline.
+
+    enclave-swarm attest verify EVIDENCE [--vcek FILE] [--chain FILE] [--root FILE]
+                                [--collateral DIR] [--policy FILE] [--at ISO8601] [--json]
+
+The kind is detected from the bytes (SEV-SNP report or DCAP quote; see ``detect.py``).
+Exit status: 0 accepted (and allowed by the policy, if one is given), 1 rejected, 2 unreadable
+input or usage error (one line on stderr). Accept and reject both print the verdict: JSON with
+``--json`` (``verdict``, ``kind``, ``reason``, ``measurement``, ``report_data``, ``tcb``,
+``tcb_status``, ``debug``, ``claims`` and, with ``--policy``, ``policy``), otherwise a short
+human summary.
+
+``--root`` adds a pinned AMD ARK for SEV-SNP (the built-in pins stay) or replaces the pinned
+Intel SGX Root CA for DCAP: it is a trust decision by whoever runs the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from node.attestation import _certs
+from node.attestation.base import Evidence, TeeKind, Verdict, Verifier
+from node.attestation.detect import detect_kind
+
+__all__ = ["add_verify_arguments", "cmd_verify", "run_verify"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise _UsageError(f"cannot read {what} {path}: {e.strerror or e}") from e
+
+
+def _parse_at(at: str | datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if isinstance(at, datetime):
+        dt = at
+    else:
+        try:
+            dt = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+        except ValueError as e:
+            raise _UsageError(f"--at: not an ISO 8601 time: {at!r}") from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # a bare time on the command line means UTC
+    return dt
+
+
+def _cert_ders(data: bytes, what: str) -> list[bytes]:
+    try:
+        return [_certs.der(c) for c in _certs.load_any(data)]
+    except _certs.CertError as e:
+        raise _UsageError(f"{what}: {e}") from e
+
+
+def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
+           root: str | None, collateral_dir: str | None) -> tuple[Verifier, Evidence]:
+    if kind is TeeKind.SEV_SNP:
+        from node.attestation.sevsnp import SnpVerifier
+
+        if collateral_dir is not None:
+            raise _UsageError("--collateral applies to DCAP quotes only")
+        certs: list[bytes] = []
+        if vcek is not None:
+            certs += _cert_ders(_read(vcek, "VCEK"), "--vcek")
+        if chain is not None:
+            certs += _cert_ders(_read(chain, "chain"), "--chain")
+        extra = [_read(root, "root")] if root is not None else []
+        verifier: Verifier
+        try:
+            verifier = SnpVerifier(extra_arks=extra)
+        except (ValueError, _certs.CertError) as e:
+            raise _UsageError(f"--root: {e}") from e
+        return verifier, Evidence(kind, blob, tuple(certs))
+    from node.attestation.dcap import Collateral, DcapVerifier
+
+    if vcek is not None or chain is not None:
+        raise _UsageError("--vcek/--chain apply to SEV-SNP reports only (DCAP embeds its chain)")
+    collateral = None
+    if collateral_dir is not None:
+        try:
+            collateral = Collateral.from_dir(collateral_dir)
+        except OSError as e:
+            raise _UsageError(f"--collateral: {e}") from e
+    root_pem = _read(root, "root") if root is not None else None
+    try:
+        verifier = DcapVerifier(kind, collateral=collateral, root_pem=root_pem)
+    except (ValueError, _certs.CertError) as e:
+        raise _UsageError(f"--root: {e}") from e
+    return verifier, Evidence(kind, blob)
+
+
+def cmd_verify(
+    evidence_path: str | Path,
+    *,
+    vcek: str | None = None,
+    chain: str | None = None,
+    root: str | None = None,
+    collateral_dir: str | None = None,
+    policy: str | None = None,
+    at: str | datetime | None = None,
+    as_json: bool = True,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Verify one evidence file; print the verdict; return the exit status (0, 1 or 2).
+
+    Args:
+        evidence_path: raw SNP report or DCAP quote.
+        vcek: SNP: VCEK/VLEK certificate (DER or PEM).
+        chain: SNP: ASK/ASVK (+ ARK) certificates (DER or PEM).
+        root: extra pinned ARK (SNP) or replacement Intel root (DCAP), PEM/DER.
+        collateral_dir: DCAP: directory with TCB info, QE identity, CRLs, TCB signing chain.
+        policy: policy file for ``node.attestation.policy.load_policy``.
+        at: ISO 8601 time (or datetime) to check validity at; default now. Naive means UTC.
+        as_json: print JSON (else a human summary).
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        when = _parse_at(at)
+        blob = _read(evidence_path, "evidence")
+        kind = detect_kind(blob)
+        if kind is None:
+            raise _UsageError(f"{evidence_path}: not an SEV-SNP report or DCAP quote")
+        verifier, evidence = _build(kind, blob, vcek=vcek, chain=chain, root=root,
+                                    collateral_dir=collateral_dir)
+        decision = None
+        if policy is not None:
+            try:
+                from node.attestation import policy as policy_mod
+            except ImportError as e:
+                raise _UsageError(f"--policy: policy support unavailable ({e})") from e
+            try:
+                pol = policy_mod.load_policy(policy)
+            except (OSError, ValueError) as e:
+                raise _UsageError(f"--policy: {e}") from e
+    except _UsageError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    verdict: Verdict = verifier.verify(evidence, at=when)
+    if policy is not None:
+        decision = policy_mod.evaluate(pol, verdict, at=when)
+    ok = verdict.accepted and (decision is None or decision.allowed)
+    result: dict[str, Any] = verdict.to_json()
+    result["at"] = when.isoformat()
+    if decision is not None:
+        result["policy"] = {"allowed": decision.allowed,
+                            "failed_rules": list(decision.failed_rules)}
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=False), file=out)
+    else:
+        c = verdict.claims
+        print(f"{'ACCEPT' if verdict.accepted else 'REJECT'} {kind}: {verdict.reason}", file=out)
+        if c is not None:
+            print(f"  measurement  {c.measurement.hex()}", file=out)
+            print(f"  report_data  {c.report_data.hex()}", file=out)
+            print(f"  debug        {c.debug}", file=out)
+            print(f"  tcb          {dict(c.tcb)}", file=out)
+            if c.tcb_status is not None:
+                print(f"  tcb_status   {c.tcb_status}", file=out)
+        if decision is not None:
+            print(f"  policy       {'allowed' if decision.allowed else 'refused'}", file=out)
+            for rule in decision.failed_rules:
+                print(f"    - {rule}", file=out)
+    return 0 if ok else 1
+
+
+def add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``attest verify``'s arguments to ``p`` (the lead wires it into the main CLI)."""
+    p.add_argument("evidence", help="SEV-SNP report or DCAP quote file")
+    p.add_argument("--vcek", metavar="FILE", help="SEV-SNP VCEK/VLEK certificate (DER/PEM)")
+    p.add_argument("--chain", metavar="FILE", help="SEV-SNP ASK/ASVK(+ARK) chain (DER/PEM)")
+    p.add_argument("--root", metavar="FILE",
+                   help="extra pinned AMD ARK, or replacement Intel SGX root (PEM/DER)")
+    p.add_argument("--collateral", metavar="DIR", help="DCAP collateral directory")
+    p.add_argument("--policy", metavar="FILE", help="attestation policy file")
+    p.add_argument("--at", metavar="ISO8601", help="check validity at this time (default now)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Run ``cmd_verify`` from parsed :func:`add_verify_arguments` arguments."""
+    return cmd_verify(args.evidence, vcek=args.vcek, chain=args.chain, root=args.root,
+                      collateral_dir=args.collateral, policy=args.policy, at=args.at,
+                      as_json=args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="enclave-swarm attest verify")
+    add_verify_arguments(p)
+    return run_verify(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
