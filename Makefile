@@ -19,16 +19,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/enclave-swarm demo --nodes 5
 
-# The full suite, slow tests included: this is what CI runs.
+# Everything but the suites marked slow (kept under 10 minutes on 2 cores).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
-# Quick inner loop for developers.
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not process" -p no:cacheprovider
-
+# The long suites (many seeds, big files); CI runs them after `make test`.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
+
+# Quick inner loop for developers: no separate processes, nothing slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not process" -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m bench

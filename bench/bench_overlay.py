@@ -93,7 +93,7 @@ async def _throughput(overlay: bool, tmp: Path) -> float:
         done.set()
 
     if overlay:
-        a.host.set_stream_handler(proto, a._guard(proto, framed_sink))
+        a.set_handler(proto, framed_sink)
     else:
         a.host.set_stream_handler(proto, raw_sink)
     chunk = b"\xab" * CHUNK

@@ -30,6 +30,7 @@ Rules
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ import multiaddr
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.abc import INetConn, INetStream, INotifee
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -75,6 +77,8 @@ from overlay.messages import (
 from overlay.peers import PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
+# trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
+Status = Any
 
 EVENT_QUEUE = 1024  # connection events buffered before they are dropped (and counted)
 PING_BYTES = 32
@@ -141,7 +145,7 @@ class Agent:
         self._on_quarantine: list[Callable[[str, str], None]] = []
 
     # ================================================================== lifecycle
-    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until :meth:`stop`. Calls ``task_status.started(self)`` once listening
         and every service is up. On stop: says goodbye to attested peers, saves the peer list,
         closes the host."""
@@ -209,10 +213,15 @@ class Agent:
 
     # ================================================================== handlers
     def _register_handlers(self) -> None:
-        self.host.set_stream_handler(ATTEST_PROTOCOL, self._guard(ATTEST_PROTOCOL, self._handle_attest,
-                                                                  gated=False))
-        self.host.set_stream_handler(PEERS_PROTOCOL, self._guard(PEERS_PROTOCOL, self._handle_peers))
-        self.host.set_stream_handler(GOODBYE_PROTOCOL, self._guard(GOODBYE_PROTOCOL, self._handle_goodbye))
+        self.set_handler(ATTEST_PROTOCOL, self._handle_attest, gated=False)
+        self.set_handler(PEERS_PROTOCOL, self._handle_peers)
+        self.set_handler(GOODBYE_PROTOCOL, self._handle_goodbye)
+
+    def set_handler(self, proto: str, handler: Callable[[INetStream, str], Awaitable[None]], *,
+                    gated: bool = True) -> None:
+        """Serve ``proto`` with ``handler(stream, peer_id)`` behind the quarantine gate (unless
+        ``gated`` is False) and the remote-error boundary. Later components register here."""
+        self.host.set_stream_handler(TProtocol(proto), self._guard(proto, handler, gated=gated))
 
     def _guard(self, proto: str, handler: Callable[[INetStream, str], Awaitable[None]], *,
                gated: bool = True) -> Callable[[INetStream], Awaitable[None]]:
@@ -398,14 +407,14 @@ class Agent:
 
     async def _open_stream(self, peer_id: ID, proto: str) -> INetStream:
         try:
-            return await self.host.new_stream(peer_id, [proto])
+            return await self.host.new_stream(peer_id, [TProtocol(proto)])
         except trio.Cancelled:
             raise
         except Exception as exc:  # libp2p: StreamFailure, SwarmException, MultiselectClientError...
             raise RemoteProtocolError("stream", f"cannot open {proto}: {type(exc).__name__}") from None
 
     # ================================================================== services
-    async def _connection_events_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _connection_events_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async for event, peer_id in self._events_recv:
             pid = peer_id.to_base58()
@@ -415,12 +424,11 @@ class Agent:
                     self.peers.on_connected(pid, self._advertised_addrs(pid), now)
                     assert self._nursery is not None
                     self._nursery.start_soon(self.attest_peer, peer_id)
-            elif event == "disconnected":
-                if not self.host.get_network().connections.get(peer_id):
-                    was = self.peers.is_attested(pid)
-                    self.peers.on_disconnected(pid, now)
-                    if was:
-                        log.info("peer %s disconnected", pid, extra={"peer": pid})
+            elif event == "disconnected" and not self.host.get_network().connections.get(peer_id):
+                was = self.peers.is_attested(pid)
+                self.peers.on_disconnected(pid, now)
+                if was:
+                    log.info("peer %s disconnected", pid, extra={"peer": pid})
 
     def _enqueue(self, event: str, peer_id: ID) -> None:
         try:
@@ -429,19 +437,20 @@ class Agent:
             # The maintenance loop reconciles with libp2p's connection table, so nothing is lost.
             self.counters.inc("dropped_event", event)
 
-    async def _maintenance_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _maintenance_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config.attestation
         tick_s = min(1.0, cfg.reattest_interval_s / 4)
         task_status.started()
         while True:
             await trio.sleep(tick_s)
             now = self._now()
-            live = {pid.to_base58(): pid for pid, conns in self.host.get_network().connections.items() if conns}
+            conns = self.host.get_network().connections
+            live = {pid.to_base58(): pid for pid, cs in conns.items() if cs}
             for p in self.peers.connected():
                 if p.peer_id not in live:
                     self.peers.on_disconnected(p.peer_id, now)
             assert self._nursery is not None
-            for pid_s, pid in live.items():
+            for pid_s, _pid in live.items():
                 st = self.peers.get(pid_s)
                 if st is None or not st.connected:
                     self.peers.on_connected(pid_s, self._advertised_addrs(pid_s), now)
@@ -468,7 +477,7 @@ class Agent:
             except Exception as exc:  # libp2p may raise if the connection is already gone
                 log.debug("disconnect %s: %s", peer_id, exc)
 
-    async def _ping_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _ping_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await trio.sleep(self.config.network.ping_interval_s)
@@ -509,7 +518,7 @@ class Agent:
             return
         self.peers.on_rtt(pid, rtt)
 
-    async def _peer_exchange_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _peer_exchange_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await trio.sleep(self.config.network.peer_exchange_interval_s)
@@ -587,7 +596,7 @@ class Agent:
                 out.append(a)
         return out
 
-    async def _bootstrap_loop(self, addr: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _bootstrap_loop(self, addr: str, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         """Dial ``addr`` with backoff until connected; then watch and redial if it drops."""
         transport, pid = split_p2p_addr(addr)
         info = PeerInfo(ID.from_base58(pid), [multiaddr.Multiaddr(transport)])
@@ -624,10 +633,8 @@ class Agent:
                 st = self.peers.get(pid)
                 if st is None or not st.connected:
                     self._spawn_dial(pid, addrs)
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(hop, trio_token=token)
-            except trio.RunFinishedError:
-                pass
 
         try:
             return await trio.to_thread.run_sync(MdnsAdvertiser, self.peer_id, self.full_addrs(), found)

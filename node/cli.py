@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import dataclasses
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -82,14 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attest", help="attestation tools")
     asub = p.add_subparsers(dest="attest_command", metavar="SUBCOMMAND")
     pv = asub.add_parser("verify", help="verify an evidence file (SEV-SNP report, DCAP quote)")
-    pv.add_argument("evidence", type=Path)
-    pv.add_argument("--vcek", type=Path, help="VCEK/VLEK certificate (SEV-SNP)")
-    pv.add_argument("--chain", type=Path, help="ASK/ASVK + ARK chain (SEV-SNP)")
-    pv.add_argument("--root", type=Path, help="pinned root certificate to use")
-    pv.add_argument("--collateral", type=Path, help="directory of Intel collateral (TCB info, QE identity, CRLs)")
-    pv.add_argument("--policy", type=Path, help="also apply this policy (TOML)")
-    pv.add_argument("--at", help="verify as of this time (ISO 8601; default now)")
-    pv.add_argument("--json", action="store_true", help="JSON output (always JSON today)")
+    from node.attestation.cli import add_verify_arguments
+
+    add_verify_arguments(pv)
     pe = asub.add_parser("evidence", help="produce evidence on this host over a nonce")
     _data_dir_arg(pe)
     pe.add_argument("--nonce", required=True, help="hex nonce (up to 64 bytes)")
@@ -317,9 +312,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_attest(args: argparse.Namespace) -> int:
     if args.attest_command == "verify":
-        from node.attestation.cli import cmd_verify
+        from node.attestation.cli import run_verify
 
-        rc: int = cmd_verify(args)
+        rc: int = run_verify(args)
         return rc
     if args.attest_command == "evidence":
         return cmd_attest_evidence(args)

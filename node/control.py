@@ -38,7 +38,7 @@ class NotRunning(Exception):
 
 
 async def serve_control(agent: Agent, path: Path, *,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the control API on ``path`` until cancelled; removes the socket on exit.
 
     A stale socket file (left by a killed node) is replaced: the caller holds the run lock, so
@@ -80,10 +80,8 @@ async def _serve_one(agent: Agent, stream: trio.SocketStream, limiter: trio.Capa
         line = buf.split(b"\n", 1)[0]
         reply = _dispatch(agent, line)
         with trio.move_on_after(REQUEST_TIMEOUT_S):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(json.dumps(reply, default=str).encode() + b"\n")
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
 
 def _dispatch(agent: Agent, line: bytes) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class MdnsAdvertiser:
 
         self.peer_id = peer_id
         self._on_found = on_found
-        ips = sorted({_ip_of(a) for a in addrs if _ip_of(a)} - {"0.0.0.0", "127.0.0.1"})
+        ips = sorted({_ip_of(a) for a in addrs if _ip_of(a)} - {"0.0.0.0", "127.0.0.1"})  # noqa: S104
         # Join the multicast group on the interfaces we listen on (all when unspecified).
         chosen: Any = interfaces or ips or InterfaceChoice.All
         self._zc = Zeroconf(interfaces=chosen, ip_version=IPVersion.V4Only)

@@ -94,7 +94,8 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
     """
     kp = libp2p_keypair(key)
     if opts.security == "noise":
-        sec: dict[Any, Any] = {NOISE_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)}
+        noise_key = create_x25519_key_pair().private_key
+        sec: dict[Any, Any] = {NOISE_ID: NoiseTransport(kp, noise_privkey=noise_key)}
     elif opts.security == "tls":
         sec = {TLS_ID: TLSTransport(kp)}
     else:

@@ -28,6 +28,7 @@ use a tuple of small message records, which keeps every key schema-checked.
 from __future__ import annotations
 
 import dataclasses
+import io
 import types
 import typing
 from collections.abc import Callable
@@ -154,7 +155,12 @@ def _refuse_tag(_decoder: Any, tag: Any) -> Any:
 
 def _loads(data: bytes) -> Any:
     try:
-        return cbor2.loads(data, tag_hook=_refuse_tag)
+        fp = io.BytesIO(data)
+        value = cbor2.CBORDecoder(fp, tag_hook=_refuse_tag).decode()
+        if fp.tell() != len(data):
+            # cbor2.loads ignores what follows the first item; a frame is exactly one item.
+            raise RemoteProtocolError("cbor", f"{len(data) - fp.tell()} trailing bytes after the message")
+        return value
     except RemoteProtocolError:
         raise
     except RecursionError:

@@ -75,7 +75,7 @@ def test_corrupted_config_refused_and_left_untouched(tmp_path):
     dd = DataDir(tmp_path / "d")
     dd.init(NodeConfig.local_test())
     dd.config_path.write_text("[network\nbroken")
-    with pytest.raises(DataDirError, match="config.toml: invalid TOML"):
+    with pytest.raises(DataDirError, match=r"config\.toml: invalid TOML"):
         dd.load_config()
     assert dd.config_path.read_text() == "[network\nbroken"
 

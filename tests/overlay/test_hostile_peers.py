@@ -6,6 +6,7 @@ also show that any libp2p node can connect and ping us, and gets nothing else un
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -13,6 +14,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.host.ping import PingService
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
 
 from node.attestation.simulated import SimulatedProvider
 from node.measure import agent_measurement
@@ -39,10 +41,8 @@ class Hostile:
         self.host = build_host(self.key, HostOptions(listen=("/ip4/127.0.0.1/tcp/0",)))
         if respond is not None:
             async def handler(stream):
-                try:
+                with contextlib.suppress(Exception):
                     await respond(self, stream)
-                except Exception:
-                    pass
             self.host.set_stream_handler(ATTEST_PROTOCOL, handler)
 
 
@@ -51,7 +51,7 @@ async def run_against(tmp_path, hostile: Hostile, body):
     async with trio.open_nursery() as n:
         await n.start(agent.run)
         async with hostile.host.run([]):
-            await hostile.host.connect(info_from_p2p_addr(__import__("multiaddr").Multiaddr(agent.full_addrs()[0])))
+            await hostile.host.connect(info_from_p2p_addr(Multiaddr(agent.full_addrs()[0])))
             await body(agent)
         agent.stop()
     return agent
