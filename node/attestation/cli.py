@@ -17,6 +17,7 @@ Intel SGX Root CA for DCAP: it is a trust decision by whoever runs the command.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import sys
 from datetime import UTC, datetime
@@ -25,7 +26,9 @@ from typing import Any, TextIO
 
 from node.attestation import _certs
 from node.attestation.base import Evidence, TeeKind, Verdict, Verifier
-from node.attestation.detect import detect_kind
+from node.attestation.detect import detect_kind, verifier_for
+from node.measure import agent_measurement
+from overlay.handshake import binding
 
 __all__ = ["add_verify_arguments", "cmd_verify", "run_verify"]
 
@@ -100,6 +103,22 @@ def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
     return verifier, Evidence(kind, blob)
 
 
+def _bundle(blob: bytes, path: str | Path) -> tuple[Evidence, bytes | None]:
+    """An evidence bundle as written by ``enclave-swarm attest evidence`` (JSON): the evidence,
+    its endorsement certificates, and the nonce and key its report_data must bind."""
+    try:
+        doc = json.loads(blob)
+        kind = TeeKind(doc["kind"])
+        evidence = Evidence(kind, bytes.fromhex(doc["evidence"]),
+                            tuple(bytes.fromhex(c) for c in doc.get("certs", [])))
+        expected = None
+        if "nonce" in doc and "public_key" in doc:
+            expected = binding(bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["public_key"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise _UsageError(f"{path}: not a valid evidence bundle ({type(e).__name__}: {e})") from None
+    return evidence, expected
+
+
 def cmd_verify(
     evidence_path: str | Path,
     *,
@@ -130,11 +149,19 @@ def cmd_verify(
     try:
         when = _parse_at(at)
         blob = _read(evidence_path, "evidence")
-        kind = detect_kind(blob)
-        if kind is None:
-            raise _UsageError(f"{evidence_path}: not an SEV-SNP report or DCAP quote")
-        verifier, evidence = _build(kind, blob, vcek=vcek, chain=chain, root=root,
-                                    collateral_dir=collateral_dir)
+        bundle = _bundle(blob, evidence_path) if blob[:1] == b"{" else None
+        if bundle is not None:
+            evidence, expected_rd = bundle
+            kind = evidence.kind
+            verifier = verifier_for(kind)
+        else:
+            expected_rd = None
+            detected = detect_kind(blob)
+            if detected is None:
+                raise _UsageError(f"{evidence_path}: not an SEV-SNP report, DCAP quote or evidence bundle")
+            kind = detected
+            verifier, evidence = _build(kind, blob, vcek=vcek, chain=chain, root=root,
+                                        collateral_dir=collateral_dir)
         decision = None
         if policy is not None:
             try:
@@ -146,11 +173,16 @@ def cmd_verify(
             except (OSError, ValueError) as e:
                 raise _UsageError(f"--policy: {e}") from e
     except _UsageError as e:
-        print(f"error: {e}", file=err)
+        print(f"enclave-swarm: {e}", file=err)
         return 2
     verdict: Verdict = verifier.verify(evidence, at=when)
+    if (expected_rd is not None and verdict.claims is not None
+            and not hmac.compare_digest(verdict.claims.report_data, expected_rd)):
+        verdict = Verdict.reject(kind, "binding: report_data is not sha512(nonce ‖ public_key) of the bundle",
+                                 verdict.claims)
     if policy is not None:
-        decision = policy_mod.evaluate(pol, verdict, at=when)
+        self_m = agent_measurement() if kind is TeeKind.SIM else None
+        decision = policy_mod.evaluate(pol, verdict, at=when, self_measurement=self_m)
     ok = verdict.accepted and (decision is None or decision.allowed)
     result: dict[str, Any] = verdict.to_json()
     result["at"] = when.isoformat()

@@ -134,4 +134,4 @@ def verify_record(record: ScoreRecord, *, at: float | None = None) -> bool:
             record.signature, _signed_bytes(record))
     except (InvalidSignature, ValueError):
         return False
-    return at is None or record.issued_at <= at + 60 and at <= record.expires_at
+    return at is None or (record.issued_at <= at + 60 and at <= record.expires_at)

@@ -83,7 +83,7 @@ def test_human_output() -> None:
 @pytest.mark.parametrize("args,kw,msg", [
     (("/nonexistent/evidence",), {}, "cannot read evidence"),
     ((SNP,), {"at": "yesterday"}, "--at: not an ISO 8601 time"),
-    ((str(V / "README.md"),), {}, "not an SEV-SNP report or DCAP quote"),
+    ((str(V / "README.md"),), {}, "not an SEV-SNP report, DCAP quote"),
     ((SNP,), {"vcek": "/nonexistent"}, "cannot read VCEK"),
     ((SNP,), {"vcek": str(V / "README.md")}, "--vcek: not a DER certificate"),
     ((SNP,), {"collateral_dir": "/tmp"}, "--collateral applies to DCAP quotes only"),
@@ -93,7 +93,7 @@ def test_human_output() -> None:
 def test_usage_errors_exit_2(args, kw, msg) -> None:
     rc, out, err = run(*args, **kw)
     assert rc == 2 and out == ""
-    assert err.startswith("error: ") and msg in err and err.count("\n") == 1
+    assert err.startswith("enclave-swarm: ") and msg in err and err.count("\n") == 1
 
 
 def test_policy_hook(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_policy_hook(tmp_path: Path) -> None:
     assert rc == 0 and json.loads(out)["policy"] == {"allowed": True, "failed_rules": []}
     p.write_text("no_such_key = 1\n")
     rc, _, err = run(SNP, vcek=VCEK, chain=CHAIN, at=AT, policy=str(p))
-    assert rc == 2 and err.startswith("error: --policy:")
+    assert rc == 2 and err.startswith("enclave-swarm: --policy:")
 
 
 def test_argparse_wiring(capsys) -> None:

@@ -139,3 +139,28 @@ def test_usage_errors_exit_2(tmp_path):
     assert r.returncode == 2 and "no /p2p/" in r.stderr
     assert cli("frobnicate").returncode == 2
     assert cli().returncode == 2
+
+
+def test_attest_evidence_then_verify_round_trip(tmp_path):
+    d = tmp_path / "d"
+    assert cli("init", "--data-dir", str(d), "--profile", "local-test").returncode == 0
+    bundle = tmp_path / "ev.json"
+    r = cli("attest", "evidence", "--data-dir", str(d), "--nonce", "00ff" * 16, "-o", str(bundle))
+    assert r.returncode == 0, r.stderr
+    ok = cli("attest", "verify", str(bundle), "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["verdict"] == "accept" and out["kind"] == "sim" and out["report_data"]
+    # Production policy: simulated evidence is authentic but refused.
+    pol = tmp_path / "prod.toml"
+    pol.write_text('allowed_kinds = ["sev-snp", "tdx", "sgx"]\nallow_simulated = false\n')
+    refused = cli("attest", "verify", str(bundle), "--json", "--policy", str(pol))
+    assert refused.returncode == 1
+    assert "simulated" in " ".join(json.loads(refused.stdout)["policy"]["failed_rules"])
+    # Another nonce in the bundle: the binding no longer holds.
+    doc = json.loads(bundle.read_text())
+    doc["nonce"] = "11" * 32
+    bundle.write_text(json.dumps(doc))
+    bad = cli("attest", "verify", str(bundle), "--json")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["reason"].startswith("binding")
+    assert cli("attest", "verify", str(tmp_path / "missing.bin")).returncode == 2
