@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from node.attestation.base import EvidenceProvider, TeeKind, Verifier
+from node.attestation.base import AttestationUnavailable, EvidenceProvider, TeeKind, Verifier
 from node.attestation.engine import AttestationEngine
 from node.attestation.policy import Policy, PolicyError, load_policy
 from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
@@ -85,8 +85,12 @@ def select_provider(cfg: NodeConfig, data_dir: DataDir) -> EvidenceProvider:
 
     try:
         provider: EvidenceProvider = provider_for(TeeKind(tee))
-    except Exception as exc:
-        raise SetupError(f"TEE {tee}: {exc}") from None
+        # Fail now, not at the first challenge: a node that cannot attest is useless.
+        provider.get_evidence(bytes(64))
+    except AttestationUnavailable as exc:
+        raise SetupError(f"TEE {tee} unavailable: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"TEE {tee} unavailable: {exc}") from None
     return provider
 
 

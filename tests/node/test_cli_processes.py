@@ -164,3 +164,13 @@ def test_attest_evidence_then_verify_round_trip(tmp_path):
     bad = cli("attest", "verify", str(bundle), "--json")
     assert bad.returncode == 1 and json.loads(bad.stdout)["reason"].startswith("binding")
     assert cli("attest", "verify", str(tmp_path / "missing.bin")).returncode == 2
+
+
+def test_tee_selection_without_hardware(tmp_path):
+    # This machine has no SEV-SNP, TDX or SGX: asking for one fails clearly ...
+    r = cli("run", "--data-dir", str(tmp_path / "hw"), "--profile", "local-test", "--tee", "sev-snp")
+    assert r.returncode == 1 and "sev-snp" in r.stderr.lower()
+    # ... and the production profile refuses to fall back to the simulated TEE.
+    r = cli("run", "--data-dir", str(tmp_path / "prod"), "--profile", "wan", "--tee", "auto",
+            "--listen", "/ip4/127.0.0.1/tcp/0")
+    assert r.returncode == 1 and "no hardware TEE found" in r.stderr
