@@ -49,8 +49,8 @@ def default_data_dir() -> Path:
     return Path(base) / "enclave-swarm"
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` atomically with ``mode``; never overwrite an existing file."""
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to a fresh temp file beside ``path`` with ``mode``, fsynced."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -58,6 +58,12 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return tmp
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` atomically with ``mode``; never overwrite an existing file."""
+    tmp = _write_temp(path, data, mode)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -77,14 +83,7 @@ def _fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    os.replace(_write_temp(path, data, mode), path)
     _fsync_dir(path.parent)
 
 
