@@ -61,7 +61,7 @@ def _write_temp(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
+def write_new(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` atomically with ``mode``; never overwrite an existing file."""
     tmp = _write_temp(path, data, mode)
     try:
@@ -131,9 +131,9 @@ class DataDir:
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        _write_new(self.identity_path, pem, 0o600)
+        write_new(self.identity_path, pem, 0o600)
         if not self.config_path.exists():
-            _write_new(self.config_path, config.to_toml().encode(), 0o600)
+            write_new(self.config_path, config.to_toml().encode(), 0o600)
         return key
 
     # ------------------------------------------------------------------ load

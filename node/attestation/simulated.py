@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from node.attestation.base import AttestationUnavailable, Claims, Evidence, TeeKind, Verdict
+from node.datadir import write_new
 from overlay.errors import RemoteProtocolError
 from overlay.wire import decode, encode, message
 
@@ -147,9 +147,9 @@ class SimulatedProvider:
                 raise AttestationUnavailable(f"{key_path}: not an Ed25519 key")
         else:
             key = Ed25519PrivateKey.generate()
-            _write_private(key_path, key.private_bytes(
+            write_new(key_path, key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
+                serialization.NoEncryption()), 0o600)
         pub = key.public_key().public_bytes_raw()
         # The chip id is a stable function of the host key: one "chip" per data dir.
         chip_id = hashlib.sha256(b"sim-chip-id" + pub).digest()
@@ -227,19 +227,6 @@ class SimulatedVerifier:
         if tuple(report.tcb) != tuple(cert.tcb):
             return Verdict.reject(kind, "reported TCB does not match the host certificate", claims)
         return Verdict.accept(claims)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 atomically; refuse to overwrite."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.link(tmp, path)  # fails if path appeared meanwhile: never overwrite a key
-    os.unlink(tmp)
 
 
 def now_utc() -> datetime:
