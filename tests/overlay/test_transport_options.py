@@ -65,3 +65,18 @@ def test_psk_file_formats(tmp_path):
         except HostConfigError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+async def test_quic_federation_attests(tmp_path):
+    cfg = local_config()
+    cfg = dataclasses.replace(cfg, network=dataclasses.replace(
+        cfg.network, listen=("/ip4/127.0.0.1/udp/0/quic-v1",)))
+    async with trio.open_nursery() as n:
+        a = make_agent(tmp_path, "a", config=cfg)
+        await n.start(a.run)
+        assert "/quic-v1/p2p/" in a.full_addrs()[0]
+        b = make_agent(tmp_path, "b", config=cfg, bootstrap=(a.full_addrs()[0],))
+        await n.start(b.run)
+        await wait_until(lambda: fully_attested([a, b]), 30)
+        a.stop()
+        b.stop()
