@@ -1,0 +1,507 @@
+"""The replicated swarm state machine: validated, deterministic commands over immutable state.
+
+Theory of operation
+-------------------
+Every committed log entry of kind ``normal`` carries one encoded command (the leader's no-op
+is empty and skipped). Each replica runs ``apply_entry(state, data)``, which decodes the
+command and applies it. A command is a frozen dataclass with CBOR-friendly fields; its
+handler is a pure function ``(state, command) -> state`` that raises :class:`Rejected` when
+the command is invalid *for this state*. Rejection is deterministic: every replica reaches
+the same verdict, the state is unchanged, and the result carries the reason.
+
+Rules
+-----
+- Nothing here reads a clock, a random generator or the environment: the same log gives the
+  same state and the same bytes (``encode_state``) on every replica.
+- Scores are integers in permille (0..1000); no floats in replicated state.
+- Member lifecycle: ``join`` (only with a positive attestation verdict) -> ``admitted``;
+  ``suspect`` <-> ``admitted`` (``reinstate``); any -> ``revoked`` (terminal, with reason);
+  ``admitted``/``suspect`` -> ``left`` (decommission). A revoked id never rejoins. A node
+  that left may rejoin and gets a fresh raft id: raft ids are never reused.
+- Revoked, suspect and departed nodes drop out of the council at once; the leader then
+  proposes the matching Raft membership change (the driver's duty).
+- Extension point: later features (tasks, privacy budgets) add command types through
+  :meth:`CommandRegistry.extended` and keep their data in ``SwarmState.ext[<section>]``
+  (plain CBOR values), without touching this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, get_args, get_origin, get_type_hints
+
+import cbor2
+
+MAX_SCORE = 1000
+MAX_ID_LEN = 256
+STATE_VERSION = 1
+
+ADMITTED = "admitted"
+SUSPECT = "suspect"
+REVOKED = "revoked"
+LEFT = "left"
+ACTIVE = (ADMITTED, SUSPECT)
+
+
+class Rejected(Exception):
+    """A command is invalid for the current state; the state is left unchanged."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    node_id: str
+    raft_id: int
+    status: str
+    provider: str
+    region: str
+    tee_kind: str
+    score: int
+    score_epoch: int
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardHolder:
+    index: int
+    holder: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    object_id: str
+    holders: tuple[ShardHolder, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SwarmState:
+    """Immutable replicated state. Treat the mappings as read-only; handlers copy on write."""
+
+    members: Mapping[str, Member] = dataclasses.field(default_factory=dict)
+    council: tuple[str, ...] = ()
+    placements: Mapping[str, Placement] = dataclasses.field(default_factory=dict)
+    next_raft_id: int = 1
+    manager_term: int = 0
+    manager_id: str = ""
+    ext: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def member(self, node_id: str) -> Member | None:
+        return self.members.get(node_id)
+
+    def by_raft_id(self, raft_id: int) -> Member | None:
+        for m in self.members.values():
+            if m.raft_id == raft_id:
+                return m
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    ok: bool
+    error: str = ""
+    value: Any = None
+
+
+# --------------------------------------------------------------------------- council choice
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    node_id: str
+    score: int
+    provider: str
+    region: str
+    revoked: bool = False
+
+
+def choose_council(candidates: Sequence[Candidate], size: int) -> tuple[str, ...]:
+    """Pick up to ``size`` council members: best score first, with provider diversity.
+
+    Ranking is by score (descending) then node id, so the choice is total and deterministic.
+    Pass 1 takes the best candidate of each provider not yet represented, preferring an
+    unrepresented region among equal scores; pass 2 fills the remaining seats by rank,
+    whatever the provider. Revoked candidates never sit. The result is in rank order.
+    """
+    if size < 0:
+        raise ValueError("negative council size")
+    pool = sorted((c for c in candidates if not c.revoked), key=lambda c: (-c.score, c.node_id))
+    chosen: list[Candidate] = []
+    providers: set[str] = set()
+    regions: set[str] = set()
+    while len(chosen) < size:
+        fresh = [c for c in pool if c.provider not in providers and c not in chosen]
+        if not fresh:
+            break
+        top = fresh[0].score
+        tied = [c for c in fresh if c.score == top]
+        pick = next((c for c in tied if c.region not in regions), tied[0])
+        chosen.append(pick)
+        providers.add(pick.provider)
+        regions.add(pick.region)
+    for c in pool:
+        if len(chosen) >= size:
+            break
+        if c not in chosen:
+            chosen.append(c)
+    chosen.sort(key=lambda c: (-c.score, c.node_id))
+    return tuple(c.node_id for c in chosen)
+
+
+# --------------------------------------------------------------------------- core commands
+
+
+@dataclasses.dataclass(frozen=True)
+class Join:
+    """Admit an attested node. ``attested`` is the verifier's verdict, checked by the
+    proposer; a join without it is rejected so a failed attestation can be logged too."""
+
+    node_id: str
+    provider: str
+    region: str
+    tee_kind: str
+    score: int
+    attested: bool
+    evidence_digest: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class Suspect:
+    node_id: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reinstate:
+    node_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Revoke:
+    node_id: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Leave:
+    node_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordScore:
+    """Latest attestation score; ``epoch`` must increase so a stale record never wins."""
+
+    node_id: str
+    score: int
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SetCouncil:
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaceShards:
+    object_id: str
+    holders: tuple[ShardHolder, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class DropPlacement:
+    object_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnounceManager:
+    """Recorded by a new leader as its first command: who manages term ``term``."""
+
+    term: int
+    node_id: str
+
+
+def _check_id(node_id: str) -> None:
+    if not node_id or len(node_id) > MAX_ID_LEN:
+        raise Rejected("bad node id")
+
+
+def _need(state: SwarmState, node_id: str, statuses: tuple[str, ...]) -> Member:
+    m = state.members.get(node_id)
+    if m is None:
+        raise Rejected(f"unknown member {node_id}")
+    if m.status not in statuses:
+        raise Rejected(f"member {node_id} is {m.status}")
+    return m
+
+
+def _with_member(state: SwarmState, m: Member, **changes: Any) -> SwarmState:
+    members = dict(state.members)
+    members[m.node_id] = m
+    return dataclasses.replace(state, members=members, **changes)
+
+
+def _drop_from_council(state: SwarmState, node_id: str) -> tuple[str, ...]:
+    return tuple(n for n in state.council if n != node_id)
+
+
+def _join(s: SwarmState, c: Join) -> SwarmState:
+    _check_id(c.node_id)
+    if not c.attested:
+        raise Rejected("attestation failed")
+    if not 0 <= c.score <= MAX_SCORE:
+        raise Rejected("score out of range")
+    old = s.members.get(c.node_id)
+    if old is not None and old.status != LEFT:
+        raise Rejected(f"member {c.node_id} is {old.status}")
+    m = Member(c.node_id, s.next_raft_id, ADMITTED, c.provider, c.region, c.tee_kind, c.score, 0)
+    return _with_member(s, m, next_raft_id=s.next_raft_id + 1)
+
+
+def _suspect(s: SwarmState, c: Suspect) -> SwarmState:
+    m = _need(s, c.node_id, (ADMITTED,))
+    return _with_member(s, dataclasses.replace(m, status=SUSPECT, reason=c.reason),
+                        council=_drop_from_council(s, c.node_id))
+
+
+def _reinstate(s: SwarmState, c: Reinstate) -> SwarmState:
+    m = _need(s, c.node_id, (SUSPECT,))
+    return _with_member(s, dataclasses.replace(m, status=ADMITTED, reason=""))
+
+
+def _revoke(s: SwarmState, c: Revoke) -> SwarmState:
+    if not c.reason:
+        raise Rejected("a revocation needs a reason")
+    m = _need(s, c.node_id, (ADMITTED, SUSPECT, LEFT))
+    return _with_member(s, dataclasses.replace(m, status=REVOKED, reason=c.reason),
+                        council=_drop_from_council(s, c.node_id))
+
+
+def _leave(s: SwarmState, c: Leave) -> SwarmState:
+    m = _need(s, c.node_id, ACTIVE)
+    return _with_member(s, dataclasses.replace(m, status=LEFT),
+                        council=_drop_from_council(s, c.node_id))
+
+
+def _record_score(s: SwarmState, c: RecordScore) -> SwarmState:
+    m = _need(s, c.node_id, ACTIVE)
+    if not 0 <= c.score <= MAX_SCORE:
+        raise Rejected("score out of range")
+    if c.epoch <= m.score_epoch:
+        raise Rejected(f"stale score epoch {c.epoch} <= {m.score_epoch}")
+    return _with_member(s, dataclasses.replace(m, score=c.score, score_epoch=c.epoch))
+
+
+def _set_council(s: SwarmState, c: SetCouncil) -> SwarmState:
+    if not 1 <= c.size <= 64:
+        raise Rejected("council size out of range")
+    cands = [Candidate(m.node_id, m.score, m.provider, m.region)
+             for m in s.members.values() if m.status == ADMITTED]
+    return dataclasses.replace(s, council=choose_council(cands, c.size))
+
+
+def _place(s: SwarmState, c: PlaceShards) -> SwarmState:
+    if not c.object_id or len(c.object_id) > MAX_ID_LEN:
+        raise Rejected("bad object id")
+    if not c.holders:
+        raise Rejected("no holders")
+    if sorted(h.index for h in c.holders) != list(range(len(c.holders))):
+        raise Rejected("shard indexes must be 0..n-1, each once")
+    if len({h.holder for h in c.holders}) != len(c.holders):
+        raise Rejected("holders must be distinct")
+    for h in c.holders:
+        _need(s, h.holder, (ADMITTED,))
+    placements = dict(s.placements)
+    placements[c.object_id] = Placement(c.object_id, tuple(sorted(c.holders, key=lambda h: h.index)))
+    return dataclasses.replace(s, placements=placements)
+
+
+def _drop_placement(s: SwarmState, c: DropPlacement) -> SwarmState:
+    if c.object_id not in s.placements:
+        raise Rejected(f"no placement for {c.object_id}")
+    placements = dict(s.placements)
+    del placements[c.object_id]
+    return dataclasses.replace(s, placements=placements)
+
+
+def _announce(s: SwarmState, c: AnnounceManager) -> SwarmState:
+    if c.term <= s.manager_term:
+        raise Rejected(f"term {c.term} is not after {s.manager_term}")
+    m = _need(s, c.node_id, (ADMITTED,))
+    if m.node_id not in s.council:
+        raise Rejected(f"{c.node_id} is not on the council")
+    return dataclasses.replace(s, manager_term=c.term, manager_id=c.node_id)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+# A handler returns the new state, or ``(new_state, value)`` to answer the proposer (reads).
+Handler = Callable[[SwarmState, Any], "SwarmState | tuple[SwarmState, Any]"]
+
+
+class InvalidCommand(Exception):
+    """Bytes that do not decode to a known, well-typed command."""
+
+
+class CommandRegistry:
+    """Command kinds -> (class, handler). Immutable: ``extended`` returns a new registry, so a
+    node's registry is fixed once built and every replica must build the same one."""
+
+    def __init__(self, specs: Mapping[str, tuple[type, Handler]] | None = None) -> None:
+        self._by_kind: dict[str, tuple[type, Handler]] = dict(specs or {})
+        self._by_cls: dict[type, str] = {cls: k for k, (cls, _) in self._by_kind.items()}
+
+    def extended(self, kind: str, cls: type, handler: Handler) -> CommandRegistry:
+        """A registry with one more command kind (for tasks, privacy budgets...)."""
+        if kind in self._by_kind or cls in self._by_cls:
+            raise ValueError(f"command {kind!r} already registered")
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise ValueError("commands must be frozen dataclasses")
+        return CommandRegistry({**self._by_kind, kind: (cls, handler)})
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(sorted(self._by_kind))
+
+    def encode(self, command: Any) -> bytes:
+        kind = self._by_cls.get(type(command))
+        if kind is None:
+            raise ValueError(f"{type(command).__name__} is not a registered command")
+        return cbor2.dumps([kind, _plain(command)], canonical=True)
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            raw = cbor2.loads(data)
+        except Exception as exc:
+            raise InvalidCommand(f"cbor: {type(exc).__name__}") from None
+        if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
+            raise InvalidCommand("expected [kind, body]")
+        spec = self._by_kind.get(raw[0])
+        if spec is None:
+            raise InvalidCommand(f"unknown command {raw[0][:64]!r}")
+        return _typed(raw[1], spec[0], raw[0])
+
+    def apply(self, state: SwarmState, command: Any) -> tuple[SwarmState, Result]:
+        kind = self._by_cls.get(type(command))
+        if kind is None:
+            return state, Result(False, f"unknown command {type(command).__name__}")
+        try:
+            out = self._by_kind[kind][1](state, command)
+        except Rejected as exc:
+            return state, Result(False, str(exc))
+        if isinstance(out, tuple):  # a handler may answer a value: (state, value)
+            return out[0], Result(True, value=out[1])
+        return out, Result(True)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _typed(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        rest = [a for a in get_args(tp) if a is not type(None)]
+        return _typed(value, rest[0], where)
+    if origin is tuple:
+        if not isinstance(value, list) or len(value) > 4096:
+            raise InvalidCommand(f"{where}: expected a bounded array")
+        return tuple(_typed(v, get_args(tp)[0], where) for v in value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InvalidCommand(f"{where}: expected a map")
+        hints = get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        if set(value) != set(names):
+            raise InvalidCommand(f"{where}: fields differ from the schema")
+        return tp(**{n: _typed(value[n], hints[n], f"{where}.{n}") for n in names})  # type: ignore[operator]
+    if tp in (str, bytes, bool, int):
+        if type(value) is not tp:
+            raise InvalidCommand(f"{where}: expected {tp.__name__}")
+        if tp is int and not -(2**63) <= value < 2**64:
+            raise InvalidCommand(f"{where}: int out of range")
+        return value
+    if tp is Any:
+        return value
+    raise InvalidCommand(f"{where}: unsupported type {tp!r}")
+
+
+CORE_REGISTRY = CommandRegistry({
+    "join": (Join, _join),
+    "suspect": (Suspect, _suspect),
+    "reinstate": (Reinstate, _reinstate),
+    "revoke": (Revoke, _revoke),
+    "leave": (Leave, _leave),
+    "score": (RecordScore, _record_score),
+    "set-council": (SetCouncil, _set_council),
+    "place": (PlaceShards, _place),
+    "drop-placement": (DropPlacement, _drop_placement),
+    "announce-manager": (AnnounceManager, _announce),
+})
+
+
+def apply(state: SwarmState, command: Any,
+          registry: CommandRegistry = CORE_REGISTRY) -> tuple[SwarmState, Result]:
+    """Apply one command. Invalid commands give ``(state, Result(ok=False, error=...))``."""
+    return registry.apply(state, command)
+
+
+def apply_entry(state: SwarmState, data: bytes,
+                registry: CommandRegistry = CORE_REGISTRY) -> tuple[SwarmState, Result]:
+    """Decode and apply a committed entry's payload; empty payloads (leader no-ops) are
+    no-ops, undecodable ones are rejected (deterministically, on every replica)."""
+    if not data:
+        return state, Result(True)
+    try:
+        cmd = registry.decode(data)
+    except InvalidCommand as exc:
+        return state, Result(False, f"invalid command: {exc}")
+    return registry.apply(state, cmd)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def encode_state(state: SwarmState) -> bytes:
+    """Canonical bytes of the state: equal states give equal bytes on every replica."""
+    body = {
+        "v": STATE_VERSION,
+        "members": [_plain(state.members[k]) for k in sorted(state.members)],
+        "council": list(state.council),
+        "placements": [_plain(state.placements[k]) for k in sorted(state.placements)],
+        "next_raft_id": state.next_raft_id,
+        "manager": [state.manager_term, state.manager_id],
+        "ext": dict(state.ext),
+    }
+    return cbor2.dumps(body, canonical=True)
+
+
+def decode_state(data: bytes) -> SwarmState:
+    """Inverse of :func:`encode_state`. Raises InvalidCommand on malformed bytes."""
+    try:
+        raw = cbor2.loads(data)
+    except Exception as exc:
+        raise InvalidCommand(f"state cbor: {type(exc).__name__}") from None
+    if not isinstance(raw, dict) or raw.get("v") != STATE_VERSION:
+        raise InvalidCommand("unknown state version")
+    try:
+        members = tuple(_typed(m, Member, "member") for m in raw["members"])
+        placements = tuple(_typed(p, Placement, "placement") for p in raw["placements"])
+        term, manager = raw["manager"]
+        return SwarmState(
+            members={m.node_id: m for m in members},
+            council=tuple(_typed(raw["council"], tuple[str, ...], "council")),
+            placements={p.object_id: p for p in placements},
+            next_raft_id=_typed(raw["next_raft_id"], int, "next_raft_id"),
+            manager_term=_typed(term, int, "manager"),
+            manager_id=_typed(manager, str, "manager"),
+            ext=dict(raw["ext"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCommand(f"state: {type(exc).__name__}") from None

@@ -1,0 +1,270 @@
+"""Durable Raft storage: hard state, log entries and snapshots in a data directory.
+
+Theory of operation
+-------------------
+Layout of ``<dir>``::
+
+    wal            append-only records: hard states and entries, each framed and checksummed
+    snapshot       the latest snapshot (one framed record), replaced atomically
+    *.tmp          leftovers of an interrupted atomic write; removed at open
+
+A record is ``u32 length | 32-byte SHA-256(body) | body`` with ``body = u8 kind | payload``
+(big-endian). SHA-256 rather than CRC32C because the stdlib has no CRC32C and a torn write
+must never pass as valid: a 32-bit CRC would let one torn tail in 4 billion through.
+
+- ``save(hard_state, entries)`` appends the entries, then the hard state, and fsyncs before
+  returning: that is the caller's step 1 of a Ready. An entry record with index ``i``
+  overrides every earlier record with an index ``>= i`` (a new leader truncated our log), so
+  replay reproduces the truncation without rewriting the file.
+- At open the WAL is replayed record by record. The first record that is incomplete (torn
+  write) or fails its checksum ends the valid prefix: the file is truncated there (and
+  fsynced), with a WARNING giving the offset and the byte count dropped. Nothing after a
+  bad record is ever used.
+- ``save_snapshot(snapshot)`` writes ``snapshot.tmp``, fsyncs it, renames it over
+  ``snapshot`` and fsyncs the directory; then it compacts: the WAL is rewritten (same atomic
+  dance) with only the current hard state and the entries after the snapshot.
+
+Uses only the standard library; no trio: the node calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+from pathlib import Path
+
+from consensus.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from consensus.raft import Persisted
+
+log = logging.getLogger("node.raftstore")
+
+_HEADER = struct.Struct(">I32s")
+_KIND_ENTRY = 1
+_KIND_HARD = 2
+_KIND_SNAPSHOT = 3
+_ENTRY = struct.Struct(">QQB")       # term, index, kind
+_HARD = struct.Struct(">QQQ")        # term, vote (0 = none), commit
+_SNAP = struct.Struct(">QQII")       # index, term, n_voters, n_removed
+_ENTRY_KINDS = ("normal", "conf")
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+class StoreCorrupted(Exception):
+    """The snapshot file is unreadable: refuse to start rather than lose committed state."""
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    body = bytes([kind]) + payload
+    return _HEADER.pack(len(body), hashlib.sha256(body).digest()) + body
+
+
+def _encode_entry(e: Entry) -> bytes:
+    return _frame(_KIND_ENTRY, _ENTRY.pack(e.term, e.index, _ENTRY_KINDS.index(e.kind)) + e.data)
+
+
+def _encode_hard(hs: HardState) -> bytes:
+    return _frame(_KIND_HARD, _HARD.pack(hs.term, hs.vote or 0, hs.commit))
+
+
+def _encode_snapshot(s: Snapshot) -> bytes:
+    m = s.meta
+    head = _SNAP.pack(m.index, m.term, len(m.conf.voters), len(m.conf.removed))
+    ids = b"".join(struct.pack(">Q", v) for v in (*m.conf.voters, *m.conf.removed))
+    return _frame(_KIND_SNAPSHOT, head + ids + s.data)
+
+
+def _decode_snapshot(payload: bytes) -> Snapshot:
+    index, term, nv, nr = _SNAP.unpack_from(payload)
+    off = _SNAP.size
+    ids = [struct.unpack_from(">Q", payload, off + 8 * i)[0] for i in range(nv + nr)]
+    off += 8 * (nv + nr)
+    conf = ConfState(voters=tuple(ids[:nv]), removed=tuple(ids[nv:]))
+    return Snapshot(SnapshotMeta(index=index, term=term, conf=conf), payload[off:])
+
+
+def _read_records(data: bytes) -> tuple[list[tuple[int, bytes]], int, str]:
+    """Parse framed records; return them, the length of the valid prefix and why it ended."""
+    out: list[tuple[int, bytes]] = []
+    off = 0
+    while off < len(data):
+        if len(data) - off < _HEADER.size:
+            return out, off, "torn header"
+        length, digest = _HEADER.unpack_from(data, off)
+        start = off + _HEADER.size
+        if length < 1 or length > MAX_RECORD_BYTES:
+            return out, off, f"bad length {length}"
+        if start + length > len(data):
+            return out, off, "torn body"
+        body = data[start:start + length]
+        if hashlib.sha256(body).digest() != digest:
+            return out, off, "checksum mismatch"
+        out.append((body[0], body[1:]))
+        off = start + length
+    return out, off, ""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class RaftStore:
+    """One node's durable Raft state. Not thread-safe: one writer.
+
+    Args:
+        directory: the data directory (created if missing).
+        initial: what a brand-new node starts from (``Persisted.initial(...)``), used when the
+            directory holds no snapshot yet.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], initial: Persisted) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._wal_path = self.dir / "wal"
+        self._snap_path = self.dir / "snapshot"
+        for leftover in self.dir.glob("*.tmp"):
+            log.info("removing leftover %s of an interrupted write", leftover.name)
+            leftover.unlink()
+        self.hard_state = initial.hard_state
+        self.snapshot = initial.snapshot
+        self.entries: list[Entry] = list(initial.entries)
+        self.repaired_bytes = 0
+        if self._snap_path.exists():
+            self.snapshot = self._load_snapshot()
+            self.entries = []
+        elif not self._wal_path.exists():
+            # Brand new: make the initial snapshot durable so a restart sees the same start.
+            _atomic_write(self._snap_path, _encode_snapshot(self.snapshot))
+        self._replay()
+        self._wal = open(self._wal_path, "ab")  # noqa: SIM115  (held open for appends)
+
+    # ------------------------------------------------------------------ open
+
+    def _load_snapshot(self) -> Snapshot:
+        data = self._snap_path.read_bytes()
+        records, _valid, why = _read_records(data)
+        if why or len(records) != 1 or records[0][0] != _KIND_SNAPSHOT:
+            # Written atomically, so this is media corruption, not a torn write.
+            raise StoreCorrupted(f"{self._snap_path}: unreadable snapshot ({why or 'bad record'})")
+        return _decode_snapshot(records[0][1])
+
+    def _replay(self) -> None:
+        if not self._wal_path.exists():
+            self._wal_path.touch()
+            _fsync_dir(self.dir)
+            return
+        data = self._wal_path.read_bytes()
+        records, valid, why = _read_records(data)
+        if valid < len(data):
+            dropped = len(data) - valid
+            log.warning("wal: %s at offset %d; truncating %d byte(s) to the last valid record",
+                        why, valid, dropped)
+            with open(self._wal_path, "r+b") as f:
+                f.truncate(valid)
+                f.flush()
+                os.fsync(f.fileno())
+            self.repaired_bytes = dropped
+        offset = self.snapshot.meta.index
+        for kind, payload in records:
+            if kind == _KIND_HARD:
+                term, vote, commit = _HARD.unpack(payload)
+                self.hard_state = HardState(term=term, vote=vote or None, commit=commit)
+            elif kind == _KIND_ENTRY:
+                term, index, k = _ENTRY.unpack_from(payload)
+                e = Entry(term=term, index=index, kind=_ENTRY_KINDS[k], data=payload[_ENTRY.size:])
+                if index <= offset:
+                    continue  # already inside the snapshot
+                self._put(e)
+        # The hard state never claims a commit beyond what survived.
+        last = self.entries[-1].index if self.entries else offset
+        if self.hard_state.commit > last:
+            log.warning("wal: commit %d beyond last entry %d; clamping",
+                        self.hard_state.commit, last)
+            self.hard_state = HardState(self.hard_state.term, self.hard_state.vote, last)
+        if self.hard_state.commit < offset:
+            self.hard_state = HardState(self.hard_state.term, self.hard_state.vote, offset)
+
+    def _put(self, e: Entry) -> None:
+        first = self.entries[0].index if self.entries else self.snapshot.meta.index + 1
+        keep = e.index - first
+        if keep < 0 or keep > len(self.entries):
+            raise StoreCorrupted(f"entry {e.index} does not follow the log ({first}..)")
+        del self.entries[keep:]
+        self.entries.append(e)
+
+    # ------------------------------------------------------------------ API
+
+    def load(self) -> Persisted:
+        """What to build the RawNode from."""
+        return Persisted(self.hard_state, self.snapshot, tuple(self.entries))
+
+    def save(self, hard_state: HardState | None, entries: tuple[Entry, ...] | list[Entry],
+             sync: bool = True) -> None:
+        """Append entries then the hard state; fsync before returning (if ``sync``)."""
+        buf = bytearray()
+        for e in entries:
+            self._put(e)
+            buf += _encode_entry(e)
+        if hard_state is not None:
+            self.hard_state = hard_state
+            buf += _encode_hard(hard_state)
+        if not buf:
+            return
+        self._wal.write(buf)
+        self._wal.flush()
+        if sync:
+            os.fsync(self._wal.fileno())
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Persist a snapshot atomically, then compact the WAL behind it.
+
+        Used both for the node's own snapshots (after ``RawNode.compact``) and for one
+        received from the leader (``Ready.snapshot``), which replaces the whole log."""
+        if snapshot.meta.index <= self.snapshot.meta.index:
+            return
+        _atomic_write(self._snap_path, _encode_snapshot(snapshot))
+        self.snapshot = snapshot
+        idx = snapshot.meta.index
+        if self.entries and self.entries[-1].index >= idx and self._term_at(idx) == snapshot.meta.term:
+            self.entries = [e for e in self.entries if e.index > idx]
+        else:
+            self.entries = []
+        if self.hard_state.commit < idx:
+            self.hard_state = HardState(self.hard_state.term, self.hard_state.vote, idx)
+        self._compact()
+
+    def _term_at(self, index: int) -> int | None:
+        for e in self.entries:
+            if e.index == index:
+                return e.term
+        return None
+
+    def _compact(self) -> None:
+        data = b"".join([_encode_hard(self.hard_state), *map(_encode_entry, self.entries)])
+        self._wal.close()
+        _atomic_write(self._wal_path, data)
+        self._wal = open(self._wal_path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._wal.close()
+
+    def __enter__(self) -> RaftStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
