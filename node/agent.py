@@ -143,6 +143,8 @@ class Agent:
         self._dialing: set[str] = set()
         self._token: trio.lowlevel.TrioToken | None = None
         self._on_quarantine: list[Callable[[str, str], None]] = []
+        self._services: list[Callable[..., Awaitable[None]]] = []
+        self._status_providers: dict[str, Callable[[], Any]] = {}
 
     # ================================================================== lifecycle
     async def run(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
@@ -171,6 +173,8 @@ class Agent:
             mdns = None
             if self.config.network.mdns:
                 mdns = await self._start_mdns()
+            for service in self._services:
+                await nursery.start(service)
             if self.data_dir is not None:
                 from node.control import serve_control
 
@@ -205,6 +209,16 @@ class Agent:
         for s in expand_unspecified([str(a) for a in self.host.get_addrs()]):
             out.append(s if "/p2p/" in s else f"{s}/p2p/{self.peer_id}")
         return out
+
+    def add_service(self, service: Callable[..., Awaitable[None]]) -> None:
+        """Run ``await service(task_status=...)`` in the node's nursery once the core services are
+        up (before the control socket opens). It must call ``task_status.started()`` when ready
+        and run until cancelled. Call before :meth:`run`."""
+        self._services.append(service)
+
+    def add_status(self, key: str, provider: Callable[[], Any]) -> None:
+        """Add ``key: provider()`` to :meth:`status` (a JSON-serialisable value)."""
+        self._status_providers[key] = provider
 
     def on_quarantine(self, callback: Callable[[str, str], None]) -> None:
         """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined
@@ -700,6 +714,7 @@ class Agent:
             "scores_about_us": {k: {"score": r.score, "verdict": r.verdict, "issued_at": r.issued_at}
                                 for k, r in sorted(self.records_about_us.items())},
             "counters": self.counters.to_json(),
+            **{key: provider() for key, provider in self._status_providers.items()},
         }
 
 

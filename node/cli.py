@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import dataclasses
 import json
 import os
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+# Modules adding subcommands: each has ``add_parsers(subparsers) -> {command: handler(args)}``.
+# Handlers return an exit code and may raise CliError.
+CLI_EXTENSIONS: list[str] = []
+_EXTRA_COMMANDS: dict[str, Any] = {}
 
 
 class CliError(Exception):
@@ -91,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--tee", choices=["sim", "sev-snp", "tdx", "sgx", "auto"], default=None)
     pe.add_argument("-o", "--output", type=Path, default=None, help="write the evidence bundle here")
 
+    for name in CLI_EXTENSIONS:
+        _EXTRA_COMMANDS.update(importlib.import_module(name).add_parsers(sub))
+
     p = sub.add_parser("sim", help="run the deterministic swarm simulator")
-    try:
+    with contextlib.suppress(ImportError):
         from sim.cli import add_arguments as add_sim_arguments
-    except ImportError:
-        add_sim_arguments = None
-    if add_sim_arguments is not None:
+
         add_sim_arguments(p)
     return parser
 
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "init": cmd_init, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
         "attest": cmd_attest, "sim": cmd_sim, "reload-policy": cmd_reload, "stop": cmd_stop,
+        **_EXTRA_COMMANDS,
     }[args.command]
     try:
         rc: int = handler(args)
@@ -241,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- status
 
 
-def _request(args: argparse.Namespace, cmd: dict[str, Any]) -> dict[str, Any]:
+def node_request(args: argparse.Namespace, cmd: dict[str, Any]) -> dict[str, Any]:
     from node.control import NotRunning, request
 
     dd = _data_dir(args)
@@ -255,7 +263,7 @@ def _request(args: argparse.Namespace, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _request(args, {"cmd": "status"})["status"]
+    status = node_request(args, {"cmd": "status"})["status"]
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
@@ -288,13 +296,13 @@ def print_status(status: dict[str, Any]) -> None:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    _request(args, {"cmd": "reload-policy"})
+    node_request(args, {"cmd": "reload-policy"})
     print("policy reloaded")
     return EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    _request(args, {"cmd": "stop"})
+    node_request(args, {"cmd": "stop"})
     print("stopping")
     return EXIT_OK
 

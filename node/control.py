@@ -14,11 +14,13 @@ The socket's 0600 mode (and the 0700 data dir) limit it to the node's own user.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
 import socket
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,6 +33,16 @@ log = logging.getLogger("enclave_swarm.control")
 MAX_REQUEST_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 5.0
 MAX_CLIENTS = 16
+
+
+# Commands added by components: name -> handler(agent, request) -> reply. A handler may be
+# async (it then runs in the control connection's task) and must bound its own waits.
+_COMMANDS: dict[str, Callable[[Agent, dict[str, Any]], Any]] = {}
+
+
+def register_command(name: str, handler: Callable[[Agent, dict[str, Any]], Any]) -> None:
+    """Add a control command (e.g. ``put``). Replies are JSON objects with ``ok``."""
+    _COMMANDS[name] = handler
 
 
 class NotRunning(Exception):
@@ -79,6 +91,8 @@ async def _serve_one(agent: Agent, stream: trio.SocketStream, limiter: trio.Capa
                 buf += chunk
         line = buf.split(b"\n", 1)[0]
         reply = _dispatch(agent, line)
+        if inspect.isawaitable(reply):
+            reply = await reply
         with trio.move_on_after(REQUEST_TIMEOUT_S):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(json.dumps(reply, default=str).encode() + b"\n")
@@ -107,6 +121,10 @@ def _dispatch(agent: Agent, line: bytes) -> dict[str, Any]:
     if cmd == "stop":
         agent.stop()
         return {"ok": True}
+    handler = _COMMANDS.get(cmd)
+    if handler is not None:
+        result: dict[str, Any] = handler(agent, req)
+        return result
     return {"ok": False, "error": f"unknown command {cmd[:40]!r}"}
 
 

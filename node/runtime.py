@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from node.agent import Agent
 
 log = logging.getLogger("enclave_swarm.runtime")
+
+
+# Components that plug into a node: each module has ``attach(agent, data_dir)``, which may add
+# services (Agent.add_service), protocol handlers (Agent.set_handler), status fields
+# (Agent.add_status) and control commands (node.control.register_command).
+EXTENSIONS: list[str] = []
 
 
 class SetupError(Exception):
@@ -106,8 +113,11 @@ def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = Non
         self_measurement=_self_measurement(provider, cfg),
         record_ttl_s=3 * cfg.attestation.reattest_interval_s,
     )
-    return Agent(config=cfg, identity=identity, provider=provider, engine=engine, data_dir=data_dir,
-                 psk_hex=psk_hex)
+    agent = Agent(config=cfg, identity=identity, provider=provider, engine=engine, data_dir=data_dir,
+                  psk_hex=psk_hex)
+    for name in EXTENSIONS:
+        importlib.import_module(name).attach(agent, data_dir)
+    return agent
 
 
 def _self_measurement(provider: EvidenceProvider, cfg: NodeConfig) -> bytes | None:
