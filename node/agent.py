@@ -220,6 +220,18 @@ class Agent:
         """Add ``key: provider()`` to :meth:`status` (a JSON-serialisable value)."""
         self._status_providers[key] = provider
 
+    def revoke(self, peer_id: str, reason: str) -> None:
+        """Cut ``peer_id`` off for good: quarantined, disconnected now and on every reconnect.
+        (Called when the federation revokes a node, e.g. by a committed consensus command.)"""
+        was = self.peers.revoke(peer_id, reason)
+        self.counters.inc("revoked")
+        log.warning("peer %s revoked: %s", peer_id, reason, extra={"peer": peer_id, "reason": reason})
+        if was:
+            for cb in self._on_quarantine:
+                cb(peer_id, f"revoked: {reason}")
+        if self._nursery is not None:
+            self._nursery.start_soon(self._disconnect, ID.from_base58(peer_id))
+
     def on_quarantine(self, callback: Callable[[str, str], None]) -> None:
         """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined
         (revocation through consensus and gossip will hang off this)."""
@@ -433,7 +445,11 @@ class Agent:
         async for event, peer_id in self._events_recv:
             pid = peer_id.to_base58()
             now = self._now()
-            if event == "connected":
+            if event == "connected" and self.peers.is_revoked(pid):
+                self.counters.inc("refused_revoked")
+                assert self._nursery is not None
+                self._nursery.start_soon(self._disconnect, peer_id)
+            elif event == "connected":
                 if self.peers.get(pid) is None or not self.peers.get(pid).connected:  # type: ignore[union-attr]
                     self.peers.on_connected(pid, self._advertised_addrs(pid), now)
                     assert self._nursery is not None
@@ -469,6 +485,10 @@ class Agent:
                 if st is None or not st.connected:
                     self.peers.on_connected(pid_s, self._advertised_addrs(pid_s), now)
             for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s):
+                if p.state == "revoked":
+                    if p.peer_id in live:
+                        self._nursery.start_soon(self._disconnect, live[p.peer_id])
+                    continue
                 if p.peer_id in live:
                     self._nursery.start_soon(self.attest_peer, live[p.peer_id])
             for pid_s in self.peers.expire_records(now):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-ALIVE, LEFT = "alive", "left"
+ALIVE, LEFT, REVOKED = "alive", "left", "revoked"
 
 
 @dataclasses.dataclass
@@ -73,7 +73,11 @@ class PeerTable:
 
     def is_attested(self, peer_id: str) -> bool:
         p = self._peers.get(peer_id)
-        return p is not None and p.attested and p.connected and p.state != LEFT
+        return p is not None and p.attested and p.connected and p.state == ALIVE
+
+    def is_revoked(self, peer_id: str) -> bool:
+        p = self._peers.get(peer_id)
+        return p is not None and p.state == REVOKED
 
     def attested(self) -> list[PeerState]:
         return [p for p in self._peers.values() if p.attested and p.connected]
@@ -123,6 +127,9 @@ class PeerTable:
 
     def on_connected(self, peer_id: str, addrs: list[str], now: float) -> PeerState:
         p = self._entry(peer_id)
+        if p.state == REVOKED:
+            p.connected = True
+            return p
         if not p.connected:
             p.connected = True
             p.connected_since = now
@@ -177,8 +184,8 @@ class PeerTable:
         if measurement is not None:
             p.measurement = measurement
         if accepted:
-            # A late result must not re-admit a peer that has left or disconnected meanwhile.
-            p.attested = p.connected and p.state != LEFT
+            # A late result must not re-admit a peer that has left, was revoked or disconnected.
+            p.attested = p.connected and p.state == ALIVE
             p.last_attested_at = now
             p.missed = 0
             p.quarantine_reason = None
@@ -238,5 +245,15 @@ class PeerTable:
             p.attested = False
             p.quarantine_reason = "left the federation"
 
+    def revoke(self, peer_id: str, reason: str) -> bool:
+        """Revoked for good (by the federation): never attested again, whatever it presents.
+        Returns True when the peer was attested until now."""
+        p = self._entry(peer_id)
+        was = p.attested and p.connected
+        p.state = REVOKED
+        p.attested = False
+        p.quarantine_reason = f"revoked: {reason}"
+        return was
+
     def known_addrs(self) -> dict[str, list[str]]:
-        return {p.peer_id: list(p.addrs) for p in self._peers.values() if p.addrs and p.state != LEFT}
+        return {p.peer_id: list(p.addrs) for p in self._peers.values() if p.addrs and p.state == ALIVE}

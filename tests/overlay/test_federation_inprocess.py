@@ -59,3 +59,20 @@ async def test_node_of_another_build_never_gets_in(tmp_path):
             assert not agents[0].peers.is_attested(rogue.peer_id)
             assert rogue.peer_id not in {p.peer_id for p in agents[1].peers.attested()}
             rogue.stop()
+
+
+async def test_revoked_peer_is_cut_off_and_stays_out(tmp_path):
+    async with federation(tmp_path, 3) as agents:
+        await wait_until(lambda: fully_attested(agents), 30)
+        bad = agents[2]
+        for a in agents[:2]:
+            a.revoke(bad.peer_id, "revoked by the federation")
+        await wait_until(lambda: all(bad.peer_id not in {p.peer_id for p in a.peers.connected()}
+                                     for a in agents[:2]), 15)
+        # It keeps trying (bootstrap, peer exchange) but never gets back in.
+        import trio
+
+        await trio.sleep(2)
+        for a in agents[:2]:
+            assert not a.peers.is_attested(bad.peer_id)
+            assert a.peers.is_attested(agents[1 - agents.index(a)].peer_id)

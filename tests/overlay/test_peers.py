@@ -94,3 +94,16 @@ def test_attested_implies_connected_and_success(events):
         for p in t.all():
             if t.is_attested(p.peer_id):
                 assert p.connected and p.last_attested_at is not None and p.state == "alive"
+
+
+def test_revoked_peer_is_never_attested_again():
+    t = PeerTable()
+    t.on_connected("a", [], 0)
+    ok(t, "a", 1)
+    assert t.revoke("a", "score below policy")
+    assert not t.is_attested("a") and t.is_revoked("a")
+    ok(t, "a", 2)
+    t.on_disconnected("a", 3)
+    t.on_connected("a", [], 4)
+    ok(t, "a", 5)
+    assert not t.is_attested("a")
