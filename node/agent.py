@@ -49,7 +49,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.attestation.base import AttestationUnavailable, EvidenceProvider
-from node.attestation.engine import AttestationEngine
+from node.attestation.engine import AttestationEngine, Outcome
 from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
 from node.config import NodeConfig
 from node.datadir import DataDir
@@ -144,6 +144,8 @@ class Agent:
         self._token: trio.lowlevel.TrioToken | None = None
         self._on_quarantine: list[Callable[[str, str], None]] = []
         self._services: list[Callable[..., Awaitable[None]]] = []
+        self._on_outcome: list[Callable[[str, Outcome], None]] = []
+        self._on_revoked: list[Callable[[str, str], None]] = []
         self._status_providers: dict[str, Callable[[], Any]] = {}
 
     # ================================================================== lifecycle
@@ -220,10 +222,15 @@ class Agent:
         """Add ``key: provider()`` to :meth:`status` (a JSON-serialisable value)."""
         self._status_providers[key] = provider
 
-    def revoke(self, peer_id: str, reason: str) -> None:
+    def revoke(self, peer_id: str, reason: str, *, announce: bool = True) -> None:
         """Cut ``peer_id`` off for good: quarantined, disconnected now and on every reconnect.
-        (Called when the federation revokes a node, e.g. by a committed consensus command.)"""
+        (Called when the federation revokes a node, e.g. by a committed consensus command.)
+        With ``announce``, the ``on_revoked`` hooks spread it (the gossip layer publishes a
+        revocation record)."""
         was = self.peers.revoke(peer_id, reason)
+        if announce:
+            for hook in self._on_revoked:
+                hook(peer_id, reason)
         self.counters.inc("revoked")
         log.warning("peer %s revoked: %s", peer_id, reason, extra={"peer": peer_id, "reason": reason})
         if was:
@@ -231,6 +238,14 @@ class Agent:
                 cb(peer_id, f"revoked: {reason}")
         if self._nursery is not None:
             self._nursery.start_soon(self._disconnect, ID.from_base58(peer_id))
+
+    def on_outcome(self, callback: Callable[[str, Outcome], None]) -> None:
+        """Hook: ``callback(peer_id, outcome)`` after each attestation we judged."""
+        self._on_outcome.append(callback)
+
+    def on_revoked(self, callback: Callable[[str, str], None]) -> None:
+        """Hook: ``callback(peer_id, reason)`` when this node revokes a peer on its own authority."""
+        self._on_revoked.append(callback)
 
     def on_quarantine(self, callback: Callable[[str, str], None]) -> None:
         """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined
@@ -395,6 +410,8 @@ class Agent:
                     return
                 # The verdict is in; only delivering the result to the prover failed.
             assert outcome is not None
+            for hook in self._on_outcome:
+                hook(pid, outcome)
             self._record_outcome(
                 pid, outcome.accepted, outcome.reason, outcome.score, outcome.kind,
                 outcome.measurement.hex() if outcome.measurement else None,

@@ -30,12 +30,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Libp2pFilter(logging.Filter):
-    """py-libp2p logs routine events (and some through the root logger) at WARNING; keep
-    those at debug unless they are errors, so an operator's log says what matters."""
+    """py-libp2p logs routine events (and some through the root logger) at WARNING and ERROR,
+    e.g. every stream a closing peer refuses. Our code translates every libp2p failure that
+    matters into a log line of its own, so libp2p's lines are shown only with debug_libp2p
+    (or when CRITICAL)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from_libp2p = record.name.startswith(("libp2p", "multiaddr")) or "/libp2p/" in record.pathname
-        return not (from_libp2p and record.levelno < logging.ERROR) or _debug_libp2p
+        return not (from_libp2p and record.levelno < logging.CRITICAL) or _debug_libp2p
 
 
 _debug_libp2p = False

@@ -39,6 +39,7 @@ class PeerState:
     quarantine_reason: str | None = "not attested yet"
     record_expires_at: float | None = None
     state: str = ALIVE
+    membership: str | None = None  # SWIM view (alive/suspect/dead/left) from the gossip layer
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class PeerState:
             "missed_reattestations": self.missed,
             "quarantine_reason": None if self.attested else self.quarantine_reason,
             "state": self.state,
+            "membership": self.membership,
         }
 
 

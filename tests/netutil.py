@@ -28,7 +28,8 @@ def local_config(**attestation: object) -> NodeConfig:
 
 
 def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_tag: str = "",
-               policy: Policy | None = None, bootstrap: tuple[str, ...] = ()) -> Agent:
+               policy: Policy | None = None, bootstrap: tuple[str, ...] = (),
+               gossip: bool = False) -> Agent:
     cfg = config or local_config()
     if bootstrap:
         cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=bootstrap))
@@ -41,7 +42,12 @@ def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_
         self_measurement=agent_measurement(""),
         record_ttl_s=3 * cfg.attestation.reattest_interval_s,
     )
-    return Agent(config=cfg, identity=key, provider=provider, engine=engine)
+    agent = Agent(config=cfg, identity=key, provider=provider, engine=engine)
+    if gossip:
+        from node.gossip import attach
+
+        attach(agent)
+    return agent
 
 
 async def wait_until(pred, timeout_s: float = 20.0, step_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]

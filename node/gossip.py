@@ -1,0 +1,304 @@
+"""The node's driver of the membership (SWIM/Lifeguard) and dissemination cores over libp2p.
+
+Theory of operation
+-------------------
+The pure cores in ``overlay/membership.py`` and ``overlay/dissemination.py`` (the same code the
+simulator runs) decide everything; this module only moves their messages and their clock:
+
+- **Wire.** One protocol, ``/enclave-swarm/gossip/1.0.0``, behind the attestation gate. Each
+  peer gets one long-lived outbound stream carrying length-prefixed frames, each a ``swim-*`` or
+  ``gossip-*`` message. Sends go through a bounded per-peer queue and are dropped (and counted)
+  when it is full: the cores are built for datagram semantics, so loss is tolerated, never
+  waited on. Inbound frames are checked again against attestation one by one, because a peer
+  can be quarantined while its stream stays open.
+- **Time.** A single loop ticks both cores at their ``next_deadline`` (or on input) with the
+  wall clock, drains ``ready()`` and hands the messages to the senders.
+- **Admission.** Only attested peers become members: each newly attested peer is sent a join.
+  A peer quarantined or revoked by the agent is dropped from gossip at once (the dissemination
+  core's ``issuer_trusted`` predicate is the agent's attestation table).
+- **Records.** Every attestation outcome of ours becomes a signed ``score`` record (payload: the
+  signed :class:`~overlay.messages.ScoreRecord`), so every node learns every score within a few
+  gossip intervals; ``Agent.revoke`` publishes a ``revocation`` record, and an accepted
+  revocation record from a trusted issuer makes this node revoke the subject too.
+
+Attested nodes are assumed to fail by crashing, not by lying (see DESIGN.md); once the manager
+role runs on nodes, revocation records will be issued by the manager only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import nacl.signing
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from overlay.dissemination import Dissemination, DisseminationConfig
+from overlay.errors import RemoteProtocolError
+from overlay.framing import FrameReader, frame, read_message
+from overlay.host import public_key_of_peer
+from overlay.membership import Membership, MembershipConfig
+from overlay.messages import ScoreRecord, protocol_id
+from overlay.messages_gossip import (
+    STATE_NAMES,
+    GossipDigest,
+    GossipPush,
+    SwimAck,
+    SwimGossip,
+    SwimNack,
+    SwimPing,
+    SwimPingReq,
+    SwimSync,
+)
+from overlay.records import Ed25519Signer, Ed25519Verifier, Record
+from overlay.wire import decode, encode
+
+if TYPE_CHECKING:
+    from node.agent import Agent
+    from node.attestation.engine import Outcome
+    from node.datadir import DataDir
+
+log = logging.getLogger("enclave_swarm.gossip")
+
+GOSSIP_PROTOCOL = protocol_id("gossip")
+SWIM_TYPES = (SwimPing, SwimPingReq, SwimAck, SwimNack, SwimGossip, SwimSync)
+GOSSIP_TYPES = (GossipPush, GossipDigest)
+ALL_TYPES = SWIM_TYPES + GOSSIP_TYPES
+SEND_QUEUE = 256  # frames buffered per peer before we drop (datagram semantics)
+MAX_IDLE_WAIT_S = 0.5  # the loop wakes at least this often to notice admissions
+SCORE_KIND, REVOCATION_KIND = "score", "revocation"
+RECORD_TTL_S = 3600.0
+
+
+def _profile_configs(profile: str) -> tuple[MembershipConfig, DisseminationConfig]:
+    if profile == "wan":
+        return MembershipConfig.wan(), DisseminationConfig.wan()
+    if profile == "local_test":
+        return MembershipConfig.local_test(), DisseminationConfig.local_test()
+    return MembershipConfig.lan(), DisseminationConfig.lan()
+
+
+class GossipService:
+    """Runs the cores for one agent. Use :func:`attach`."""
+
+    def __init__(self, agent: Agent, *, clock: Callable[[], float] = time.time) -> None:
+        self.agent = agent
+        self._now = clock
+        now = clock()
+        mcfg, dcfg = _profile_configs(agent.config.profile)
+        rng = random.Random(secrets.randbits(64))
+        self.membership = Membership(agent.peer_id, mcfg, rng, now)
+        self.dissemination = Dissemination(
+            agent.peer_id, dcfg, random.Random(secrets.randbits(64)), now,
+            verify=Ed25519Verifier(public_key_of_peer_or_none),
+            issuer_trusted=self._trusted,
+            peers=self.membership,
+        )
+        self.membership.delegate = self.dissemination
+        self.signer = Ed25519Signer(agent.peer_id, nacl.signing.SigningKey(
+            agent._identity.private_bytes_raw()))
+        self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
+        self._out: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._members: set[str] = set()
+        self._version = 0
+        self._nursery: trio.Nursery | None = None
+        self.states: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ trust
+    def _trusted(self, issuer: str) -> bool:
+        return issuer == self.agent.peer_id or self.agent.peers.is_attested(issuer)
+
+    # ------------------------------------------------------------------ service
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.agent.set_handler(GOSSIP_PROTOCOL, self._handle_stream)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                now = self._now()
+                self._admit(now)
+                deadline = min(self.membership.next_deadline(), self.dissemination.next_deadline())
+                wait = max(0.0, min(deadline - now, MAX_IDLE_WAIT_S))
+                with trio.move_on_after(wait):
+                    await self._wake_recv.receive()
+                now = self._now()
+                self.membership.tick(now)
+                self.dissemination.tick(now)
+                self._flush(now)
+
+    def _poke(self) -> None:
+        try:
+            self._wake_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass  # already awake
+
+    def _admit(self, now: float) -> None:
+        attested = set()
+        for p in self.agent.peers.attested():
+            attested.add(p.peer_id)
+            # Events can precede the peer table's entry: keep the table in step with our view.
+            p.membership = self.states.get(p.peer_id, p.membership)
+        new = attested - self._members
+        if new:
+            self.membership.join(sorted(new), now)
+        for gone in self._members - attested:
+            ch = self._out.pop(gone, None)
+            if ch is not None:
+                ch.close()
+        self._members = attested
+
+    def _flush(self, now: float) -> None:
+        r = self.membership.ready()
+        for ev in r.events:
+            self.states[ev.node] = ev.state_name
+            p = self.agent.peers.get(ev.node)
+            if p is not None:
+                p.membership = ev.state_name
+            log.info("member %s is %s (incarnation %d, by %s)", ev.node, ev.state_name,
+                     ev.incarnation, ev.origin, extra={"peer": ev.node})
+        for dest, msg in r.messages:
+            self._send(dest, msg)
+        d = self.dissemination.ready()
+        for dest, msg in d.messages:
+            self._send(dest, msg)
+        for rec in d.accepted:
+            self._on_record(rec)
+
+    def _send(self, dest: str, msg: Any) -> None:
+        if dest == self.agent.peer_id or not self.agent.peers.is_attested(dest):
+            self.agent.counters.inc("gossip_dropped", "unattested-destination")
+            return
+        ch = self._out.get(dest)
+        if ch is None:
+            send, recv = trio.open_memory_channel[bytes](SEND_QUEUE)
+            self._out[dest] = ch = send
+            assert self._nursery is not None
+            self._nursery.start_soon(self._sender, dest, recv)
+        try:
+            ch.send_nowait(frame(encode(msg)))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.agent.counters.inc("gossip_dropped", "queue-full")
+
+    async def _sender(self, dest: str, queue: trio.MemoryReceiveChannel[bytes]) -> None:
+        """One long-lived stream to ``dest``; reopened when it breaks, dropped when the peer is."""
+        timeout = self.agent.config.network.request_timeout_s
+        stream: INetStream | None = None
+        try:
+            async for data in queue:
+                try:
+                    with trio.fail_after(timeout):
+                        if stream is None:
+                            stream = await self.agent._open_stream(ID.from_base58(dest), GOSSIP_PROTOCOL)
+                        await stream.write(data)
+                except (trio.TooSlowError, RemoteProtocolError) as exc:
+                    self.agent.counters.inc("gossip_dropped", "send-failed")
+                    log.debug("gossip to %s failed: %s", dest, exc)
+                    stream = await _drop_stream(stream)
+                except Exception as exc:  # libp2p stream errors on write
+                    self.agent.counters.inc("gossip_dropped", "send-failed")
+                    log.debug("gossip to %s failed: %s", dest, exc)
+                    stream = await _drop_stream(stream)
+        finally:
+            await _drop_stream(stream)
+
+    async def _handle_stream(self, stream: INetStream, pid: str) -> None:
+        reader = FrameReader(stream)
+        idle = max(60.0, 4 * self.agent.config.attestation.reattest_interval_s)
+        while True:
+            try:
+                msg = await read_message(reader, ALL_TYPES, timeout_s=idle)
+            except RemoteProtocolError as exc:
+                if exc.reason in ("stream", "timeout"):
+                    return  # the peer closed or went quiet: it reopens when it has more to say
+                raise
+            if not self.agent.peers.is_attested(pid):
+                self.agent.counters.inc("refused_unattested", GOSSIP_PROTOCOL)
+                return
+            now = self._now()
+            if isinstance(msg, GOSSIP_TYPES):
+                self.dissemination.step(pid, msg, now)
+            else:
+                self.membership.step(pid, msg, now)
+            self._flush(now)
+            self._poke()
+
+    # ------------------------------------------------------------------ records
+    def publish(self, kind: str, subject: str, payload: bytes, *, ttl_s: float = RECORD_TTL_S) -> bool:
+        now = self._now()
+        # Versions only grow: a record always supersedes our earlier one about the same subject.
+        self._version = max(self._version + 1, int(now * 1000))
+        rec = self.signer.sign(kind, subject, self._version, now, now + ttl_s, payload)
+        ok = self.dissemination.publish(rec, now)
+        self._flush(now)
+        self._poke()
+        return ok
+
+    def on_outcome(self, pid: str, outcome: Outcome) -> None:
+        if outcome.record is not None:
+            self.publish(SCORE_KIND, pid, encode(outcome.record))
+
+    def on_revoke(self, pid: str, reason: str) -> None:
+        self.publish(REVOCATION_KIND, pid, reason.encode()[:512])
+
+    def _on_record(self, rec: Record) -> None:
+        if rec.kind == REVOCATION_KIND and rec.subject != self.agent.peer_id \
+                and not self.agent.peers.is_revoked(rec.subject):
+            self.agent.revoke(rec.subject, f"revocation record from {rec.issuer}",
+                              announce=False)
+
+    def scores(self) -> dict[str, dict[str, int]]:
+        """Latest score per subject per issuer, from the records we hold."""
+        out: dict[str, dict[str, int]] = {}
+        for rec in self.dissemination.records():
+            if rec.kind != SCORE_KIND:
+                continue
+            try:
+                sr = decode(rec.payload, ScoreRecord)
+            except RemoteProtocolError:
+                continue
+            out.setdefault(rec.subject, {})[rec.issuer] = sr.score
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "members": self.membership.num_members(),
+            "health": self.membership.health,
+            "records": len(self.dissemination),
+            "states": dict(sorted(self.states.items())),
+            "scores": self.scores(),
+        }
+
+
+def public_key_of_peer_or_none(issuer: str) -> bytes | None:
+    try:
+        return public_key_of_peer(issuer)
+    except Exception:  # not a peer id at all
+        return None
+
+
+async def _drop_stream(stream: INetStream | None) -> None:
+    if stream is not None:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await stream.reset()
+            except Exception as exc:  # already gone
+                log.debug("gossip stream reset: %s", exc)
+    return None
+
+
+def attach(agent: Agent, data_dir: DataDir | None = None) -> GossipService:
+    """Plug the gossip layer into ``agent`` (called for every node by node/runtime.py)."""
+    svc = GossipService(agent)
+    agent.add_service(svc.run)
+    agent.add_status("gossip", svc.status)
+    agent.on_outcome(svc.on_outcome)
+    agent.on_revoked(svc.on_revoke)
+    agent.gossip = svc  # type: ignore[attr-defined]
+    return svc
