@@ -1,0 +1,583 @@
+"""Dissemination of signed records: push gossip + push-pull anti-entropy, sans-IO.
+
+Rules
+-----
+1. No I/O, no clock, no global randomness (``now`` and ``rng`` are injected), like
+   :mod:`overlay.membership`. Inputs: :meth:`Dissemination.step`, :meth:`Dissemination.tick`,
+   :meth:`Dissemination.publish`; outputs: :meth:`Dissemination.ready`.
+2. Acceptance order for every record, from whatever path (gossip, piggyback, anti-entropy,
+   local publish), stopping at the first refusal:
+   a. exact duplicate or not newer than what we hold for ``(kind, subject)``: ignored
+      (nothing new is trusted, so nothing needs verifying);
+   b. expired, or issued further in the future than ``clock_skew_s``: refused;
+   c. **signature** checked by the injected verifier: refused if invalid;
+   d. issuer trusted: the injected ``issuer_trusted(issuer)`` and not revoked by a stored
+      revocation record: refused otherwise;
+   e. stored, superseding the older record for its key, and queued for gossip.
+   Only accepted records are ever forwarded, so an unattested or revoked issuer cannot use
+   this node as a relay.
+3. A revocation record about X makes X untrusted at once: X's stored records (other than
+   revocations it issued earlier, which stay in force) are dropped and never forwarded again.
+4. Every container is bounded: the store (``max_records``), the broadcast queue (one entry per
+   key), and every message (item and byte budgets).
+
+Theory of operation
+-------------------
+*Push.* Every ``gossip_interval_s`` a node with pending broadcasts sends one ``GossipPush`` to
+``gossip_fanout`` random members. Each record is sent at most
+``retransmit_mult × ceil(log10(n + 1))`` times in total, least-sent first
+(:class:`TransmitLimitedQueue`, memberlist's idea): with fanout f the informed set grows about
+(1 + f)× per round until saturation, so a record reaches everyone in O(log n) rounds and
+costs each node O(log n) messages. Records also ride on SWIM probes (the membership core
+asks :meth:`get_piggyback`). Revocations jump the queue.
+
+*Pull (anti-entropy).* Push alone leaves a tail, and a partition stops it. Every
+``push_pull_interval_s`` a node sends its record digest (``GossipDigest``: key, version,
+issued_at, signature prefix) to one random member, which answers with the records that are
+newer on its side (or missing from a complete digest) and with its own digest, so the first
+node can return the favour. After a partition heals, every pair that talks converges, and the
+epidemic push of newly accepted records finishes the job in O(log n) rounds.
+
+*Delegates.* A :class:`GossipDelegate` may add opaque payloads (``user``) to each push under
+``max_user_bytes``, and receives those of others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import random
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Protocol
+
+from overlay.errors import LocalProtocolError
+from overlay.messages_gossip import (
+    MAX_DIGEST_ENTRIES,
+    MAX_RECORDS,
+    MAX_USER_ITEMS,
+    USER_ITEM_MAX_BYTES,
+    GossipDigest,
+    GossipDigestEntry,
+    GossipPush,
+)
+from overlay.records import (
+    KIND_REVOCATION,
+    PAYLOAD_MAX_BYTES,
+    Record,
+    RecordKey,
+    RecordVerifier,
+    order_key,
+)
+
+NodeId = str
+_INF = math.inf
+
+
+# ----------------------------------------------------------------------------- queue
+
+
+class TransmitLimitedQueue:
+    """Broadcasts retransmitted a bounded number of times, fewest-sent first.
+
+    One entry per key: a new item for the same key replaces the old one and its count. The
+    caller passes the current limit to :meth:`take`, so the limit follows the cluster size.
+    Entries live in buckets by ``(−priority, transmits)``; a take walks the few buckets in
+    order, newest entry first within a bucket, so it costs O(items returned), not a sort of
+    the whole queue (which matters when a healed partition queues hundreds of updates).
+    """
+
+    __slots__ = ("_buckets", "_items")
+
+    # How many entries too big for the remaining budget a take skips before it stops:
+    # bounds the cost of one take once the budget is nearly used up.
+    SCAN_SLACK = 8
+
+    def __init__(self) -> None:
+        # key -> [transmits, item, size, bucket_key, key]
+        self._items: dict[Hashable, list[Any]] = {}
+        self._buckets: dict[tuple[int, int], dict[Hashable, list[Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def put(self, key: Hashable, item: Any, size: int, priority: int = 0) -> None:
+        self.remove(key)
+        bk = (-priority, 0)
+        e = [0, item, size, bk, key]
+        self._items[key] = e
+        self._buckets.setdefault(bk, {})[key] = e
+
+    def remove(self, key: Hashable) -> None:
+        e = self._items.pop(key, None)
+        if e is not None:
+            self._unbucket(e)
+
+    def _unbucket(self, e: list[Any]) -> None:
+        b = self._buckets[e[3]]
+        del b[e[4]]
+        if not b:
+            del self._buckets[e[3]]
+
+    def transmits(self, key: Hashable) -> int | None:
+        e = self._items.get(key)
+        return None if e is None else int(e[0])
+
+    def take(self, budget_bytes: int, max_items: int, limit: int) -> list[Any]:
+        """Up to ``max_items`` items whose sizes fit ``budget_bytes``; counts one transmit each
+        and drops items that reach ``limit``. Higher priority first, then fewest transmits,
+        then newest."""
+        if not self._items:
+            return []
+        out: list[Any] = []
+        taken: list[list[Any]] = []
+        used = 0
+        misses = 0
+        slack = self.SCAN_SLACK
+        for bk in sorted(self._buckets):
+            for e in reversed(self._buckets[bk].values()):
+                if used + e[2] <= budget_bytes:
+                    used += e[2]
+                    out.append(e[1])
+                    taken.append(e)
+                    if len(out) >= max_items:
+                        break
+                else:
+                    misses += 1
+                    if misses > slack:
+                        break
+            if len(out) >= max_items or misses > slack:
+                break
+        for e in taken:
+            self._unbucket(e)
+            e[0] += 1
+            if e[0] >= limit:
+                del self._items[e[4]]
+            else:
+                bk = (e[3][0], e[0])
+                e[3] = bk
+                self._buckets.setdefault(bk, {})[e[4]] = e
+        return out
+
+
+def retransmit_limit(retransmit_mult: int, n: int) -> int:
+    """retransmit_mult × ceil(log10(n + 1)), at least retransmit_mult."""
+    return retransmit_mult * max(1, math.ceil(math.log10(max(1, n) + 1)))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DisseminationConfig:
+    """Dissemination tuning. Start from :meth:`lan`, :meth:`wan` or :meth:`local_test`."""
+
+    # Time between push rounds of a node with pending broadcasts. Latency to reach n nodes is
+    # about log_(1+fanout)(n) + small tail rounds of this.
+    gossip_interval_s: float = 0.2
+    # Members pushed to per round (memberlist GossipNodes). Higher: faster and costlier.
+    gossip_fanout: int = 3
+    # Each record is sent retransmit_mult × ceil(log10(n + 1)) times by each node that holds
+    # it (probability of a miss falls exponentially in this; memberlist uses 4).
+    retransmit_mult: int = 4
+    # Anti-entropy digest exchange with one random member, at this period (random phase).
+    # It bounds convergence after a partition heals; 0 disables.
+    push_pull_interval_s: float = 10.0
+    # Byte budget of the records in one push (one datagram with the envelope).
+    max_gossip_bytes: int = 1400
+    # Byte budget of one anti-entropy answer (a stream, so larger).
+    max_sync_bytes: int = 200 * 1024
+    # Byte budget of delegate payloads per push.
+    max_user_bytes: int = 1024
+    # Store bound: records for new keys beyond this are refused (counted).
+    max_records: int = 100_000
+    # Records issued more than this far in our future are refused (clock skew tolerance).
+    clock_skew_s: float = 30.0
+
+    @classmethod
+    def lan(cls) -> DisseminationConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> DisseminationConfig:
+        """Longer rounds, larger fanout to hide WAN latency (Serf WAN-like)."""
+        return cls(gossip_interval_s=0.5, gossip_fanout=4, push_pull_interval_s=30.0)
+
+    @classmethod
+    def local_test(cls) -> DisseminationConfig:
+        return cls(gossip_interval_s=0.1, push_pull_interval_s=5.0)
+
+    def validate(self) -> None:
+        """Raise LocalProtocolError if the settings are inconsistent."""
+        if self.gossip_interval_s <= 0 or self.gossip_fanout < 1 or self.retransmit_mult < 1:
+            raise LocalProtocolError("gossip_interval_s > 0, fanout and retransmit_mult >= 1")
+        if self.push_pull_interval_s < 0 or self.clock_skew_s < 0:
+            raise LocalProtocolError("push_pull_interval_s and clock_skew_s must be >= 0")
+        if self.max_gossip_bytes < 512 or self.max_sync_bytes < PAYLOAD_MAX_BYTES + 512:
+            raise LocalProtocolError("byte budgets too small for one record")
+        if self.max_records < 1 or self.max_user_bytes < 0:
+            raise LocalProtocolError("max_records >= 1, max_user_bytes >= 0")
+
+
+# ----------------------------------------------------------------------------- API types
+
+
+class PeerSampler(Protocol):
+    """Where gossip goes: the membership core implements this."""
+
+    def sample(self, k: int) -> list[NodeId]: ...
+
+    def num_members(self) -> int: ...
+
+
+class GossipDelegate(Protocol):
+    """Lets another component ride on push rounds with opaque, size-limited payloads."""
+
+    def get_broadcasts(self, limit_bytes: int) -> list[bytes]: ...
+
+    def notify_user(self, from_id: NodeId, data: bytes, now: float) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class DisseminationReady:
+    """Send ``messages`` in order; ``accepted`` are records newly stored (for the app)."""
+
+    messages: list[tuple[NodeId, Any]]
+    accepted: list[Record]
+
+
+def record_size(r: Record) -> int:
+    """Upper bound on the CBOR size of one record inside a message."""
+    return (96 + len(r.kind) + len(r.issuer) + len(r.subject) + len(r.payload)
+            + len(r.signature))
+
+
+def digest_entry(r: Record) -> GossipDigestEntry:
+    return GossipDigestEntry(r.kind, r.subject, r.version, r.issued_at, r.signature[:8])
+
+
+@dataclasses.dataclass
+class DisseminationStats:
+    accepted: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    expired: int = 0
+    bad_signature: int = 0
+    untrusted: int = 0
+    store_full: int = 0
+    purged_revoked: int = 0
+    pushes_sent: int = 0
+    digests_sent: int = 0
+
+
+class Dissemination:
+    """One node's record store and gossip state machine.
+
+    Args:
+        self_id: this node's id.
+        config: validated on construction.
+        rng: the only source of randomness.
+        now: current local time (seconds).
+        verify: signature verifier, called before anything about a record is trusted.
+        issuer_trusted: attestation predicate (the driver's view of who is attested).
+        peers: membership view used to pick gossip targets and to size retransmit limits.
+        delegate: optional payload delegate.
+    """
+
+    def __init__(
+        self,
+        self_id: NodeId,
+        config: DisseminationConfig,
+        rng: random.Random,
+        now: float,
+        *,
+        verify: RecordVerifier,
+        issuer_trusted: Callable[[str], bool],
+        peers: PeerSampler,
+        delegate: GossipDelegate | None = None,
+    ) -> None:
+        config.validate()
+        self.self_id = self_id
+        self.config = config
+        self._rng = rng
+        self._now = now
+        self._verify = verify
+        self._issuer_trusted = issuer_trusted
+        self.peers = peers
+        self.delegate = delegate
+        self._store: dict[RecordKey, Record] = {}
+        self._by_issuer: dict[str, set[RecordKey]] = {}
+        self._revoked: set[str] = set()
+        self._expiry: list[tuple[float, int, RecordKey, Record]] = []
+        self._expiry_seq = 0
+        self._queue = TransmitLimitedQueue()
+        self._messages: list[tuple[NodeId, Any]] = []
+        self._accepted: list[Record] = []
+        self._digest_cache: tuple[GossipDigestEntry, ...] | None = None
+        self._digest_pos = 0
+        self._next_gossip_at = now + rng.random() * config.gossip_interval_s
+        pp = config.push_pull_interval_s
+        self._next_sync_at = now + rng.random() * pp if pp > 0 else _INF
+        self.stats = DisseminationStats()
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, kind: str, subject: str) -> Record | None:
+        return self._store.get((kind, subject))
+
+    def records(self) -> Iterator[Record]:
+        return iter(self._store.values())
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def is_revoked(self, node: NodeId) -> bool:
+        return node in self._revoked
+
+    def trusted(self, issuer: str) -> bool:
+        """Attested (per the injected predicate) and not revoked."""
+        return issuer not in self._revoked and self._issuer_trusted(issuer)
+
+    def pending_broadcasts(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ inputs
+
+    def publish(self, record: Record, now: float) -> bool:
+        """Originate (or re-announce) a record; it goes through the same acceptance checks."""
+        self._now = now
+        return self._offer(record, now)
+
+    def step(self, from_id: NodeId, msg: Any, now: float) -> None:
+        """Handle one decoded ``GossipPush`` or ``GossipDigest`` from an attested peer."""
+        self._now = now
+        t = type(msg)
+        if t is GossipPush:
+            for r in msg.records:
+                self._offer(r, now)
+            if msg.user and self.delegate is not None:
+                for data in msg.user:
+                    self.delegate.notify_user(from_id, data, now)
+        elif t is GossipDigest:
+            self._answer_digest(from_id, msg)
+        else:
+            raise LocalProtocolError(f"dissemination cannot handle {t.__name__}")
+
+    def notify_piggyback(self, from_id: NodeId, records: tuple[Record, ...], now: float) -> None:
+        """Membership hands over records that rode on a probe."""
+        self._now = now
+        for r in records:
+            self._offer(r, now)
+
+    def get_piggyback(self, limit_bytes: int) -> tuple[Record, ...]:
+        """Membership asks for records to ride on a probe (counts as transmits)."""
+        if not self._queue:
+            return ()
+        return self._still_trusted(self._queue.take(limit_bytes, MAX_RECORDS, self._limit()))
+
+    def _still_trusted(self, records: list[Record]) -> tuple[Record, ...]:
+        # Attestation can lapse after acceptance without a revocation record (the injected
+        # predicate changed): re-check at send time, so we never relay for an untrusted issuer.
+        trusted = self.trusted
+        return tuple(r for r in records if trusted(r.issuer))
+
+    def next_deadline(self) -> float:
+        """The latest local time by which :meth:`tick` must be called."""
+        t = self._next_sync_at
+        if self._queue or self.delegate is not None:
+            g = self._next_gossip_at
+            if g < self._now:  # keep the round phase while idle
+                step = self.config.gossip_interval_s
+                g += math.ceil((self._now - g) / step) * step
+                self._next_gossip_at = g
+            t = min(t, g)
+        if self._expiry and self._expiry[0][0] < t:
+            t = self._expiry[0][0]
+        return t
+
+    def tick(self, now: float) -> None:
+        """Advance timers to local time ``now``."""
+        self._now = now
+        if self._expiry and self._expiry[0][0] <= now:
+            self._expire(now)
+        if now >= self._next_gossip_at:
+            step = self.config.gossip_interval_s
+            self._next_gossip_at += (math.floor((now - self._next_gossip_at) / step) + 1) * step
+            if self._queue or self.delegate is not None:
+                self._gossip_round()
+        if now >= self._next_sync_at:
+            self._next_sync_at = now + self.config.push_pull_interval_s
+            peers = self.peers.sample(1)
+            if peers:
+                self._send_digest(peers[0], reply=True)
+
+    def ready(self) -> DisseminationReady:
+        out = DisseminationReady(self._messages, self._accepted)
+        self._messages = []
+        self._accepted = []
+        return out
+
+    def has_output(self) -> bool:
+        return bool(self._messages or self._accepted)
+
+    # ------------------------------------------------------------------ acceptance
+
+    def _offer(self, r: Record, now: float) -> bool:
+        st = self.stats
+        key = (r.kind, r.subject)
+        cur = self._store.get(key)
+        if cur is not None:
+            if cur is r or cur == r:
+                st.duplicates += 1
+                return False
+            if order_key(r) <= order_key(cur):
+                st.stale += 1
+                return False
+        if r.expires_at <= now or r.issued_at > now + self.config.clock_skew_s:
+            st.expired += 1
+            return False
+        if not self._verify(r):
+            st.bad_signature += 1
+            return False
+        if r.issuer in self._revoked or not self._issuer_trusted(r.issuer):
+            st.untrusted += 1
+            return False
+        if cur is None and len(self._store) >= self.config.max_records:
+            st.store_full += 1
+            return False
+        if cur is not None:
+            self._unindex(cur)
+        self._store[key] = r
+        self._by_issuer.setdefault(r.issuer, set()).add(key)
+        self._expiry_seq += 1
+        heapq.heappush(self._expiry, (r.expires_at, self._expiry_seq, key, r))
+        self._digest_cache = None
+        st.accepted += 1
+        self._accepted.append(r)
+        if r.kind == KIND_REVOCATION:
+            self._queue.put(key, r, record_size(r), priority=1)
+            self._revoke(r.subject)
+        else:
+            self._queue.put(key, r, record_size(r))
+        return True
+
+    def _unindex(self, r: Record) -> None:
+        keys = self._by_issuer.get(r.issuer)
+        if keys is not None:
+            keys.discard((r.kind, r.subject))
+            if not keys:
+                del self._by_issuer[r.issuer]
+
+    def _revoke(self, node: NodeId) -> None:
+        self._revoked.add(node)
+        for key in list(self._by_issuer.get(node, ())):
+            if key[0] == KIND_REVOCATION:
+                continue  # revocations it issued while trusted stay in force
+            r = self._store.pop(key)
+            self._unindex(r)
+            self._queue.remove(key)
+            self.stats.purged_revoked += 1
+            self._digest_cache = None
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, _, key, r = heapq.heappop(self._expiry)
+            if self._store.get(key) is r:
+                del self._store[key]
+                self._unindex(r)
+                self._queue.remove(key)
+                self._digest_cache = None
+                if r.kind == KIND_REVOCATION:
+                    self._revoked.discard(r.subject)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _limit(self) -> int:
+        return retransmit_limit(self.config.retransmit_mult, self.peers.num_members())
+
+    def _gossip_round(self) -> None:
+        cfg = self.config
+        targets = self.peers.sample(cfg.gossip_fanout)
+        if not targets:
+            return
+        limit = self._limit()
+        for peer in targets:
+            if not self._queue and self.delegate is None:
+                break
+            batch = self._still_trusted(self._queue.take(cfg.max_gossip_bytes, MAX_RECORDS, limit))
+            user: tuple[bytes, ...] = ()
+            if self.delegate is not None:
+                user = self._user_payloads()
+            if batch or user:
+                self._messages.append((peer, GossipPush(batch, user)))
+                self.stats.pushes_sent += 1
+
+    def _user_payloads(self) -> tuple[bytes, ...]:
+        assert self.delegate is not None
+        budget = self.config.max_user_bytes
+        out: list[bytes] = []
+        used = 0
+        for data in self.delegate.get_broadcasts(budget):
+            if type(data) is not bytes or len(data) > USER_ITEM_MAX_BYTES:
+                raise LocalProtocolError("delegate payloads must be bytes of at most "
+                                         f"{USER_ITEM_MAX_BYTES} bytes")
+            if len(out) == MAX_USER_ITEMS or used + len(data) > budget:
+                break  # the delegate overshot its budget: the rest waits for the next round
+            out.append(data)
+            used += len(data)
+        return tuple(out)
+
+    def _digest(self) -> tuple[tuple[GossipDigestEntry, ...], bool]:
+        if self._digest_cache is None:
+            self._digest_cache = tuple(digest_entry(r) for r in self._store.values())
+        d = self._digest_cache
+        if len(d) <= MAX_DIGEST_ENTRIES:
+            return d, True
+        # Too many to list: a rotating window, marked incomplete.
+        start = self._digest_pos % len(d)
+        self._digest_pos = start + MAX_DIGEST_ENTRIES
+        window = d[start:start + MAX_DIGEST_ENTRIES]
+        if len(window) < MAX_DIGEST_ENTRIES:
+            window += d[: MAX_DIGEST_ENTRIES - len(window)]
+        return window, False
+
+    def _send_digest(self, peer: NodeId, reply: bool) -> None:
+        entries, complete = self._digest()
+        self._messages.append((peer, GossipDigest(entries, complete, reply)))
+        self.stats.digests_sent += 1
+
+    def _answer_digest(self, from_id: NodeId, msg: GossipDigest) -> None:
+        store = self._store
+        send: list[Record] = []
+        seen: set[RecordKey] = set()
+        for e in msg.entries:
+            key = (e.kind, e.subject)
+            seen.add(key)
+            mine = store.get(key)
+            if mine is not None and (mine.version, mine.issued_at, mine.signature[:8]) > (
+                e.version, e.issued_at, e.sig_prefix
+            ):
+                send.append(mine)
+        if msg.complete:
+            send.extend(r for k, r in store.items() if k not in seen)
+        if send:
+            self._push_batches(from_id, list(self._still_trusted(send)))
+        if msg.reply:
+            self._send_digest(from_id, reply=False)
+
+    def _push_batches(self, peer: NodeId, records: list[Record]) -> None:
+        budget = self.config.max_sync_bytes
+        batch: list[Record] = []
+        used = 0
+        for r in records:
+            size = record_size(r)
+            if batch and (used + size > budget or len(batch) >= MAX_RECORDS):
+                self._messages.append((peer, GossipPush(tuple(batch))))
+                batch, used = [], 0
+            batch.append(r)
+            used += size
+        if batch:
+            self._messages.append((peer, GossipPush(tuple(batch))))
