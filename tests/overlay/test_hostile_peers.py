@@ -166,7 +166,7 @@ async def test_garbage_challenge_to_our_prover(tmp_path):
 
     async def body(agent):
         stream = await h.host.new_stream(agent.host.get_id(), [ATTEST_PROTOCOL])
-        await stream.write(frame(b"\xa1\x01\x02not a challenge"))
+        await stream.write(frame(b"\xa1\x01\x02"))  # valid CBOR, but a map, not an envelope
         await wait_until(lambda: agent.counters.get("remote_error", f"{ATTEST_PROTOCOL}:envelope") >= 1, 10)
 
     await run_against(tmp_path, h, body)
