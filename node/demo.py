@@ -105,9 +105,23 @@ def all_mutually_attested(statuses: list[dict[str, Any] | None]) -> bool:
     return True
 
 
+def gossip_converged(statuses: list[dict[str, Any] | None]) -> bool:
+    """Every node holds a signed score record about every node, and sees all as members."""
+    if any(s is None or "gossip" not in s for s in statuses):
+        return False
+    n = len(statuses)
+    for s in statuses:
+        assert s is not None
+        scores = s["gossip"]["scores"]
+        if len(scores) < n or s["gossip"]["members"] < n:
+            return False
+    return True
+
+
 def federation_table(statuses: list[dict[str, Any]]) -> Table:
     table = Table(title="attested federation")
-    for col in ("node", "peer id", "tee", "listen", "attested peers", "scores given", "mean rtt ms"):
+    for col in ("node", "peer id", "tee", "listen", "attested peers", "scores given", "mean rtt ms",
+                "members", "score records"):
         table.add_column(col)
     for i, s in enumerate(statuses):
         peers = s["peers"]
@@ -115,7 +129,9 @@ def federation_table(statuses: list[dict[str, Any]]) -> Table:
         rtts = [p["rtt_ms"] for p in peers if p["rtt_ms"] is not None]
         table.add_row(str(i), "…" + s["peer_id"][-10:], s["tee"], s["addrs"][0].split("/p2p/")[0],
                       f"{s['attested_peers']}/{len(statuses) - 1}", ",".join(map(str, scores)),
-                      f"{sum(rtts) / len(rtts):.2f}" if rtts else "-")
+                      f"{sum(rtts) / len(rtts):.2f}" if rtts else "-",
+                      str(s.get("gossip", {}).get("members", "-")),
+                      str(len(s.get("gossip", {}).get("scores", {}))))
     return table
 
 
@@ -151,6 +167,15 @@ def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
             return 1
         console.print(f"All {n * (n - 1)} directed attestations passed in "
                       f"{time.monotonic() - start:.1f}s.")
+        start = time.monotonic()
+        while time.monotonic() < deadline and not gossip_converged(statuses):
+            time.sleep(0.25)
+            statuses = [p.status() for p in nodes]
+        if not gossip_converged(statuses):
+            console.print("[red]score records did not reach every node in time[/red]")
+            return 1
+        console.print(f"Every node holds a signed score record about each of the {n} nodes (gossip) after "
+                      f"{time.monotonic() - start:.1f}s more.")
         console.print(federation_table([s for s in statuses if s]))
         return 0
     finally:

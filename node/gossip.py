@@ -18,7 +18,8 @@ simulator runs) decide everything; this module only moves their messages and the
   core's ``issuer_trusted`` predicate is the agent's attestation table).
 - **Records.** Every attestation outcome of ours becomes a signed ``score`` record (payload: the
   signed :class:`~overlay.messages.ScoreRecord`), so every node learns every score within a few
-  gossip intervals; ``Agent.revoke`` publishes a ``revocation`` record, and an accepted
+  gossip intervals (records about one subject supersede each other: each node holds the
+  latest score of every node, whoever measured it); ``Agent.revoke`` publishes a ``revocation`` record, and an accepted
   revocation record from a trusted issuer makes this node revoke the subject too.
 
 Attested nodes are assumed to fail by crashing, not by lying (see DESIGN.md); once the manager
@@ -252,9 +253,10 @@ class GossipService:
             self.agent.revoke(rec.subject, f"revocation record from {rec.issuer}",
                               announce=False)
 
-    def scores(self) -> dict[str, dict[str, int]]:
-        """Latest score per subject per issuer, from the records we hold."""
-        out: dict[str, dict[str, int]] = {}
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """The latest score record per subject (records about one subject supersede each other,
+        whoever issued them): ``{subject: {score, issuer, issued_at}}``."""
+        out: dict[str, dict[str, Any]] = {}
         for rec in self.dissemination.records():
             if rec.kind != SCORE_KIND:
                 continue
@@ -262,7 +264,7 @@ class GossipService:
                 sr = decode(rec.payload, ScoreRecord)
             except RemoteProtocolError:
                 continue
-            out.setdefault(rec.subject, {})[rec.issuer] = sr.score
+            out[rec.subject] = {"score": sr.score, "issuer": rec.issuer, "issued_at": rec.issued_at}
         return out
 
     def status(self) -> dict[str, Any]:
