@@ -14,6 +14,9 @@ import bench
 
 
 def main(argv: list[str]) -> int:
+    from node.logs import setup_logging
+
+    setup_logging("text", "error")  # the figures, not the nodes' logs
     names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
     if argv:
         wanted = {f"bench_{a.removeprefix('bench_')}" for a in argv}
