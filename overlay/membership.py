@@ -806,6 +806,11 @@ class Membership:
         s = self._suspicions.get(node)
         if s is None or not self.config.lifeguard or u.origin in s.confirmers:
             return
+        if len(s.confirmers) - 1 >= s.k:
+            # Already at the minimum timeout: more confirmations change nothing here, and
+            # re-gossiping each of them (hundreds when a partition makes everyone suspect the
+            # other side) would flood the queue (memberlist's Confirm() returns false too).
+            return
         s.confirmers.add(u.origin)
         c = len(s.confirmers) - 1
         s.deadline = s.start + suspicion_timeout(s.min_s, s.max_s, s.k, c)

@@ -1,0 +1,195 @@
+"""Simulator benchmarks: spread, scaling, revocation, detection, Lifeguard, simulator speed.
+
+    python -m bench sim                       # quick: up to 1,000 nodes (a few minutes)
+    python -m bench.bench_sim --full          # the figures in docs/simulator.md (10,000 nodes)
+    python -m bench.bench_sim --full --out DIR  # also the scaling PNG and a JSON of everything
+
+Every figure is virtual time from the deterministic simulator (seeded, replayable); only the
+"speed" lines measure this machine (virtual seconds per wall second, peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Any
+
+from overlay.dissemination import DisseminationConfig
+from sim.world import SimConfig, World
+
+SEED = 20261124
+
+
+def _run(**kw: Any) -> dict[str, Any]:
+    kw.setdefault("seed", SEED)
+    kw.setdefault("liveness_deadline_s", 10.0)
+    return World(SimConfig(**kw)).run()
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def spread(sizes: list[int], duration_s: float) -> list[dict[str, Any]]:
+    """One score update per second; push+pull (default) and push-only (no piggyback, no pull)."""
+    rows = []
+    push_only = dataclasses.replace(DisseminationConfig.lan(), push_pull_interval_s=0.0)
+    # Pittel's bound is for fanout-1 push: every informed node pushes to one random node
+    # per round (here for retransmit_mult × ceil(log10(n + 1)) rounds, then it stops).
+    pittel = dataclasses.replace(push_only, gossip_fanout=1)
+    for n in sizes:
+        for mode in ("push-pull", "push-only", "push-only-fanout-1"):
+            extra: dict[str, Any] = {}
+            if mode == "push-only":
+                extra = {"dissemination": push_only, "piggyback_records": False}
+            elif mode == "push-only-fanout-1":
+                if n > 1000:
+                    continue
+                extra = {"dissemination": pittel, "piggyback_records": False}
+            r = _run(nodes=n, scenario="steady", duration_s=duration_s, **extra)
+            d = r["dissemination"]
+            rows.append({
+                "nodes": n, "mode": mode, "p50_s": d["p50_s"], "p99_s": d["p99_s"],
+                "p999_s": d["p999_s"], "p999_max_s": d["p999_max_s"],
+                "p999_rounds": d.get("p999_rounds"), "pittel_bound_rounds":
+                    d["pittel_push_rounds_bound"], "coverage": d["coverage"],
+                "msgs_per_node_s": r["messages_per_node_per_s"],
+                "bytes_per_node_s": r["bytes_per_node_per_s"],
+                "speedup_x": r["speedup_x"], "wall_s": r["wall_time_s"],
+                "violations": len(r["invariants"]["violations"]),
+            })
+            _print_row(rows[-1])
+    return rows
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def revocation(n: int, duration_s: float) -> dict[str, Any]:
+    r = _run(nodes=n, scenario="revocation", duration_s=duration_s)
+    rev = r["revocation"]
+    row = {"nodes": n, "p50_s": rev["p50_s"], "p99_s": rev["p99_s"], "p999_s": rev["p999_s"],
+           "coverage": rev["coverage"], "refused_bad_signature": rev["bad_signature"],
+           "refused_untrusted": rev["untrusted"],
+           "violations": len(r["invariants"]["violations"]), "wall_s": r["wall_time_s"]}
+    _print_row(row)
+    return row
+
+
+def detection(n: int, duration_s: float) -> dict[str, Any]:
+    r = _run(nodes=n, scenario="churn", duration_s=duration_s, churn_per_s=0.5,
+             liveness_deadline_s=60.0)
+    det = r["detection"]
+    row = {"nodes": n, "crashes": det["crashes_detected"],
+           "mean_s": det["first_detection_mean_s"],
+           "mean_probe_periods": det["first_detection_mean_probe_periods"],
+           "first_probe_mean_periods": det["first_probe_mean_probe_periods"],
+           "p50_s": det["first_detection_p50_s"], "p99_s": det["first_detection_p99_s"],
+           "swim_bound_periods": round(math.e / (math.e - 1), 3),
+           "violations": len(r["invariants"]["violations"])}
+    _print_row(row)
+    return row
+
+
+def lifeguard(n: int, duration_s: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodes": n, "duration_s": duration_s}
+    for on in (True, False):
+        r = _run(nodes=n, scenario="slow-node", duration_s=duration_s, lifeguard=on,
+                 slow_nodes=2, liveness_deadline_s=60.0)
+        det = r["detection"]
+        key = "on" if on else "off"
+        out[f"false_suspicions_{key}"] = det["false_suspicions"]
+        out[f"false_suspicions_raised_{key}"] = det["false_suspicions_raised"]
+        out[f"false_deaths_{key}"] = det["false_positives"]
+    out["ratio_off_over_on"] = round(out["false_suspicions_off"] /
+                                     max(1, out["false_suspicions_on"]), 1)
+    _print_row(out)
+    return out
+
+
+def speed(n: int, duration_s: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    r = _run(nodes=n, scenario="steady", duration_s=duration_s, liveness_deadline_s=2.0)
+    row = {"nodes": n, "virtual_s": r["virtual_time_s"], "wall_s": round(time.perf_counter() - t0, 2),
+           "speedup_x": r["speedup_x"], "events": r["events"],
+           "events_per_wall_s": round(r["events"] / r["wall_time_s"]),
+           "peak_rss_mib": round(_rss_mib(), 1)}
+    _print_row(row)
+    return row
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pp = [r for r in rows if r["mode"] == "push-pull"]
+    ns = [r["nodes"] for r in pp]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(ns, [r["msgs_per_node_s"] for r in pp], "o-", label="messages/node/s")
+    a1b = a1.twinx()
+    a1b.plot(ns, [r["bytes_per_node_s"] for r in pp], "s--", color="tab:orange",
+             label="bytes/node/s")
+    a1.set_xscale("log")
+    a1.set_xlabel("nodes (log)")
+    a1.set_ylabel("messages per node per second")
+    a1b.set_ylabel("bytes per node per second")
+    a1.set_ylim(bottom=0)
+    a1b.set_ylim(bottom=0)
+    a1.set_title("load per node vs cluster size (1 update/s)")
+    for mode, style in (("push-pull", "o-"), ("push-only", "x--"), ("push-only-fanout-1", "^:")):
+        sel = [r for r in rows if r["mode"] == mode and r["p999_s"] is not None]
+        a2.plot([r["nodes"] for r in sel], [r["p999_s"] for r in sel], style, label=mode)
+    a2.set_xscale("log")
+    a2.set_xlabel("nodes (log)")
+    a2.set_ylabel("time to 99.9% coverage (s)")
+    a2.set_title("spread of one score update (200 ms rounds)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bench_sim")
+    p.add_argument("--full", action="store_true", help="include 3,000 and 10,000 nodes")
+    p.add_argument("--out", default=None, help="directory for bench_sim.json and the PNG")
+    args = p.parse_args(argv)
+    full = args.full
+    print(f"SEED={SEED}")
+    results: dict[str, Any] = {}
+    print("spread + load (push-pull vs push-only):")
+    sizes = [100, 300, 1000, 3000, 10000] if full else [100, 300, 1000]
+    results["spread"] = spread(sizes, duration_s=8.0)
+    print("revocation:")
+    results["revocation"] = revocation(10000 if full else 1000, duration_s=6.0)
+    print("first failure detection (churn, crash or leave at 0.5/s):")
+    results["detection"] = detection(200, duration_s=240.0 if full else 120.0)
+    print("Lifeguard on/off under 2 slow nodes:")
+    results["lifeguard"] = lifeguard(100, duration_s=600.0 if full else 180.0)
+    print("simulator speed (steady, 1 update/s):")
+    results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
+    out = args.out or tempfile.mkdtemp(prefix="bench_sim_")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench_sim.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    try:
+        plot_scaling(results["spread"], os.path.join(out, "sim_scaling.png"))
+    except ImportError:
+        print("matplotlib missing: no PNG", file=sys.stderr)
+    print(f"results in {out}")
+    bad = sum(r.get("violations", 0) for r in results["spread"])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""``enclave-swarm sim``: run one deterministic simulation and report it.
+
+The lead wires :func:`add_arguments` and :func:`run` into the main CLI; ``python -m sim`` runs
+the same thing standalone. The first line of output is always ``SEED=<seed>``, so any run can
+be replayed with ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from typing import Any
+
+from sim.scenarios import PARTITION_SHAPES, SCENARIOS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``sim`` options to ``parser``."""
+    parser.add_argument("--nodes", type=int, default=100, help="number of nodes (default 100)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="master seed (default: random, printed first as SEED=...)")
+    parser.add_argument("--duration-s", type=float, default=30.0,
+                        help="virtual seconds of the safety phase (default 30)")
+    parser.add_argument("--liveness-deadline-s", type=float, default=60.0,
+                        help="virtual seconds allowed to converge after the heal (default 60)")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="steady")
+    parser.add_argument("--partition-shape", choices=PARTITION_SHAPES, default="halves")
+    parser.add_argument("--profile", choices=("lan", "wan"), default="lan")
+    parser.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
+    parser.add_argument("--updates-per-s", type=float, default=1.0,
+                        help="score updates published per virtual second (default 1)")
+    parser.add_argument("--churn-per-s", type=float, default=0.2,
+                        help="churn scenario: crash/leave/pause events per second (default 0.2)")
+    parser.add_argument("--slow-nodes", type=int, default=1,
+                        help="slow-node scenario: how many slow nodes (default 1)")
+    parser.add_argument("--no-lifeguard", action="store_true",
+                        help="plain SWIM (no local health, nacks, dynamic suspicion)")
+    parser.add_argument("--wire", action="store_true",
+                        help="encode/decode every message with the wire codec (slow)")
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
+    parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _progress(enabled: bool) -> tuple[Any, Any]:
+    """A rich progress bar on stderr, or (None, None) when not wanted or not a TTY."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]sim"), BarColumn(),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f} virtual s"),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    task = prog.add_task("sim", total=1.0)
+
+    def update(t: float, total: float) -> None:
+        prog.update(task, completed=t, total=total)
+
+    return prog, update
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulation described by ``args``. Returns 0 if no invariant was violated and
+    the liveness phase converged, 1 otherwise, 2 on bad arguments."""
+    from sim.world import SimConfig, World
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    print(f"SEED={seed}", flush=True)
+    if args.nodes < 2 or args.duration_s <= 0 or not 0 <= args.loss < 1 or args.slow_nodes < 0:
+        print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
+              file=sys.stderr)
+        return 2
+    prog, update = _progress(not args.no_progress)
+    cfg = SimConfig(
+        nodes=args.nodes, seed=seed, scenario=args.scenario, duration_s=args.duration_s,
+        liveness_deadline_s=args.liveness_deadline_s, profile=args.profile, loss=args.loss,
+        updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
+        partition_shape=args.partition_shape, progress=update,
+        churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
+    )
+    world = World(cfg)
+    if prog is not None:
+        with prog:
+            report = world.run()
+    else:
+        report = world.run()
+    text = json.dumps(report, indent=2, sort_keys=True)
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    if args.plot:
+        from sim.report import plot
+
+        plot(world, args.plot)
+    d = report["dissemination"]
+    det = report["detection"]
+    print(f"scenario={cfg.scenario} nodes={cfg.nodes} virtual={report['virtual_time_s']}s "
+          f"wall={report['wall_time_s']}s ({report['speedup_x']}x) "
+          f"trace={report['trace_digest']}")
+    print(f"spread p50={d['p50_s']}s p99={d['p99_s']}s p99.9={d['p999_s']}s "
+          f"coverage={d['coverage']} | detection mean={det['first_detection_mean_s']} s "
+          f"false_positives={det['false_positives']} | "
+          f"msgs/node/s={report['messages_per_node_per_s']} "
+          f"bytes/node/s={report['bytes_per_node_per_s']}")
+    inv = report["invariants"]
+    live = report["liveness"]
+    print(f"invariants checked={inv['checked']} violations={len(inv['violations'])} "
+          f"liveness converged={live['converged']} after={live['converged_after_s']}s")
+    for v in inv["violations"][:10]:
+        print(f"  VIOLATION {v}")
+    ok = not inv["violations"] and live["converged"]
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="enclave-swarm sim", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
