@@ -19,8 +19,9 @@ simulator runs) decide everything; this module only moves their messages and the
 - **Records.** Every attestation outcome of ours becomes a signed ``score`` record (payload: the
   signed :class:`~overlay.messages.ScoreRecord`), so every node learns every score within a few
   gossip intervals (records about one subject supersede each other: each node holds the
-  latest score of every node, whoever measured it); ``Agent.revoke`` publishes a ``revocation`` record, and an accepted
-  revocation record from a trusted issuer makes this node revoke the subject too.
+  latest score of every node, whoever measured it); ``Agent.revoke`` publishes a
+  ``revocation`` record, and an accepted revocation record from a trusted issuer makes this
+  node revoke the subject too.
 
 Attested nodes are assumed to fail by crashing, not by lying (see DESIGN.md); once the manager
 role runs on nodes, revocation records will be issued by the manager only.
@@ -28,6 +29,7 @@ role runs on nodes, revocation records will be issued by the manager only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
@@ -47,7 +49,6 @@ from overlay.host import public_key_of_peer
 from overlay.membership import Membership, MembershipConfig
 from overlay.messages import ScoreRecord, protocol_id
 from overlay.messages_gossip import (
-    STATE_NAMES,
     GossipDigest,
     GossipPush,
     SwimAck,
@@ -134,10 +135,8 @@ class GossipService:
                 self._flush(now)
 
     def _poke(self) -> None:
-        try:
+        with contextlib.suppress(trio.WouldBlock):  # already awake
             self._wake_send.send_nowait(None)
-        except trio.WouldBlock:
-            pass  # already awake
 
     def _admit(self, now: float) -> None:
         attested = set()
@@ -200,11 +199,13 @@ class GossipService:
                 except (trio.TooSlowError, RemoteProtocolError) as exc:
                     self.agent.counters.inc("gossip_dropped", "send-failed")
                     log.debug("gossip to %s failed: %s", dest, exc)
-                    stream = await _drop_stream(stream)
+                    await _drop_stream(stream)
+                    stream = None
                 except Exception as exc:  # libp2p stream errors on write
                     self.agent.counters.inc("gossip_dropped", "send-failed")
                     log.debug("gossip to %s failed: %s", dest, exc)
-                    stream = await _drop_stream(stream)
+                    await _drop_stream(stream)
+                    stream = None
         finally:
             await _drop_stream(stream)
 
@@ -292,7 +293,6 @@ async def _drop_stream(stream: INetStream | None) -> None:
                 await stream.reset()
             except Exception as exc:  # already gone
                 log.debug("gossip stream reset: %s", exc)
-    return None
 
 
 def attach(agent: Agent, data_dir: DataDir | None = None) -> GossipService:
