@@ -341,6 +341,38 @@ class ShardStore:
         self.manifest(object_id, index)
         return (self._path(object_id, index) / "manifest").read_bytes()
 
+    def update_manifest(self, manifest_frame: bytes, index: int) -> bool:
+        """Replace a stored shard's manifest by a newer revision of the same object (after a
+        repair moved another index): same owner, sizes, algorithms, fragment and share hashes
+        and authorised keys; only ``revision`` (strictly higher) and ``placement`` may differ.
+        Atomic (temp file, fsync, rename). Returns False when the stored one is not older.
+
+        Raises:
+            RemoteProtocolError: the frame is invalid or badly signed.
+            ShardNotFound, StoredShardCorrupt: nothing to update.
+            StoreError: the new manifest is not a revision of the stored one, or I/O failed.
+        """
+        new = open_manifest(manifest_frame)
+        old = self.manifest(new.object_id, index)
+        if new.revision <= old.revision:
+            return False
+        same = dataclasses.replace(new, revision=old.revision, placement=old.placement)
+        if same != old:
+            raise StoreError("not a revision of the stored manifest")
+        path = self._path(new.object_id, index)
+        tmp = path / f"manifest.{secrets.token_hex(4)}.tmp"
+        try:
+            _write_file(tmp, manifest_frame)
+            old_size = (path / "manifest").stat().st_size
+            os.replace(tmp, path / "manifest")
+            _fsync_dir(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"I/O error while updating {path.name}: {exc.strerror}") from exc
+        with self._lock:
+            self._used += len(manifest_frame) - old_size
+        return True
+
     def read_share(self, object_id: bytes, index: int) -> KeyShare:
         """The key share, authenticated at rest and checked against the manifest hash."""
         m = self.manifest(object_id, index)

@@ -1,0 +1,1642 @@
+"""The shard network layer: put / get / repair / rm of k-of-n objects between attested peers.
+
+Theory of operation
+-------------------
+One libp2p stream protocol, :data:`SHARD_PROTOCOL`, served behind the agent's attestation gate
+(unattested peers have their stream reset before any byte is read) and its remote-error
+boundary. The first frame of a stream says what it is for (the ``shard-*`` messages of
+:mod:`node.shards.messages`, whose flows are documented there and in docs/shards.md):
+
+* ``shard-offer``      owner → holder: store one shard (chunked, windowed, resumable);
+* ``shard-request``    requester → holder: fetch one shard after a signed fresh challenge;
+* ``shard-erase``      owner → holder: crypto-shred one shard, signed receipt back;
+* ``shard-reshare-invite``        owner → helper: take part in a key-share regeneration;
+* ``shard-reshare-mask-seed`` / ``shard-reshare-contribution``: helper → helper / new holder,
+  dropped into a bounded per-session mailbox and acknowledged.
+
+Every wait on the network has a timeout (``message_timeout_s``); every queue is bounded
+(mailboxes, parked partial transfers, jobs, the chunk window). Memory is constant in the
+object size: the owner seals and splits to staging files on its own disk (the manifest with
+every fragment hash must exist before a holder will take a byte), sends each fragment from its
+file, and a get fetches k fragments to staging files, verifies each, then combines and opens
+them into a temporary file that is renamed over the output.
+
+Roles on one node:
+
+* **holder** - a :class:`~node.shards.store.ShardStore` in ``<data dir>/shards``, sealed with a
+  secret derived (HKDF, label :data:`_SEALING_INFO`) from the node identity key. That is the
+  simulated TEE's sealing secret; a hardware TEE would derive it from its sealing key (SEV-SNP
+  ``MSG_KEY_REQ``, SGX ``EGETKEY``, TDX via a TD-bound key service) so shards cannot be
+  unsealed outside the enclave.
+* **owner** - signed manifests in ``<data dir>/objects/<id>.manifest``, last-verified times in
+  ``<id>.health.json``, staging in ``objects/tmp`` (emptied at start). The node's identity key
+  is the owner key of the objects it puts.
+
+Placement: the n holders are n distinct attested peers with score ≥ the policy minimum, never
+the owner itself (a shard on the owner adds no independence from the owner's own failure); too
+few such peers → the put is refused. Providers and regions are not configured yet, so every
+peer id is treated as its own provider and region.
+
+Repair: the manager role is not wired to nodes yet, so the owner's node watches its objects'
+holders and repairs on its own: a revoked holder at once, a holder quarantined or disconnected
+for longer than ``repair_grace_s`` after that. The fragment is regenerated from k fragments by
+the owner (fragments are ciphertext); the key share by the masked resharing protocol, k helper
+holders sending masked Lagrange contributions directly to the new holder. The manifest's next
+revision, with the new placement, is signed by the owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import trio
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from libp2p.peer.id import ID
+
+from node.control import register_command
+from node.datadir import write_atomic
+from node.shards.crypto import (
+    FragmentCorrupt,
+    IntegrityError,
+    ShareCorrupt,
+    check_shares,
+    combine_and_open,
+    seal_and_split,
+)
+from node.shards.gf256 import KeyShare, ShareError
+from node.shards.manifest import (
+    Manifest,
+    SignedManifest,
+    build_manifest,
+    open_manifest,
+    raw_public_key,
+    sign_manifest,
+    verify_ed25519,
+)
+from node.shards.messages import (
+    MAX_CHUNK_DATA_BYTES,
+    MAX_REASON_CHARS,
+    ReshareContribution,
+    ReshareInvite,
+    ReshareMaskSeed,
+    ShardAck,
+    ShardChallenge,
+    ShardChallengeResponse,
+    ShardChunk,
+    ShardErase,
+    ShardEraseReceipt,
+    ShardKeyShare,
+    ShardOffer,
+    ShardOfferReply,
+    ShardRequest,
+    erase_transcript,
+    fetch_transcript,
+    invite_transcript,
+    verify_receipt,
+)
+from node.shards.placement import Candidate, PlacementError, choose_holders
+from node.shards.resharing import (
+    build_contribution,
+    combine_contributions,
+    helper_mask,
+    new_mask_seed,
+    regenerate_fragment,
+)
+from node.shards.store import (
+    QuotaExceeded,
+    ShardExists,
+    ShardNotFound,
+    ShardStore,
+    ShardWriter,
+    StoredShardCorrupt,
+    StoreError,
+)
+from overlay.errors import RemoteProtocolError
+from overlay.framing import FrameReader, read_message, write_message
+from overlay.host import public_key_of_peer
+from overlay.wire import decode, encode
+
+if TYPE_CHECKING:
+    from node.agent import Agent
+
+log = logging.getLogger("enclave_swarm.shards")
+
+SHARD_PROTOCOL = "/enclave-swarm/shard/1.0.0"
+CHUNK_BYTES = MAX_CHUNK_DATA_BYTES  # 256 KiB per shard-chunk
+WINDOW_CHUNKS = 8  # un-acknowledged chunks in flight per transfer (2 MiB)
+STORE_ATTEMPTS = 3  # a broken store transfer is resumed this many times in all
+MAX_PARKED_TRANSFERS = 16  # interrupted incoming transfers kept for resumption
+PARKED_TTL_S = 120.0
+MAX_MAILBOXES = 64  # concurrent reshare sessions this node takes part in
+MAILBOX_TTL_S = 120.0
+MAX_JOBS = 64
+DEFAULT_QUOTA_FRACTION = 0.5  # of the disk's free space at start, when no quota is given
+PLACEMENT_WAIT_S = 10.0  # a put waits this long for n attested peers before it gives up
+ALREADY_STORED = "already stored (same manifest)"
+_SEALING_INFO = b"enclave-swarm/shard-store/sealing-secret/v1"
+_Finish = Callable[[Any, bytes], Awaitable[None]]
+_FIRST = (ShardOffer, ShardRequest, ShardErase, ReshareInvite, ReshareMaskSeed, ReshareContribution)
+
+
+class ShardServiceError(Exception):
+    """A put/get/rm/repair that could not be done; the message says why, for the operator."""
+
+
+@dataclasses.dataclass
+class HolderFailure:
+    index: int
+    peer_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"shard {self.index} on {self.peer_id}: {self.reason}"
+
+
+class FetchFailed(ShardServiceError):
+    def __init__(self, index: int, peer_id: str, reason: str) -> None:
+        super().__init__(f"shard {index} on {peer_id}: {reason}")
+        self.failure = HolderFailure(index, peer_id, reason)
+
+
+@dataclasses.dataclass
+class Job:
+    """A long control-socket operation; the CLI polls it (``shard-job``) for progress."""
+
+    id: str
+    kind: str
+    phase: str = "starting"
+    done: int = 0
+    total: int = 0
+    state: str = "running"  # running | done | failed
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    finished_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.id,
+            "kind": self.kind,
+            "phase": self.phase,
+            "done": self.done,
+            "total": self.total,
+            "state": self.state,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@dataclasses.dataclass
+class _Parked:
+    writer: ShardWriter
+    owner_pid: str
+    expires_at: float
+
+
+class _Mailbox:
+    """Bounded inbox of one reshare session: (sender peer id, message)."""
+
+    def __init__(self) -> None:
+        self.send, self.recv = trio.open_memory_channel[tuple[str, Any]](2 * 255)
+        self.created = trio.current_time()
+
+
+def sealing_secret_from_identity(identity: Any) -> bytes:
+    """The simulated TEE's sealing secret: HKDF of the identity key with a distinct label."""
+    raw = identity.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SEALING_INFO).derive(raw)
+
+
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+def _short(pid: str) -> str:
+    return pid if len(pid) <= 16 else "…" + pid[-12:]
+
+
+async def _close(stream: Any) -> None:
+    with trio.move_on_after(2) as scope:
+        scope.shield = True
+        try:
+            await stream.close()
+        except Exception as exc:  # already closed or reset
+            log.debug("stream close: %s", exc)
+
+
+async def _reset(stream: Any) -> None:
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        try:
+            await stream.reset()
+        except Exception as exc:  # already closed or reset
+            log.debug("stream reset: %s", exc)
+
+
+class ShardService:
+    """Holder and owner sides of the shard protocol on one agent (see module docstring)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        root: Path,
+        *,
+        quota_bytes: int | None = None,
+        repair_grace_s: float = 30.0,
+        message_timeout_s: float = 20.0,
+        repair_tick_s: float = 1.0,
+    ) -> None:
+        self.agent = agent
+        self.root = Path(root)
+        self.objects_dir = self.root / "objects"
+        self.staging = self.objects_dir / "tmp"
+        for d in (self.root, self.objects_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(mode=0o700)
+        if quota_bytes is None:
+            st = os.statvfs(self.root)
+            quota_bytes = int(st.f_bavail * st.f_frsize * DEFAULT_QUOTA_FRACTION)
+        self._key = agent._identity
+        self.public_key = raw_public_key(self._key)
+        self.store = ShardStore(
+            self.root / "shards",
+            sealing_secret_from_identity(self._key),
+            quota_bytes=quota_bytes,
+            receipt_key=self._key,
+            holder_peer_id=agent.peer_id,
+        )
+        self.repair_grace_s = repair_grace_s
+        self.timeout_s = message_timeout_s
+        self.repair_tick_s = repair_tick_s
+        self._parked: dict[bytes, _Parked] = {}
+        self._mailboxes: dict[bytes, _Mailbox] = {}
+        self._jobs: dict[str, Job] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._down_since: dict[str, float] = {}
+        self._repair_backoff: dict[tuple[bytes, str], float] = {}
+        self._objects: dict[bytes, tuple[bytes, Manifest]] = {}
+        self._health: dict[bytes, dict[int, float]] = {}
+        self._object_locks: dict[bytes, trio.Lock] = {}
+        self._load_objects()
+
+    # ================================================================== lifecycle
+
+    def _load_objects(self) -> None:
+        for p in sorted(self.objects_dir.glob("*.manifest")):
+            try:
+                frame = p.read_bytes()
+                m = open_manifest(frame, owner=self.public_key)
+            except (OSError, RemoteProtocolError) as exc:
+                log.error("ignoring manifest %s: %s", p.name, exc)
+                continue
+            self._objects[m.object_id] = (frame, m)
+            try:
+                raw = json.loads((self.objects_dir / f"{m.object_id.hex()}.health.json").read_text())
+                self._health[m.object_id] = {int(k): float(v) for k, v in raw.items()}
+            except (OSError, ValueError, AttributeError):
+                self._health[m.object_id] = {}
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The service task: parked-transfer and mailbox sweeping, and the repair monitor."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                while True:
+                    with trio.move_on_after(self.repair_tick_s):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    self._sweep()
+                    await self._repair_tick()
+            finally:
+                for parked in self._parked.values():
+                    parked.writer.abort()
+                self._parked.clear()
+
+    def _sweep(self) -> None:
+        now = trio.current_time()
+        for tid, parked in list(self._parked.items()):
+            if parked.expires_at <= now:
+                parked.writer.abort()
+                del self._parked[tid]
+        for sid, box in list(self._mailboxes.items()):
+            if now - box.created > MAILBOX_TTL_S:
+                box.send.close()
+                del self._mailboxes[sid]
+        done = [j for j in self._jobs.values() if j.finished_at is not None]
+        for j in sorted(done, key=lambda j: j.finished_at or 0)[: max(0, len(self._jobs) - MAX_JOBS // 2)]:
+            self._jobs.pop(j.id, None)
+
+    def on_quarantine(self, peer_id: str, reason: str) -> None:
+        """Agent hook: look at our objects now (a revocation is repaired at once)."""
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        h = self.store.health()
+        return {
+            "shards_held": h.shards,
+            "store_used_bytes": h.used_bytes,
+            "store_quota_bytes": h.quota_bytes,
+            "objects_owned": len(self._objects),
+            "transfers_parked": len(self._parked),
+            "reshare_sessions": len(self._mailboxes),
+        }
+
+    # ================================================================== shared helpers
+
+    async def _open(self, pid: str) -> tuple[Any, FrameReader]:
+        stream = await self.agent._open_stream(ID.from_base58(pid), SHARD_PROTOCOL)
+        return stream, FrameReader(stream)
+
+    async def _send(self, stream: Any, msg: Any) -> None:
+        await write_message(stream, msg, timeout_s=self.timeout_s)
+
+    async def _recv(self, reader: FrameReader, types: Any) -> Any:
+        return await read_message(reader, types, timeout_s=self.timeout_s)
+
+    def _candidate_holders(self, exclude: set[str]) -> list[Candidate]:
+        """Every connected peer but us and ``exclude``; unattested ones are listed as such so
+        that a placement error counts them."""
+        out = []
+        for p in self.agent.peers.connected():
+            if (
+                p.peer_id in exclude
+                or p.peer_id == self.agent.peer_id
+                or self.agent.peers.is_revoked(p.peer_id)
+            ):
+                continue
+            # Providers and regions are not configured yet: each peer is its own.
+            out.append(
+                Candidate(
+                    peer_id=p.peer_id,
+                    score=float(p.score or 0),
+                    provider=p.peer_id,
+                    region=p.peer_id,
+                    attested=self.agent.peers.is_attested(p.peer_id),
+                    free_bytes=2**62,
+                )
+            )
+        return out
+
+    async def _place(self, n: int, exclude: set[str], seed: bytes, wait_s: float) -> tuple[str, ...]:
+        """choose_holders over the current peers, waiting up to ``wait_s`` for enough of them to
+        be attested (a peer re-attesting late drops out for a moment)."""
+        min_score = float(self.agent.engine.policy.min_score)
+        deadline = trio.current_time() + wait_s
+        while True:
+            try:
+                return choose_holders(
+                    self._candidate_holders(exclude), n, min_score=min_score, need_bytes=0, seed=seed
+                )
+            except PlacementError as exc:
+                if trio.current_time() >= deadline:
+                    raise ShardServiceError(
+                        f"placement: {exc} (the owner never holds its own shards)"
+                    ) from None
+            await trio.sleep(0.5)
+
+    def _rtt(self, pid: str) -> float:
+        p = self.agent.peers.get(pid)
+        return p.rtt_ms if p is not None and p.rtt_ms is not None else math.inf
+
+    def _holder_problem(self, pid: str) -> str | None:
+        p = self.agent.peers.get(pid)
+        if p is None:
+            return "unknown peer (never connected)"
+        if self.agent.peers.is_revoked(pid):
+            return f"revoked ({p.quarantine_reason})" if p.quarantine_reason else "revoked"
+        if not p.connected:
+            return "not connected"
+        if not p.attested:
+            return f"not attested ({p.quarantine_reason})"
+        return None
+
+    def _lock(self, oid: bytes) -> trio.Lock:
+        return self._object_locks.setdefault(oid, trio.Lock())
+
+    def _save_object(self, frame: bytes, m: Manifest) -> None:
+        write_atomic(self.objects_dir / f"{m.object_id.hex()}.manifest", frame)
+        self._objects[m.object_id] = (frame, m)
+        self._save_health(m.object_id)
+
+    def _save_health(self, oid: bytes) -> None:
+        data = json.dumps({str(k): v for k, v in self._health.get(oid, {}).items()}).encode()
+        write_atomic(self.objects_dir / f"{oid.hex()}.health.json", data)
+
+    def _verified(self, oid: bytes, index: int) -> None:
+        self._health.setdefault(oid, {})[index] = time.time()
+
+    def _tmp_path(self, tag: str) -> Path:
+        return self.staging / f"{secrets.token_hex(8)}.{tag}"
+
+    # ================================================================== holder side
+
+    async def handle(self, stream: Any, pid: str) -> None:
+        """The gated stream handler (the agent has checked that ``pid`` is attested)."""
+        reader = FrameReader(stream)
+        try:
+            first = await self._recv(reader, _FIRST)
+            if isinstance(first, ShardOffer):
+                await self._serve_store(stream, reader, pid, first)
+            elif isinstance(first, ShardRequest):
+                await self._serve_fetch(stream, reader, pid, first)
+            elif isinstance(first, ShardErase):
+                await self._serve_erase(stream, pid, first)
+            elif isinstance(first, ReshareInvite):
+                await self._serve_invite(stream, pid, first)
+            else:
+                await self._serve_mailbox(stream, pid, first)
+        finally:
+            await _close(stream)
+
+    async def _refuse_offer(self, stream: Any, pid: str, offer: ShardOffer, reason: str) -> None:
+        self.agent.counters.inc("shard_store_refused", reason.split(":")[0][:40])
+        log.warning(
+            "refused shard %s.%d from %s: %s",
+            offer.manifest.manifest.object_id.hex(),
+            offer.index,
+            pid,
+            reason,
+            extra={"peer": pid},
+        )
+        await self._send(stream, ShardOfferReply(offer.transfer_id, False, _clip(reason), 0))
+
+    async def _serve_store(self, stream: Any, reader: FrameReader, pid: str, offer: ShardOffer) -> None:
+        m = offer.manifest.manifest
+        frame = encode(offer.manifest)
+        if public_key_of_peer(pid) != m.owner:
+            await self._refuse_offer(stream, pid, offer, "only the manifest's owner may store shards")
+            return
+        if m.holder_of(offer.index) != self.agent.peer_id:
+            await self._refuse_offer(stream, pid, offer, "the placement does not name this node")
+            return
+        parked = self._parked.pop(offer.transfer_id, None)
+        if parked is not None and (
+            parked.owner_pid != pid or parked.writer.index != offer.index or parked.writer.manifest != m
+        ):
+            parked.writer.abort()
+            await self._refuse_offer(stream, pid, offer, "transfer id reused for another shard")
+            return
+        if parked is not None:
+            writer = parked.writer
+        else:
+            try:
+                writer = await trio.to_thread.run_sync(self.store.begin_put, frame, offer.index)
+            except ShardExists:
+                # Same manifest: a retried transfer whose ack was lost. A newer revision of it:
+                # the owner tells us the placement after a repair; keep our data, take the manifest.
+                try:
+                    same = await trio.to_thread.run_sync(self.store.manifest_frame, m.object_id, offer.index)
+                    if same != frame:
+                        await trio.to_thread.run_sync(self.store.update_manifest, frame, offer.index)
+                        same = await trio.to_thread.run_sync(
+                            self.store.manifest_frame, m.object_id, offer.index
+                        )
+                except StoreError as exc:
+                    await self._refuse_offer(stream, pid, offer, f"a different shard is stored here: {exc}")
+                    return
+                if same != frame:
+                    await self._refuse_offer(
+                        stream, pid, offer, "a newer manifest of this shard is stored here"
+                    )
+                    return
+                await self._send(stream, ShardOfferReply(offer.transfer_id, False, ALREADY_STORED, 0))
+                return
+            except (QuotaExceeded, StoreError) as exc:
+                await self._refuse_offer(stream, pid, offer, f"store: {exc}")
+                return
+        park = True
+        try:
+            await self._send(stream, ShardOfferReply(offer.transfer_id, True, "", writer.received_bytes))
+            await self._receive_fragment(stream, reader, offer, writer)
+            park = False
+            final = await self._recv(reader, (ShardKeyShare, ReshareInvite))
+            if isinstance(final, ShardKeyShare):
+                if (
+                    final.transfer_id != offer.transfer_id
+                    or final.object_id != m.object_id
+                    or final.index != offer.index
+                ):
+                    raise RemoteProtocolError("invalid", "key share of another shard")
+                share = KeyShare(offer.index + 1, final.share)
+            else:
+                share = await self._collect_contributions(pid, m, offer.index, final)
+            await trio.to_thread.run_sync(writer.commit, share)
+        except RemoteProtocolError:
+            if park and len(self._parked) < MAX_PARKED_TRANSFERS and writer.received_bytes > 0:
+                self._parked[offer.transfer_id] = _Parked(writer, pid, trio.current_time() + PARKED_TTL_S)
+                log.info(
+                    "transfer of %s.%d from %s interrupted at %d bytes; kept for resumption",
+                    m.object_id.hex(),
+                    offer.index,
+                    pid,
+                    writer.received_bytes,
+                )
+            else:
+                writer.abort()
+            raise
+        except (IntegrityError, ShareError, StoreError) as exc:
+            writer.abort()
+            reason = f"{type(exc).__name__}: {exc}"
+            self.agent.counters.inc("shard_store_failed", type(exc).__name__)
+            log.warning(
+                "shard %s.%d from %s not stored: %s",
+                m.object_id.hex(),
+                offer.index,
+                pid,
+                reason,
+                extra={"peer": pid},
+            )
+            with contextlib.suppress(RemoteProtocolError):
+                await self._send(
+                    stream, ShardAck(offer.transfer_id, False, _clip(reason), writer.received_bytes)
+                )
+            return
+        except BaseException:
+            writer.abort()
+            raise
+        self.agent.counters.inc("shard_stored")
+        log.info("stored shard %s.%d for %s", m.object_id.hex(), offer.index, pid, extra={"peer": pid})
+        await self._send(stream, ShardAck(offer.transfer_id, True, "", writer.received_bytes))
+
+    async def _receive_fragment(
+        self, stream: Any, reader: FrameReader, offer: ShardOffer, writer: ShardWriter
+    ) -> None:
+        size = offer.manifest.manifest.fragment_size
+        while writer.received_bytes < size:
+            chunk = await self._recv(reader, ShardChunk)
+            if chunk.transfer_id != offer.transfer_id or chunk.offset != writer.received_bytes:
+                raise RemoteProtocolError("invalid", "chunk out of order")
+            if chunk.last != (chunk.offset + len(chunk.data) == size) or not chunk.data:
+                raise RemoteProtocolError("invalid", "chunk length or last flag wrong")
+            # FragmentCorrupt (too long) aborts the writer and is reported by the caller.
+            await trio.to_thread.run_sync(writer.write, chunk.data)
+            await self._send(stream, ShardAck(offer.transfer_id, True, "", writer.received_bytes))
+
+    async def _collect_contributions(
+        self, pid: str, m: Manifest, index: int, invite: ReshareInvite
+    ) -> KeyShare:
+        """New holder: the owner's invite arrived instead of a key share; combine the helpers'
+        masked contributions (each from the holder the manifest names for that point)."""
+        transcript = invite_transcript(
+            invite.session_id, invite.object_id, invite.target_x, invite.helpers_x, invite.new_holder_peer_id
+        )
+        if (
+            invite.object_id != m.object_id
+            or invite.target_x != index + 1
+            or invite.new_holder_peer_id != self.agent.peer_id
+            or len(invite.helpers_x) != m.k
+            or not verify_ed25519(m.owner, invite.signature, transcript)
+        ):
+            raise RemoteProtocolError("invalid", "reshare invite does not match this shard")
+        box = self._mailbox(invite.session_id)
+        got: dict[int, bytes] = {}
+        with trio.move_on_after(self.timeout_s) as scope:
+            while len(got) < len(invite.helpers_x):
+                sender, msg = await box.recv.receive()
+                if (
+                    not isinstance(msg, ReshareContribution)
+                    or msg.object_id != m.object_id
+                    or msg.target_x != invite.target_x
+                    or msg.helper_x not in invite.helpers_x
+                    or m.holder_of(msg.helper_x - 1) != sender
+                    or msg.helper_x in got
+                ):
+                    log.warning(
+                        "dropped a reshare message from %s: not a valid contribution for this session",
+                        sender,
+                        extra={"peer": sender},
+                    )
+                    continue
+                got[msg.helper_x] = msg.value
+        self._drop_mailbox(invite.session_id)
+        if scope.cancelled_caught:
+            raise ShareError(
+                f"only {len(got)} of {len(invite.helpers_x)} reshare contributions arrived "
+                f"within {self.timeout_s}s"
+            )
+        return combine_contributions(got, invite.helpers_x, invite.target_x)
+
+    def _mailbox(self, session_id: bytes) -> _Mailbox:
+        box = self._mailboxes.get(session_id)
+        if box is None:
+            if len(self._mailboxes) >= MAX_MAILBOXES:
+                raise RemoteProtocolError("overload", "too many reshare sessions")
+            box = self._mailboxes[session_id] = _Mailbox()
+        return box
+
+    def _drop_mailbox(self, session_id: bytes) -> None:
+        box = self._mailboxes.pop(session_id, None)
+        if box is not None:
+            box.send.close()
+
+    async def _serve_mailbox(self, stream: Any, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
+        box = self._mailbox(msg.session_id)
+        try:
+            box.send.send_nowait((pid, msg))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            raise RemoteProtocolError("overload", "reshare mailbox full or closed") from None
+        await self._send(stream, ShardAck(msg.session_id, True, "", 0))
+
+    async def _serve_fetch(self, stream: Any, reader: FrameReader, pid: str, req: ShardRequest) -> None:
+        oid, index = req.object_id, req.index
+        name = f"{oid.hex()}.{index}"
+
+        async def refuse(reason: str) -> None:
+            self.agent.counters.inc("shard_fetch_refused", reason.split(":")[0][:40])
+            log.warning(
+                "refused to release shard %s to %s: %s",
+                name,
+                pid,
+                reason,
+                extra={"peer": pid, "reason": reason},
+            )
+            await self._send(stream, ShardAck(req.request_id, False, _clip(reason), 0))
+
+        try:
+            m = await trio.to_thread.run_sync(self.store.manifest, oid, index)
+        except ShardNotFound:
+            await refuse("no such shard here")
+            return
+        except StoredShardCorrupt as exc:
+            await refuse(f"stored shard corrupt: {exc}")
+            return
+        if public_key_of_peer(pid) != req.requester:
+            await refuse("the requester key is not the attested peer's key")
+            return
+        if not m.may_fetch(req.requester):
+            await refuse("not the owner or a principal the manifest authorises")
+            return
+        nonce = os.urandom(32)
+        await self._send(stream, ShardChallenge(req.request_id, nonce))
+        resp = await self._recv(reader, ShardChallengeResponse)
+        if resp.request_id != req.request_id or not verify_ed25519(
+            req.requester, resp.signature, fetch_transcript(req, nonce, self.agent.peer_id)
+        ):
+            await refuse("challenge signature invalid")
+            return
+        if not self.agent.peers.is_attested(pid):  # attestation may have lapsed meanwhile
+            await refuse("requester no longer attested")
+            return
+        try:
+            share = (
+                await trio.to_thread.run_sync(self.store.read_share, oid, index) if req.want_share else None
+            )
+            it = await trio.to_thread.run_sync(self.store.read_fragment, oid, index)
+        except StoreError as exc:
+            await refuse(f"stored shard unreadable: {exc}")
+            return
+        offset, in_flight = 0, 0
+        while True:
+            try:
+                block = await trio.to_thread.run_sync(next, it, None)
+            except StoreError as exc:  # at-rest tamper or rot, or the fragment hash at the end
+                self.agent.counters.inc("shard_corrupt_at_rest")
+                log.error("stored shard %s is corrupt: %s", name, exc)
+                await refuse(f"stored shard corrupt: {exc}")
+                return
+            if block is None:
+                break
+            while in_flight >= WINDOW_CHUNKS:
+                await self._expect_ack(reader, req.request_id)
+                in_flight -= 1
+            last = offset + len(block) == m.fragment_size
+            await self._send(stream, ShardChunk(req.request_id, offset, block, last))
+            offset += len(block)
+            in_flight += 1
+        while in_flight:
+            await self._expect_ack(reader, req.request_id)
+            in_flight -= 1
+        if share is not None:
+            await self._send(stream, ShardKeyShare(req.request_id, oid, index, share.value))
+        else:
+            await self._send(stream, ShardAck(req.request_id, True, "", offset))
+        self.agent.counters.inc("shard_released")
+        log.info(
+            "released shard %s to %s%s",
+            name,
+            pid,
+            " with its key share" if share else "",
+            extra={"peer": pid},
+        )
+
+    async def _expect_ack(self, reader: FrameReader, tid: bytes) -> ShardAck:
+        ack = await self._recv(reader, ShardAck)
+        if ack.transfer_id != tid:
+            raise RemoteProtocolError("invalid", "ack of another transfer")
+        if not ack.ok:
+            raise RemoteProtocolError("refused", ack.reason)
+        result: ShardAck = ack
+        return result
+
+    async def _serve_erase(self, stream: Any, pid: str, req: ShardErase) -> None:
+        receipt = await trio.to_thread.run_sync(self.store.erase_request, req)
+        log.info(
+            "erased shard %s.%d on request of %s (existed: %s)",
+            req.object_id.hex(),
+            req.index,
+            pid,
+            receipt.existed,
+            extra={"peer": pid},
+        )
+        self.agent.counters.inc("shard_erased")
+        await self._send(stream, receipt)
+
+    async def _serve_invite(self, stream: Any, pid: str, invite: ReshareInvite) -> None:
+        """Helper: send mask seeds up, wait for seeds from below, send one contribution."""
+        mine: tuple[int, Manifest] | None = None
+        for x in invite.helpers_x:
+            with contextlib.suppress(ShardNotFound):
+                mine = (x, await trio.to_thread.run_sync(self.store.manifest, invite.object_id, x - 1))
+                break
+        if mine is None:
+            raise RemoteProtocolError("invalid", "invited as helper but holds no shard of the object")
+        my_x, m = mine
+        transcript = invite_transcript(
+            invite.session_id, invite.object_id, invite.target_x, invite.helpers_x, invite.new_holder_peer_id
+        )
+        if not verify_ed25519(m.owner, invite.signature, transcript):
+            raise RemoteProtocolError("invalid", "reshare invite not signed by the owner")
+        if (
+            len(invite.helpers_x) != m.k
+            or invite.target_x > m.n
+            or invite.new_holder_peer_id == self.agent.peer_id
+        ):
+            raise RemoteProtocolError("invalid", "reshare invite inconsistent with the manifest")
+        share = await trio.to_thread.run_sync(self.store.read_share, invite.object_id, my_x - 1)
+        box = self._mailbox(invite.session_id)
+        try:
+            seeds: dict[int, bytes] = {}
+            for b in sorted(x for x in invite.helpers_x if x > my_x):
+                seeds[b] = new_mask_seed()
+                await self._deliver(m.holder_of(b - 1), ReshareMaskSeed(invite.session_id, my_x, b, seeds[b]))
+            lower = {a for a in invite.helpers_x if a < my_x}
+            with trio.move_on_after(self.timeout_s) as scope:
+                while not lower <= set(seeds):
+                    sender, msg = await box.recv.receive()
+                    if (
+                        not isinstance(msg, ReshareMaskSeed)
+                        or msg.to_x != my_x
+                        or msg.from_x not in lower
+                        or m.holder_of(msg.from_x - 1) != sender
+                        or msg.from_x in seeds
+                    ):
+                        log.warning(
+                            "dropped a reshare message from %s: not a valid seed for this session",
+                            sender,
+                            extra={"peer": sender},
+                        )
+                        continue
+                    seeds[msg.from_x] = msg.seed
+            if scope.cancelled_caught:
+                raise RemoteProtocolError("timeout", "mask seeds from the other helpers did not arrive")
+        finally:
+            self._drop_mailbox(invite.session_id)
+        mask = helper_mask(my_x, seeds, invite.session_id, invite.helpers_x)
+        value = build_contribution(share, invite.helpers_x, invite.target_x, mask)
+        await self._deliver(
+            invite.new_holder_peer_id,
+            ReshareContribution(invite.session_id, invite.object_id, my_x, invite.target_x, value),
+        )
+        log.info(
+            "sent reshare contribution for %s (x=%d → x=%d on %s)",
+            invite.object_id.hex(),
+            my_x,
+            invite.target_x,
+            invite.new_holder_peer_id,
+        )
+        await self._send(stream, ShardAck(invite.session_id, True, "", 0))
+
+    async def _deliver(self, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
+        """Send one mailbox message to an attested peer and wait for its acknowledgement."""
+        if not self.agent.peers.is_attested(pid):
+            raise RemoteProtocolError("unavailable", f"peer {pid} is not attested")
+        stream, reader = await self._open(pid)
+        try:
+            await self._send(stream, msg)
+            await self._expect_ack(reader, msg.session_id)
+        finally:
+            await _close(stream)
+
+    # ================================================================== owner: store
+
+    async def _store_shard(
+        self,
+        holder: str,
+        frame: bytes,
+        m: Manifest,
+        index: int,
+        path: Path,
+        finish: _Finish,
+        progress: Callable[[int], None],
+        *,
+        attempts: int = STORE_ATTEMPTS,
+    ) -> None:
+        """Send fragment ``index`` (from ``path``) to ``holder``, resuming after broken streams;
+        ``finish`` sends what closes the transfer (the key share, or a reshare invite)."""
+        tid = os.urandom(16)
+        signed = decode(frame, SignedManifest)
+        last_error = ""
+        for attempt in range(attempts):
+            if attempt:
+                await trio.sleep(0.5 * attempt)
+            try:
+                await self._store_attempt(holder, signed, m, index, path, tid, finish, progress)
+                return
+            except ShardServiceError:
+                raise
+            except RemoteProtocolError as exc:
+                last_error = str(exc)
+                log.info(
+                    "store of %s.%d on %s broke (%s); attempt %d/%d",
+                    m.object_id.hex(),
+                    index,
+                    holder,
+                    exc,
+                    attempt + 1,
+                    attempts,
+                )
+        raise ShardServiceError(f"shard {index} on {holder}: {last_error}")
+
+    async def _store_attempt(
+        self,
+        holder: str,
+        signed: SignedManifest,
+        m: Manifest,
+        index: int,
+        path: Path,
+        tid: bytes,
+        finish: _Finish,
+        progress: Callable[[int], None],
+    ) -> None:
+        stream, reader = await self._open(holder)
+        try:
+            await self._send(stream, ShardOffer(tid, signed, index))
+            reply = await self._recv(reader, ShardOfferReply)
+            if not reply.accepted:
+                if reply.reason == ALREADY_STORED:
+                    return
+                raise ShardServiceError(f"shard {index} on {holder}: refused: {reply.reason}")
+            offset = reply.resume_offset
+            if offset > m.fragment_size or reply.transfer_id != tid:
+                raise RemoteProtocolError("invalid", "bad offer reply")
+            acked = offset
+            progress(acked)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                in_flight = 0
+                while offset < m.fragment_size:
+                    while in_flight >= WINDOW_CHUNKS:
+                        acked = await self._store_ack(reader, tid, acked, progress)
+                        in_flight -= 1
+                    data = await trio.to_thread.run_sync(f.read, min(CHUNK_BYTES, m.fragment_size - offset))
+                    if not data:
+                        raise ShardServiceError(f"staging file of fragment {index} is short")
+                    await self._send(
+                        stream, ShardChunk(tid, offset, data, offset + len(data) == m.fragment_size)
+                    )
+                    offset += len(data)
+                    in_flight += 1
+                while in_flight:
+                    acked = await self._store_ack(reader, tid, acked, progress)
+                    in_flight -= 1
+            await finish(stream, tid)
+            ack = await self._recv(reader, ShardAck)
+            if not ack.ok:
+                raise ShardServiceError(f"shard {index} on {holder}: not stored: {ack.reason}")
+        finally:
+            await _close(stream)
+
+    async def _store_ack(
+        self, reader: FrameReader, tid: bytes, acked: int, progress: Callable[[int], None]
+    ) -> int:
+        ack = await self._recv(reader, ShardAck)
+        if ack.transfer_id != tid:
+            raise RemoteProtocolError("invalid", "ack of another transfer")
+        if not ack.ok:
+            raise ShardServiceError(f"holder refused: {ack.reason}")
+        received: int = ack.received_bytes
+        progress(received - acked)
+        return received
+
+    # ================================================================== owner: put
+
+    async def put(
+        self, path: Path, *, n: int, k: int, authorised: tuple[bytes, ...] = (), job: Job | None = None
+    ) -> dict[str, Any]:
+        """Seal, split and place ``path`` on n attested holders; returns the object summary."""
+        job = job or Job("-", "put")
+        path = Path(path)
+        try:
+            size = (await trio.to_thread.run_sync(path.stat)).st_size
+        except OSError as exc:
+            raise ShardServiceError(f"cannot read {path}: {exc.strerror}") from None
+        if not 1 <= k <= n <= 255:
+            raise ShardServiceError(f"need 1 <= k <= n <= 255 (got k={k}, n={n})")
+        oid = os.urandom(16)
+        holders = await self._place(n, set(), oid, PLACEMENT_WAIT_S)
+        paths = [self._tmp_path(f"put{i}") for i in range(n)]
+        try:
+            job.phase, job.done, job.total = "sealing", 0, size
+            sealed = await trio.to_thread.run_sync(self._seal_to_files, path, paths, n, k, oid, job)
+            m = build_manifest(sealed, self._key, holders, authorised=authorised)
+            frame = sign_manifest(m, self._key)
+            job.phase, job.done, job.total = "sending", 0, n * m.fragment_size
+            failures: list[str] = []
+            stored: list[int] = []
+
+            def bump(nbytes: int) -> None:
+                job.done += nbytes
+
+            async def send_one(i: int) -> None:
+                try:
+                    await self._store_shard(
+                        holders[i],
+                        frame,
+                        m,
+                        i,
+                        paths[i],
+                        self._finish_with_share(oid, i, sealed.shares[i]),
+                        bump,
+                    )
+                    stored.append(i)
+                except ShardServiceError as exc:
+                    failures.append(str(exc))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(send_one, i)
+            if failures:
+                await self._erase_indices(m, sorted(stored))
+                raise ShardServiceError("put failed, nothing kept: " + "; ".join(sorted(failures)))
+            now = time.time()
+            self._health[oid] = {i: now for i in range(n)}
+            self._save_object(frame, m)
+        finally:
+            for p in paths:
+                p.unlink(missing_ok=True)
+        log.info("put %s: %d bytes as %d-of-%d on %s", oid.hex(), size, k, n, ", ".join(holders))
+        return {"object_id": oid.hex(), "size": size, "k": k, "n": n, "holders": list(holders)}
+
+    def _finish_with_share(self, oid: bytes, index: int, share: KeyShare) -> _Finish:
+        async def finish(stream: Any, tid: bytes) -> None:
+            await self._send(stream, ShardKeyShare(tid, oid, index, share.value))
+
+        return finish
+
+    def _seal_to_files(self, src: Path, paths: list[Path], n: int, k: int, oid: bytes, job: Job) -> Any:
+        files: list[BinaryIO] = []
+        try:
+            for p in paths:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                files.append(os.fdopen(fd, "wb"))
+            with open(src, "rb") as plain:
+                reader = _CountingReader(plain, job)
+                return seal_and_split(reader, files, k=k, n=n, object_id=oid)
+        finally:
+            for sink in files:
+                sink.close()
+
+    # ================================================================== owner: fetch
+
+    async def fetch_fragment(
+        self,
+        holder: str,
+        m: Manifest,
+        index: int,
+        dest: Path,
+        *,
+        want_share: bool,
+        progress: Callable[[int], None] = lambda _n: None,
+    ) -> KeyShare | None:
+        """Fetch fragment ``index`` from ``holder`` into ``dest``, verified against ``m``; with
+        ``want_share`` also its key share (checked against the manifest). Raises FetchFailed."""
+        try:
+            return await self._fetch_attempt(holder, m, index, dest, want_share, progress)
+        except (RemoteProtocolError, IntegrityError, OSError) as exc:
+            dest.unlink(missing_ok=True)
+            raise FetchFailed(index, holder, str(exc)) from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+
+    async def _fetch_attempt(
+        self,
+        holder: str,
+        m: Manifest,
+        index: int,
+        dest: Path,
+        want_share: bool,
+        progress: Callable[[int], None],
+    ) -> KeyShare | None:
+        rid = os.urandom(16)
+        req = ShardRequest(rid, m.object_id, index, self.public_key, want_share)
+        stream, reader = await self._open(holder)
+        try:
+            await self._send(stream, req)
+            first = await self._recv(reader, (ShardChallenge, ShardAck))
+            if isinstance(first, ShardAck):
+                raise FetchFailed(index, holder, f"refused: {first.reason}")
+            if first.request_id != rid:
+                raise RemoteProtocolError("invalid", "challenge for another request")
+            sig = self._key.sign(fetch_transcript(req, first.nonce, holder))
+            await self._send(stream, ShardChallengeResponse(rid, sig))
+            h = hashlib.sha256()
+            got = 0
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while got < m.fragment_size:
+                    msg = await self._recv(reader, (ShardChunk, ShardAck))
+                    if isinstance(msg, ShardAck):
+                        raise FetchFailed(index, holder, f"refused: {msg.reason}")
+                    if msg.transfer_id != rid or msg.offset != got or not msg.data:
+                        raise RemoteProtocolError("invalid", "chunk out of order")
+                    if got + len(msg.data) > m.fragment_size or msg.last != (
+                        got + len(msg.data) == m.fragment_size
+                    ):
+                        raise RemoteProtocolError("invalid", "chunk length or last flag wrong")
+                    h.update(msg.data)
+                    await trio.to_thread.run_sync(out.write, msg.data)
+                    got += len(msg.data)
+                    progress(len(msg.data))
+                    await self._send(stream, ShardAck(rid, True, "", got))
+            if not hmac.compare_digest(h.digest(), m.fragment_hashes[index]):
+                raise FragmentCorrupt(index, "hash mismatch on receipt")
+            if want_share:
+                msg = await self._recv(reader, (ShardKeyShare, ShardAck))
+                if isinstance(msg, ShardAck):
+                    raise FetchFailed(index, holder, f"refused: {msg.reason}")
+                if msg.transfer_id != rid or msg.object_id != m.object_id or msg.index != index:
+                    raise RemoteProtocolError("invalid", "key share of another request")
+                share = KeyShare(index + 1, msg.share)
+                try:
+                    check_shares(m.params(), [share])
+                except ShareCorrupt as exc:
+                    raise FetchFailed(index, holder, f"key share: {exc}") from None
+                return share
+            done = await self._recv(reader, ShardAck)
+            if not done.ok:
+                raise FetchFailed(index, holder, f"refused: {done.reason}")
+            return None
+        finally:
+            await _close(stream)
+
+    async def _fetch_k(
+        self,
+        m: Manifest,
+        *,
+        want_share: bool,
+        exclude: set[str],
+        job: Job | None,
+    ) -> tuple[dict[int, tuple[Path, KeyShare | None]], list[HolderFailure]]:
+        """Fetch k verified fragments (and shares) from the fastest healthy holders in parallel,
+        failing over to the next holder when one fails. Returns what was had and every failure."""
+        failures: list[HolderFailure] = []
+        ready: list[tuple[float, int, str]] = []
+        for p in m.placement:
+            if p.peer_id in exclude:
+                continue
+            problem = self._holder_problem(p.peer_id)
+            if problem:
+                failures.append(HolderFailure(p.index, p.peer_id, problem))
+            else:
+                ready.append((self._rtt(p.peer_id), p.index, p.peer_id))
+        ready.sort()
+        queue = list(ready)
+        got: dict[int, tuple[Path, KeyShare | None]] = {}
+
+        async def worker() -> None:
+            while queue and len(got) < m.k:
+                _, index, pid = queue.pop(0)
+                dest = self._tmp_path(f"get{index}")
+                mine = [0]
+
+                def bump(nbytes: int, mine: list[int] = mine) -> None:
+                    mine[0] += nbytes
+                    if job is not None:
+                        job.done += nbytes
+
+                try:
+                    share = await self.fetch_fragment(
+                        pid, m, index, dest, want_share=want_share, progress=bump
+                    )
+                except FetchFailed as exc:
+                    if job is not None:
+                        job.done -= mine[0]
+                    failures.append(exc.failure)
+                    log.warning(
+                        "fetch of %s.%d from %s failed: %s; trying another holder",
+                        m.object_id.hex(),
+                        index,
+                        pid,
+                        exc.failure.reason,
+                        extra={"peer": pid},
+                    )
+                    continue
+                if len(got) >= m.k:
+                    dest.unlink(missing_ok=True)
+                    return
+                got[index] = (dest, share)
+                self._verified(m.object_id, index)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(m.k, len(ready))):
+                nursery.start_soon(worker)
+        return got, failures
+
+    def _not_enough(
+        self, what: str, m: Manifest, got: int, failures: list[HolderFailure]
+    ) -> ShardServiceError:
+        listing = "; ".join(str(f) for f in sorted(failures, key=lambda f: f.index)) or "none"
+        return ShardServiceError(
+            f"cannot {what} {m.object_id.hex()}: only {got} of the {m.k} needed shards "
+            f"could be had; failed holders: {listing}"
+        )
+
+    async def get(
+        self, oid: bytes, out: Path, *, job: Job | None = None, manifest_frame: bytes | None = None
+    ) -> dict[str, Any]:
+        """Rebuild object ``oid`` into ``out`` atomically (temp file + rename), or raise with the
+        failed holders named and no output file."""
+        job = job or Job("-", "get")
+        if manifest_frame is not None:
+            m = open_manifest(manifest_frame)
+        elif oid in self._objects:
+            m = self._objects[oid][1]
+        else:
+            raise ShardServiceError(f"unknown object {oid.hex()} (no manifest on this node)")
+        out = Path(out)
+        if not out.parent.is_dir():
+            raise ShardServiceError(f"output directory {out.parent} does not exist")
+        job.phase, job.done, job.total = "fetching", 0, m.k * m.fragment_size
+        got, failures = await self._fetch_k(m, want_share=True, exclude=set(), job=job)
+        try:
+            if len(got) < m.k:
+                raise self._not_enough("rebuild", m, len(got), failures)
+            job.phase, job.done, job.total = "decrypting", 0, m.plaintext_size
+            tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+            try:
+                written = await trio.to_thread.run_sync(self._combine_to, m, got, tmp, job)
+                await trio.to_thread.run_sync(os.replace, tmp, out)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        finally:
+            for dest, _ in got.values():
+                dest.unlink(missing_ok=True)
+        if self._objects.get(oid):
+            self._save_health(oid)
+        log.info("get %s: %d bytes from shards %s", oid.hex(), written, sorted(got))
+        return {
+            "object_id": oid.hex(),
+            "size": written,
+            "out": str(out),
+            "from": sorted(got),
+            "failed": [str(f) for f in failures],
+        }
+
+    def _combine_to(
+        self, m: Manifest, got: dict[int, tuple[Path, KeyShare | None]], tmp: Path, job: Job
+    ) -> int:
+        files = {i: open(p, "rb") for i, (p, _) in got.items()}  # noqa: SIM115 - closed below
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                sink = _CountingWriter(out, job)
+                shares = [s for _, s in got.values() if s is not None]
+                try:
+                    written = combine_and_open(m.params(), files, shares, sink)
+                except IntegrityError as exc:
+                    raise ShardServiceError(
+                        f"object {m.object_id.hex()} failed authentication: {exc}"
+                    ) from None
+                out.flush()
+                os.fsync(out.fileno())
+            return written
+        finally:
+            for f in files.values():
+                f.close()
+
+    # ================================================================== owner: rm
+
+    async def rm(self, oid: bytes) -> dict[str, Any]:
+        """Every holder crypto-shreds its shard and returns a signed receipt, which is verified.
+        The manifest is removed only when every receipt checks out."""
+        if oid not in self._objects:
+            raise ShardServiceError(f"unknown object {oid.hex()} (no manifest on this node)")
+        async with self._lock(oid):
+            m = self._objects[oid][1]
+            receipts, failures = await self._erase_indices(m, list(range(m.n)))
+            if failures:
+                raise ShardServiceError(
+                    f"rm {oid.hex()}: {len(failures)} holder(s) gave no valid receipt, "
+                    f"the manifest is kept (run rm again): " + "; ".join(map(str, failures))
+                )
+            (self.objects_dir / f"{oid.hex()}.manifest").unlink(missing_ok=True)
+            (self.objects_dir / f"{oid.hex()}.health.json").unlink(missing_ok=True)
+            self._objects.pop(oid, None)
+            self._health.pop(oid, None)
+        log.info("rm %s: %d receipts verified", oid.hex(), len(receipts))
+        return {"object_id": oid.hex(), "receipts": receipts}
+
+    async def _erase_indices(
+        self, m: Manifest, indices: list[int]
+    ) -> tuple[list[dict[str, Any]], list[HolderFailure]]:
+        receipts: list[dict[str, Any]] = []
+        failures: list[HolderFailure] = []
+
+        async def one(i: int) -> None:
+            pid = m.holder_of(i)
+            try:
+                r = await self.erase_on(pid, m.object_id, i)
+                receipts.append(
+                    {"index": i, "holder": pid, "existed": r.existed, "signature": r.signature.hex()}
+                )
+            except (RemoteProtocolError, ShardServiceError) as exc:
+                failures.append(HolderFailure(i, pid, str(exc)))
+
+        async with trio.open_nursery() as nursery:
+            for i in indices:
+                nursery.start_soon(one, i)
+        receipts.sort(key=lambda r: r["index"])
+        return receipts, failures
+
+    async def erase_on(self, pid: str, oid: bytes, index: int) -> ShardEraseReceipt:
+        problem = self._holder_problem(pid)
+        if problem:
+            raise ShardServiceError(problem)
+        nonce = os.urandom(32)
+        sig = self._key.sign(erase_transcript(oid, index, pid, nonce))
+        stream, reader = await self._open(pid)
+        try:
+            await self._send(stream, ShardErase(oid, index, pid, nonce, sig))
+            receipt: ShardEraseReceipt = await self._recv(reader, ShardEraseReceipt)
+        finally:
+            await _close(stream)
+        key = public_key_of_peer(pid)
+        if (
+            key is None
+            or not verify_receipt(receipt, key)
+            or receipt.nonce != nonce
+            or receipt.object_id != oid
+            or receipt.index != index
+            or receipt.holder_peer_id != pid
+        ):
+            raise ShardServiceError("erase receipt invalid")
+        return receipt
+
+    # ================================================================== owner: repair
+
+    async def _repair_tick(self) -> None:
+        now = trio.current_time()
+        for oid, (_, m) in list(self._objects.items()):
+            for p in m.placement:
+                pid = p.peer_id
+                if self.agent.peers.is_attested(pid):
+                    self._down_since.pop(pid, None)
+                    continue
+                since = self._down_since.setdefault(pid, now)
+                revoked = self.agent.peers.is_revoked(pid)
+                if not revoked and now - since < self.repair_grace_s:
+                    continue
+                if self._repair_backoff.get((oid, pid), -math.inf) > now:
+                    continue
+                reason = "revoked" if revoked else f"unavailable for {now - since:.0f}s"
+                try:
+                    await self.repair(oid, pid, reason)
+                except (ShardServiceError, RemoteProtocolError, OSError) as exc:
+                    self._repair_backoff[(oid, pid)] = now + max(5.0, self.repair_grace_s)
+                    self.agent.counters.inc("shard_repair_failed")
+                    log.error("repair of %s (holder %s %s) failed: %s", oid.hex(), pid, reason, exc)
+                except Exception:  # a bug of ours: loud, but the node and the monitor stay up
+                    self._repair_backoff[(oid, pid)] = now + max(5.0, self.repair_grace_s)
+                    self.agent.counters.inc("internal_error", "shard-repair")
+                    log.exception("internal error repairing %s (holder %s)", oid.hex(), pid)
+                break  # placement changed (or failed): look at the object afresh next tick
+
+    async def repair(self, oid: bytes, lost: str, reason: str) -> dict[str, Any]:
+        """Regenerate the shard ``lost`` held onto a new attested holder and re-sign the manifest."""
+        async with self._lock(oid):
+            if oid not in self._objects:
+                raise ShardServiceError(f"unknown object {oid.hex()}")
+            frame, m = self._objects[oid]
+            if lost not in {p.peer_id for p in m.placement}:
+                return {"object_id": oid.hex(), "repaired": False}
+            j = m.indices_held_by(lost)[0]
+            start = trio.current_time()
+            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason)
+            holders = {p.peer_id for p in m.placement}
+            try:
+                (new_holder,) = choose_holders(
+                    self._candidate_holders(holders),
+                    1,
+                    min_score=float(self.agent.engine.policy.min_score),
+                    need_bytes=0,
+                    seed=oid + lost.encode(),
+                )
+            except PlacementError as exc:
+                raise ShardServiceError(f"no new holder: {exc}") from None
+            got, failures = await self._fetch_k(m, want_share=False, exclude={lost}, job=None)
+            for i in got:  # helpers must resolve each other's points with the current placement
+                await self._push_manifest(m.holder_of(i), frame, m, i)
+            regen = self._tmp_path(f"regen{j}")
+            try:
+                if len(got) < m.k:
+                    raise self._not_enough("repair", m, len(got), failures)
+                helpers_x = tuple(sorted(i + 1 for i in got))
+                await trio.to_thread.run_sync(self._regenerate, m, got, j, regen)
+                new_m = m.with_placement(
+                    [(p.index, new_holder if p.index == j else p.peer_id) for p in m.placement]
+                )
+                new_frame = sign_manifest(new_m, self._key)
+                session = os.urandom(16)
+                signature = self._key.sign(invite_transcript(session, oid, j + 1, helpers_x, new_holder))
+                invite = ReshareInvite(session, oid, j + 1, helpers_x, new_holder, signature)
+                await self._store_shard(
+                    new_holder,
+                    new_frame,
+                    new_m,
+                    j,
+                    regen,
+                    self._finish_with_reshare(m, invite),
+                    lambda _n: None,
+                    attempts=1,
+                )
+            finally:
+                regen.unlink(missing_ok=True)
+                for dest, _ in got.values():
+                    dest.unlink(missing_ok=True)
+            self._health.setdefault(oid, {})[j] = time.time()
+            self._save_object(new_frame, new_m)
+            async with trio.open_nursery() as nursery:
+                for p in new_m.placement:
+                    if p.index != j and not self._holder_problem(p.peer_id):
+                        nursery.start_soon(self._push_manifest_quietly, p.peer_id, new_frame, new_m, p.index)
+            self._down_since.pop(lost, None)
+            self.agent.counters.inc("shard_repaired")
+            took = trio.current_time() - start
+            log.warning(
+                "repaired %s: shard %d moved from %s to %s in %.2fs (revision %d)",
+                oid.hex(),
+                j,
+                lost,
+                new_holder,
+                took,
+                new_m.revision,
+            )
+            return {
+                "object_id": oid.hex(),
+                "repaired": True,
+                "index": j,
+                "from": lost,
+                "to": new_holder,
+                "helpers_x": list(helpers_x),
+                "seconds": took,
+                "revision": new_m.revision,
+            }
+
+    async def _push_manifest(self, pid: str, frame: bytes, m: Manifest, index: int) -> None:
+        """Make holder ``pid`` (which stores ``index``) keep manifest ``frame`` (a newer revision)."""
+        stream, reader = await self._open(pid)
+        try:
+            await self._send(stream, ShardOffer(os.urandom(16), decode(frame, SignedManifest), index))
+            reply = await self._recv(reader, ShardOfferReply)
+        finally:
+            await _close(stream)
+        if reply.accepted or reply.reason != ALREADY_STORED:
+            raise ShardServiceError(
+                f"holder {pid} of shard {index} did not take the manifest: "
+                f"{reply.reason or 'it has no such shard'}"
+            )
+
+    async def _push_manifest_quietly(self, pid: str, frame: bytes, m: Manifest, index: int) -> None:
+        try:
+            await self._push_manifest(pid, frame, m, index)
+        except (RemoteProtocolError, ShardServiceError) as exc:
+            log.info(
+                "manifest revision %d not pushed to %s: %s (pushed again before it helps a repair)",
+                m.revision,
+                pid,
+                exc,
+            )
+
+    def _regenerate(
+        self, m: Manifest, got: dict[int, tuple[Path, KeyShare | None]], j: int, dest: Path
+    ) -> None:
+        files = {i: open(p, "rb") for i, (p, _) in got.items()}  # noqa: SIM115 - closed below
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                regenerate_fragment(m.params().layout, files, j, out, m.fragment_hashes)
+        except FragmentCorrupt as exc:
+            raise ShardServiceError(f"fragment regeneration: {exc}") from None
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _finish_with_reshare(self, m: Manifest, invite: ReshareInvite) -> _Finish:
+        async def finish(stream: Any, tid: bytes) -> None:
+            await self._send(stream, invite)  # the new holder now waits for the contributions
+            errors: list[str] = []
+
+            async def invite_helper(x: int) -> None:
+                pid = m.holder_of(x - 1)
+                try:
+                    hs, hr = await self._open(pid)
+                    try:
+                        await self._send(hs, invite)
+                        await self._expect_ack(hr, invite.session_id)
+                    finally:
+                        await _close(hs)
+                except RemoteProtocolError as exc:
+                    errors.append(f"helper {pid} (x={x}): {exc}")
+
+            async with trio.open_nursery() as nursery:
+                for x in invite.helpers_x:
+                    nursery.start_soon(invite_helper, x)
+            if errors:
+                raise ShardServiceError("key share regeneration failed: " + "; ".join(errors))
+
+        return finish
+
+    # ================================================================== ls
+
+    def ls(self) -> list[dict[str, Any]]:
+        out = []
+        for oid, (_, m) in sorted(self._objects.items(), key=lambda kv: kv[0]):
+            verified = self._health.get(oid, {})
+            holders = []
+            for p in sorted(m.placement, key=lambda p: p.index):
+                problem = self._holder_problem(p.peer_id)
+                holders.append(
+                    {
+                        "index": p.index,
+                        "peer_id": p.peer_id,
+                        "attested": problem is None,
+                        "problem": problem,
+                        "last_verified": verified.get(p.index),
+                    }
+                )
+            healthy = sum(1 for h in holders if h["attested"])
+            state = "healthy" if healthy == m.n else ("degraded" if healthy >= m.k else "unavailable")
+            out.append(
+                {
+                    "object_id": oid.hex(),
+                    "size": m.plaintext_size,
+                    "k": m.k,
+                    "n": m.n,
+                    "revision": m.revision,
+                    "healthy_holders": healthy,
+                    "health": state,
+                    "holders": holders,
+                }
+            )
+        return out
+
+    # ================================================================== control commands
+
+    def start_job(self, kind: str, fn: Callable[[Job], Awaitable[dict[str, Any]]]) -> Job:
+        if self._nursery is None:
+            raise ShardServiceError("the shard service is not running")
+        running = sum(1 for j in self._jobs.values() if j.state == "running")
+        if len(self._jobs) >= MAX_JOBS or running >= MAX_JOBS // 2:
+            raise ShardServiceError("too many shard jobs; try again shortly")
+        job = Job(secrets.token_hex(8), kind)
+        self._jobs[job.id] = job
+
+        async def run() -> None:
+            try:
+                job.result = await fn(job)
+                job.state = "done"
+            except (ShardServiceError, RemoteProtocolError, OSError) as exc:
+                job.state, job.error = "failed", str(exc)
+                log.warning("%s failed: %s", kind, exc)
+            except Exception as exc:  # a bug of ours: loud, but the node stays up
+                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+                self.agent.counters.inc("internal_error", f"shard-{kind}")
+                log.exception("internal error in shard %s", kind)
+            finally:
+                job.finished_at = time.time()
+
+        self._nursery.start_soon(run)
+        return job
+
+    def command(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req["cmd"]
+        try:
+            if cmd == "shard-job":
+                job = self._jobs.get(str(req.get("job")))
+                if job is None:
+                    return {"ok": False, "error": "unknown job"}
+                return {"ok": True, **job.to_json()}
+            if cmd == "shard-ls":
+                return {"ok": True, "objects": self.ls()}
+            if cmd == "shard-put":
+                path = Path(str(req.get("path", "")))
+                n, k = int(req.get("n", 5)), int(req.get("k", 3))
+                if not path.is_absolute():
+                    return {"ok": False, "error": "path must be absolute"}
+                job = self.start_job("put", lambda j: self.put(path, n=n, k=k, job=j))
+            elif cmd == "shard-get":
+                oid, out = _oid(req), Path(str(req.get("out", "")))
+                if not out.is_absolute():
+                    return {"ok": False, "error": "output path must be absolute"}
+                job = self.start_job("get", lambda j: self.get(oid, out, job=j))
+            elif cmd == "shard-rm":
+                oid = _oid(req)
+                job = self.start_job("rm", lambda j: self.rm(oid))
+            else:
+                return {"ok": False, "error": f"unknown command {cmd}"}
+        except (ShardServiceError, ValueError, TypeError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "job": job.id}
+
+
+def _oid(req: dict[str, Any]) -> bytes:
+    raw = str(req.get("object_id", ""))
+    try:
+        oid = bytes.fromhex(raw)
+    except ValueError:
+        raise ValueError(f"object id {raw[:40]!r} is not hex") from None
+    if len(oid) != 16:
+        raise ValueError("an object id is 32 hex characters")
+    return oid
+
+
+class _CountingReader:
+    def __init__(self, f: BinaryIO, job: Job) -> None:
+        self._f, self._job = f, job
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._job.done += len(data)
+        return data
+
+
+class _CountingWriter:
+    def __init__(self, f: BinaryIO, job: Job) -> None:
+        self._f, self._job = f, job
+
+    def write(self, data: bytes) -> int:
+        n = self._f.write(data)
+        self._job.done += len(data)
+        return n
+
+
+_SERVICES: dict[str, ShardService] = {}
+
+
+def service_of(agent: Agent) -> ShardService:
+    return _SERVICES[agent.peer_id]
+
+
+def _control(name: str) -> Callable[[Agent, dict[str, Any]], dict[str, Any]]:
+    def handler(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+        svc = _SERVICES.get(agent.peer_id)
+        if svc is None:
+            return {"ok": False, "error": "this node has no shard service"}
+        return svc.command(req)
+
+    return handler
+
+
+def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
+    """Runtime extension hook: serve the shard protocol and the ``shard-*`` control commands.
+
+    ``data_dir`` is a :class:`node.datadir.DataDir` or a path; options go to :class:`ShardService`.
+    Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30) and
+    ``ENCLAVE_SWARM_SHARD_QUOTA_BYTES`` (default half the disk's free space at start).
+    """
+    root = Path(getattr(data_dir, "path", data_dir))
+    for key, env in (
+        ("repair_grace_s", "ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S"),
+        ("quota_bytes", "ENCLAVE_SWARM_SHARD_QUOTA_BYTES"),
+    ):
+        if key not in options and os.environ.get(env):
+            options[key] = float(os.environ[env]) if key.endswith("_s") else int(os.environ[env])
+    svc = ShardService(agent, root, **options)
+    _SERVICES[agent.peer_id] = svc
+    agent.set_handler(SHARD_PROTOCOL, svc.handle, gated=True)
+    agent.add_service(svc.run)
+    agent.add_status("shards", svc.status)
+    agent.on_quarantine(svc.on_quarantine)
+    for name in ("shard-put", "shard-get", "shard-ls", "shard-rm", "shard-job"):
+        register_command(name, _control(name))
+    return svc
