@@ -8,6 +8,8 @@ tears everything down with SIGTERM (each node says goodbye to its peers and exit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import os
 import select
 import shutil
@@ -23,6 +25,21 @@ from rich.console import Console
 from rich.table import Table
 
 from node.control import NotRunning, request
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoStep:
+    """A later component's part of the demo: ``module.function(nodes, console) -> bool``."""
+
+    name: str
+    module: str
+    function: str
+    min_nodes: int
+
+
+DEMO_STEPS = [
+    DemoStep("data shards", "node.shards.demo", "run_shard_demo", 6),
+]
 
 
 class NodeProcess:
@@ -177,13 +194,21 @@ def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
         console.print(f"Every node holds a signed score record about each of the {n} nodes (gossip) after "
                       f"{time.monotonic() - start:.1f}s more.")
         console.print(federation_table([s for s in statuses if s]))
+        for step in DEMO_STEPS:
+            if len(nodes) < step.min_nodes:
+                console.print(f"(skipping the {step.name} demo: it needs {step.min_nodes} nodes, "
+                              f"run with --nodes {step.min_nodes})")
+                continue
+            if not importlib.import_module(step.module).__dict__[step.function](nodes, console):
+                return 1
         return 0
     finally:
         console.print("Stopping the federation (SIGTERM: goodbye to peers, state saved)…")
         for p in nodes:
             p.signal(signal.SIGTERM)
         codes = [p.wait() for p in nodes]
-        if any(codes):
+        # Nodes a demo step SIGKILLed on purpose are expected to have died that way.
+        if any(c not in (0, -signal.SIGKILL) for c in codes):
             console.print(f"[red]exit codes: {codes}[/red]")
         elif ok:
             console.print("All nodes exited cleanly.")
