@@ -56,7 +56,7 @@ from node.datadir import DataDir
 from node.metrics import Counters
 from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
-from overlay.framing import FrameReader, read_message, write_message
+from overlay.framing import FrameReader, close_stream, read_message, reset_stream, write_message
 from overlay.handshake import Challenge, binding
 from overlay.host import HostOptions, build_host, expand_unspecified, public_key_of_peer
 from overlay.messages import (
@@ -274,22 +274,22 @@ class Agent:
                 self.counters.inc("refused_unattested", proto)
                 log.info("refused %s from unattested peer %s", proto, pid,
                          extra={"peer": pid, "proto": proto})
-                await _reset(stream)
+                await reset_stream(stream)
                 return
             if self._inbound.get(pid, 0) >= MAX_INBOUND_STREAMS_PER_PEER:
                 self.counters.inc("refused_stream_limit", proto)
-                await _reset(stream)
+                await reset_stream(stream)
                 return
             self._inbound[pid] = self._inbound.get(pid, 0) + 1
             try:
                 await handler(stream, pid)
             except RemoteProtocolError as exc:
                 self._remote_error(pid, proto, exc)
-                await _reset(stream)
+                await reset_stream(stream)
             except Exception:  # a bug of ours: loud, counted, but the node stays up
                 self.counters.inc("internal_error", proto)
                 log.exception("internal error handling %s from %s", proto, pid)
-                await _reset(stream)
+                await reset_stream(stream)
             finally:
                 n = self._inbound.get(pid, 1) - 1
                 if n:
@@ -310,7 +310,7 @@ class Agent:
         if pid in self._proving:
             # One challenge per peer at a time: evidence generation costs the TEE real work.
             self.counters.inc("refused_attest_busy")
-            await _reset(stream)
+            await reset_stream(stream)
             return
         self._proving.add(pid)
         try:
@@ -322,14 +322,14 @@ class Agent:
             except AttestationUnavailable as exc:
                 self.counters.inc("evidence_unavailable")
                 log.error("cannot produce evidence for %s: %s", pid, exc)
-                await _reset(stream)
+                await reset_stream(stream)
                 return
             await write_message(stream, AttestEvidence(str(evidence.kind), evidence.blob,
                                                        tuple(evidence.certs), self.public_key),
                                 timeout_s=timeout)
             result = await read_message(reader, AttestResult, timeout_s=timeout)
             self._note_result_about_us(pid, result)
-            await _close(stream)
+            await close_stream(stream)
         finally:
             self._proving.discard(pid)
 
@@ -359,14 +359,14 @@ class Agent:
             if len(entries) >= req.limit:
                 break
         await write_message(stream, PeersResponse(tuple(entries)), timeout_s=timeout)
-        await _close(stream)
+        await close_stream(stream)
 
     async def _handle_goodbye(self, stream: INetStream, pid: str) -> None:
         msg = await read_message(FrameReader(stream), Goodbye,
                                  timeout_s=self.config.network.request_timeout_s)
         log.info("peer %s is leaving: %s", pid, msg.reason, extra={"peer": pid})
         self.peers.on_goodbye(pid)
-        await _close(stream)
+        await close_stream(stream)
 
     # ================================================================== verifier side
     async def attest_peer(self, peer_id: ID) -> None:
@@ -396,9 +396,9 @@ class Agent:
                         await write_message(stream, AttestResult(outcome.accepted, outcome.reason[:500],
                                                                  outcome.record),
                                             timeout_s=cfg.handshake_timeout_s)
-                        await _close(stream)
+                        await close_stream(stream)
                     except BaseException:
-                        await _reset(stream)
+                        await reset_stream(stream)
                         raise
             except trio.TooSlowError:
                 self._record_missed(pid, "timeout")
@@ -553,7 +553,7 @@ class Agent:
                     got += chunk
                 rtt = (trio.current_time() - start) * 1000
             finally:
-                await _reset(stream)
+                await reset_stream(stream)
         if got != payload:
             raise RemoteProtocolError("invalid", "ping payload mismatch")
         return rtt
@@ -586,7 +586,7 @@ class Agent:
                     await write_message(stream, PeersRequest(PX_LIMIT), timeout_s=timeout)
                     resp = await read_message(FrameReader(stream), PeersResponse, timeout_s=timeout)
                 finally:
-                    await _reset(stream)
+                    await reset_stream(stream)
         except trio.TooSlowError:
             self.counters.inc("px_failed", "timeout")
             return
@@ -703,7 +703,7 @@ class Agent:
             with trio.fail_after(2):
                 stream = await self._open_stream(ID.from_base58(pid), GOODBYE_PROTOCOL)
                 await write_message(stream, Goodbye("shutting down"), timeout_s=2)
-                await _close(stream)
+                await close_stream(stream)
         except (trio.TooSlowError, RemoteProtocolError):
             pass
 
@@ -778,23 +778,6 @@ class _Notifee(INotifee):
 
     async def listen_close(self, network: Any, multiaddr: Any) -> None:
         pass
-
-
-async def _reset(stream: INetStream) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        try:
-            await stream.reset()
-        except Exception as exc:  # already closed or reset
-            log.debug("stream reset: %s", exc)
-
-
-async def _close(stream: INetStream) -> None:
-    with trio.move_on_after(2):
-        try:
-            await stream.close()
-        except Exception as exc:  # already closed or reset
-            log.debug("stream close: %s", exc)
 
 
 def dump_status(status: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ from libp2p.peer.id import ID
 
 from overlay.dissemination import Dissemination, DisseminationConfig
 from overlay.errors import RemoteProtocolError
-from overlay.framing import FrameReader, frame, read_message
+from overlay.framing import FrameReader, frame, read_message, reset_stream
 from overlay.host import public_key_of_peer
 from overlay.membership import Membership, MembershipConfig
 from overlay.messages import ScoreRecord, protocol_id
@@ -199,15 +199,18 @@ class GossipService:
                 except (trio.TooSlowError, RemoteProtocolError) as exc:
                     self.agent.counters.inc("gossip_dropped", "send-failed")
                     log.debug("gossip to %s failed: %s", dest, exc)
-                    await _drop_stream(stream)
+                    if stream is not None:
+                        await reset_stream(stream)
                     stream = None
                 except Exception as exc:  # libp2p stream errors on write
                     self.agent.counters.inc("gossip_dropped", "send-failed")
                     log.debug("gossip to %s failed: %s", dest, exc)
-                    await _drop_stream(stream)
+                    if stream is not None:
+                        await reset_stream(stream)
                     stream = None
         finally:
-            await _drop_stream(stream)
+            if stream is not None:
+                await reset_stream(stream)
 
     async def _handle_stream(self, stream: INetStream, pid: str) -> None:
         reader = FrameReader(stream)
@@ -283,16 +286,6 @@ def public_key_of_peer_or_none(issuer: str) -> bytes | None:
         return public_key_of_peer(issuer)
     except Exception:  # not a peer id at all
         return None
-
-
-async def _drop_stream(stream: INetStream | None) -> None:
-    if stream is not None:
-        with trio.move_on_after(1) as scope:
-            scope.shield = True
-            try:
-                await stream.reset()
-            except Exception as exc:  # already gone
-                log.debug("gossip stream reset: %s", exc)
 
 
 def attach(agent: Agent, data_dir: DataDir | None = None) -> GossipService:

@@ -8,6 +8,7 @@ at the edge, so protocol code sees one error family.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import trio
@@ -16,6 +17,7 @@ from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.wire import decode, encode, spec_of
 
 MAX_VARINT_BYTES = 10
+log = logging.getLogger(__name__)
 
 
 class ByteStream(Protocol):
@@ -131,3 +133,24 @@ async def write_message(stream: ByteStream, msg: Any, *, timeout_s: float) -> No
             raise RemoteProtocolError("stream", f"write failed: {type(exc).__name__}") from None
     if scope.cancelled_caught:
         raise RemoteProtocolError("timeout", f"write of {type(msg).__name__} took over {timeout_s}s")
+
+
+async def reset_stream(stream: Any) -> None:
+    """Reset ``stream`` within 1 s, shielded from cancellation; a stream that is already gone is
+    fine (the failure is logged at debug level)."""
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        try:
+            await stream.reset()
+        except Exception as exc:  # libp2p raises several types for an already closed stream
+            log.debug("stream reset: %s", exc)
+
+
+async def close_stream(stream: Any) -> None:
+    """Close ``stream`` gracefully within 2 s, shielded; errors are logged at debug level."""
+    with trio.move_on_after(2) as scope:
+        scope.shield = True
+        try:
+            await stream.close()
+        except Exception as exc:  # libp2p raises several types for an already closed stream
+            log.debug("stream close: %s", exc)

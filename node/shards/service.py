@@ -126,7 +126,7 @@ from node.shards.store import (
     StoreError,
 )
 from overlay.errors import RemoteProtocolError
-from overlay.framing import FrameReader, read_message, write_message
+from overlay.framing import FrameReader, close_stream, read_message, write_message
 from overlay.host import public_key_of_peer
 from overlay.wire import decode, encode
 
@@ -228,24 +228,6 @@ def _clip(reason: str) -> str:
 
 def _short(pid: str) -> str:
     return pid if len(pid) <= 16 else "…" + pid[-12:]
-
-
-async def _close(stream: Any) -> None:
-    with trio.move_on_after(2) as scope:
-        scope.shield = True
-        try:
-            await stream.close()
-        except Exception as exc:  # already closed or reset
-            log.debug("stream close: %s", exc)
-
-
-async def _reset(stream: Any) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        try:
-            await stream.reset()
-        except Exception as exc:  # already closed or reset
-            log.debug("stream reset: %s", exc)
 
 
 class ShardService:
@@ -464,7 +446,7 @@ class ShardService:
             else:
                 await self._serve_mailbox(stream, pid, first)
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     async def _refuse_offer(self, stream: Any, pid: str, offer: ShardOffer, reason: str) -> None:
         self.agent.counters.inc("shard_store_refused", reason.split(":")[0][:40])
@@ -833,7 +815,7 @@ class ShardService:
             await self._send(stream, msg)
             await self._expect_ack(reader, msg.session_id)
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     # ================================================================== owner: store
 
@@ -922,7 +904,7 @@ class ShardService:
             if not ack.ok:
                 raise ShardServiceError(f"shard {index} on {holder}: not stored: {ack.reason}")
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     async def _store_ack(
         self, reader: FrameReader, tid: bytes, acked: int, progress: Callable[[int], None]
@@ -1096,7 +1078,7 @@ class ShardService:
                 raise FetchFailed(index, holder, f"refused: {done.reason}")
             return None
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     async def _fetch_k(
         self,
@@ -1289,7 +1271,7 @@ class ShardService:
             await self._send(stream, ShardErase(oid, index, pid, nonce, sig))
             receipt: ShardEraseReceipt = await self._recv(reader, ShardEraseReceipt)
         finally:
-            await _close(stream)
+            await close_stream(stream)
         key = public_key_of_peer(pid)
         if (
             key is None
@@ -1419,7 +1401,7 @@ class ShardService:
             await self._send(stream, ShardOffer(os.urandom(16), decode(frame, SignedManifest), index))
             reply = await self._recv(reader, ShardOfferReply)
         finally:
-            await _close(stream)
+            await close_stream(stream)
         if reply.accepted or reply.reason != ALREADY_STORED:
             raise ShardServiceError(
                 f"holder {pid} of shard {index} did not take the manifest: "
@@ -1464,7 +1446,7 @@ class ShardService:
                         await self._send(hs, invite)
                         await self._expect_ack(hr, invite.session_id)
                     finally:
-                        await _close(hs)
+                        await close_stream(hs)
                 except RemoteProtocolError as exc:
                     errors.append(f"helper {pid} (x={x}): {exc}")
 
