@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # Modules adding subcommands: each has ``add_parsers(subparsers) -> {command: handler(args)}``.
 # Handlers return an exit code and may raise CliError.
-CLI_EXTENSIONS: list[str] = ["node.shards.cli", "node.manager_cli"]
+CLI_EXTENSIONS: list[str] = ["node.shards.cli"]
 _EXTRA_COMMANDS: dict[str, Any] = {}
 
 
