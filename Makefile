@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/enclave-swarm demo --nodes 6
+	$(VENV)/bin/enclave-swarm demo --nodes 7
 
 # Everything but the suites marked slow (kept under 10 minutes on 2 cores).
 test: $(STAMP)

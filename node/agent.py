@@ -130,6 +130,7 @@ class Agent:
         self.started_at: float | None = None
         self.stopping = False
         self._stop = trio.Event()
+        self._stopped = trio.Event()
         self._ready = trio.Event()
         self._events_send, self._events_recv = trio.open_memory_channel[tuple[str, ID]](EVENT_QUEUE)
         self._attest_limiter = trio.CapacityLimiter(config.attestation.max_concurrent)
@@ -197,10 +198,15 @@ class Agent:
                         await trio.to_thread.run_sync(mdns.close)
                 nursery.cancel_scope.cancel()
         log.info("node %s stopped", self.peer_id)
+        self._stopped.set()
 
     def stop(self) -> None:
         """Ask the node to shut down gracefully (idempotent, callable from any task)."""
         self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished its shutdown (goodbyes sent, state saved)."""
+        await self._stopped.wait()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # Modules adding subcommands: each has ``add_parsers(subparsers) -> {command: handler(args)}``.
 # Handlers return an exit code and may raise CliError.
-CLI_EXTENSIONS: list[str] = ["node.shards.cli"]
+CLI_EXTENSIONS: list[str] = ["node.manager_cli", "node.shards.cli"]
 _EXTRA_COMMANDS: dict[str, Any] = {}
 
 
@@ -225,20 +225,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Exception as exc:  # libp2p host construction (bad listen address, ...)
             raise CliError(f"cannot start: {exc}") from None
 
+        async def on_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
+                async for sig in signals:
+                    print(f"received {signal.Signals(sig).name}, leaving the federation",
+                          file=sys.stderr, flush=True)
+                    agent.stop()
+                    return
+
         async def main() -> None:
+            # The process ends when the agent does: after a signal, a `stop` command, a
+            # `leave` or a dissolution alike.
             async with trio.open_nursery() as nursery:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    try:
-                        await nursery.start(agent.run)
-                    except OSError as exc:
-                        raise CliError(f"cannot listen: {exc.strerror or exc}") from None
-                    for a in agent.full_addrs():
-                        print(a, flush=True)
-                    async for sig in signals:
-                        print(f"received {signal.Signals(sig).name}, leaving the federation",
-                              file=sys.stderr, flush=True)
-                        agent.stop()
-                        break
+                await nursery.start(on_signals)
+                try:
+                    await nursery.start(agent.run)
+                except OSError as exc:
+                    raise CliError(f"cannot listen: {exc.strerror or exc}") from None
+                for a in agent.full_addrs():
+                    print(a, flush=True)
+                await agent.wait_stopped()
+                nursery.cancel_scope.cancel()
 
         trio.run(main)
     finally:

@@ -38,6 +38,8 @@ class DemoStep:
 
 
 DEMO_STEPS = [
+    # The manager step kills the manager; the shard step then runs on the nodes still alive.
+    DemoStep("manager", "node.manager_demo", "run_manager_demo", 3),
     DemoStep("data shards", "node.shards.demo", "run_shard_demo", 6),
 ]
 
@@ -195,11 +197,12 @@ def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
                       f"{time.monotonic() - start:.1f}s more.")
         console.print(federation_table([s for s in statuses if s]))
         for step in DEMO_STEPS:
-            if len(nodes) < step.min_nodes:
-                console.print(f"(skipping the {step.name} demo: it needs {step.min_nodes} nodes, "
-                              f"run with --nodes {step.min_nodes})")
+            alive = [p for p in nodes if p.proc.poll() is None]
+            if len(alive) < step.min_nodes:
+                console.print(f"(skipping the {step.name} demo: it needs {step.min_nodes} live nodes; "
+                              f"run with more --nodes)")
                 continue
-            if not importlib.import_module(step.module).__dict__[step.function](nodes, console):
+            if not importlib.import_module(step.module).__dict__[step.function](alive, console):
                 return 1
         return 0
     finally:

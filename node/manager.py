@@ -1,0 +1,1397 @@
+"""The manager role on a real node: the trio driver of the Raft council and of the swarm state.
+
+Theory of operation
+-------------------
+One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runtime extension).
+
+- **Raft driver.** Council members run a ``consensus.raft.RawNode``. One task owns it: it
+  ticks every ``tick_s``, steps inbound messages and handles every ``Ready`` in the order the
+  caller's duties demand: persist (``node/raftstore.py`` in ``<data dir>/raft/``, fsynced) ->
+  send -> apply committed entries to the swarm state machine (``consensus/state.py``) ->
+  advance. Other tasks touch the RawNode only under the same lock, never between a Ready and
+  its advance. Raft messages travel on ``/enclave-swarm/raft/1.0.0``: one long-lived outbound
+  stream per peer fed by a bounded queue (overflow = message loss, which Raft tolerates);
+  a message is accepted only if its sender's raft id belongs to the authenticated,
+  attested peer that sent it.
+- **Bootstrapping.** Raft ids come from the replicated state (``Join`` hands out fresh ids;
+  never reused). A node with no Raft state and no bootstrap address *founds* the federation:
+  it is raft id 1, the single voter of the index-0 configuration every node starts from, and
+  its first commands are ``Join(itself)``, ``SetCouncil`` and ``AnnounceManager``. Its peer id
+  is the federation id. Every other node starts as a *follower*: it polls the committed state
+  over ``/enclave-swarm/state/1.0.0`` until a committed ``Join`` admits it, then starts its
+  Raft node with the raft id it was given (kept in ``raft/id``) and keeps polling, which tells
+  the manager it is ready; only then does the manager propose its Raft ``add``.
+- **Council** (leader's reconcile loop, every ``reconcile_s``): admit attested peers
+  (``Join``), record changed scores, keep ``SetCouncil`` in line with ``choose_council``
+  (top ``council_size`` admitted members by score, one per provider first; each peer is its
+  own provider until providers are configured), then move the Raft voters towards the
+  council one single-server change at a time (remove departed/revoked voters first, then add,
+  then remove the surplus).
+- **Term limit.** ``consensus.manager.decide`` on every reconcile: at ``term_limit_s`` the
+  manager transfers leadership (TimeoutNow) to the best-scored reachable council member -- no
+  election gap; revoked or below ``min_score``: it steps down at once the same way.
+- **Followers** outside the council poll any member (preferably the manager) for the term,
+  commit index, leader, and the committed state when they are behind, plus the manager's
+  signed decisions, which they check against the manager recorded for that term.
+  ``announce_hook`` is where the gossip layer will push announcements instead.
+- **Lifecycle.** A quarantine for a failed attestation seen by the manager, or a member
+  score below policy, becomes a committed ``Revoke``; every node applying or following it
+  calls ``Agent.revoke``. ``leave`` drains, commits ``Leave`` (through the manager), waits for
+  the Raft removal and stops the node. ``dissolve``: a dissolve order signed by the owner key
+  (verified against ``<data dir>/federation-owner.pub``) is flooded to attested peers; every
+  node erases ``raft/``, ``shards/`` and ``sim-tee`` and stops (exit code 0).
+
+Settings are :class:`ManagerSettings` (per profile; overridable in ``<data dir>/manager.toml``,
+see docs/consensus.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import random
+import secrets
+import shutil
+import statistics
+import time
+import tomllib
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import trio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from libp2p.peer.id import ID
+
+from consensus import messages as cm
+from consensus.manager import (
+    ManagerPolicy,
+    SignedDecision,
+    check_decision,
+    command_digest,
+    decide,
+    sign_decision,
+)
+from consensus.raft import Config, Persisted, ProposalDropped, RawNode
+from consensus.state import (
+    ADMITTED,
+    CORE_REGISTRY,
+    LEFT,
+    REVOKED,
+    SUSPECT,
+    AnnounceManager,
+    Candidate,
+    InvalidCommand,
+    Join,
+    Leave,
+    RecordScore,
+    Revoke,
+    SetCouncil,
+    SwarmState,
+    apply_entry,
+    choose_council,
+    decode_state,
+    encode_state,
+)
+from node.manager_wire import (
+    DISSOLVE_PROTOCOL,
+    MAX_DECISION_ENTRY_BYTES,
+    MAX_DECISIONS,
+    MAX_STATE_BYTES,
+    RAFT_PROTOCOL,
+    STATE_PROTOCOL,
+    STATE_REQUESTS,
+    DecisionRecord,
+    DissolveOrder,
+    LeaveRequest,
+    ManagerReply,
+    StateRequest,
+    StateResponse,
+    TransferRequest,
+    dissolve_payload,
+)
+from node.raftstore import RaftStore
+from overlay.errors import RemoteProtocolError
+from overlay.framing import FrameReader, frame, read_message, write_message
+from overlay.host import public_key_of_peer
+from overlay.wire import encode
+
+log = logging.getLogger("enclave_swarm.manager")
+
+INITIAL_STATE = encode_state(SwarmState())
+FOUNDER_RAFT_ID = 1
+INBOX = 4096                 # inbound raft messages buffered for the driver
+OUTBOX = 2048                # outbound raft messages buffered per peer
+STREAM_IDLE_S = 600.0        # an inbound raft stream with no frame for this long is closed
+SEND_TIMEOUT_S = 1.0         # opening a raft stream or writing a batch
+DISSOLVE_MAX_AGE_S = 600     # a dissolve order older (or this far in the future) is refused
+LEAVE_TIMEOUT_S = 30.0
+OWNER_KEY_FILE = "federation-owner.pub"
+SETTINGS_FILE = "manager.toml"
+DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
+                            "suspect", "reinstate"})
+
+
+# =============================================================================== settings
+@dataclasses.dataclass(frozen=True)
+class ManagerSettings:
+    """Timing and policy of the manager role. Every Raft timeout is ``ticks * tick_s``.
+
+    Attributes:
+        tick_s: Raft tick. election_tick / heartbeat_tick: in ticks (election timeout is
+            drawn from ``[election_tick, 2 * election_tick)``).
+        term_limit_s: how long one manager leads before handing over.
+        council_size: voters wanted in the Raft council.
+        reconcile_s: period of the manager's council/lifecycle loop.
+        follow_poll_s: period at which non-voters poll the committed state.
+        snapshot_every: applied entries between two snapshots (log compaction).
+        fsync: fsync the Raft log before sending (only a benchmark turns this off).
+        founder: "auto" (no Raft state and no bootstrap address), "yes" or "no".
+    """
+
+    tick_s: float = 0.05
+    election_tick: int = 20
+    heartbeat_tick: int = 2
+    term_limit_s: float = 600.0
+    council_size: int = 5
+    reconcile_s: float = 0.5
+    follow_poll_s: float = 1.0
+    snapshot_every: int = 8192
+    fsync: bool = True
+    max_entries_per_msg: int = 512
+    max_inflight_msgs: int = 64
+    founder: str = "auto"
+
+    def validate(self) -> None:
+        if not 0.001 <= self.tick_s <= 10:
+            raise ValueError("tick_s must be within 0.001..10")
+        if self.heartbeat_tick < 1 or self.election_tick <= self.heartbeat_tick:
+            raise ValueError("need 1 <= heartbeat_tick < election_tick")
+        if self.term_limit_s <= 0 or self.reconcile_s <= 0 or self.follow_poll_s <= 0:
+            raise ValueError("term_limit_s, reconcile_s and follow_poll_s must be positive")
+        if not 1 <= self.council_size <= 64:
+            raise ValueError("council_size must be within 1..64")
+        if self.snapshot_every < 16:
+            raise ValueError("snapshot_every must be >= 16")
+        if self.founder not in ("auto", "yes", "no"):
+            raise ValueError("founder must be auto, yes or no")
+
+    @classmethod
+    def for_profile(cls, profile: str) -> ManagerSettings:
+        if profile == "local_test":
+            # Many nodes on one machine: fast elections, short terms.
+            return cls(tick_s=0.02, election_tick=15, heartbeat_tick=3, term_limit_s=60.0,
+                       reconcile_s=0.2, follow_poll_s=0.3)
+        if profile == "wan":
+            return cls(tick_s=0.1, election_tick=20, heartbeat_tick=2, term_limit_s=600.0)
+        return cls()  # lan: 50 ms ticks, 1-2 s election timeout, 10 min terms
+
+    @classmethod
+    def load(cls, data_path: Path, profile: str) -> ManagerSettings:
+        """The profile's settings, overridden by ``<data dir>/manager.toml`` if present."""
+        base = cls.for_profile(profile)
+        path = data_path / SETTINGS_FILE
+        if not path.exists():
+            return base
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k not in fields:
+                raise ValueError(f"{path}: unknown setting {k!r}")
+            default = getattr(base, k)
+            if isinstance(default, bool) != isinstance(v, bool) or (
+                    isinstance(default, (int, float)) and not isinstance(v, (int, float))) or (
+                    isinstance(default, str) and not isinstance(v, str)):
+                raise ValueError(f"{path}: {k} must be like {default!r}")
+            kw[k] = float(v) if isinstance(default, float) else v
+        out = dataclasses.replace(base, **kw)
+        out.validate()
+        return out
+
+
+# =============================================================================== helpers
+def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _peer_key(peer_id: str) -> bytes | None:
+    try:
+        return public_key_of_peer(peer_id)
+    except Exception:  # malformed base58 / multihash
+        return None
+
+
+def verify_decision(rec: DecisionRecord, state: SwarmState) -> str | None:
+    """Check a signed decision against the committed state: signed by the manager recorded
+    for its term (only the latest term is recorded in the state). None = valid."""
+    return check_decision(
+        SignedDecision(rec.term, rec.index, command_digest(rec.entry), rec.signer, rec.signature),
+        entry_term=rec.term, entry_data=rec.entry,
+        manager_of_term=lambda t: state.manager_id if t == state.manager_term and t else None,
+        public_key_of=_peer_key, verify=verify_ed25519)
+
+
+def federation_id(state: SwarmState) -> str | None:
+    """The founder's peer id (raft id 1): names the federation in dissolve orders."""
+    m = state.by_raft_id(FOUNDER_RAFT_ID)
+    return m.node_id if m else None
+
+
+def load_owner_key(data_path: Path) -> Ed25519PublicKey | None:
+    path = data_path / OWNER_KEY_FILE
+    if not path.exists():
+        return None
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def check_dissolve_order(order: DissolveOrder, owner: Ed25519PublicKey | None,
+                         federation: str | None, now: float) -> str | None:
+    """None if ``order`` is a valid dissolve order for ``federation``, else why not."""
+    if owner is None:
+        return f"no federation owner key ({OWNER_KEY_FILE}) provisioned"
+    if federation is None:
+        return "this node does not know its federation yet"
+    if order.federation != federation:
+        return "order is for another federation"
+    if abs(now - order.issued_at) > DISSOLVE_MAX_AGE_S:
+        return "order is stale or from the future"
+    try:
+        owner.verify(order.signature, dissolve_payload(order.federation, order.issued_at))
+    except (InvalidSignature, ValueError):
+        return "bad owner signature"
+    return None
+
+
+async def _reset(stream: Any) -> None:
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        with contextlib.suppress(Exception):
+            await stream.reset()
+
+
+async def _close(stream: Any) -> None:
+    with trio.move_on_after(2), contextlib.suppress(Exception):
+        await stream.close()
+
+
+_ROLES: weakref.WeakKeyDictionary[Any, ManagerRole] = weakref.WeakKeyDictionary()
+
+
+def role_of(agent: Any) -> ManagerRole:
+    role = _ROLES.get(agent)
+    if role is None:
+        raise LookupError("this node runs no manager role")
+    return role
+
+
+# =============================================================================== the role
+class ManagerRole:
+    """The manager role of one node. Call :meth:`install` before ``agent.run``.
+
+    Args:
+        agent: the node.
+        data_path: the node's data dir (``raft/`` and the owner key live there).
+        settings: timing and policy (:meth:`ManagerSettings.load` for a real node).
+    """
+
+    def __init__(self, agent: Any, data_path: Path, settings: ManagerSettings) -> None:
+        settings.validate()
+        self.agent = agent
+        self.data_path = Path(data_path)
+        self.raft_dir = self.data_path / "raft"
+        self.settings = settings
+        self.policy = ManagerPolicy(
+            term_limit_ticks=max(1, round(settings.term_limit_s / settings.tick_s)),
+            min_score=min(1000, agent.engine.policy.min_score * 10))
+        self.node: RawNode | None = None
+        self.store: RaftStore | None = None
+        self.state = SwarmState()          # applied through our own Raft node
+        self.state_index = 0
+        self.followed = SwarmState()       # fetched from a member (non-voters)
+        self.followed_index = 0
+        self.followed_term = 0
+        self.followed_leader = ""
+        self.ticks = 0
+        self.term_start_tick = 0
+        self.leader_since: float | None = None
+        self.role_state = "joining"
+        self.dissolved = False
+        self.left = False
+        self._lock = trio.Lock()
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[cm.Message | None](INBOX)
+        self._senders: dict[str, trio.MemorySendChannel[cm.Message]] = {}
+        self._raft_to_peer: dict[int, str] = {}
+        self._ready_ids: dict[str, int] = {}
+        self._rejoin_requests: set[str] = set()
+        self._pending_revokes: dict[str, str] = {}
+        self._decisions: collections.deque[DecisionRecord] = collections.deque(maxlen=MAX_DECISIONS)
+        self._results: dict[int, tuple[int, bool, str]] = {}
+        self._waited: set[int] = set()
+        self._progress = trio.Event()
+        self._control_pending: tuple[int, int] | None = None  # (term, index) awaiting apply
+        self._nursery: trio.Nursery | None = None
+        self._leaving = False
+        self._perf_epoch = 0
+        self.decisions_verified = 0
+        self.decisions_rejected = 0
+        self.announce_hook: list[Callable[[int, int, str], None]] = []
+        self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.rng = random.Random(secrets.randbits(64))
+
+    # ------------------------------------------------------------------ wiring
+    def install(self) -> None:
+        a = self.agent
+        _ROLES[a] = self
+        a.set_handler(RAFT_PROTOCOL, self._handle_raft)
+        a.set_handler(STATE_PROTOCOL, self._handle_state)
+        a.set_handler(DISSOLVE_PROTOCOL, self._handle_dissolve)
+        a.add_service(self.run)
+        a.on_quarantine(self._on_quarantine)
+        a.add_status("manager", lambda: self.status()["manager"])
+        a.add_status("term", lambda: self.status()["term"])
+        a.add_status("council", lambda: self.status()["council"])
+        a.add_status("commit_index", lambda: self.status()["commit_index"])
+        a.add_status("role", lambda: self.status()["role"])
+        a.add_status("consensus", lambda: self.status()["consensus"])
+
+    @property
+    def me(self) -> str:
+        return str(self.agent.peer_id)
+
+    # ------------------------------------------------------------------ views
+    def view(self) -> tuple[SwarmState, int]:
+        """The freshest committed state known here (own Raft or followed)."""
+        if self.followed_index > self.state_index:
+            return self.followed, self.followed_index
+        return self.state, self.state_index
+
+    def is_voter(self) -> bool:
+        return self.node is not None and self.node.id in self.node.raft.conf.voters
+
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.raft.role == "leader"
+
+    def leader_peer(self) -> str | None:
+        if self.node is not None and self.is_voter():
+            lead = self.node.raft.lead
+            return self._raft_to_peer.get(lead) if lead else None
+        return self.followed_leader or None
+
+    def status(self) -> dict[str, Any]:
+        st, idx = self.view()
+        me = st.member(self.me)
+        if self.dissolved:
+            role = "dissolved"
+        elif me is not None and me.status == REVOKED:
+            role = "revoked"
+        elif self.left or (me is not None and me.status == LEFT):
+            role = "left"
+        elif self.is_leader():
+            role = "manager"
+        elif self.is_voter():
+            role = "council"
+        elif me is not None:
+            role = "follower"
+        else:
+            role = "joining"
+        if self.node is not None and self.is_voter():
+            r = self.node.raft
+            term, commit = r.term, r.log.committed
+        else:
+            term, commit = self.followed_term, max(self.followed_index, self.state_index)
+        raft = self.node.status() if self.node is not None else None
+        return {
+            "manager": self.leader_peer(),
+            "term": term,
+            "council": list(st.council),
+            "commit_index": commit,
+            "role": role,
+            "consensus": {
+                "raft_id": me.raft_id if me else (self.node.id if self.node else None),
+                "applied_index": idx,
+                "federation": federation_id(st),
+                "members": {s: sum(1 for m in st.members.values() if m.status == s)
+                            for s in (ADMITTED, SUSPECT, REVOKED, LEFT)},
+                "voters": raft["voters"] if raft else [],
+                "leader_for_s": (round(time.monotonic() - self.leader_since, 3)
+                                 if self.leader_since is not None and role == "manager" else None),
+                "announced": {"term": st.manager_term, "manager": st.manager_id or None},
+                "decisions": {"verified": self.decisions_verified,
+                              "rejected": self.decisions_rejected},
+            },
+        }
+
+    # ------------------------------------------------------------------ service
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            raft_id = self._stored_raft_id()
+            if raft_id is not None:
+                await self._start_raft(raft_id)
+            elif self._is_founder():
+                log.info("no federation to join: founding one (raft id %d)", FOUNDER_RAFT_ID)
+                await self._start_raft(FOUNDER_RAFT_ID)
+            nursery.start_soon(self._reconcile_loop)
+            nursery.start_soon(self._follow_loop)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                if self.store is not None:
+                    self.store.close()
+
+    def _is_founder(self) -> bool:
+        if self.settings.founder != "auto":
+            return self.settings.founder == "yes"
+        return not self.agent.config.network.bootstrap
+
+    def _stored_raft_id(self) -> int | None:
+        path = self.raft_dir / "id"
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{path}: corrupt raft id {text!r}")
+        return int(text)
+
+    async def _start_raft(self, raft_id: int) -> None:
+        """Open (or create) the durable store and start the Raft node as ``raft_id``."""
+        if self.node is not None:
+            return
+        stored = self._stored_raft_id()
+        if stored is not None and stored != raft_id:
+            # We left and were re-admitted under a fresh id: the old log belongs to a
+            # tombstoned id and must not be reused.
+            log.warning("raft id changed %d -> %d: discarding the old Raft log", stored, raft_id)
+            await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir)
+        from node.datadir import write_atomic
+
+        def open_store() -> RaftStore:
+            self.raft_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if stored != raft_id:
+                write_atomic(self.raft_dir / "id", f"{raft_id}\n".encode())
+            return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE))
+
+        self.store = await trio.to_thread.run_sync(open_store)
+        persisted = self.store.load()
+        if self.store.repaired_bytes:
+            self.agent.counters.inc("raft_wal_repaired")
+        s = self.settings
+        cfg = Config(id=raft_id, election_tick=s.election_tick, heartbeat_tick=s.heartbeat_tick,
+                     max_entries_per_msg=s.max_entries_per_msg,
+                     max_inflight_msgs=s.max_inflight_msgs, pre_vote=True, check_quorum=True)
+        try:
+            self.state = decode_state(persisted.snapshot.data)
+        except InvalidCommand as exc:
+            raise ValueError(f"{self.raft_dir}: snapshot holds no valid state ({exc})") from None
+        self.state_index = persisted.snapshot.meta.index
+        self.node = RawNode(cfg, self.rng, persisted, logger=self._raft_log)
+        self._raft_to_peer[raft_id] = self.me
+        self._refresh_ids()
+        log.info("raft node %d started (term %d, %d entries after snapshot %d)", raft_id,
+                 persisted.hard_state.term, len(persisted.entries), self.state_index)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._driver)
+
+    @staticmethod
+    def _raft_log(level: str, text: str) -> None:
+        log.log(logging.DEBUG if level == "debug" else logging.INFO, "raft %s", text)
+
+    def _refresh_ids(self) -> None:
+        for st in (self.state, self.followed):
+            for m in st.members.values():
+                self._raft_to_peer[m.raft_id] = m.node_id
+
+    def _wake(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._inbox_send.send_nowait(None)
+
+    # ------------------------------------------------------------------ the driver
+    async def _driver(self) -> None:
+        tick = self.settings.tick_s
+        next_tick = trio.current_time() + tick
+        while True:
+            batch: list[cm.Message] = []
+            with trio.move_on_at(next_tick):
+                m = await self._inbox_recv.receive()
+                if m is not None:
+                    batch.append(m)
+                for _ in range(1024):
+                    try:
+                        m = self._inbox_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if m is not None:
+                        batch.append(m)
+            async with self._lock:
+                node = self.node
+                if node is None:
+                    return  # left or dissolved: the Raft node is gone
+                for m in batch:
+                    node.step(m)
+                now = trio.current_time()
+                if now >= next_tick:
+                    node.tick()
+                    self.ticks += 1
+                    next_tick += tick
+                    if next_tick < now - 10 * tick:  # we were starved: do not tick in a burst
+                        next_tick = now + tick
+                await self._handle_readies()
+
+    async def _handle_readies(self) -> None:
+        node, store = self.node, self.store
+        assert node is not None and store is not None
+        while node.has_ready():
+            rd = node.ready()
+            # 1. persist (fsync before anything that depends on it leaves)
+            if rd.snapshot is not None:
+                await trio.to_thread.run_sync(store.save_snapshot, rd.snapshot)
+            if rd.entries or rd.hard_state is not None:
+                sync = self.settings.fsync and rd.must_sync
+                if sync:
+                    await trio.to_thread.run_sync(store.save, rd.hard_state, rd.entries, True)
+                else:
+                    store.save(rd.hard_state, rd.entries, sync=False)
+            # 2. send
+            self._send_all(rd.messages)
+            # 3. apply
+            if rd.snapshot is not None:
+                try:
+                    self.state = decode_state(rd.snapshot.data)
+                except InvalidCommand:
+                    log.error("snapshot %d holds no valid state", rd.snapshot.meta.index)
+                    raise
+                self.state_index = rd.snapshot.meta.index
+            applied = False
+            for e in rd.committed_entries:
+                self._apply(e)
+                applied = True
+            # 4. advance
+            node.advance(rd)
+            if rd.soft_state is not None:
+                self._on_soft_state(rd.soft_state.role, rd.soft_state.lead)
+            if rd.entries or rd.snapshot is not None:
+                self._warm_streams()
+            if applied or rd.snapshot is not None:
+                self._refresh_ids()
+                self._after_apply(self.state)
+                self._progress.set()
+                self._progress = trio.Event()
+                await self._maybe_compact()
+
+    def _apply(self, e: cm.Entry) -> None:
+        ok, error = True, ""
+        if e.kind == cm.ENTRY_NORMAL and e.data:
+            self.state, res = apply_entry(self.state, e.data)
+            ok, error = res.ok, res.error
+            if not ok:
+                log.debug("entry %d rejected by the state machine: %s", e.index, error)
+        self.state_index = e.index
+        if e.index in self._waited:
+            self._waited.discard(e.index)
+            self._results[e.index] = (e.term, ok, error)
+
+    async def _maybe_compact(self) -> None:
+        node, store = self.node, self.store
+        assert node is not None and store is not None
+        if self.state_index - store.snapshot.meta.index < self.settings.snapshot_every:
+            return
+        data = encode_state(self.state)
+        if len(data) > cm.MAX_SNAPSHOT_BYTES:
+            log.error("state of %d bytes exceeds one snapshot message; not compacting", len(data))
+            return
+        snap = node.compact(self.state_index, data)
+        await trio.to_thread.run_sync(store.save_snapshot, snap)
+
+    def _on_soft_state(self, role: str, lead: int | None) -> None:
+        node = self.node
+        assert node is not None
+        if role == "leader":
+            self.term_start_tick = self.ticks
+            self.leader_since = time.monotonic()
+            self._control_pending = None
+            log.info("became the manager (term %d)", node.raft.term,
+                     extra={"term": node.raft.term})
+        else:
+            self.leader_since = None
+        for hook in self.announce_hook:
+            hook(node.raft.term, node.raft.log.committed, self._raft_to_peer.get(lead or 0, ""))
+
+    def _after_apply(self, st: SwarmState) -> None:
+        """Side effects of committed state, on every node (council or follower)."""
+        for m in st.members.values():
+            if m.status == REVOKED and m.node_id != self.me and not self.agent.peers.is_revoked(m.node_id):
+                self.agent.revoke(m.node_id, m.reason or "revoked by the federation")
+        me = st.member(self.me)
+        if me is not None and me.status == REVOKED and self.role_state != "revoked":
+            self.role_state = "revoked"
+            log.error("this node was revoked by the federation: %s", me.reason)
+
+    # ------------------------------------------------------------------ transport
+    def _sender_for(self, pid: str) -> trio.MemorySendChannel[cm.Message]:
+        ch = self._senders.get(pid)
+        if ch is None:
+            send, recv = trio.open_memory_channel[cm.Message](OUTBOX)
+            self._senders[pid] = ch = send
+            assert self._nursery is not None
+            self._nursery.start_soon(self._sender, pid, recv)
+        return ch
+
+    def _warm_streams(self) -> None:
+        """Open a raft stream to every voter ahead of need: a follower that campaigns (e.g.
+        after a TimeoutNow) must not pay stream negotiation to peers it never spoke to."""
+        node = self.node
+        if node is None:
+            return
+        for v in node.raft.conf.voters:
+            pid = self._raft_to_peer.get(v)
+            if pid is not None and pid != self.me:
+                self._sender_for(pid)
+
+    def _send_all(self, msgs: tuple[cm.Message, ...]) -> None:
+        for m in msgs:
+            pid = self._raft_to_peer.get(m.to)
+            if pid is None or pid == self.me:
+                self.agent.counters.inc("raft_dropped", "unknown-peer")
+                continue
+            ch = self._sender_for(pid)
+            try:
+                ch.send_nowait(m)
+            except trio.WouldBlock:
+                self.agent.counters.inc("raft_dropped", "queue-full")
+                assert self.node is not None
+                self.node.report_unreachable(m.to)
+
+    async def _sender(self, pid: str, recv: trio.MemoryReceiveChannel[cm.Message]) -> None:
+        stream = None
+        peer = ID.from_base58(pid)
+        try:
+            if self.agent.peers.is_attested(pid):
+                with contextlib.suppress(Exception), trio.fail_after(SEND_TIMEOUT_S):
+                    stream = await self.agent._open_stream(peer, RAFT_PROTOCOL)
+            async for m in recv:
+                batch = [m]
+                while len(batch) < 256:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if not self.agent.peers.is_attested(pid):
+                    self.agent.counters.inc("raft_dropped", "unattested", len(batch))
+                    continue
+                data = b"".join(frame(encode(x)) for x in batch)
+                for _attempt in (1, 2):
+                    try:
+                        with trio.fail_after(SEND_TIMEOUT_S):
+                            if stream is None:
+                                stream = await self.agent._open_stream(peer, RAFT_PROTOCOL)
+                            await stream.write(data)
+                        break
+                    except Exception as exc:  # TooSlowError, RemoteProtocolError, libp2p errors
+                        if stream is not None:
+                            await _reset(stream)
+                            stream = None
+                        self.agent.counters.inc("raft_send_failed", type(exc).__name__)
+        finally:
+            if stream is not None:
+                await _reset(stream)
+
+    async def _handle_raft(self, stream: Any, pid: str) -> None:
+        reader = FrameReader(stream)
+        while True:
+            try:
+                m = await read_message(reader, cm.MESSAGE_TYPES, timeout_s=STREAM_IDLE_S)
+            except RemoteProtocolError as exc:
+                if exc.reason in ("timeout", "stream"):
+                    await _reset(stream)
+                    return  # idle or closed: the sender reopens when it has something to say
+                raise
+            node = self.node
+            if node is None or m.to != node.id:
+                self.agent.counters.inc("raft_dropped", "not-for-us")
+                continue
+            if self._raft_to_peer.get(m.sender) != pid:
+                # A raft id speaks only through the peer the committed state gave it to.
+                self.agent.counters.inc("raft_dropped", "sender-mismatch")
+                continue
+            try:
+                self._inbox_send.send_nowait(m)
+            except trio.WouldBlock:
+                self.agent.counters.inc("raft_dropped", "inbox-full")
+
+    # ------------------------------------------------------------------ proposals
+    async def propose(self, data: bytes, *, sign: bool | None = None) -> tuple[int, int]:
+        """Propose a command on this node (must be the manager). Returns (term, index).
+        Raises ProposalDropped."""
+        async with self._lock:
+            node = self.node
+            if node is None:
+                raise ProposalDropped("this node runs no Raft node")
+            index = node.propose(data)
+            term = node.raft.term
+            self._waited.add(index)
+        if sign is None:
+            sign = _kind_of(data) in DECISION_KINDS
+        if sign and len(data) <= MAX_DECISION_ENTRY_BYTES:
+            d = sign_decision(self.agent._identity.sign, self.me, term, index, data)
+            self._decisions.append(DecisionRecord(term, index, data, self.me, d.signature))
+        self._wake()
+        return term, index
+
+    async def wait_applied(self, term: int, index: int, timeout_s: float) -> tuple[bool, str]:
+        """Wait until (term, index) is applied. Returns (ok, error); ok False when the state
+        machine rejected it, it was overwritten by another leader, or the wait timed out."""
+        with trio.move_on_after(timeout_s):
+            while self.state_index < index:
+                await self._progress.wait()
+            got = self._results.pop(index, None)
+            if got is None:
+                return False, "entry applied from a snapshot; outcome unknown"
+            t, ok, err = got
+            if t != term:
+                return False, "lost: leadership changed before it committed"
+            return ok, err
+        self._waited.discard(index)
+        self._results.pop(index, None)
+        return False, f"not committed within {timeout_s}s"
+
+    async def command(self, cmd: Any, timeout_s: float = 10.0) -> tuple[bool, str]:
+        """Propose a swarm-state command and wait for its outcome (manager only)."""
+        try:
+            term, index = await self.propose(CORE_REGISTRY.encode(cmd))
+        except ProposalDropped as exc:
+            return False, str(exc)
+        return await self.wait_applied(term, index, timeout_s)
+
+    async def _control(self, cmd: Any) -> None:
+        """One control-plane proposal at a time from the reconcile loop."""
+        try:
+            self._control_pending = await self.propose(CORE_REGISTRY.encode(cmd))
+        except ProposalDropped as exc:
+            log.debug("control proposal dropped: %s", exc)
+
+    # ------------------------------------------------------------------ reconcile (manager)
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.reconcile_s)
+            if self.is_leader() and not self.dissolved:
+                try:
+                    await self._reconcile()
+                except ProposalDropped as exc:
+                    log.debug("reconcile: %s", exc)
+
+    async def _reconcile(self) -> None:
+        node = self.node
+        assert node is not None
+        r = node.raft
+        if self._control_pending is not None:
+            term, index = self._control_pending
+            if term == r.term and self.state_index < index:
+                return  # previous control command not applied yet
+            self._control_pending = None
+            self._results.pop(index, None)
+            self._waited.discard(index)
+        st = self.state
+        me = st.member(self.me)
+        if me is None:
+            if r.id == FOUNDER_RAFT_ID and st.next_raft_id == FOUNDER_RAFT_ID:
+                await self._control(self._join_cmd(self.me, self._own_score()))
+            return
+        if self.me not in st.council and me.status == ADMITTED and not st.council:
+            await self._control(SetCouncil(self.settings.council_size))
+            return
+        # term limit / step-down first: a revoked manager must not keep deciding
+        if await self._term_policy(st):
+            return
+        if st.manager_term != r.term and self.me in st.council:
+            await self._control(AnnounceManager(r.term, self.me))
+            return
+        for pid, reason in list(self._pending_revokes.items()):
+            m = st.member(pid)
+            self._pending_revokes.pop(pid)
+            if m is not None and m.status in (ADMITTED, SUSPECT, LEFT):
+                log.warning("revoking %s through consensus: %s", pid, reason, extra={"peer": pid})
+                await self._control(Revoke(pid, reason[:200]))
+                return
+        min_score = self.policy.min_score
+        for p in self.agent.peers.attested():
+            m = st.member(p.peer_id)
+            if p.score is None or self.agent.peers.is_revoked(p.peer_id):
+                continue
+            score = min(1000, p.score * 10)
+            if m is None or (m.status == LEFT and p.peer_id in self._rejoin_requests):
+                if score >= min_score:
+                    await self._control(self._join_cmd(p.peer_id, score, p.tee or ""))
+                    return
+            elif m.status in (ADMITTED, SUSPECT):
+                if score < min_score:
+                    await self._control(Revoke(p.peer_id, f"score {score} below policy {min_score}"))
+                    return
+                if score != m.score:
+                    await self._control(RecordScore(p.peer_id, score, m.score_epoch + 1))
+                    return
+        cands = [Candidate(m.node_id, m.score, m.provider, m.region)
+                 for m in st.members.values() if m.status == ADMITTED]
+        if tuple(st.council) != choose_council(cands, self.settings.council_size):
+            await self._control(SetCouncil(self.settings.council_size))
+            return
+        self._reconcile_voters(st)
+
+    def _join_cmd(self, pid: str, score: int, tee: str = "") -> Join:
+        if pid == self.me:
+            tee = str(self.agent.provider.kind)
+        return Join(node_id=pid, provider=pid, region="", tee_kind=tee or "unknown",
+                    score=max(0, min(1000, score)), attested=True)
+
+    def _own_score(self) -> int:
+        """The score this node joins with when it founds the federation (nobody else has
+        attested it yet): the median of its peers' signed records about it, if any. From then
+        on its score is only ever recorded by the manager that attested it, never by itself:
+        one source of truth per score."""
+        recs = [r.score for r in self.agent.records_about_us.values()]
+        if recs:
+            return max(0, min(1000, int(statistics.median(recs)) * 10))
+        return 1000
+
+    def _reconcile_voters(self, st: SwarmState) -> None:
+        node = self.node
+        assert node is not None
+        r = node.raft
+        voters = set(r.conf.voters)
+        council_ids = {}
+        for n in st.council:
+            m = st.member(n)
+            if m is not None:
+                council_ids[m.raft_id] = n
+        # 1. voters that are gone for good
+        for v in sorted(voters):
+            m = st.by_raft_id(v)
+            if v != r.id and (m is None or m.status in (REVOKED, LEFT, SUSPECT)):
+                self._conf("remove", v)
+                return
+        # 2. council members that run their Raft node and are reachable
+        for rid, pid in sorted(council_ids.items()):
+            if rid in voters or rid in r.conf.removed:
+                continue
+            if self._ready_ids.get(pid) == rid and self.agent.peers.is_attested(pid):
+                self._conf("add", rid)
+                return
+        # 3. surplus voters no longer on the council (never ourselves: we hand over first)
+        if len(voters) > len(council_ids) or not voters <= set(council_ids):
+            for v in sorted(voters):
+                if v not in council_ids and v != r.id:
+                    self._conf("remove", v)
+                    return
+
+    def _conf(self, op: str, rid: int) -> None:
+        node = self.node
+        assert node is not None
+        try:
+            node.propose_conf_change(op, rid)
+        except ProposalDropped as exc:
+            log.debug("conf change %s %d dropped: %s", op, rid, exc)
+            return
+        log.info("council change: %s raft id %d (%s)", op, rid, self._raft_to_peer.get(rid, "?"))
+        self._wake()
+
+    async def _term_policy(self, st: SwarmState) -> bool:
+        """Hand over at the term limit, step down at once if revoked or below policy.
+        Returns True when a transfer was started."""
+        node = self.node
+        assert node is not None
+        r = node.raft
+        if r.lead_transferee is not None:
+            return True
+        scores: dict[str, int] = {}
+        revoked: set[str] = set()
+        for n in st.council:
+            m = st.member(n)
+            if m is None or m.raft_id not in r.conf.voters:
+                continue
+            if n == self.me or self.agent.peers.is_attested(n):
+                scores[n] = m.score
+            if m.status == REVOKED:
+                revoked.add(n)
+        me = st.member(self.me)
+        if me is not None and me.status == REVOKED:
+            revoked.add(self.me)
+        scores.setdefault(self.me, me.score if me else 0)
+        if st.council and self.me not in st.council and self.me not in revoked:
+            # Outranked off the council (or it shrank): a non-member does not manage.
+            others = {n: sc for n, sc in scores.items() if n != self.me}
+            if others:
+                to = sorted(others, key=lambda n: (-others[n], n))[0]
+                target = st.member(to)
+                assert target is not None
+                log.info("stepping down to %s: no longer on the council", to, extra={"peer": to})
+                await self.transfer(target.raft_id)
+                return True
+        d = decide(self.policy, self_id=self.me, now_tick=self.ticks,
+                   term_start_tick=min(self.term_start_tick, self.ticks), scores=scores,
+                   revoked=revoked)
+        if d.action == "stay" or d.to is None:
+            if d.action != "stay":
+                log.warning("should %s (%s) but no eligible successor", d.action, d.reason)
+            return False
+        target = st.member(d.to)
+        assert target is not None
+        log.info("%s to %s: %s", "handing over" if d.action == "handover" else "stepping down",
+                 d.to, d.reason, extra={"peer": d.to})
+        await self.transfer(target.raft_id)
+        return True
+
+    async def transfer(self, raft_id: int) -> None:
+        async with self._lock:
+            assert self.node is not None
+            self.node.transfer_leader(raft_id)
+        self._wake()
+
+    # ------------------------------------------------------------------ followers
+    async def _follow_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.follow_poll_s * (0.75 + 0.5 * self.rng.random()))
+            if self.dissolved or self.left:
+                continue
+            if self.is_voter():
+                continue
+            await self.poll_once()
+
+    def _poll_target(self) -> str | None:
+        attested = [p.peer_id for p in self.agent.peers.attested()]
+        if not attested:
+            return None
+        lead = self.followed_leader
+        if lead and lead in attested:
+            return lead
+        st, _ = self.view()
+        members = [p for p in attested if (m := st.member(p)) is not None and m.status == ADMITTED]
+        choice: str = self.rng.choice(members or attested)
+        return choice
+
+    async def poll_once(self) -> bool:
+        """Fetch the committed state from a member if we are behind. Returns True on an answer."""
+        pid = self._poll_target()
+        if pid is None:
+            return False
+        st, idx = self.view()
+        me = st.member(self.me)
+        rid = self.node.id if self.node is not None else 0
+        timeout = self.agent.config.network.request_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.agent._open_stream(ID.from_base58(pid), STATE_PROTOCOL)
+                try:
+                    await write_message(stream, StateRequest(rid, idx), timeout_s=timeout)
+                    resp = await read_message(FrameReader(stream), StateResponse, timeout_s=timeout)
+                finally:
+                    await _reset(stream)
+        except trio.TooSlowError:
+            self.agent.counters.inc("state_poll_failed", "timeout")
+            return False
+        except RemoteProtocolError as exc:
+            self.agent.counters.inc("state_poll_failed", exc.reason)
+            return False
+        self._on_state_response(pid, resp)
+        st, idx = self.view()
+        me = st.member(self.me)
+        if me is not None and me.status in (ADMITTED, SUSPECT) and self.node is None:
+            log.info("admitted to the federation as raft id %d", me.raft_id)
+            await self._start_raft(me.raft_id)
+        return True
+
+    def _on_state_response(self, pid: str, resp: StateResponse) -> None:
+        self.followed_term, self.followed_leader = resp.term, resp.leader
+        if resp.state and resp.state_index > self.followed_index:
+            try:
+                st = decode_state(resp.state)
+            except InvalidCommand as exc:
+                self.agent._remote_error(pid, STATE_PROTOCOL, RemoteProtocolError("invalid", str(exc)))
+                return
+            self.followed, self.followed_index = st, resp.state_index
+            self._refresh_ids()
+            self._after_apply(st)
+        st, _ = self.view()
+        for rec in resp.decisions:
+            if rec.term != st.manager_term:
+                continue  # the state records only the latest term's manager
+            why = verify_decision(rec, st)
+            if why is None:
+                self.decisions_verified += 1
+            else:
+                self.decisions_rejected += 1
+                self.agent.counters.inc("decision_rejected", why)
+                log.warning("decision %d/%d from %s does not verify: %s", rec.term, rec.index,
+                            pid, why, extra={"peer": pid})
+
+    async def _handle_state(self, stream: Any, pid: str) -> None:
+        timeout = self.agent.config.network.request_timeout_s
+        req = await read_message(FrameReader(stream), STATE_REQUESTS, timeout_s=timeout)
+        if isinstance(req, StateRequest):
+            reply: Any = self._state_reply(pid, req)
+        elif isinstance(req, LeaveRequest):
+            reply = await self._serve_leave(pid, req)
+        else:
+            reply = await self._serve_transfer(pid, req)
+        await write_message(stream, reply, timeout_s=timeout)
+        await _close(stream)
+
+    def _state_reply(self, pid: str, req: StateRequest) -> StateResponse:
+        st, idx = self.view()
+        m = st.member(pid)
+        if m is not None and req.raft_id == m.raft_id:
+            self._ready_ids[pid] = req.raft_id
+        if m is not None and m.status == LEFT and req.raft_id == 0 and len(self._rejoin_requests) < 4096:
+            # A node that left comes back with no Raft state: it asks to be admitted again
+            # (under a fresh raft id). One on its way out still has its old id and is not.
+            self._rejoin_requests.add(pid)
+        data = b""
+        if req.have_index < idx:
+            data = encode_state(st)
+            if len(data) > MAX_STATE_BYTES:
+                log.error("state of %d bytes is too large to serve", len(data))
+                data = b""
+        s = self.status()
+        return StateResponse(term=s["term"], commit_index=s["commit_index"],
+                             leader=s["manager"] or "", state_index=idx if data else 0,
+                             state=data, decisions=tuple(self._decisions))
+
+    # ------------------------------------------------------------------ manager requests
+    async def _serve_leave(self, pid: str, req: LeaveRequest) -> ManagerReply:
+        if not self.is_leader():
+            return ManagerReply(False, "not the manager", self.leader_peer() or "")
+        m = self.state.member(pid)
+        if m is None or m.status not in (ADMITTED, SUSPECT):
+            return ManagerReply(m is not None and m.status == LEFT, "not an active member", "")
+        log.info("member %s leaves: %s", pid, req.reason, extra={"peer": pid})
+        ok, err = await self.command(Leave(pid), timeout_s=5.0)
+        return ManagerReply(ok, err, "")
+
+    async def _serve_transfer(self, pid: str, req: TransferRequest) -> ManagerReply:
+        ok, err = await self.request_transfer(req.to or None)
+        return ManagerReply(ok, err, self.leader_peer() or "")
+
+    async def request_transfer(self, to: str | None) -> tuple[bool, str]:
+        """Hand leadership over now (to ``to``, or the next by score). Manager only."""
+        if not self.is_leader():
+            return False, f"not the manager (manager is {self.leader_peer()})"
+        st = self.state
+        assert self.node is not None
+        if to is None:
+            scores = {n: m.score for n in st.council if (m := st.member(n)) is not None
+                      and n != self.me and m.raft_id in self.node.raft.conf.voters
+                      and self.agent.peers.is_attested(n)}
+            if not scores:
+                return False, "no reachable council member to hand over to"
+            to = sorted(scores, key=lambda n: (-scores[n], n))[0]
+        m = st.member(to)
+        if m is None or m.raft_id not in self.node.raft.conf.voters:
+            return False, f"{to} is not a council voter"
+        try:
+            await self.transfer(m.raft_id)
+        except ProposalDropped as exc:
+            return False, str(exc)
+        with trio.move_on_after(self.settings.tick_s * self.settings.election_tick * 2):
+            while self.is_leader():
+                await trio.sleep(self.settings.tick_s)
+        if self.is_leader():
+            return False, "transfer did not complete in time"
+        return True, ""
+
+    async def _ask_manager(self, msg: Any) -> ManagerReply:
+        lead = self.leader_peer()
+        if lead is None or lead == self.me:
+            return ManagerReply(False, "no manager known", "")
+        timeout = self.agent.config.network.request_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.agent._open_stream(ID.from_base58(lead), STATE_PROTOCOL)
+                try:
+                    await write_message(stream, msg, timeout_s=timeout)
+                    reply: ManagerReply = await read_message(FrameReader(stream), ManagerReply,
+                                                             timeout_s=timeout)
+                finally:
+                    await _reset(stream)
+        except trio.TooSlowError:
+            return ManagerReply(False, "manager did not answer in time", "")
+        except RemoteProtocolError as exc:
+            return ManagerReply(False, f"manager unreachable: {exc}", "")
+        return reply
+
+    async def forward_transfer(self, to: str | None) -> tuple[bool, str]:
+        if self.is_leader():
+            return await self.request_transfer(to)
+        r = await self._ask_manager(TransferRequest(to or ""))
+        return r.ok, r.error
+
+    # ------------------------------------------------------------------ leave
+    async def leave(self, reason: str = "operator request") -> tuple[bool, str]:
+        """Graceful leave: drain, commit ``Leave``, wait for the Raft removal, stop the node."""
+        if self._leaving:
+            return False, "already leaving"
+        self._leaving = True
+        try:
+            for hook in self.drain_hooks:
+                await hook()
+            with trio.move_on_after(LEAVE_TIMEOUT_S) as scope:
+                while True:
+                    st, _ = self.view()
+                    me = st.member(self.me)
+                    if me is None:
+                        return False, "not a member of the federation"
+                    if me.status == LEFT:
+                        break
+                    if self.is_leader():
+                        ok, _err = await self.request_transfer(None)
+                        if not ok:
+                            if self.node is None or len(self.node.raft.conf.voters) == 1:
+                                return False, "the last council member cannot leave"
+                            await trio.sleep(0.2)
+                        continue
+                    reply = await self._ask_manager(LeaveRequest(reason))
+                    if not reply.ok:
+                        await trio.sleep(0.2)
+                        if self.node is None or not self.is_voter():
+                            await self.poll_once()
+                        continue
+                    if self.node is None or not self.is_voter():
+                        await self.poll_once()
+                    await trio.sleep(0.05)
+                # The manager now removes our Raft vote; wait until that change commits.
+                while self.node is not None and self.is_voter():
+                    await trio.sleep(0.05)
+            if scope.cancelled_caught:
+                return False, f"leave did not complete within {LEAVE_TIMEOUT_S:.0f}s"
+            self.left = True
+            await self._drop_raft()
+            log.info("left the federation")
+            return True, ""
+        finally:
+            self._leaving = False
+
+    async def _drop_raft(self) -> None:
+        """After a committed departure: our raft id is tombstoned, so its log is useless;
+        remove it so that a later start asks to be admitted afresh."""
+        async with self._lock:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self.node = None
+            await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir, True)
+
+    # ------------------------------------------------------------------ revocation
+    def _on_quarantine(self, peer_id: str, reason: str) -> None:
+        if reason.startswith("revoked:"):
+            return  # our own application of a committed revocation
+        if "missed" in reason or "expired" in reason or "timeout" in reason:
+            # Unreachable is a crash, not misbehaviour: the Raft council rides it out.
+            return
+        if self.is_leader():
+            self._pending_revokes.setdefault(peer_id, f"failed attestation: {reason}")
+
+    def request_revoke(self, peer_id: str, reason: str) -> None:
+        """Queue a revocation for the next reconcile round (manager only)."""
+        self._pending_revokes[peer_id] = reason
+
+    # ------------------------------------------------------------------ dissolve
+    async def dissolve(self, order: DissolveOrder) -> tuple[bool, str]:
+        """Verify the owner's order, pass it on to attested peers, erase sealed data, stop."""
+        if self.dissolved:
+            return True, "already dissolving"
+        try:
+            owner = load_owner_key(self.data_path)
+        except ValueError as exc:
+            return False, str(exc)
+        st, _ = self.view()
+        why = check_dissolve_order(order, owner, federation_id(st), time.time())
+        if why is not None:
+            log.error("refused a dissolve order: %s", why)
+            return False, why
+        self.dissolved = True
+        log.warning("federation %s dissolved by its owner: erasing sealed data", order.federation)
+        async with trio.open_nursery() as n:
+            for p in self.agent.peers.attested():
+                n.start_soon(self._pass_order, p.peer_id, order)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._erase_and_stop)
+        return True, ""
+
+    async def _pass_order(self, pid: str, order: DissolveOrder) -> None:
+        with contextlib.suppress(trio.TooSlowError, RemoteProtocolError), trio.fail_after(3):
+            stream = await self.agent._open_stream(ID.from_base58(pid), DISSOLVE_PROTOCOL)
+            try:
+                await write_message(stream, order, timeout_s=2)
+                await read_message(FrameReader(stream), ManagerReply, timeout_s=2)
+            finally:
+                await _reset(stream)
+
+    async def _handle_dissolve(self, stream: Any, pid: str) -> None:
+        order = await read_message(FrameReader(stream), DissolveOrder,
+                                   timeout_s=self.agent.config.network.request_timeout_s)
+        ok, err = await self.dissolve(order)
+        if not ok:
+            self.agent.counters.inc("dissolve_refused", err)
+        await write_message(stream, ManagerReply(ok, err, ""), timeout_s=2)
+        await _close(stream)
+
+    async def _erase_and_stop(self) -> None:
+        async with self._lock:  # the driver is parked: nothing writes the store any more
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self.node = None
+            for name in ("raft", "shards", "sim-tee"):
+                path = self.data_path / name
+                if path.is_dir():
+                    await trio.to_thread.run_sync(shutil.rmtree, path)
+                elif path.exists():
+                    path.unlink()
+            log.warning("sealed data erased; stopping")
+            shutdown_node(self.agent)
+            # Keep the lock: the driver must never touch the erased store again.
+            await trio.sleep_forever()
+
+    # ------------------------------------------------------------------ load check
+    async def check_perf(self, n: int, window: int, timeout_s: float) -> dict[str, Any]:
+        """Commit ``n`` harmless score records (our own score, rising epochs) through the
+        council, ``window`` proposals at a time, and time it (``etcdctl check perf`` style)."""
+        if not self.is_leader():
+            return {"ok": False, "error": f"not the manager (manager is {self.leader_peer()})"}
+        me = self.state.member(self.me)
+        if me is None:
+            return {"ok": False, "error": "the manager is not a member yet"}
+        self._perf_epoch = max(self._perf_epoch, me.score_epoch)
+        start = trio.current_time()
+        done = proposed = 0
+        pending: collections.deque[int] = collections.deque()  # our indexes not yet applied
+        term = self.node.raft.term if self.node is not None else 0
+        with trio.move_on_after(timeout_s):
+            while done < n:
+                # Refill in large chunks (half a window): one big batch costs one fsync and
+                # one append per follower, many small ones cost one each.
+                k = min(window - len(pending), n - proposed)
+                if k > 0 and (len(pending) <= window // 2 or proposed + k == n):
+                    async with self._lock:
+                        node = self.node
+                        if node is None or node.raft.role != "leader" or node.raft.term != term:
+                            break
+                        try:
+                            for _ in range(k):
+                                self._perf_epoch += 1
+                                pending.append(node.propose(CORE_REGISTRY.encode(
+                                    RecordScore(self.me, me.score, self._perf_epoch))))
+                                proposed += 1
+                        except ProposalDropped:
+                            break
+                    self._wake()
+                with trio.move_on_after(self.settings.tick_s * self.settings.election_tick):
+                    await self._progress.wait()
+                while pending and pending[0] <= self.state_index:
+                    pending.popleft()
+                    done += 1
+                if self.node is None or self.node.raft.term != term:
+                    break  # leadership changed: what was not committed may be lost
+        elapsed = trio.current_time() - start
+        return {"ok": done == n, "committed": done, "elapsed_s": round(elapsed, 4),
+                "commits_per_s": round(done / elapsed, 1) if elapsed > 0 else None,
+                "fsync": self.settings.fsync, "window": window,
+                **({} if done == n else {"error": "leadership changed or timed out"})}
+
+
+def shutdown_node(agent: Any) -> None:
+    """Stop the node for good (after a leave or a dissolution); ``enclave-swarm run`` exits
+    when its agent has stopped."""
+    agent.stop()
+
+
+def _kind_of(data: bytes) -> str:
+    """The command kind of an entry payload ("" if it is not a command)."""
+    try:
+        raw = cbor2.loads(data)
+    except Exception:
+        return ""
+    return raw[0] if isinstance(raw, list) and raw and isinstance(raw[0], str) else ""
+
+
+# =============================================================================== extension
+def attach(agent: Any, data_dir: Any) -> ManagerRole:
+    """node.runtime extension: give the node its manager role and control commands."""
+    settings = ManagerSettings.load(Path(data_dir.path), agent.config.profile)
+    role = ManagerRole(agent, Path(data_dir.path), settings)
+    role.install()
+    register_control_commands()
+    return role
+
+
+def register_control_commands() -> None:
+    from node.control import register_command
+
+    register_command("manager-info", _cmd_info)
+    register_command("manager-transfer", _cmd_transfer)
+    register_command("leave", _cmd_leave)
+    register_command("dissolve", _cmd_dissolve)
+    register_command("check-perf", _cmd_check_perf)
+
+
+def _cmd_info(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"ok": True, **role_of(agent).status()}
+    except LookupError as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+async def _cmd_transfer(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    to = req.get("to")
+    if to is not None and not isinstance(to, str):
+        return {"ok": False, "error": "to must be a peer id"}
+    role = role_of(agent)
+    ok, err = await role.forward_transfer(to or None)
+    return {"ok": ok, **({"error": err} if not ok else {}), "manager": role.leader_peer()}
+
+
+async def _cmd_leave(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    role = role_of(agent)
+    ok, err = await role.leave(str(req.get("reason") or "operator request")[:200])
+    if ok:
+        shutdown_node(agent)
+        return {"ok": True}
+    return {"ok": False, "error": err}
+
+
+async def _cmd_dissolve(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        order = DissolveOrder(federation=str(req["federation"]), issued_at=int(req["issued_at"]),
+                              signature=bytes.fromhex(str(req["signature"])))
+    except (KeyError, ValueError, TypeError):
+        return {"ok": False, "error": "expected federation, issued_at and a hex signature"}
+    ok, err = await role_of(agent).dissolve(order)
+    return {"ok": ok, **({"error": err} if not ok else {})}
+
+
+async def _cmd_check_perf(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        n = int(req.get("n", 1000))
+        window = int(req.get("window", 256))
+        timeout_s = float(req.get("timeout_s", 60.0))
+    except (TypeError, ValueError):
+        return {"ok": False, "error": "n, window and timeout_s must be numbers"}
+    if not 1 <= n <= 1_000_000 or not 1 <= window <= 4096 or not 0 < timeout_s <= 600:
+        return {"ok": False, "error": "n 1..1e6, window 1..4096, timeout_s 0..600"}
+    return await role_of(agent).check_perf(n, window, timeout_s)
