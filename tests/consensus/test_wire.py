@@ -11,19 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import messages as cm
+from node.manager_wire import register_consensus_messages
 from overlay import wire
 from overlay.errors import RemoteProtocolError
 
-
-def _register() -> None:
-    have = wire.registered()
-    for cls in cm.ALL_MESSAGES:
-        name = cm.WIRE_NAMES[cls]
-        if have.get(name) is not cls:
-            wire.message(name, version=1, max_bytes=cm.WIRE_MAX_BYTES[cls])(cls)
-
-
-_register()
+# The node registers the consensus messages with the codec at the edge; use the same function.
+register_consensus_messages()
 
 ids = st.integers(min_value=1, max_value=2**63)
 nat = st.integers(min_value=0, max_value=2**63)
