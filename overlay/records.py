@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -250,9 +251,9 @@ class SimVerifier:
         if hit is not None:
             return hit
         secret = self._secrets.get(r.issuer)
-        ok = secret is not None and hashlib.blake2b(
-            record_signing_bytes(r), key=secret, digest_size=16
-        ).digest() == r.signature
+        ok = secret is not None and hmac.compare_digest(
+            hashlib.blake2b(record_signing_bytes(r), key=secret, digest_size=16).digest(),
+            r.signature)
         if len(self._memo) >= self._memo_max:
             self._memo.clear()
         self._memo[r] = ok
