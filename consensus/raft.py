@@ -15,7 +15,7 @@ The caller owns all I/O. It feeds inputs and, whenever ``has_ready()`` is true, 
 Inputs are ``step(message)`` for every message received, ``tick()`` at a fixed interval
 (abstract time: every timeout is a number of ticks), and the proposals ``propose``,
 ``propose_conf_change`` and ``transfer_leader``. Nothing here blocks, reads a clock or uses a
-global random generator: election jitter comes from the injected ``random.Random``.
+global random generator: election jitter comes from the injected ``Rng`` (a seeded ``random.Random``).
 
 Rules implemented (Raft paper, Figure 2, and the dissertation)
 --------------------------------------------------------------
@@ -46,10 +46,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from consensus import quorum
 from consensus.log import RaftLog, apply_conf_entries
@@ -85,6 +84,12 @@ LEADER: Final = "leader"
 LogFn = Callable[[str, str], None]  # (level, text), level in "debug", "info", "warn"
 
 _pylog = logging.getLogger("consensus.raft")
+
+
+class Rng(Protocol):
+    """The injected randomness (a seeded ``random.Random`` in practice): election jitter only."""
+
+    def randrange(self, stop: int, /) -> int: ...
 
 
 def _default_log(level: str, text: str) -> None:
@@ -229,7 +234,7 @@ def _has_conf(entries: Sequence[Entry]) -> bool:
 class Raft:
     """The protocol core. Use it through :class:`RawNode`; tests poke it directly."""
 
-    def __init__(self, config: Config, rng: random.Random, log: RaftLog, hard_state: HardState,
+    def __init__(self, config: Config, rng: Rng, log: RaftLog, hard_state: HardState,
                  logger: LogFn | None = None) -> None:
         config.validate()
         self.cfg = config
@@ -857,7 +862,7 @@ class RawNode:
         logger: receives ``(level, text)``; defaults to the ``consensus.raft`` logger.
     """
 
-    def __init__(self, config: Config, rng: random.Random, persisted: Persisted,
+    def __init__(self, config: Config, rng: Rng, persisted: Persisted,
                  logger: LogFn | None = None) -> None:
         hs = persisted.hard_state
         committed = max(hs.commit, persisted.snapshot.meta.index)

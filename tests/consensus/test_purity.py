@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 FORBIDDEN = {"node", "overlay", "sim", "trio", "libp2p", "time", "socket", "asyncio", "os",
-             "threading", "datetime"}
+             "threading", "datetime", "random"}
 FILES = sorted((Path(__file__).parents[2] / "consensus").glob("*.py"))
 
 
