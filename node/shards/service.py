@@ -590,26 +590,23 @@ class ShardService:
             raise RemoteProtocolError("invalid", "reshare invite does not match this shard")
         box = self._mailbox(invite.session_id)
         got: dict[int, bytes] = {}
-        with trio.move_on_after(self.timeout_s) as scope:
-            while len(got) < len(invite.helpers_x):
-                sender, msg = await box.recv.receive()
-                if (
-                    not isinstance(msg, ReshareContribution)
-                    or msg.object_id != m.object_id
-                    or msg.target_x != invite.target_x
-                    or msg.helper_x not in invite.helpers_x
-                    or m.holder_of(msg.helper_x - 1) != sender
-                    or msg.helper_x in got
-                ):
-                    log.warning(
-                        "dropped a reshare message from %s: not a valid contribution for this session",
-                        sender,
-                        extra={"peer": sender},
-                    )
-                    continue
-                got[msg.helper_x] = msg.value
+
+        def contribution(sender: str, msg: Any) -> tuple[int, bytes] | None:
+            if (
+                not isinstance(msg, ReshareContribution)
+                or msg.object_id != m.object_id
+                or msg.target_x != invite.target_x
+                or msg.helper_x not in invite.helpers_x
+                or m.holder_of(msg.helper_x - 1) != sender
+                or msg.helper_x in got
+            ):
+                return None
+            return msg.helper_x, msg.value
+
+        complete = await self._collect(box, contribution, got, lambda: len(got) >= len(invite.helpers_x),
+                                       "contribution")
         self._drop_mailbox(invite.session_id)
-        if scope.cancelled_caught:
+        if not complete:
             raise ShareError(
                 f"only {len(got)} of {len(invite.helpers_x)} reshare contributions arrived "
                 f"within {self.timeout_s}s"
@@ -623,6 +620,23 @@ class ShardService:
                 raise RemoteProtocolError("overload", "too many reshare sessions")
             box = self._mailboxes[session_id] = _Mailbox()
         return box
+
+    async def _collect(self, box: Any, accept: Callable[[str, Any], tuple[int, bytes] | None],
+                       into: dict[int, bytes], done: Callable[[], bool], what: str) -> bool:
+        """Take reshare messages from ``box`` into ``into`` until ``done()``; ``accept`` returns
+        ``(index, value)`` for a valid one, None otherwise (logged, counted, dropped). False when
+        ``timeout_s`` ran out first."""
+        with trio.move_on_after(self.timeout_s):
+            while not done():
+                sender, msg = await box.recv.receive()
+                item = accept(sender, msg)
+                if item is None:
+                    self.agent.counters.inc("remote_error", f"{SHARD_PROTOCOL}:reshare-{what}")
+                    log.warning("dropped a reshare message from %s: not a valid %s for this session",
+                                sender, what, extra={"peer": sender})
+                    continue
+                into[item[0]] = item[1]
+        return done()
 
     def _drop_mailbox(self, session_id: bytes) -> None:
         box = self._mailboxes.pop(session_id, None)
@@ -770,24 +784,19 @@ class ShardService:
                 seeds[b] = new_mask_seed()
                 await self._deliver(m.holder_of(b - 1), ReshareMaskSeed(invite.session_id, my_x, b, seeds[b]))
             lower = {a for a in invite.helpers_x if a < my_x}
-            with trio.move_on_after(self.timeout_s) as scope:
-                while not lower <= set(seeds):
-                    sender, msg = await box.recv.receive()
-                    if (
-                        not isinstance(msg, ReshareMaskSeed)
-                        or msg.to_x != my_x
-                        or msg.from_x not in lower
-                        or m.holder_of(msg.from_x - 1) != sender
-                        or msg.from_x in seeds
-                    ):
-                        log.warning(
-                            "dropped a reshare message from %s: not a valid seed for this session",
-                            sender,
-                            extra={"peer": sender},
-                        )
-                        continue
-                    seeds[msg.from_x] = msg.seed
-            if scope.cancelled_caught:
+
+            def seed(sender: str, msg: Any) -> tuple[int, bytes] | None:
+                if (
+                    not isinstance(msg, ReshareMaskSeed)
+                    or msg.to_x != my_x
+                    or msg.from_x not in lower
+                    or m.holder_of(msg.from_x - 1) != sender
+                    or msg.from_x in seeds
+                ):
+                    return None
+                return msg.from_x, msg.seed
+
+            if not await self._collect(box, seed, seeds, lambda: lower <= set(seeds), "seed"):
                 raise RemoteProtocolError("timeout", "mask seeds from the other helpers did not arrive")
         finally:
             self._drop_mailbox(invite.session_id)
