@@ -152,11 +152,9 @@ def _aad(context: bytes, chunk_size: int, counter: int, final: bool) -> bytes:
     )
 
 
-class StreamSealer:
-    """STREAM encryption, one chunk at a time; the last call must say ``final=True``.
-
-    ``context`` is bound into every chunk's AAD (the object id, or object id + index at rest).
-    """
+class _Stream:
+    """State shared by both directions of STREAM: the AEAD, nonce prefix, AAD context and the
+    chunk counter. The key never appears in a repr."""
 
     def __init__(self, key: bytes, nonce_prefix: bytes, context: bytes, chunk_size: int) -> None:
         if len(key) != KEY_BYTES or len(nonce_prefix) != NONCE_PREFIX_BYTES:
@@ -169,7 +167,16 @@ class StreamSealer:
         self._done = False
 
     def __repr__(self) -> str:
-        return f"StreamSealer(counter={self._counter}, done={self._done})"
+        return f"{type(self).__name__}(counter={self._counter}, done={self._done})"
+
+
+class StreamSealer(_Stream):
+    """STREAM encryption, one chunk at a time; the last call must say ``final=True``.
+
+    ``context`` is bound into every chunk's AAD (the object id, or object id + index at rest).
+    """
+
+
 
     def seal(self, chunk: bytes, *, final: bool) -> bytes:
         if self._done:
@@ -185,21 +192,10 @@ class StreamSealer:
         return out
 
 
-class StreamOpener:
+class StreamOpener(_Stream):
     """STREAM decryption; raises :class:`IntegrityError` on any forgery or misuse of order."""
 
-    def __init__(self, key: bytes, nonce_prefix: bytes, context: bytes, chunk_size: int) -> None:
-        if len(key) != KEY_BYTES or len(nonce_prefix) != NONCE_PREFIX_BYTES:
-            raise ValueError("bad key or nonce prefix length")
-        self._aead = AESGCM(key)
-        self._prefix = nonce_prefix
-        self._context = context
-        self._chunk_size = chunk_size
-        self._counter = 0
-        self._done = False
 
-    def __repr__(self) -> str:
-        return f"StreamOpener(counter={self._counter}, done={self._done})"
 
     @property
     def done(self) -> bool:

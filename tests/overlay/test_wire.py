@@ -107,10 +107,13 @@ def test_registration_rules():
             x: int
 
 
-def test_every_registered_type_has_a_bound():
+def test_every_registered_type_has_a_bound_within_the_frame_limit():
+    from overlay.wire import MAX_FRAME_BYTES, spec_of
+
     for name, cls in registered().items():
-        assert name
-        assert dataclasses.is_dataclass(cls)
+        wire_name, version, max_bytes = spec_of(cls)
+        assert wire_name == name and version >= 1
+        assert 0 < max_bytes <= MAX_FRAME_BYTES
 
 
 @settings(max_examples=400, deadline=None)
