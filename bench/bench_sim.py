@@ -92,6 +92,7 @@ def detection(n: int, duration_s: float) -> dict[str, Any]:
            "mean_s": det["first_detection_mean_s"],
            "mean_probe_periods": det["first_detection_mean_probe_periods"],
            "first_probe_mean_periods": det["first_probe_mean_probe_periods"],
+           "swim_periods": det["first_detection_swim_periods"],
            "p50_s": det["first_detection_p50_s"], "p99_s": det["first_detection_p99_s"],
            "swim_bound_periods": round(math.e / (math.e - 1), 3),
            "violations": len(r["invariants"]["violations"])}

@@ -43,7 +43,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from overlay.dissemination import Dissemination, DisseminationConfig
-from overlay.errors import RemoteProtocolError
+from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, reset_stream
 from overlay.host import public_key_of_peer
 from overlay.membership import Membership, MembershipConfig
@@ -181,7 +181,13 @@ class GossipService:
             assert self._nursery is not None
             self._nursery.start_soon(self._sender, dest, recv)
         try:
-            ch.send_nowait(frame(encode(msg)))
+            data = frame(encode(msg))
+        except LocalProtocolError as exc:  # over its size bound (or invalid): a bug of ours, not fatal
+            self.agent.counters.inc("gossip_dropped", "oversize")
+            log.warning("not sending %s to %s: %s", type(msg).__name__, dest, exc, extra={"peer": dest})
+            return
+        try:
+            ch.send_nowait(data)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.agent.counters.inc("gossip_dropped", "queue-full")
 

@@ -13,6 +13,7 @@ import secrets
 import sys
 from typing import Any
 
+from sim import accel
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
 
 
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    accel.add_engine_argument(parser)
 
 
 def _progress(enabled: bool) -> tuple[Any, Any]:
@@ -65,6 +67,9 @@ def _progress(enabled: bool) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``. Returns 0 if no invariant was violated and
     the liveness phase converged, 1 otherwise, 2 on bad arguments."""
+    delegated = accel.delegate(args)
+    if delegated is not None:
+        return delegated
     from sim.world import SimConfig, World
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)

@@ -14,6 +14,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from overlay.records import KIND_REVOCATION, KIND_SCORE
+from sim import accel
 
 if TYPE_CHECKING:
     from sim.world import Track, World
@@ -75,6 +76,14 @@ def build(w: World, wall_s: float) -> dict[str, Any]:
         "first_detection_mean_probe_periods": _r(statistics.fmean(det) / period) if det else None,
         "first_probe_mean_probe_periods": (_r(statistics.fmean(w.first_probe_times) / period)
                                            if w.first_probe_times else None),
+        # SWIM's e/(e-1) counts protocol periods from the failure to the end of the period in
+        # which some member first picks the failed node as its ping target: the ordinal of
+        # that period, ceil(first probe delay / period). first_detection_mean_probe_periods
+        # also includes the probe's own window (direct + indirect, one whole period here as
+        # in memberlist) and the failure's phase within a period.
+        "first_detection_swim_periods": (
+            _r(statistics.fmean(max(1, math.ceil(x / period - 1e-9)) for x in w.first_probe_times))
+            if w.first_probe_times else None),
         "false_positives": w.fp_dead,
         "false_suspicions": w.fp_suspect,
         "false_suspicions_raised": w.fp_raised,
@@ -101,6 +110,7 @@ def build(w: World, wall_s: float) -> dict[str, Any]:
         "virtual_time_s": round(vt, 3),
         "wall_time_s": round(wall_s, 3),
         "speedup_x": round(vt / wall_s, 2) if wall_s > 0 else None,
+        "engine": accel.engine_name(),
         "events": w.events,
         "trace_digest": w.trace_digest(),
         "dissemination": dis,
@@ -112,6 +122,7 @@ def build(w: World, wall_s: float) -> dict[str, Any]:
                        "violations": list(w.invariants.violations)},
         "liveness": w.liveness,
         "decode_errors": w.decode_errors,
+        "transport_dropped": dict(w.dropped),
     }
 
 

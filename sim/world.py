@@ -31,7 +31,7 @@ from typing import Any
 
 from overlay import wire
 from overlay.dissemination import Dissemination, DisseminationConfig
-from overlay.errors import RemoteProtocolError
+from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.membership import Membership, MembershipConfig, Snapshot
 from overlay.messages_gossip import ALL_MESSAGES, DEAD, SUSPECT, SWIM_MESSAGES, SwimPing
 from overlay.records import KIND_REVOCATION, KIND_SCORE, Record, SimSigner, SimVerifier
@@ -62,6 +62,7 @@ _FNV = 0x100000001B3
 _INF = math.inf
 _SWIM = frozenset(SWIM_MESSAGES)
 _TYPE_CODE = {t: i + 1 for i, t in enumerate(ALL_MESSAGES)}
+_MAX_BYTES = {t: wire.spec_of(t)[2] for t in ALL_MESSAGES}
 
 RECORD_TTL_S = 3600.0
 
@@ -223,6 +224,7 @@ class World:
         self.fp_dead = 0
         self.fp_raised = 0
         self.decode_errors = 0
+        self.dropped = {"unknown-destination": 0, "oversize": 0}
         self.invariants = Invariants(self)
         self.phase = "safety"
         self.fault_free = True
@@ -325,14 +327,25 @@ class World:
             heapq.heappush(self._heap, (g, self._seq, EV_TICK, node.idx, node.epoch, None))
 
     def _send(self, src: SimNode, dst_id: str, msg: Any, t: float) -> None:
+        """The transport's send: best effort, never raises, never blocks (datagram semantics,
+        as the libp2p driver in node/gossip.py; tests/conformance holds both to one contract)."""
         di = self.index.get(dst_id)
         if di is None:
+            self.dropped["unknown-destination"] += 1
             return
+        data = b""
         if self.cfg.wire:
-            data = wire.encode(msg)
+            try:
+                data = wire.encode(msg)
+            except LocalProtocolError:
+                self.dropped["oversize"] += 1
+                return
             size = len(data)
         else:
             size = wire_size(msg)
+            if size > _MAX_BYTES[type(msg)]:
+                self.dropped["oversize"] += 1
+                return
         self.sent_msgs += 1
         self.sent_bytes += size
         b = int(t)
@@ -348,9 +361,14 @@ class World:
             ca = self.crash_at.get(di)
             if ca is not None and di not in self.first_probed:
                 self.first_probed[di] = t - ca  # SWIM's "first probe of a failed member"
-        delays = self.net.delays(src.idx, di, size)
+        self._carry(src.idx, di, msg, data, size, t)
+
+    def _carry(self, si: int, di: int, msg: Any, data: bytes, size: int, t: float) -> None:
+        """Put one message (or its bytes, in wire mode) on the simulated link si -> di."""
+        delays = self.net.delays(si, di, size)
         if not delays:
             return
+        dst = self.nodes[di]
         for dly in delays:
             if dst.slow_s:
                 dly += self.net_rng.random() * dst.slow_s
@@ -362,7 +380,15 @@ class World:
                     self.decode_errors += 1
                     continue
             self._seq += 1
-            heapq.heappush(self._heap, (t + dly, self._seq, EV_DELIVER, di, src.idx, payload))
+            heapq.heappush(self._heap, (t + dly, self._seq, EV_DELIVER, di, si, payload))
+
+    def send_bytes(self, src_idx: int, dst_idx: int, data: bytes, t: float) -> None:
+        """Raw bytes from ``src_idx`` to ``dst_idx`` (wire mode): what a hostile or broken peer
+        can put on a link. The receiving side decodes them like any frame; garbage is counted
+        in ``decode_errors`` and dropped."""
+        if not self.cfg.wire:
+            raise ValueError("send_bytes needs SimConfig(wire=True)")
+        self._carry(src_idx, dst_idx, None, data, len(data), t)
 
     def _on_member_event(self, observer: SimNode, ev: Any, t: float) -> None:
         st = ev.state
