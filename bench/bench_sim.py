@@ -16,9 +16,9 @@ import json
 import math
 import os
 import resource
+import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 from overlay.dissemination import DisseminationConfig
@@ -117,12 +117,38 @@ def lifeguard(n: int, duration_s: float) -> dict[str, Any]:
 
 
 def speed(n: int, duration_s: float) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    r = _run(nodes=n, scenario="steady", duration_s=duration_s, liveness_deadline_s=2.0)
-    row = {"nodes": n, "virtual_s": r["virtual_time_s"], "wall_s": round(time.perf_counter() - t0, 2),
-           "speedup_x": r["speedup_x"], "events": r["events"],
-           "events_per_wall_s": round(r["events"] / r["wall_time_s"]),
-           "peak_rss_mib": round(_rss_mib(), 1)}
+    """The steady scenario in both engines, each in its own process, in the same run: the
+    compiled snapshot must give the same trace digest, and the ratio is its speed-up."""
+    from sim import accel
+
+    try:
+        accel.build()
+        engines = ["cpython", "mypyc"]
+    except accel.AccelError as exc:
+        print(f"(no compiled engine: {exc})")
+        engines = ["cpython"]
+    row: dict[str, Any] = {"nodes": n}
+    reports = {}
+    for engine in engines:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "r.json")
+            subprocess.run([sys.executable, "-P", "-m", "sim", "--engine", engine, "--nodes", str(n),
+                            "--scenario", "steady", "--seed", str(SEED), "--duration-s", str(duration_s),
+                            "--liveness-deadline-s", "2", "--no-progress", "--json", out],
+                           check=True, stdout=subprocess.DEVNULL)
+            with open(out, encoding="utf-8") as f:
+                r = json.load(f)
+        reports[engine] = r
+        row[f"{engine}_speedup_x"] = r["speedup_x"]
+        row[f"{engine}_events_per_wall_s"] = round(r["events"] / r["wall_time_s"])
+    row["virtual_s"] = reports["cpython"]["virtual_time_s"]
+    row["events"] = reports["cpython"]["events"]
+    if "mypyc" in reports:
+        row["compiled_vs_interpreted"] = round(reports["mypyc"]["speedup_x"]
+                                               / reports["cpython"]["speedup_x"], 2)
+        row["same_trace"] = reports["mypyc"]["trace_digest"] == reports["cpython"]["trace_digest"]
+    row["peak_rss_mib_largest_child"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
     _print_row(row)
     return row
 

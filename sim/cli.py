@@ -2,7 +2,9 @@
 
 The lead wires :func:`add_arguments` and :func:`run` into the main CLI; ``python -m sim`` runs
 the same thing standalone. The first line of output is always ``SEED=<seed>``, so any run can
-be replayed with ``--seed``.
+be replayed with ``--seed``. The manager-council scenarios (``manager-crash``,
+``manager-partition``, ``rotation``, ``flaky-network``) run :mod:`sim.council` instead of the
+membership world, and take ``--runs``/``--jobs`` for many seeded runs in one report.
 """
 
 from __future__ import annotations
@@ -14,22 +16,30 @@ import sys
 from typing import Any
 
 from sim import accel
+from sim.council.world import SCENARIOS as COUNCIL_SCENARIOS
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sim`` options to ``parser``."""
-    parser.add_argument("--nodes", type=int, default=100, help="number of nodes (default 100)")
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="number of nodes (default 100; council scenarios: 5 voters)")
     parser.add_argument("--seed", type=int, default=None,
                         help="master seed (default: random, printed first as SEED=...)")
-    parser.add_argument("--duration-s", type=float, default=30.0,
-                        help="virtual seconds of the safety phase (default 30)")
-    parser.add_argument("--liveness-deadline-s", type=float, default=60.0,
-                        help="virtual seconds allowed to converge after the heal (default 60)")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="steady")
-    parser.add_argument("--partition-shape", choices=PARTITION_SHAPES, default="halves")
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="virtual seconds of the safety phase (default 30; council "
+                             "scenarios: 4, rotation 10, flaky-network 5)")
+    parser.add_argument("--liveness-deadline-s", type=float, default=None,
+                        help="virtual seconds allowed to converge after the heal (default 60; "
+                             "council scenarios: 5)")
+    parser.add_argument("--scenario", choices=SCENARIOS + COUNCIL_SCENARIOS, default="steady",
+                        help="membership: " + ", ".join(SCENARIOS) + "; manager council: "
+                             + ", ".join(COUNCIL_SCENARIOS))
+    parser.add_argument("--partition-shape", choices=PARTITION_SHAPES, default=None,
+                        help="default halves (manager-partition: isolate the manager)")
     parser.add_argument("--profile", choices=("lan", "wan"), default="lan")
-    parser.add_argument("--loss", type=float, default=0.0, help="packet loss probability")
+    parser.add_argument("--loss", type=float, default=None,
+                        help="packet loss probability (default 0; flaky-network: 0.05)")
     parser.add_argument("--updates-per-s", type=float, default=1.0,
                         help="score updates published per virtual second (default 1)")
     parser.add_argument("--churn-per-s", type=float, default=0.2,
@@ -43,10 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="council scenarios: seeded runs SEED..SEED+N-1, one report")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="council scenarios: worker processes for --runs (same report)")
+    parser.add_argument("--term-limit-s", type=float, default=None,
+                        help="council scenarios: hand the manager role over after this long")
     accel.add_engine_argument(parser)
 
 
-def _progress(enabled: bool) -> tuple[Any, Any]:
+def _progress(enabled: bool, unit: str = "virtual s") -> tuple[Any, Any]:
     """A rich progress bar on stderr, or (None, None) when not wanted or not a TTY."""
     if not enabled or not sys.stderr.isatty():
         return None, None
@@ -54,7 +70,7 @@ def _progress(enabled: bool) -> tuple[Any, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("[bold]sim"), BarColumn(),
-                    TextColumn("{task.completed:.0f}/{task.total:.0f} virtual s"),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f} " + unit),
                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
     task = prog.add_task("sim", total=1.0)
 
@@ -62,6 +78,16 @@ def _progress(enabled: bool) -> tuple[Any, Any]:
         prog.update(task, completed=t, total=total)
 
     return prog, update
+
+
+def write_json(report: dict[str, Any], dest: str | None) -> None:
+    """Write ``report`` as JSON to the file ``dest`` (``-``: stdout; None: nowhere)."""
+    text = json.dumps(report, indent=2, sort_keys=True)
+    if dest == "-":
+        print(text)
+    elif dest:
+        with open(dest, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +100,21 @@ def run(args: argparse.Namespace) -> int:
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     print(f"SEED={seed}", flush=True)
+    if args.scenario in COUNCIL_SCENARIOS:
+        from sim.council import cli as council_cli
+
+        unit = "runs" if args.runs > 1 else "virtual s"
+        return council_cli.run(args, seed, _progress(not args.no_progress, unit))
+    if args.nodes is None:
+        args.nodes = 100
+    if args.duration_s is None:
+        args.duration_s = 30.0
+    if args.liveness_deadline_s is None:
+        args.liveness_deadline_s = 60.0
+    if args.loss is None:
+        args.loss = 0.0
+    if args.partition_shape is None:
+        args.partition_shape = "halves"
     if args.nodes < 2 or args.duration_s <= 0 or not 0 <= args.loss < 1 or args.slow_nodes < 0:
         print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
               file=sys.stderr)
@@ -92,12 +133,7 @@ def run(args: argparse.Namespace) -> int:
             report = world.run()
     else:
         report = world.run()
-    text = json.dumps(report, indent=2, sort_keys=True)
-    if args.json == "-":
-        print(text)
-    elif args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    write_json(report, args.json)
     if args.plot:
         from sim.report import plot
 

@@ -14,52 +14,39 @@ node from it. The state machine is the production one, extended (through the com
 registry) with a tiny key-value section used by the clients whose histories the
 linearizability checker reads.
 
-Invariants, checked after every event (:class:`SafetyViolation` on failure):
-- election safety: at most one leader per term;
-- log matching: two logs holding an entry with the same (index, term) hold the same data;
-- state machine safety: every replica applies the same entry at each index, and reaches the
-  same state bytes at each applied index; committed entries never change;
-- leader completeness: a new leader's log holds every entry committed so far;
-- revocation: once the removal of a revoked node is committed, it never leads again, no
-  vote of it counts toward an election, and once it knows it was removed it grants none;
-  the replicated council never contains a revoked member.
+The simulated disk, the manager's duties (term-limit hand-over through
+``consensus.manager.decide``, removal of revoked voters) and the invariant checker are the
+simulator's (``sim/council/``): the council world runs the same checks over many more seeds.
+Invariants, checked after every event (:class:`SafetyViolation` at the first failure; the
+full list is in ``sim/council/invariants.py``): election safety, log matching, committed
+entries never change, state machine safety, leader completeness, and the revocation rules.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import heapq
 import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from consensus.manager import ManagerPolicy, decide
-from consensus.messages import (
-    ENTRY_CONF,
-    ENTRY_NORMAL,
-    ConfChange,
-    Entry,
-    HardState,
-    Message,
-    Snapshot,
-    VoteResponse,
-)
+from consensus.messages import ENTRY_NORMAL, Entry, Message, Snapshot
 from consensus.raft import LEADER, Config, Persisted, ProposalDropped, RawNode, Ready
 from consensus.state import (
     CORE_REGISTRY,
-    REVOKED,
-    Join,
     Revoke,
-    SetCouncil,
     SwarmState,
-    apply,
     apply_entry,
     decode_state,
     encode_state,
 )
+from sim.council.driver import Disk, handover_target, initial_state, revoked_voter
+from sim.council.invariants import RaftInvariants, SafetyViolation
+
+__all__ = ["REGISTRY", "Cluster", "Disk", "KvGet", "KvPut", "Op", "SafetyViolation", "SimConfig",
+           "StoreDisk", "initial_state"]
 
 # --------------------------------------------------------------------------- KV extension
 
@@ -90,17 +77,6 @@ def _kv_get(s: SwarmState, c: KvGet) -> tuple[SwarmState, Any]:
 
 
 REGISTRY = CORE_REGISTRY.extended("kv-put", KvPut, _kv_put).extended("kv-get", KvGet, _kv_get)
-
-
-def initial_state(n: int) -> SwarmState:
-    s = SwarmState()
-    for i in range(1, n + 1):
-        s, r = apply(s, Join(f"node-{i}", f"provider-{i % 3}", f"region-{i % 2}", "sim",
-                             900 - i, True))
-        assert r.ok
-    s, r = apply(s, SetCouncil(n))
-    assert r.ok
-    return s
 
 
 # --------------------------------------------------------------------------- config
@@ -134,38 +110,7 @@ class SimConfig:
     heal_ms: int = 3000              # liveness budget after healing
 
 
-class SafetyViolation(AssertionError):
-    pass
-
-
 # --------------------------------------------------------------------------- nodes
-
-
-class Disk:
-    """What survives a crash: everything a Ready asked to persist."""
-
-    def __init__(self, initial: Persisted) -> None:
-        self.hard_state: HardState = initial.hard_state
-        self.snapshot: Snapshot = initial.snapshot
-        self.entries: list[Entry] = list(initial.entries)
-
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first]
-            self.entries.extend(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def compact(self, snap: Snapshot) -> None:
-        self.snapshot = snap
-        self.entries = [e for e in self.entries if e.index > snap.meta.index]
-
-    def load(self) -> Persisted:
-        return Persisted(self.hard_state, self.snapshot, tuple(self.entries))
 
 
 class StoreDisk:
@@ -186,6 +131,10 @@ class StoreDisk:
 
     def compact(self, snap: Snapshot) -> None:
         self.store.save_snapshot(snap)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return list(self.store.entries)
 
     def close(self) -> None:
         self.store.close()
@@ -218,7 +167,6 @@ class SimNode:
         self.state = decode_state(persisted.snapshot.data)
         self.applied = persisted.snapshot.meta.index
         self.pending_clients: dict[tuple[int, int], int] = {}
-        self.was_leader_term = -1
         self.leader_since = 0
 
 
@@ -257,16 +205,14 @@ class Cluster:
             for i in self.ids}
         self.blocked: set[frozenset[int]] = set()
         self.faults_on = True
-        # invariant bookkeeping
-        self.leaders: dict[int, int] = {}
-        self.committed: dict[int, tuple[int, bytes]] = {}
-        self.state_digest: dict[int, bytes] = {}
-        self.seen: dict[tuple[int, int], bytes] = {}
-        self.removed_committed: dict[int, int] = {}
-        self.revoked_ids: set[int] = set()
+        # invariant bookkeeping (shared with the council simulator)
+        self.inv = RaftInvariants(fail_fast=True, prefix=f"SEED={seed}: ")
+        self.leaders = self.inv.leaders
+        self.committed = self.inv.committed
+        self.removed_committed = self.inv.removed_committed
+        self.elections = self.inv.elections  # (time, term, leader)
         self.events = 0
         self.transfers = 0
-        self.elections: list[tuple[int, int, int]] = []  # (time, term, leader)
         self.history: list[Op] = []
         self._client_seq = [0] * self.cfg.clients
         self._client_target = [self.rng.choice(self.ids) for _ in range(self.cfg.clients)]
@@ -520,35 +466,27 @@ class Cluster:
         rn = n.rn
         while rn.has_ready():
             rd = rn.ready()
-            self._check_entries(n, rd)
+            if rd.entries:
+                self.inv.persisted(n.id, rd.entries, n.disk.entries)
             n.disk.persist(rd)                      # 1. persist
             for m in rd.messages:                   # 2. send
-                self._check_vote(n, m)
+                self.inv.sent(n.id, rn.raft, m)
                 self.send(m)
             if rd.snapshot is not None:             # 3. apply
                 n.state = decode_state(rd.snapshot.data)
                 n.applied = rd.snapshot.meta.index
+                self.inv.restored(n.id, n.applied, n.state)
             for e in rd.committed_entries:
                 self._apply(n, e)
             rn.advance(rd)                          # 4. advance
-            self._check_leader(n)
+            if self.inv.after_ready(n.id, rn.raft, self.now):
+                n.leader_since = self.now
             self._drive(n)
 
     def _apply(self, n: SimNode, e: Entry) -> None:
-        if e.index != n.applied + 1:
-            raise SafetyViolation(f"SEED={self.seed}: node {n.id} applied {e.index} after {n.applied}")
-        known = self.committed.get(e.index)
-        if known is None:
-            self.committed[e.index] = (e.term, e.data)
-        elif known != (e.term, e.data):
-            raise SafetyViolation(f"SEED={self.seed}: node {n.id} applied a different entry at "
-                                  f"{e.index}: {known[0]} vs {e.term}")
+        prev = n.applied
         n.applied = e.index
-        if e.kind == ENTRY_CONF:
-            cc = ConfChange.decode(e.data)
-            if cc.op == "remove":
-                self.removed_committed.setdefault(cc.node_id, self.now)
-        elif e.kind == ENTRY_NORMAL:
+        if e.kind == ENTRY_NORMAL:
             n.state, result = apply_entry(n.state, e.data, REGISTRY)
             if e.data and result.ok:
                 cmd = REGISTRY.decode(e.data)
@@ -559,17 +497,7 @@ class Cluster:
                         if op is not None:
                             self._schedule(self.rng.randint(*self.cfg.delay_ms), "client_reply",
                                            (op, result.value))
-                if isinstance(cmd, Revoke):
-                    m = n.state.member(cmd.node_id)
-                    assert m is not None
-                    self.revoked_ids.add(m.raft_id)
-        digest = hashlib.sha256(encode_state(n.state)).digest()
-        if self.state_digest.setdefault(e.index, digest) != digest:
-            raise SafetyViolation(f"SEED={self.seed}: state diverged at index {e.index} on {n.id}")
-        for member in n.state.council:
-            rec = n.state.member(member)
-            if rec is not None and rec.status == REVOKED:
-                raise SafetyViolation(f"SEED={self.seed}: revoked {member} still on the council")
+        self.inv.applied(n.id, prev, e, n.state, self.now)
 
     def _find_op(self, client: int, seq: int) -> Op | None:
         for op in reversed(self.history):
@@ -587,64 +515,19 @@ class Cluster:
         if r.role == LEADER and self.cfg.term_limit_ms is not None:
             self._rotate(n)
         if r.role == LEADER and r.pending_conf_index <= r.log.committed:
-            for v in r.voters:
-                m = n.state.by_raft_id(v)
-                if m is not None and m.status == REVOKED:
-                    with contextlib.suppress(ProposalDropped):
-                        rn.propose_conf_change("remove", v)
-                    break
+            victim = revoked_voter(n.state, r)
+            if victim is not None:
+                with contextlib.suppress(ProposalDropped):
+                    rn.propose_conf_change("remove", victim)
 
     def _rotate(self, n: SimNode) -> None:
         """Term-limited manager: hand over through consensus/manager.py's policy."""
         r = n.rn.raft
         if r.lead_transferee is not None or self.cfg.term_limit_ms is None:
             return
-        me = n.state.by_raft_id(n.id)
-        if me is None:
-            return
-        council = [n.state.members[c] for c in n.state.council]
-        d = decide(ManagerPolicy(term_limit_ticks=self.cfg.term_limit_ms // self.cfg.tick_ms,
-                                 min_score=0),
-                   self_id=me.node_id, now_tick=self.now // self.cfg.tick_ms,
-                   term_start_tick=n.leader_since // self.cfg.tick_ms,
-                   scores={m.node_id: m.score for m in council} | {me.node_id: me.score},
-                   revoked={m.node_id for m in n.state.members.values() if m.status == REVOKED})
-        if d.action == "stay" or d.to is None:
-            return
-        target = n.state.members[d.to].raft_id
-        if target in r.voters:
+        got = handover_target(n.state, r, now_tick=self.now // self.cfg.tick_ms,
+                              term_start_tick=n.leader_since // self.cfg.tick_ms,
+                              term_limit_ticks=self.cfg.term_limit_ms // self.cfg.tick_ms)
+        if got is not None:
             self.transfers += 1
-            r.transfer_leader(target)
-
-    # ------------------------------------------------------------------ invariants
-
-    def _check_entries(self, n: SimNode, rd: Ready) -> None:
-        for e in rd.entries:
-            prev = self.seen.setdefault((e.index, e.term), e.data)
-            if prev != e.data:
-                raise SafetyViolation(f"SEED={self.seed}: log matching broken at {e.index}/{e.term}")
-
-    def _check_vote(self, n: SimNode, m: Message) -> None:
-        if isinstance(m, VoteResponse) and not m.reject and not m.pre and n.rn.raft.is_removed():
-            raise SafetyViolation(f"SEED={self.seed}: removed node {n.id} granted a vote")
-
-    def _check_leader(self, n: SimNode) -> None:
-        r = n.rn.raft
-        if r.role != LEADER or n.was_leader_term == r.term:
-            return
-        n.was_leader_term = r.term
-        n.leader_since = self.now
-        other = self.leaders.setdefault(r.term, n.id)
-        if other != n.id:
-            raise SafetyViolation(f"SEED={self.seed}: two leaders in term {r.term}: {other}, {n.id}")
-        self.elections.append((self.now, r.term, n.id))
-        if n.id in self.removed_committed:
-            raise SafetyViolation(f"SEED={self.seed}: removed node {n.id} became leader")
-        for voter, granted in r.votes.items():
-            if granted and voter in self.removed_committed and voter != n.id:
-                raise SafetyViolation(f"SEED={self.seed}: vote of removed {voter} counted")
-        log = r.log
-        for idx, (term, data) in self.committed.items():
-            if idx > log.offset and (log.term(idx) != term or log.entry(idx).data != data):
-                raise SafetyViolation(f"SEED={self.seed}: leader {n.id} (term {r.term}) lacks "
-                                      f"committed entry {idx}")
+            r.transfer_leader(got[1])

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 def test_the_child_command_line_parses_back_to_the_same_arguments(argv: list[str]) -> None:
     p = _parser()
     args = p.parse_args(argv)
-    again = p.parse_args(accel._argv_of(args) + ["--engine", args.engine])
+    again = p.parse_args([*accel._argv_of(args), "--engine", args.engine])
     assert vars(again) == vars(args)
 
 

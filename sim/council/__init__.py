@@ -1,0 +1,13 @@
+"""The manager council in the deterministic simulator (docs/simulator.md, docs/consensus.md).
+
+Modules: ``world`` (the council world: production Raft, swarm state machine and manager
+policy over :mod:`sim.net`, with crashes, torn writes, partitions, clock drift), ``driver``
+(the simulated disk and the manager's duties, shared with ``tests/consensus/cluster.py``),
+``invariants`` (Raft safety checks run on every event's outputs), ``report`` (one run's
+report and many seeded runs folded into one).
+"""
+
+from sim.council.report import run_many
+from sim.council.world import PARTITION_SHAPES, SCENARIOS, CouncilConfig, CouncilWorld
+
+__all__ = ["PARTITION_SHAPES", "SCENARIOS", "CouncilConfig", "CouncilWorld", "run_many"]
