@@ -86,6 +86,8 @@ MAX_INBOUND_STREAMS_PER_PEER = 16  # concurrent streams a peer may hold open on 
 PX_FANOUT = 3  # attested peers asked per peer-exchange round
 PX_LIMIT = 64  # peers asked for per request
 MAX_DIALS_IN_FLIGHT = 16
+#: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
+UNREACHABLE = "unreachable: "
 
 
 class Agent:
@@ -254,8 +256,12 @@ class Agent:
         self._on_revoked.append(callback)
 
     def on_quarantine(self, callback: Callable[[str, str], None]) -> None:
-        """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined
-        (revocation through consensus and gossip will hang off this)."""
+        """Hook: ``callback(peer_id, reason)`` whenever an attested peer becomes quarantined.
+
+        ``reason`` starts with :data:`UNREACHABLE` when no verdict was reached (re-attestation
+        missed: timeouts, stream failures, an expired record), and with ``"revoked: "`` when
+        we applied a revocation; otherwise the peer's evidence was judged and refused (a
+        failed attestation, which the manager turns into a revocation)."""
         self._on_quarantine.append(callback)
 
     # ================================================================== handlers
@@ -446,7 +452,7 @@ class Agent:
             penalty=MISSED_REATTEST_PENALTY)
         log.info("attestation of %s did not complete: %s", pid, reason, extra={"peer": pid})
         if was and changed:
-            self._quarantined(pid, reason)
+            self._quarantined(pid, f"{UNREACHABLE}{reason}")
 
     def _quarantined(self, pid: str, reason: str) -> None:
         self.counters.inc("quarantined")
@@ -515,7 +521,7 @@ class Agent:
                 if p.peer_id in live:
                     self._nursery.start_soon(self.attest_peer, live[p.peer_id])
             for pid_s in self.peers.expire_records(now):
-                self._quarantined(pid_s, "score record expired without re-attestation")
+                self._quarantined(pid_s, f"{UNREACHABLE}score record expired without re-attestation")
             for p in self.peers.overdue_unattested(now, cfg.attest_deadline_s):
                 if p.peer_id in live:
                     self.counters.inc("disconnected_unattested")

@@ -21,7 +21,10 @@ simulator runs) decide everything; this module only moves their messages and the
   gossip intervals (records about one subject supersede each other: each node holds the
   latest score of every node, whoever measured it); ``Agent.revoke`` publishes a
   ``revocation`` record, and an accepted revocation record from a trusted issuer makes this
-  node revoke the subject too.
+  node revoke the subject too. Other components consume records of their own kind through
+  :meth:`GossipService.subscribe` and publish through :meth:`GossipService.publish`: the
+  manager role (node/manager.py) publishes a ``manager`` record (its term, commit index and
+  state digest) and every node's role receives the accepted ones from its peers.
 
 Attested nodes are assumed to fail by crashing, not by lying (see DESIGN.md); once the manager
 role runs on nodes, revocation records will be issued by the manager only.
@@ -73,6 +76,7 @@ SWIM_TYPES = (SwimPing, SwimPingReq, SwimAck, SwimNack, SwimGossip, SwimSync)
 GOSSIP_TYPES = (GossipPush, GossipDigest)
 ALL_TYPES = SWIM_TYPES + GOSSIP_TYPES
 SEND_QUEUE = 256  # frames buffered per peer before we drop (datagram semantics)
+COALESCE_BYTES = 60_000  # frames queued for one peer go out in one write up to this size
 MAX_IDLE_WAIT_S = 0.5  # the loop wakes at least this often to notice admissions
 SCORE_KIND, REVOCATION_KIND = "score", "revocation"
 RECORD_TTL_S = 3600.0
@@ -111,6 +115,7 @@ class GossipService:
         self._version = 0
         self._nursery: trio.Nursery | None = None
         self.states: dict[str, str] = {}
+        self._subscribers: dict[str, list[Callable[[Record], None]]] = {}
 
     # ------------------------------------------------------------------ trust
     def _trusted(self, issuer: str) -> bool:
@@ -196,20 +201,33 @@ class GossipService:
         timeout = self.agent.config.network.request_timeout_s
         stream: INetStream | None = None
         try:
-            async for data in queue:
+            async for first in queue:
+                # Everything queued for this peer meanwhile (one tick's messages) goes out in
+                # one write: one yamux DATA frame instead of one per message, and one read
+                # (hence one window update back) at the receiver. Frames are length-prefixed,
+                # so the receiver splits them again.
+                chunks, size = [first], len(first)
+                while size < COALESCE_BYTES:
+                    try:
+                        more = queue.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    chunks.append(more)
+                    size += len(more)
+                data = b"".join(chunks)
                 try:
                     with trio.fail_after(timeout):
                         if stream is None:
                             stream = await self.agent._open_stream(ID.from_base58(dest), GOSSIP_PROTOCOL)
                         await stream.write(data)
                 except (trio.TooSlowError, RemoteProtocolError) as exc:
-                    self.agent.counters.inc("gossip_dropped", "send-failed")
+                    self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
                     log.debug("gossip to %s failed: %s", dest, exc)
                     if stream is not None:
                         await reset_stream(stream)
                     stream = None
                 except Exception as exc:  # libp2p stream errors on write
-                    self.agent.counters.inc("gossip_dropped", "send-failed")
+                    self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
                     log.debug("gossip to %s failed: %s", dest, exc)
                     if stream is not None:
                         await reset_stream(stream)
@@ -226,10 +244,15 @@ class GossipService:
                 msg = await read_message(reader, ALL_TYPES, timeout_s=idle)
             except RemoteProtocolError as exc:
                 if exc.reason in ("stream", "timeout"):
-                    return  # the peer closed or went quiet: it reopens when it has more to say
+                    # The peer closed or went quiet: it reopens when it has more to say. Reset,
+                    # never just walk away: a stream nobody reads fills its flow-control window
+                    # and the writer's whole connection stalls behind it.
+                    await reset_stream(stream)
+                    return
                 raise
             if not self.agent.peers.is_attested(pid):
                 self.agent.counters.inc("refused_unattested", GOSSIP_PROTOCOL)
+                await reset_stream(stream)  # the sender sees it and reopens once attested
                 return
             now = self._now()
             if isinstance(msg, GOSSIP_TYPES):
@@ -240,7 +263,17 @@ class GossipService:
             self._poke()
 
     # ------------------------------------------------------------------ records
+    def subscribe(self, kind: str, callback: Callable[[Record], None]) -> None:
+        """Call ``callback(record)`` for every accepted record of ``kind`` (ours included:
+        the dissemination core accepts our own publications too). Records have passed the
+        core's checks (signature, attested and unrevoked issuer, freshness) but their payload
+        is the consumer's to decode and judge. The callback runs inside the gossip loop: it
+        must not block (hand work to a bounded channel)."""
+        self._subscribers.setdefault(kind, []).append(callback)
+
     def publish(self, kind: str, subject: str, payload: bytes, *, ttl_s: float = RECORD_TTL_S) -> bool:
+        """Sign a record of ``kind`` about ``subject`` with our identity and spread it.
+        Returns False if the dissemination core refused it (e.g. its store is full)."""
         now = self._now()
         # Versions only grow: a record always supersedes our earlier one about the same subject.
         self._version = max(self._version + 1, int(now * 1000))
@@ -262,6 +295,12 @@ class GossipService:
                 and not self.agent.peers.is_revoked(rec.subject):
             self.agent.revoke(rec.subject, f"revocation record from {rec.issuer}",
                               announce=False)
+        for callback in self._subscribers.get(rec.kind, ()):
+            try:
+                callback(rec)
+            except Exception:  # a consumer's bug must not stop the gossip loop
+                log.exception("consumer of %s records failed", rec.kind)
+                self.agent.counters.inc("internal_error", f"gossip-consumer:{rec.kind}")
 
     def scores(self) -> dict[str, dict[str, Any]]:
         """The latest score record per subject (records about one subject supersede each other,

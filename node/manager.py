@@ -17,10 +17,11 @@ One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runti
   never reused). A node with no Raft state and no bootstrap address *founds* the federation:
   it is raft id 1, the single voter of the index-0 configuration every node starts from, and
   its first commands are ``Join(itself)``, ``SetCouncil`` and ``AnnounceManager``. Its peer id
-  is the federation id. Every other node starts as a *follower*: it polls the committed state
-  over ``/enclave-swarm/state/1.0.0`` until a committed ``Join`` admits it, then starts its
-  Raft node with the raft id it was given (kept in ``raft/id``) and keeps polling, which tells
-  the manager it is ready; only then does the manager propose its Raft ``add``.
+  is the federation id. Every other node starts as a *follower*: it fetches the committed
+  state over ``/enclave-swarm/state/1.0.0`` (see Followers) until a committed ``Join`` admits
+  it, then starts its Raft node with the raft id it was given (kept in ``raft/id``) and asks
+  again at once with that id, which tells the manager it is ready; only then does the manager
+  propose its Raft ``add``.
 - **Council** (leader's reconcile loop, every ``reconcile_s``): admit attested peers
   (``Join``), record changed scores, keep ``SetCouncil`` in line with ``choose_council``
   (top ``council_size`` admitted members by score, one per provider first; each peer is its
@@ -30,10 +31,25 @@ One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runti
 - **Term limit.** ``consensus.manager.decide`` on every reconcile: at ``term_limit_s`` the
   manager transfers leadership (TimeoutNow) to the best-scored reachable council member -- no
   election gap; revoked or below ``min_score``: it steps down at once the same way.
-- **Followers** outside the council poll any member (preferably the manager) for the term,
-  commit index, leader, and the committed state when they are behind, plus the manager's
-  signed decisions, which they check against the manager recorded for that term.
-  ``announce_hook`` is where the gossip layer will push announcements instead.
+- **Followers** outside the council follow the committed state through the overlay. The
+  manager publishes a signed ``manager`` gossip record (:class:`ManagerAnnounce`: term, commit
+  index, applied index, state digest) whenever its term or commit index changes (at most every
+  ``announce_min_interval_s``) and every ``announce_refresh_s``, once the committed state
+  names it manager of its term. A node that receives one checks it against the committed
+  state (the issuer must be the manager recorded for that term -- fetching the state from the
+  issuer first when the term is newer than what it holds); a forged or stale announcement is
+  dropped, logged and counted (``announce_rejected``). A verified announcement beyond the
+  node's applied index makes it fetch the state (``/enclave-swarm/state/1.0.0``) with the
+  manager's recent signed decisions, which it checks too. A slow timer poll
+  (``follow_poll_s``) is the fallback when gossip is quiet.
+- **Removed voters.** A voter removed from the council is not sent the entry that removes it
+  once the removal has committed without it (Raft stops replicating to it), so it keeps its
+  old configuration. It keeps running Raft as long as it may still be a voter, and learns the
+  truth from the committed configuration of a manager that is ahead of it: an announcement
+  beyond its own commit index from a manager that is not its Raft leader (or a poll while it
+  has no leader) makes it ask; a reply saying its raft id is tombstoned in the *committed*
+  configuration (removals are final) retires its Raft node (``raft/retired`` remembers it
+  across restarts) and it follows the state like any other non-voter.
 - **Lifecycle.** A quarantine for a failed attestation seen by the manager, or a member
   score below policy, becomes a committed ``Revoke``; every node applying or following it
   calls ``Agent.revoke``. ``leave`` drains, commits ``Leave`` (through the manager), waits for
@@ -50,6 +66,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import random
 import secrets
@@ -99,6 +116,7 @@ from consensus.state import (
     decode_state,
     encode_state,
 )
+from node.agent import UNREACHABLE
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
     MAX_DECISION_ENTRY_BYTES,
@@ -110,6 +128,7 @@ from node.manager_wire import (
     DecisionRecord,
     DissolveOrder,
     LeaveRequest,
+    ManagerAnnounce,
     ManagerReply,
     StateRequest,
     StateResponse,
@@ -120,7 +139,8 @@ from node.raftstore import RaftStore
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, write_message
 from overlay.host import public_key_of_peer
-from overlay.wire import encode
+from overlay.records import KIND_MANAGER, Record
+from overlay.wire import decode, encode
 
 log = logging.getLogger("enclave_swarm.manager")
 
@@ -129,9 +149,14 @@ FOUNDER_RAFT_ID = 1
 INBOX = 4096                 # inbound raft messages buffered for the driver
 OUTBOX = 2048                # outbound raft messages buffered per peer
 STREAM_IDLE_S = 600.0        # an inbound raft stream with no frame for this long is closed
-SEND_TIMEOUT_S = 1.0         # opening a raft stream or writing a batch
+SEND_TIMEOUT_S = 1.0         # writing a batch on an open raft stream
+# Opening a raft stream gets the network's request timeout instead (see _open_raft_stream).
 DISSOLVE_MAX_AGE_S = 600     # a dissolve order older (or this far in the future) is refused
 LEAVE_TIMEOUT_S = 30.0
+ANNOUNCE_QUEUE = 64          # received announcements awaiting the follower task
+ANNOUNCE_TTL_S = 60.0        # an announcement record expires (everywhere) after this long
+REFUSED_MEMORY = 256         # issuers whose refused announcement terms we remember
+RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the council for good
 OWNER_KEY_FILE = "federation-owner.pub"
 SETTINGS_FILE = "manager.toml"
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
@@ -149,7 +174,11 @@ class ManagerSettings:
         term_limit_s: how long one manager leads before handing over.
         council_size: voters wanted in the Raft council.
         reconcile_s: period of the manager's council/lifecycle loop.
-        follow_poll_s: period at which non-voters poll the committed state.
+        follow_poll_s: period of the fallback poll of the committed state by non-voters (and
+            voters without a leader), skipped while gossiped announcements keep arriving.
+        announce_min_interval_s: the manager announces a new term/commit index by gossip at
+            most this often.
+        announce_refresh_s: the manager re-announces at least this often when nothing changes.
         snapshot_every: applied entries between two snapshots (log compaction).
         fsync: fsync the Raft log before sending (only a benchmark turns this off).
         founder: "auto" (no Raft state and no bootstrap address), "yes" or "no".
@@ -161,7 +190,9 @@ class ManagerSettings:
     term_limit_s: float = 600.0
     council_size: int = 5
     reconcile_s: float = 0.5
-    follow_poll_s: float = 1.0
+    follow_poll_s: float = 10.0
+    announce_min_interval_s: float = 0.25
+    announce_refresh_s: float = 5.0
     snapshot_every: int = 8192
     fsync: bool = True
     max_entries_per_msg: int = 512
@@ -175,6 +206,9 @@ class ManagerSettings:
             raise ValueError("need 1 <= heartbeat_tick < election_tick")
         if self.term_limit_s <= 0 or self.reconcile_s <= 0 or self.follow_poll_s <= 0:
             raise ValueError("term_limit_s, reconcile_s and follow_poll_s must be positive")
+        if not 0 < self.announce_min_interval_s <= self.announce_refresh_s <= ANNOUNCE_TTL_S / 4:
+            raise ValueError("need 0 < announce_min_interval_s <= announce_refresh_s "
+                             f"<= {ANNOUNCE_TTL_S / 4:g}")
         if not 1 <= self.council_size <= 64:
             raise ValueError("council_size must be within 1..64")
         if self.snapshot_every < 16:
@@ -187,9 +221,11 @@ class ManagerSettings:
         if profile == "local_test":
             # Many nodes on one machine: fast elections, short terms.
             return cls(tick_s=0.02, election_tick=15, heartbeat_tick=3, term_limit_s=60.0,
-                       reconcile_s=0.2, follow_poll_s=0.3)
+                       reconcile_s=0.2, follow_poll_s=3.0, announce_min_interval_s=0.1,
+                       announce_refresh_s=2.0)
         if profile == "wan":
-            return cls(tick_s=0.1, election_tick=20, heartbeat_tick=2, term_limit_s=600.0)
+            return cls(tick_s=0.1, election_tick=20, heartbeat_tick=2, term_limit_s=600.0,
+                       announce_min_interval_s=0.5, announce_refresh_s=10.0)
         return cls()  # lan: 50 ms ticks, 1-2 s election timeout, 10 min terms
 
     @classmethod
@@ -241,8 +277,25 @@ def verify_decision(rec: DecisionRecord, state: SwarmState) -> str | None:
     return check_decision(
         SignedDecision(rec.term, rec.index, command_digest(rec.entry), rec.signer, rec.signature),
         entry_term=rec.term, entry_data=rec.entry,
-        manager_of_term=lambda t: state.manager_id if t == state.manager_term and t else None,
+        manager_of_term=_manager_of_term(state),
         public_key_of=_peer_key, verify=verify_ed25519)
+
+
+def _manager_of_term(state: SwarmState) -> Callable[[int], str | None]:
+    return lambda t: state.manager_id if t == state.manager_term and t else None
+
+
+def check_announcement(term: int, issuer: str, state: SwarmState) -> str | None:
+    """Is ``issuer`` the legitimate manager of ``term`` according to the committed ``state``
+    (the same rule as for signed decisions)? None = yes, else a short reason. The record's
+    signature by ``issuer`` was checked by the dissemination core."""
+    if term < state.manager_term:
+        return "stale-term"
+    if term > state.manager_term:
+        return "term-not-committed"
+    if _manager_of_term(state)(term) != issuer:
+        return "not-the-manager"
+    return None
 
 
 def federation_id(state: SwarmState) -> str | None:
@@ -351,7 +404,19 @@ class ManagerRole:
         self._perf_epoch = 0
         self.decisions_verified = 0
         self.decisions_rejected = 0
-        self.announce_hook: list[Callable[[int, int, str], None]] = []
+        # Following by gossip (see the module docstring).
+        self._gossip: Any = None  # node.gossip.GossipService, when the node runs gossip
+        self._announce_due = trio.Event()
+        self._ann_send, self._ann_recv = trio.open_memory_channel[tuple[str, ManagerAnnounce]](
+            ANNOUNCE_QUEUE)
+        self._announced: tuple[str, ManagerAnnounce, float] | None = None  # latest verified
+        self._refused: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._digest: tuple[int, bytes] = (-1, b"")  # (state_index, sha256 of its encoding)
+        self._retired_id: int | None = None
+        self._starting = False
+        self._follow_via: str | None = None
+        self.follow_updates = {"gossip": 0, "poll": 0}
+        self.announcements = {"published": 0, "accepted": 0, "rejected": 0}
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self.rng = random.Random(secrets.randbits(64))
 
@@ -370,6 +435,11 @@ class ManagerRole:
         a.add_status("commit_index", lambda: self.status()["commit_index"])
         a.add_status("role", lambda: self.status()["role"])
         a.add_status("consensus", lambda: self.status()["consensus"])
+        # node.runtime attaches node.gossip before node.manager: announcements ride on it.
+        g = getattr(a, "gossip", None)
+        if g is not None:
+            self._gossip = g
+            g.subscribe(KIND_MANAGER, self._on_manager_record)
 
     @property
     def me(self) -> str:
@@ -435,21 +505,38 @@ class ManagerRole:
                 "announced": {"term": st.manager_term, "manager": st.manager_id or None},
                 "decisions": {"verified": self.decisions_verified,
                               "rejected": self.decisions_rejected},
+                "follow": self._follow_status(),
             },
         }
+
+    def _follow_status(self) -> dict[str, Any]:
+        ann = None
+        if self._announced is not None:
+            issuer, a, at = self._announced
+            ann = {"term": a.term, "manager": issuer, "commit_index": a.commit_index,
+                   "applied_index": a.applied_index, "age_s": round(time.monotonic() - at, 3)}
+        return {"via": self._follow_via, "updates": dict(self.follow_updates),
+                "announcement": ann, "announcements": dict(self.announcements),
+                "retired_raft_id": self._retired_id}
 
     # ------------------------------------------------------------------ service
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             raft_id = self._stored_raft_id()
-            if raft_id is not None:
+            if raft_id is not None and self._stored_retired_id() == raft_id:
+                self._retired_id = raft_id
+                log.info("raft id %d was removed from the council: following the state", raft_id)
+            elif raft_id is not None:
                 await self._start_raft(raft_id)
             elif self._is_founder():
                 log.info("no federation to join: founding one (raft id %d)", FOUNDER_RAFT_ID)
                 await self._start_raft(FOUNDER_RAFT_ID)
             nursery.start_soon(self._reconcile_loop)
             nursery.start_soon(self._follow_loop)
+            if self._gossip is not None:
+                nursery.start_soon(self._announce_loop)
+                nursery.start_soon(self._announcement_loop)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -462,8 +549,8 @@ class ManagerRole:
             return self.settings.founder == "yes"
         return not self.agent.config.network.bootstrap
 
-    def _stored_raft_id(self) -> int | None:
-        path = self.raft_dir / "id"
+    def _stored_raft_id(self, name: str = "id") -> int | None:
+        path = self.raft_dir / name
         try:
             text = path.read_text().strip()
         except FileNotFoundError:
@@ -472,16 +559,27 @@ class ManagerRole:
             raise ValueError(f"{path}: corrupt raft id {text!r}")
         return int(text)
 
+    def _stored_retired_id(self) -> int | None:
+        return self._stored_raft_id(RETIRED_FILE)
+
     async def _start_raft(self, raft_id: int) -> None:
         """Open (or create) the durable store and start the Raft node as ``raft_id``."""
-        if self.node is not None:
-            return
+        if self.node is not None or self._starting or raft_id == self._retired_id:
+            return  # running, being started by another task (poll and announcement), or retired
+        self._starting = True
+        try:
+            await self._open_raft(raft_id)
+        finally:
+            self._starting = False
+
+    async def _open_raft(self, raft_id: int) -> None:
         stored = self._stored_raft_id()
         if stored is not None and stored != raft_id:
             # We left and were re-admitted under a fresh id: the old log belongs to a
             # tombstoned id and must not be reused.
             log.warning("raft id changed %d -> %d: discarding the old Raft log", stored, raft_id)
             await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir)
+            self._retired_id = None
         from node.datadir import write_atomic
 
         def open_store() -> RaftStore:
@@ -593,6 +691,8 @@ class ManagerRole:
             if applied or rd.snapshot is not None:
                 self._refresh_ids()
                 self._after_apply(self.state)
+                if node.raft.role == "leader":
+                    self._announce_due.set()
                 self._progress.set()
                 self._progress = trio.Event()
                 await self._maybe_compact()
@@ -632,8 +732,6 @@ class ManagerRole:
                      extra={"term": node.raft.term})
         else:
             self.leader_since = None
-        for hook in self.announce_hook:
-            hook(node.raft.term, node.raft.log.committed, self._raft_to_peer.get(lead or 0, ""))
 
     def _after_apply(self, st: SwarmState) -> None:
         """Side effects of committed state, on every node (council or follower)."""
@@ -680,13 +778,28 @@ class ManagerRole:
                 assert self.node is not None
                 self.node.report_unreachable(m.to)
 
+    async def _open_raft_stream(self, peer: ID) -> Any | None:
+        """A new raft stream to ``peer``, or None (counted) if it cannot be opened in time.
+
+        Opening is bounded by the network's request timeout, not by SEND_TIMEOUT_S: a stream
+        open is a yamux SYN plus two multistream-select round trips, each behind every frame
+        already queued on the connection, and on a busy connection (many nodes in one process
+        on a loaded machine) it routinely takes more than a second. A one-second bound then
+        cancels every attempt half-way and starts the next from scratch, so the link to a peer
+        that has no stream yet -- a newly added voter -- never comes up at all."""
+        try:
+            with trio.fail_after(self.agent.config.network.request_timeout_s):
+                return await self.agent._open_stream(peer, RAFT_PROTOCOL)
+        except Exception as exc:  # TooSlowError, RemoteProtocolError
+            self.agent.counters.inc("raft_send_failed", f"open:{type(exc).__name__}")
+            return None
+
     async def _sender(self, pid: str, recv: trio.MemoryReceiveChannel[cm.Message]) -> None:
         stream = None
         peer = ID.from_base58(pid)
         try:
             if self.agent.peers.is_attested(pid):
-                with contextlib.suppress(Exception), trio.fail_after(SEND_TIMEOUT_S):
-                    stream = await self.agent._open_stream(peer, RAFT_PROTOCOL)
+                stream = await self._open_raft_stream(peer)
             async for m in recv:
                 batch = [m]
                 while len(batch) < 256:
@@ -699,16 +812,17 @@ class ManagerRole:
                     continue
                 data = b"".join(frame(encode(x)) for x in batch)
                 for _attempt in (1, 2):
+                    if stream is None:
+                        stream = await self._open_raft_stream(peer)
+                        if stream is None:
+                            break  # the batch is lost; Raft retransmits what matters
                     try:
                         with trio.fail_after(SEND_TIMEOUT_S):
-                            if stream is None:
-                                stream = await self.agent._open_stream(peer, RAFT_PROTOCOL)
                             await stream.write(data)
                         break
-                    except Exception as exc:  # TooSlowError, RemoteProtocolError, libp2p errors
-                        if stream is not None:
-                            await _reset(stream)
-                            stream = None
+                    except Exception as exc:  # TooSlowError, libp2p errors
+                        await _reset(stream)
+                        stream = None
                         self.agent.counters.inc("raft_send_failed", type(exc).__name__)
         finally:
             if stream is not None:
@@ -966,12 +1080,20 @@ class ManagerRole:
 
     # ------------------------------------------------------------------ followers
     async def _follow_loop(self) -> None:
+        """The fallback poll. Gossiped announcements normally tell a non-voter when to fetch;
+        this covers quiet gossip (or a node without it) and voters without a leader (a voter
+        removed while it could not hear it may never hear from a leader again)."""
         while True:
-            await trio.sleep(self.settings.follow_poll_s * (0.75 + 0.5 * self.rng.random()))
+            period = self.settings.follow_poll_s
+            await trio.sleep(period * (0.75 + 0.5 * self.rng.random()))
             if self.dissolved or self.left:
                 continue
-            if self.is_voter():
-                continue
+            node = self.node
+            if node is not None and self.is_voter():
+                if node.raft.lead is not None:
+                    continue  # Raft keeps us up to date
+            elif self._announced is not None and time.monotonic() - self._announced[2] < period:
+                continue  # gossip is not quiet
             await self.poll_once()
 
     def _poll_target(self) -> str | None:
@@ -991,8 +1113,13 @@ class ManagerRole:
         pid = self._poll_target()
         if pid is None:
             return False
-        st, idx = self.view()
-        me = st.member(self.me)
+        return await self._fetch(pid, "poll")
+
+    async def _fetch(self, pid: str, via: str) -> bool:
+        """Ask ``pid`` for the committed state (sent only if we are behind), the manager's
+        signed decisions, and whether our raft id is tombstoned; take in the answer. ``via``
+        ("gossip" or "poll") is what made us ask. Returns True on an answer."""
+        _, idx = self.view()
         rid = self.node.id if self.node is not None else 0
         timeout = self.agent.config.network.request_timeout_s
         try:
@@ -1009,23 +1136,40 @@ class ManagerRole:
         except RemoteProtocolError as exc:
             self.agent.counters.inc("state_poll_failed", exc.reason)
             return False
-        self._on_state_response(pid, resp)
-        st, idx = self.view()
+        self._on_state_response(pid, resp, via)
+        if resp.removed and rid and self.node is not None and self.node.id == rid:
+            await self._retire_raft(rid, pid)
+        st, _ = self.view()
         me = st.member(self.me)
-        if me is not None and me.status in (ADMITTED, SUSPECT) and self.node is None:
+        if (me is not None and me.status in (ADMITTED, SUSPECT) and self.node is None
+                and me.raft_id != self._retired_id and not self.left and not self.dissolved):
             log.info("admitted to the federation as raft id %d", me.raft_id)
             await self._start_raft(me.raft_id)
+            # Ask again at once with our raft id: that tells the manager our Raft node runs
+            # (it adds a council member as a voter only then).
+            await self._fetch(pid, via)
         return True
 
-    def _on_state_response(self, pid: str, resp: StateResponse) -> None:
-        self.followed_term, self.followed_leader = resp.term, resp.leader
+    def _on_state_response(self, pid: str, resp: StateResponse, via: str = "poll") -> None:
+        if resp.term >= self.followed_term:
+            self.followed_term, self.followed_leader = resp.term, resp.leader
         if resp.state and resp.state_index > self.followed_index:
+            ann = self._announced
+            if (ann is not None and ann[1].applied_index == resp.state_index
+                    and hashlib.sha256(resp.state).digest() != ann[1].state_digest):
+                self._reject(ann[0], ann[1], "digest-mismatch",
+                             f"state {resp.state_index} from {pid} is not what the manager announced")
+                return
             try:
                 st = decode_state(resp.state)
             except InvalidCommand as exc:
                 self.agent._remote_error(pid, STATE_PROTOCOL, RemoteProtocolError("invalid", str(exc)))
                 return
+            _, before = self.view()
             self.followed, self.followed_index = st, resp.state_index
+            if resp.state_index > before:
+                self._follow_via = via
+                self.follow_updates[via] += 1
             self._refresh_ids()
             self._after_apply(st)
         st, _ = self.view()
@@ -1040,6 +1184,31 @@ class ManagerRole:
                 self.agent.counters.inc("decision_rejected", why)
                 log.warning("decision %d/%d from %s does not verify: %s", rec.term, rec.index,
                             pid, why, extra={"peer": pid})
+
+    async def _retire_raft(self, rid: int, pid: str) -> None:
+        """``rid`` (ours) is tombstoned in a committed configuration: removals are final, so
+        stop our Raft node for good (``raft/retired`` keeps it stopped across restarts) and
+        follow the state like any non-voter."""
+        from node.datadir import write_atomic
+
+        async with self._lock:
+            node = self.node
+            if node is None or node.id != rid or node.raft.role == "leader":
+                return
+            await trio.to_thread.run_sync(write_atomic, self.raft_dir / RETIRED_FILE,
+                                          f"{rid}\n".encode())
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self.node = None
+            self._retired_id = rid
+            for ch in self._senders.values():
+                ch.close()
+            self._senders.clear()
+        self._wake()  # the driver sees that the Raft node is gone and ends
+        log.warning("removed from the council (raft id %d is tombstoned in the configuration "
+                    "committed by %s); now following the committed state", rid, pid,
+                    extra={"peer": pid})
 
     async def _handle_state(self, stream: Any, pid: str) -> None:
         timeout = self.agent.config.network.request_timeout_s
@@ -1071,7 +1240,146 @@ class ManagerRole:
         s = self.status()
         return StateResponse(term=s["term"], commit_index=s["commit_index"],
                              leader=s["manager"] or "", state_index=idx if data else 0,
-                             state=data, decisions=tuple(self._decisions))
+                             state=data, decisions=tuple(self._decisions),
+                             removed=self._tombstoned(req.raft_id))
+
+    def _tombstoned(self, raft_id: int) -> bool:
+        """Is ``raft_id`` removed in our *committed* configuration? (Our current one applies
+        changes on append, so it may hold a removal that a new leader could still undo.)"""
+        node = self.node
+        if not raft_id or node is None or raft_id not in node.raft.conf.removed:
+            return False
+        log_ = node.raft.log
+        return raft_id in log_.conf_at(log_.committed).removed
+
+    # ------------------------------------------------------------------ announcements
+    def _announcement(self) -> ManagerAnnounce | None:
+        """What we announce now, if anything: only as the leader that the committed state
+        names manager of our term (so that every receiver can check it)."""
+        node = self.node
+        if node is None or node.raft.role != "leader" or self.dissolved:
+            return None
+        st = self.state
+        if st.manager_term != node.raft.term or st.manager_id != self.me:
+            return None
+        if self._digest[0] != self.state_index:
+            self._digest = (self.state_index, hashlib.sha256(encode_state(st)).digest())
+        return ManagerAnnounce(term=node.raft.term, commit_index=node.raft.log.committed,
+                               applied_index=self.state_index, state_digest=self._digest[1],
+                               federation=federation_id(st) or "")
+
+    async def _announce_loop(self) -> None:
+        """The manager's side: publish on every change of term or commit index (at most every
+        ``announce_min_interval_s``) and every ``announce_refresh_s`` regardless."""
+        s = self.settings
+        last: tuple[int, int, int] | None = None
+        last_at = float("-inf")
+        while True:
+            with trio.move_on_after(s.announce_refresh_s):
+                await self._announce_due.wait()
+            self._announce_due = trio.Event()
+            ann = self._announcement()
+            if ann is None:
+                last = None
+                continue
+            key = (ann.term, ann.commit_index, ann.applied_index)
+            now = trio.current_time()
+            if key == last and now - last_at < s.announce_refresh_s:
+                continue
+            if self._gossip.publish(KIND_MANAGER, self.me, encode(ann), ttl_s=ANNOUNCE_TTL_S):
+                self.announcements["published"] += 1
+                last, last_at = key, now
+            else:
+                self.agent.counters.inc("announce_publish_refused")
+            await trio.sleep(s.announce_min_interval_s)
+
+    def _on_manager_record(self, rec: Record) -> None:
+        """Gossip callback for an accepted ``manager`` record (signature and issuer
+        attestation already checked by the dissemination core). Runs in the gossip loop:
+        decode and queue only."""
+        if rec.issuer == self.me:
+            return
+        if rec.subject != rec.issuer:
+            self._reject(rec.issuer, None, "subject-not-issuer")
+            return
+        try:
+            ann = decode(rec.payload, ManagerAnnounce)
+        except RemoteProtocolError as exc:
+            self._reject(rec.issuer, None, f"payload-{exc.reason}", str(exc))
+            return
+        try:
+            self._ann_send.send_nowait((rec.issuer, ann))
+        except trio.WouldBlock:
+            self.agent.counters.inc("announce_dropped", "queue-full")
+
+    async def _announcement_loop(self) -> None:
+        async for issuer, ann in self._ann_recv:
+            if not (self.dissolved or self.left):
+                await self._on_announcement(issuer, ann)
+
+    def _check_announcement(self, issuer: str, ann: ManagerAnnounce) -> str | None:
+        node = self.node
+        if (node is not None and self.is_voter() and node.raft.term == ann.term
+                and node.raft.lead is not None and self._raft_to_peer.get(node.raft.lead) == issuer):
+            return None  # our own Raft follows the issuer as the leader of that very term
+        st, _ = self.view()
+        return check_announcement(ann.term, issuer, st)
+
+    async def _on_announcement(self, issuer: str, ann: ManagerAnnounce) -> None:
+        """Judge an announcement, then catch up if it shows that we are behind."""
+        st, _ = self.view()
+        fed = federation_id(st)
+        if fed is not None and ann.federation != fed:
+            self._reject(issuer, ann, "other-federation")
+            return
+        if self._announced is not None and ann.term < self._announced[1].term:
+            self._reject(issuer, ann, "stale-term")
+            return
+        refused = self._refused.get(issuer)
+        if refused is not None and ann.term <= refused:
+            self._reject(issuer, ann, "refused-before")
+            return
+        why = self._check_announcement(issuer, ann)
+        fetched = False
+        if why == "term-not-committed":
+            # The committed state we hold predates that term: fetch the issuer's (as we would
+            # to catch up anyway) and judge the claim against it.
+            fetched = await self._fetch(issuer, "gossip")
+            if not fetched:
+                self.agent.counters.inc("announce_unverified", "fetch-failed")
+                return  # judge it on the next announcement
+            why = self._check_announcement(issuer, ann)
+        if why is not None:
+            self._reject(issuer, ann, why)
+            return
+        self._announced = (issuer, ann, time.monotonic())
+        self.announcements["accepted"] += 1
+        if ann.term >= self.followed_term:
+            self.followed_term, self.followed_leader = ann.term, issuer
+        node = self.node
+        if node is not None and self.is_voter():
+            r = node.raft
+            led_by_it = (r.term == ann.term and r.lead is not None
+                         and self._raft_to_peer.get(r.lead) == issuer)
+            if ann.commit_index > r.log.committed and not led_by_it:
+                # A manager we do not follow is ahead of our log: we may have been removed
+                # without hearing it. Its reply says whether our raft id is tombstoned.
+                await self._fetch(issuer, "gossip")
+        elif ann.applied_index > self.view()[1]:
+            await self._fetch(issuer, "gossip")
+
+    def _reject(self, issuer: str, ann: ManagerAnnounce | None, reason: str, detail: str = "") -> None:
+        self.announcements["rejected"] += 1
+        self.agent.counters.inc("announce_rejected", reason)
+        if ann is not None and reason not in ("stale-term", "refused-before", "digest-mismatch"):
+            self._refused[issuer] = max(ann.term, self._refused.get(issuer, 0))
+            self._refused.move_to_end(issuer)
+            while len(self._refused) > REFUSED_MEMORY:
+                self._refused.popitem(last=False)
+        level = logging.DEBUG if reason in ("stale-term", "refused-before") else logging.WARNING
+        log.log(level, "refused a manager announcement from %s (term %s): %s%s", issuer,
+                ann.term if ann is not None else "?", reason, f" ({detail})" if detail else "",
+                extra={"peer": issuer})
 
     # ------------------------------------------------------------------ manager requests
     async def _serve_leave(self, pid: str, req: LeaveRequest) -> ManagerReply:
@@ -1200,8 +1508,9 @@ class ManagerRole:
     def _on_quarantine(self, peer_id: str, reason: str) -> None:
         if reason.startswith("revoked:"):
             return  # our own application of a committed revocation
-        if "missed" in reason or "expired" in reason or "timeout" in reason:
-            # Unreachable is a crash, not misbehaviour: the Raft council rides it out.
+        if reason.startswith(UNREACHABLE):
+            # No verdict (timeouts, stream failures, an expired record): a crash or a slow
+            # link, not misbehaviour. The Raft council rides it out; shards repair after grace.
             return
         if self.is_leader():
             self._pending_revokes.setdefault(peer_id, f"failed attestation: {reason}")

@@ -2,6 +2,8 @@
 
 - the Raft messages of ``consensus.messages`` (``ALL_MESSAGES``) on ``/enclave-swarm/raft/1.0.0``;
 - the state-following and request messages on ``/enclave-swarm/state/1.0.0``;
+- the payload of the manager's gossiped announcement (a signed ``manager`` record, see
+  node/gossip.py and docs/gossip.md);
 - the owner's dissolve order on ``/enclave-swarm/dissolve/1.0.0``.
 
 docs/protocols.md ("Manager and consensus") describes each one.
@@ -68,13 +70,15 @@ class DecisionRecord:
     signature: bytes = field(metadata={"len": ED25519_SIGNATURE_BYTES})
 
 
-@wire.message("manager-state", version=1, max_bytes=4 * 1024 * 1024)
+@wire.message("manager-state", version=2, max_bytes=4 * 1024 * 1024)
 @dataclasses.dataclass(frozen=True)
 class StateResponse:
     """The responder's view: its Raft term, commit index and leader (peer id, "" if none),
     and -- when the requester is behind -- the committed swarm state at ``state_index``
     (``consensus.state.encode_state`` bytes; empty when the requester is up to date), plus
-    the manager's recent signed decisions."""
+    the manager's recent signed decisions. ``removed`` is True when the requester's raft id
+    is tombstoned in the responder's *committed* Raft configuration (v2): a voter removed
+    from the council that never received its removal learns it this way."""
 
     term: int = field(metadata=_NAT)
     commit_index: int = field(metadata=_NAT)
@@ -82,6 +86,26 @@ class StateResponse:
     state_index: int = field(metadata=_NAT)
     state: bytes = field(metadata={"max_len": MAX_STATE_BYTES})
     decisions: tuple[DecisionRecord, ...] = field(metadata={"max_items": MAX_DECISIONS})
+    removed: bool = False
+
+
+@wire.message("manager-announce", version=1, max_bytes=512)
+@dataclasses.dataclass(frozen=True)
+class ManagerAnnounce:
+    """The payload of a gossiped ``manager`` record (issuer = subject = the manager's peer
+    id): "I lead term ``term``; my commit index is ``commit_index``; my state machine has
+    applied ``applied_index`` and its canonical encoding hashes to ``state_digest``".
+    ``federation`` is the federation id (the founder's peer id)."""
+
+    term: int = field(metadata={"min": 1})
+    commit_index: int = field(metadata=_NAT)
+    applied_index: int = field(metadata=_NAT)
+    state_digest: bytes = field(metadata={"len": 32})
+    federation: str = field(metadata=_PEER)
+
+    def validate(self) -> None:
+        if self.applied_index > self.commit_index:
+            raise RemoteProtocolError("invalid", "announced applied index beyond the commit index")
 
 
 @wire.message("manager-leave-req", version=1, max_bytes=512)

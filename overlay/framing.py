@@ -17,6 +17,9 @@ from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.wire import decode, encode, spec_of
 
 MAX_VARINT_BYTES = 10
+# How much one read asks for: a reader takes whatever the stream has buffered, up to this.
+# Over yamux every read sends a window update back, so fewer, larger reads mean fewer frames.
+READ_CHUNK = 65536
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +87,7 @@ class FrameReader:
 
     async def _fill(self, want: int) -> None:
         while len(self._buf) < want:
-            self._buf += await _read_some(self._stream, max(want - len(self._buf), 4096))
+            self._buf += await _read_some(self._stream, max(want - len(self._buf), READ_CHUNK))
 
     async def read_frame(self, max_bytes: int) -> bytes:
         # The varint is at most 10 bytes; read until it terminates.
@@ -95,7 +98,7 @@ class FrameReader:
             except RemoteProtocolError as exc:
                 if "truncated" not in exc.detail:
                     raise
-                self._buf += await _read_some(self._stream, 4096)
+                self._buf += await _read_some(self._stream, READ_CHUNK)
         if length > max_bytes:
             raise RemoteProtocolError("size", f"frame of {length} bytes > {max_bytes}")
         await self._fill(used + length)

@@ -12,8 +12,9 @@ from typing import Any
 import trio
 
 from node.agent import Agent
+from node.config import NodeConfig
 from node.manager import ManagerRole, ManagerSettings
-from tests.netutil import make_agent
+from tests.netutil import local_config, make_agent
 
 FAST = dataclasses.replace(ManagerSettings.for_profile("local_test"), reconcile_s=0.1,
                            follow_poll_s=0.2)
@@ -31,16 +32,27 @@ class Member:
 class Fed:
     """A federation of in-process nodes; ``start``/``kill`` individual members."""
 
-    def __init__(self, tmp: Path, nursery: trio.Nursery, settings: ManagerSettings) -> None:
-        self.tmp, self.nursery, self.settings = tmp, nursery, settings
+    def __init__(self, tmp: Path, nursery: trio.Nursery, settings: ManagerSettings,
+                 gossip: bool = False, bus: GossipBus | None = None) -> None:
+        self.tmp, self.nursery, self.settings, self.gossip = tmp, nursery, settings, gossip
+        self.bus = bus
         self.members: list[Member] = []
         self.boot: str | None = None
 
     async def start(self, name: str, *, settings: ManagerSettings | None = None,
                     key: Any = None) -> Member:
-        agent = make_agent(self.tmp, name, bootstrap=(self.boot,) if self.boot else ())
+        config = _gossip_config() if self.gossip else None
         if key is not None:  # restart with the same identity
-            agent = _with_identity(self.tmp, name, key, self.boot)
+            agent = _with_identity(self.tmp, name, key, self.boot, config)
+            if self.gossip:
+                from node.gossip import attach
+
+                attach(agent)
+        else:
+            agent = make_agent(self.tmp, name, bootstrap=(self.boot,) if self.boot else (),
+                               gossip=self.gossip, config=config)
+        if self.bus is not None:
+            agent.gossip = self.bus.attach(agent)  # type: ignore[attr-defined]
         path = self.tmp / name
         path.mkdir(parents=True, exist_ok=True)
         role = ManagerRole(agent, path, settings or self.settings)
@@ -78,15 +90,96 @@ class Fed:
         return [m.role.status() for m in self.members]
 
 
-def _with_identity(tmp: Path, name: str, key: Any, boot: str | None) -> Agent:
+class GossipBus:
+    """An in-memory stand-in for node/gossip.py's record path, for in-process tests of what
+    consumes records: ``publish`` signs a real record with the publisher's libp2p identity
+    (Ed25519Signer), and every other attached node checks the signature (Ed25519Verifier)
+    and that the issuer is attested and unrevoked there -- the dissemination core's checks --
+    before calling its subscribers. ``deliver`` can be switched off per node to model a node
+    gossip does not reach, and ``offer`` injects a hand-made record. (Federations built with
+    ``gossip=True`` run the real service; see ``_gossip_config`` for what that takes in one
+    process.)"""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _BusNode] = {}
+
+    def attach(self, agent: Agent) -> _BusNode:
+        node = _BusNode(self, agent)
+        self.nodes[agent.peer_id] = node
+        return node
+
+
+class _BusNode:
+    def __init__(self, bus: GossipBus, agent: Agent) -> None:
+        import nacl.signing
+
+        from node.gossip import public_key_of_peer_or_none
+        from overlay.records import Ed25519Signer, Ed25519Verifier
+
+        self.bus, self.agent = bus, agent
+        self.signer = Ed25519Signer(agent.peer_id, nacl.signing.SigningKey(
+            agent._identity.private_bytes_raw()))
+        self.verify = Ed25519Verifier(public_key_of_peer_or_none)
+        self.subscribers: dict[str, list[Any]] = {}
+        self.version = 0
+        self.deliver = True
+        self.refused = 0
+
+    def subscribe(self, kind: str, callback: Any) -> None:
+        self.subscribers.setdefault(kind, []).append(callback)
+
+    def publish(self, kind: str, subject: str, payload: bytes, *, ttl_s: float = 60.0) -> bool:
+        import time
+
+        now = time.time()
+        self.version += 1
+        rec = self.signer.sign(kind, subject, self.version, now, now + ttl_s, payload)
+        self.offer(rec)
+        return True
+
+    def offer(self, rec: Any) -> None:
+        """Hand ``rec`` to every other node, through the checks a receiver makes."""
+        for node in list(self.bus.nodes.values()):
+            if node is self or not node.deliver or node.agent.stopping:
+                continue
+            ok = node.verify(rec) and node.agent.peers.is_attested(rec.issuer) \
+                and not node.agent.peers.is_revoked(rec.issuer)
+            if not ok:
+                node.refused += 1
+                continue
+            for cb in node.subscribers.get(rec.kind, ()):
+                cb(rec)
+
+
+def _gossip_config() -> NodeConfig:
+    """In-process nodes that also run gossip: ping every 5 s and peer exchange every 2 s
+    instead of 0.5 s; re-attestation every 4 s instead of 1 s (score records live 3
+    intervals; each attestation also publishes a score record that gossip spreads), with
+    5 s instead of 3 s for one exchange.
+
+    All the nodes of one test share one trio loop, and py-libp2p's yamux/Noise read loop
+    takes about six scheduler passes per frame it receives, so each connection carries only
+    a few dozen frames a second when the loop is busy. Every stream opened costs about 16
+    frames (SYN/ACK, two multistream-select round trips, a window update per read, the
+    close), so netutil's 0.5 s ping and peer-exchange intervals plus SWIM and dissemination
+    keep the connections at capacity: frames queue, opening a stream takes seconds, pings
+    and attestations time out, and spurious quarantines cut Raft links for reasons unrelated
+    to what is tested."""
+    cfg = local_config()
+    net = dataclasses.replace(cfg.network, ping_interval_s=5.0, peer_exchange_interval_s=2.0)
+    att = dataclasses.replace(cfg.attestation, reattest_interval_s=4.0, handshake_timeout_s=5.0)
+    return dataclasses.replace(cfg, network=net, attestation=att)
+
+
+def _with_identity(tmp: Path, name: str, key: Any, boot: str | None,
+                   config: NodeConfig | None = None) -> Agent:
     from node.attestation.base import TeeKind
     from node.attestation.engine import AttestationEngine
     from node.attestation.policy import Policy
     from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
     from node.measure import agent_measurement
-    from tests.netutil import local_config
 
-    cfg = local_config()
+    cfg = config or local_config()
     if boot:
         cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=(boot,)))
     provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(""))
@@ -97,9 +190,13 @@ def _with_identity(tmp: Path, name: str, key: Any, boot: str | None) -> Agent:
 
 
 @asynccontextmanager
-async def federation(tmp: Path, n: int, settings: ManagerSettings = FAST) -> AsyncIterator[Fed]:
+async def federation(tmp: Path, n: int, settings: ManagerSettings = FAST, *,
+                     gossip: bool = False, bus: GossipBus | None = None) -> AsyncIterator[Fed]:
+    """``n`` nodes; with ``gossip`` each also runs node/gossip.py (as a real node does), so
+    the manager's announcements travel through it; with ``bus`` they travel through that
+    in-memory record bus instead."""
     async with trio.open_nursery() as nursery:
-        fed = Fed(tmp, nursery, settings)
+        fed = Fed(tmp, nursery, settings, gossip, bus)
         for i in range(n):
             await fed.start(f"n{i}")
         try:

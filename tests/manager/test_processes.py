@@ -228,3 +228,32 @@ def test_manager_demo_shows_the_successor(federation):
     text = out.getvalue()
     assert "council before the crash" in text and "Successor: node" in text
     assert sum(p.proc.poll() is not None for p in nodes) == 1  # only the old manager is down
+
+
+def test_followers_outside_the_council_follow_by_gossip(federation):
+    """Five processes, a council of three: the two others (including any voter that was
+    removed as the council took shape) follow the committed state through the manager's
+    gossiped announcements; their fallback poll is set too slow to explain it."""
+    nodes = federation(5, "council_size = 3\nfollow_poll_s = 600.0\n")
+    w = Watch()
+
+    def ready(sts: list[dict[str, Any]]) -> bool:
+        roles = sorted(s["role"] for s in sts)
+        followers = [s for s in sts if s["role"] == "follower"]
+        return agreed(sts, 3) is not None and roles.count("follower") == 2 and all(
+            s["consensus"]["follow"]["announcement"] is not None
+            and s["consensus"]["follow"]["announcement"]["manager"] == s["manager"]
+            for s in followers)
+
+    w.wait(nodes, ready, 120)
+    sts = w.statuses(nodes)
+    for s in sts:
+        if s["role"] != "follower":
+            continue
+        follow = s["consensus"]["follow"]
+        assert follow["updates"]["poll"] == 0, follow
+        assert follow["updates"]["gossip"] > 0 and follow["via"] == "gossip", follow
+        assert follow["announcements"]["accepted"] > 0, follow
+        assert follow["announcement"]["manager"] == s["manager"]
+    lead = next(s for s in sts if s["role"] == "manager")
+    assert lead["consensus"]["follow"]["announcements"]["published"] > 0

@@ -14,13 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import messages as cm
-from consensus.state import decode_state
-from node.manager import ManagerSettings, check_dissolve_order, load_owner_key
+from consensus.state import SwarmState, decode_state
+from node.manager import ManagerSettings, check_announcement, check_dissolve_order, load_owner_key
 from node.manager_wire import (
     STATE_REQUESTS,
     DecisionRecord,
     DissolveOrder,
     LeaveRequest,
+    ManagerAnnounce,
     ManagerReply,
     StateRequest,
     StateResponse,
@@ -39,7 +40,10 @@ messages = st.one_of(
     st.builds(StateRequest, raft_id=nat, have_index=nat),
     st.builds(StateResponse, term=nat, commit_index=nat, leader=st.text(max_size=60),
               state_index=nat, state=st.binary(max_size=300),
-              decisions=st.lists(decisions, max_size=3).map(tuple)),
+              decisions=st.lists(decisions, max_size=3).map(tuple), removed=st.booleans()),
+    st.builds(ManagerAnnounce, term=st.integers(1, 2**63), commit_index=st.integers(2**62, 2**63),
+              applied_index=st.integers(0, 2**62), state_digest=st.binary(min_size=32, max_size=32),
+              federation=st.text(max_size=60)),
     st.builds(LeaveRequest, reason=st.text(max_size=50)),
     st.builds(TransferRequest, to=st.text(max_size=60)),
     st.builds(ManagerReply, ok=st.booleans(), error=st.text(max_size=50),
@@ -47,8 +51,8 @@ messages = st.one_of(
     st.builds(DissolveOrder, federation=peer, issued_at=nat,
               signature=st.binary(min_size=64, max_size=64)),
 )
-ALL = (StateRequest, StateResponse, LeaveRequest, TransferRequest, ManagerReply, DissolveOrder,
-       *cm.MESSAGE_TYPES)
+ALL = (StateRequest, StateResponse, ManagerAnnounce, LeaveRequest, TransferRequest, ManagerReply,
+       DissolveOrder, *cm.MESSAGE_TYPES)
 
 
 @settings(max_examples=200, deadline=None)
@@ -77,6 +81,8 @@ def test_fuzz_garbage(raw: bytes) -> None:
         wire.decode(raw, STATE_REQUESTS)
     with contextlib.suppress(RemoteProtocolError):
         wire.decode(raw, (StateResponse, DissolveOrder, ManagerReply))
+    with contextlib.suppress(RemoteProtocolError):
+        wire.decode(raw, ManagerAnnounce)
 
 
 @settings(max_examples=200, deadline=None)
@@ -101,6 +107,29 @@ def test_bounds_are_enforced() -> None:
             wire.decode(cbor2.dumps(["dissolve-order", 1, body]))
 
 
+def test_announcement_payload_rules() -> None:
+    import cbor2
+
+    good = ManagerAnnounce(term=3, commit_index=10, applied_index=9, state_digest=bytes(32),
+                           federation="fed")
+    assert wire.decode(wire.encode(good), ManagerAnnounce) == good
+    body = {"term": 3, "commit_index": 10, "applied_index": 9, "state_digest": bytes(32),
+            "federation": "fed"}
+    for bad in ({"applied_index": 11}, {"term": 0}, {"state_digest": bytes(31)},
+                {"federation": "x" * 200}):
+        with pytest.raises(RemoteProtocolError):
+            wire.decode(cbor2.dumps(["manager-announce", 1, {**body, **bad}]), ManagerAnnounce)
+
+
+def test_an_announcement_must_come_from_the_manager_the_state_records_for_its_term() -> None:
+    state = dataclasses.replace(SwarmState(), manager_term=7, manager_id="boss")
+    assert check_announcement(7, "boss", state) is None
+    assert check_announcement(7, "impostor", state) == "not-the-manager"
+    assert check_announcement(6, "boss", state) == "stale-term"
+    assert check_announcement(8, "boss", state) == "term-not-committed"
+    assert check_announcement(1, "anyone", SwarmState()) == "term-not-committed"
+
+
 def test_settings_file_overrides_the_profile(tmp_path) -> None:
     assert ManagerSettings.load(tmp_path, "lan") == ManagerSettings.for_profile("lan")
     assert ManagerSettings.for_profile("lan").term_limit_s == 600.0
@@ -108,7 +137,8 @@ def test_settings_file_overrides_the_profile(tmp_path) -> None:
     s = ManagerSettings.load(tmp_path, "local_test")
     assert (s.term_limit_s, s.council_size, s.fsync, s.tick_s) == (2.0, 3, False, 0.02)
     for bad in ("nope = 1\n", "council_size = 0\n", "fsync = 1\n", "founder = \"maybe\"\n",
-                "term_limit_s = \"x\"\n", "[[[\n"):
+                "term_limit_s = \"x\"\n", "[[[\n", "announce_refresh_s = 0.01\n",
+                "announce_min_interval_s = 0\n", "announce_refresh_s = 600\n"):
         (tmp_path / "manager.toml").write_text(bad)
         with pytest.raises(ValueError):
             ManagerSettings.load(tmp_path, "lan")
@@ -132,3 +162,20 @@ def test_dissolve_orders_are_checked(tmp_path) -> None:
     (tmp_path / "federation-owner.pub").write_bytes(b"not a key")
     with pytest.raises(ValueError):
         load_owner_key(tmp_path)
+
+
+def test_only_a_verdict_becomes_a_revocation_not_an_unreachable_peer(tmp_path, monkeypatch):
+    """A re-attestation that never completed (stream failure, timeout, expired record) is a
+    crash or a slow link: the manager rides it out. Only refused evidence is revoked."""
+    from node.agent import UNREACHABLE
+    from node.manager import ManagerRole, ManagerSettings
+    from tests.netutil import make_agent
+
+    role = ManagerRole(make_agent(tmp_path, "m"), tmp_path / "m", ManagerSettings.for_profile("local-test"))
+    monkeypatch.setattr(role, "is_leader", lambda: True)
+    role._on_quarantine("peer-a", f"{UNREACHABLE}stream: StreamFailure")
+    role._on_quarantine("peer-b", f"{UNREACHABLE}score record expired without re-attestation")
+    role._on_quarantine("peer-c", "revoked: by the manager")
+    assert role._pending_revokes == {}
+    role._on_quarantine("peer-d", "measurement not allowed by policy")
+    assert list(role._pending_revokes) == ["peer-d"]
