@@ -1,42 +1,51 @@
-"""End-to-end shard put / get across loopback nodes vs raw py-libp2p stream throughput, and
-repair time vs object size.
+"""End-to-end shard put / get across node *processes* on loopback vs raw py-libp2p stream
+throughput in the same run; peak RSS of the putting node for a large object; manager repair
+time vs object size.
 
     python -m bench shards_net
-    python -m bench.bench_shards_net --size-mib 64 --raw-mib 64 --repair-mib 4,16,64
+    python -m bench.bench_shards_net --size-mib 64 --rounds 5 --rss-mib 1024 --repair-mib 1,16,128
 
-One process, in-process nodes on loopback (owner + 5 holders for 3-of-5, + 1 spare for
-repairs), all sharing one Python interpreter (so one core for the whole federation, GIL). In
-the same run, and between two of the same nodes, the baseline sends ``raw-mib`` over one raw
-py-libp2p stream (256 KiB writes, no framing, no acks) to a handler that discards it.
+Every node is a real ``enclave-swarm run`` process (profile lan, simulated TEE, manager
+role and shard service, as deployed): one owner, 5 holders for 3-of-5, and one spare per
+repair. Put and get are driven through the owner's control socket (``shard-put`` /
+``shard-get`` jobs, polled every 20 ms), so no CLI start-up is timed.
 
-Put throughput is plaintext bytes per second of wall time, from the file on disk to five
-holders having acknowledged durable, sealed shards (seal + split + 5 parallel transfers of
-n/k = 5/3 of the data, each chunk verified and sealed at rest on receipt). Get is plaintext
-bytes per second from the request to the renamed output file (3 parallel fetches, verify,
-combine, decrypt). Repair: the owner regenerates one holder's shard onto the spare node
-(k fragments fetched, one re-encoded, masked key-share regeneration, manifest re-signed).
+* **Raw baseline**: two more processes, each a bare agent with the same libp2p stack (TCP,
+  Noise, yamux), one sending ``raw-mib`` over one stream (256 KiB writes, no framing, no acks)
+  to a handler that discards it. Measured in every round, interleaved with put and get.
+* **Put**: plaintext bytes per second from the request to the job's end: seal + split to
+  staging, 5 parallel transfers of n/k = 5/3 of the data, each verified and sealed at rest,
+  placement committed to the swarm state. **Get**: request to renamed output (3 parallel
+  fetches, verify, combine, decrypt). Ratio = median(put or get) / median(raw).
+* **Peak RSS**: VmHWM of the owner process (whole life, so including start-up) after a put of
+  ``rss-mib``; the goal is ≤ 256 MB for 1 GiB.
+* **Repair**: SIGKILL one holder; time until the committed placement (read from another node)
+  names a settled new holder. Includes the grace period (1 s here) and the manager's tick;
+  the new holder's own rebuild time (fetch k fragments, regenerate, reshare the key share,
+  store) is reported beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import trio
-
 PROTO = "/enclave-swarm/bench-raw/1.0.0"
 WRITE = 256 * 1024
+GRACE_S = "1"
 
 
-def _tests_path() -> None:
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+def _root() -> Path:
+    return Path(__file__).resolve().parent.parent
 
 
 def _write_file(path: Path, mib: int) -> None:
@@ -46,114 +55,266 @@ def _write_file(path: Path, mib: int) -> None:
             f.write(block[i:] + block[:i])
 
 
-async def _raw_mb_s(sender, receiver, mib: int) -> float:  # type: ignore[no-untyped-def]
-    total = mib << 20
-    done = trio.Event()
-    got = 0
-
-    async def sink(stream):  # type: ignore[no-untyped-def]
-        nonlocal got
-        while got < total:
-            data = await stream.read(WRITE)
-            if not data:
-                break
-            got += len(data)
-        done.set()
-
-    receiver.host.set_stream_handler(PROTO, sink)
-    stream = await sender.host.new_stream(receiver.host.get_id(), [PROTO])
-    payload = os.urandom(WRITE)
-    t = time.perf_counter()
-    for _ in range(total // WRITE):
-        await stream.write(payload)
-    await done.wait()
-    dt = time.perf_counter() - t
-    await stream.close()
-    return mib * 1.048576 / dt
+def _vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-async def _run(args: argparse.Namespace, tmp: Path) -> list[str]:
-    _tests_path()
-    from node.shards import service as shard_service
-    from tests.netutil import fully_attested, make_agent
+# ----------------------------------------------------------------------------- raw peers
+
+
+def _raw_peer(role: str, tmp: Path, addr: str, mib: int) -> int:
+    """Child process: a bare agent; ``sink`` prints its address and discards what arrives,
+    ``send`` connects to ``addr`` and prints MB/s for ``mib`` MiB over one stream."""
+    import trio
+
+    sys.path.insert(0, str(_root()))
+    from tests.netutil import make_agent
     from tests.shards_net.helpers import shard_config
 
-    lines: list[str] = []
-    async with trio.open_nursery() as nursery:
-        agents: list[Any] = []
-        svcs: list[Any] = []
-        for i in range(7):
-            boot = (agents[0].full_addrs()[0],) if agents else ()
-            a = make_agent(tmp, f"n{i}", bootstrap=boot, config=shard_config())
-            svcs.append(
-                shard_service.attach(
-                    a, tmp / f"n{i}", quota_bytes=1 << 40, repair_grace_s=1e9, message_timeout_s=60.0
-                )
-            )
+    async def main() -> None:
+        boot = (addr,) if role == "send" else ()
+        a = make_agent(tmp, role, config=shard_config(), bootstrap=boot)
+        async with trio.open_nursery() as nursery:
             await nursery.start(a.run)
-            agents.append(a)
-        while not fully_attested(agents):
-            await trio.sleep(0.05)
-        await trio.sleep(1.0)
-        owner = svcs[0]
-        # Placement picks 5 of the 6 attested peers; the one left out is the repair target.
-        raw = []
-        put_r, get_r = [], []
+            if role == "sink":
+
+                async def sink(stream: Any) -> None:
+                    while await stream.read(WRITE):
+                        pass
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+
+                a.host.set_stream_handler(PROTO, sink)
+                print(a.full_addrs()[0], flush=True)
+                await trio.sleep_forever()
+            while not a.peers.attested():
+                await trio.sleep(0.05)
+            peer = a.peers.attested()[0].peer_id
+            from libp2p.peer.id import ID
+
+            while (await trio.to_thread.run_sync(sys.stdin.readline)).strip() == "go":
+                for _attempt in range(20):  # the peers may be re-attesting or redialling
+                    while not a.peers.is_attested(peer):
+                        await trio.sleep(0.1)
+                    try:
+                        stream = await a.host.new_stream(ID.from_base58(peer), [PROTO])
+                        break
+                    except Exception:
+                        await trio.sleep(0.5)
+                payload = os.urandom(WRITE)
+                t = time.perf_counter()
+                for _ in range((mib << 20) // WRITE):
+                    await stream.write(payload)
+                await stream.close()
+                print(f"{mib * 1.048576 / (time.perf_counter() - t):.3f}", flush=True)
+            a.stop()
+
+    trio.run(main)
+    return 0
+
+
+class RawPair:
+    def __init__(self, tmp: Path, mib: int) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "bench.bench_shards_net", "--raw-role"]
+        self.sink = subprocess.Popen([*cmd, "sink", "--raw-tmp", str(tmp)], stdout=subprocess.PIPE,
+                                     stderr=open(tmp / "sink.log", "wb"),  # noqa: SIM115 - child owns it
+                                     text=True, cwd=_root(), env=env)
+        assert self.sink.stdout is not None
+        self.addr = self.sink.stdout.readline().strip()
+        self.cmd, self.tmp, self.mib, self.env = cmd, tmp, mib, env
+        self.runs = 0
+
+    def measure(self) -> float:
+        """One transfer from a fresh sender process (a fresh connection each time: py-libp2p
+        stalled the negotiation of a second stream on a connection that carried one)."""
+        self.runs += 1
+        send = subprocess.Popen(
+            [*self.cmd, "send", "--raw-tmp", str(self.tmp / f"s{self.runs}"), "--raw-addr", self.addr,
+             "--raw-mib", str(self.mib)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.tmp / f"send{self.runs}.log", "wb"), text=True,  # noqa: SIM115
+            cwd=_root(), env=self.env)
+        try:
+            out, _ = send.communicate("go\n", timeout=600)
+        finally:
+            send.kill()
+        return float(out.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        self.sink.kill()
+        self.sink.wait(10)
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+def _job(node: Any, cmd: dict[str, Any], timeout_s: float = 3600) -> tuple[dict[str, Any], float]:
+    from node.control import request
+
+    sock = node.data_dir / "control.sock"
+    t = time.perf_counter()
+    reply = request(sock, cmd, timeout_s=30)
+    if not reply.get("ok"):
+        raise RuntimeError(f"{cmd['cmd']}: {reply.get('error')}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = request(sock, {"cmd": "shard-job", "job": reply["job"]}, timeout_s=30)
+        if st["state"] != "running":
+            dt = time.perf_counter() - t
+            if st["state"] != "done":
+                raise RuntimeError(f"{cmd['cmd']} failed: {st['error']}")
+            return st["result"], dt
+        time.sleep(0.02)
+    raise RuntimeError(f"{cmd['cmd']} did not finish in {timeout_s}s")
+
+
+def _placements(node: Any) -> list[dict[str, Any]]:
+    from node.control import request
+
+    reply = request(node.data_dir / "control.sock", {"cmd": "shard-placements"}, timeout_s=10)
+    return list(reply.get("placements", []))
+
+
+def _wait(pred: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if pred():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _start(tmp: Path, count: int) -> list[Any]:
+    """Start ``count`` node processes; start them all again when they do not attest each other
+    (a source file edited between two starts changes the simulated measurement)."""
+    for attempt in range(3):
+        try:
+            return _start_once(tmp / f"try{attempt}", count)
+        except RuntimeError as exc:
+            print(f"federation did not form ({exc}); starting again", file=sys.stderr, flush=True)
+    raise RuntimeError("no federation after 3 attempts")
+
+
+def _start_once(tmp: Path, count: int) -> list[Any]:
+    from node.demo import NodeProcess, all_mutually_attested
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    # The lan profile (argparse keeps the last --profile): local-test re-attests every 2 s, which
+    # a loaded 2-core machine running nine nodes cannot sustain; lan's timings are the deployed ones.
+    lan = ["--profile", "lan"]
+    nodes = [NodeProcess(tmp / "node0", extra=lan)]
+    boot = nodes[0].wait_listening(60)[0]
+    nodes += [NodeProcess(tmp / f"node{i}", bootstrap=[boot], extra=lan) for i in range(1, count)]
+    for p in nodes[1:]:
+        p.wait_listening(60)
+    try:
+        _wait(lambda: all_mutually_attested([p.status() for p in nodes]), 180, "mutual attestation")
+        _wait(lambda: all(p.status()["consensus"]["members"]["admitted"] == count for p in nodes), 180,
+              "every node admitted in every view")
+    except RuntimeError:
+        for p in nodes:
+            p.signal(signal.SIGKILL)
+            p.wait(10)
+        raise
+    return nodes
+
+
+def run(args: argparse.Namespace, tmp: Path) -> list[str]:
+    os.environ["ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S"] = GRACE_S
+    lines: list[str] = []
+    count = 6 + len(args.repair_mib)
+    nodes = _start(tmp, count)
+    owner = nodes[-1]  # not the founder
+    raw = RawPair(tmp / "raw", args.raw_mib)
+    try:
         src = tmp / "object.bin"
         _write_file(src, args.size_mib)
+        raw_r, put_r, get_r = [], [], []
         for rnd in range(args.rounds):
-            raw.append(await _raw_mb_s(agents[0], agents[1], args.raw_mib))
-            t = time.perf_counter()
-            res = await owner.put(src, n=5, k=3)
-            put_r.append(args.size_mib * 1.048576 / (time.perf_counter() - t))
+            raw_r.append(raw.measure())
+            res, dt = _job(owner, {"cmd": "shard-put", "path": str(src), "n": 5, "k": 3})
+            put_r.append(args.size_mib * 1.048576 / dt)
             out = tmp / "out.bin"
-            t = time.perf_counter()
-            await owner.get(bytes.fromhex(res["object_id"]), out)
-            get_r.append(args.size_mib * 1.048576 / (time.perf_counter() - t))
+            _, dt = _job(owner, {"cmd": "shard-get", "object_id": res["object_id"], "out": str(out)})
+            get_r.append(args.size_mib * 1.048576 / dt)
             out.unlink()
-            await owner.rm(bytes.fromhex(res["object_id"]))
-            lines.append(
-                f"round {rnd + 1}: raw {raw[-1]:.1f} MB/s, put {put_r[-1]:.1f} MB/s, get {get_r[-1]:.1f} MB/s"
-            )
-        best_raw = max(raw)
-        lines.append(
-            f"raw py-libp2p stream, one stream, {args.raw_mib} MiB: best {best_raw:.1f} MB/s "
-            f"(rounds: {', '.join(f'{x:.1f}' for x in raw)})"
-        )
+            _job(owner, {"cmd": "shard-rm", "object_id": res["object_id"]})
+            lines.append(f"round {rnd + 1}: raw {raw_r[-1]:.1f} MB/s, put {put_r[-1]:.1f} MB/s, "
+                         f"get {get_r[-1]:.1f} MB/s")
+        mraw = statistics.median(raw_r)
+        lines.append(f"raw py-libp2p stream between two processes, {args.raw_mib} MiB: median "
+                     f"{mraw:.1f} MB/s of {args.rounds} ({', '.join(f'{x:.1f}' for x in raw_r)})")
         for name, rates in (("put", put_r), ("get", get_r)):
-            best = max(rates)
-            lines.append(
-                f"{name} 3-of-5, {args.size_mib} MiB: best {best:.1f} MB/s of plaintext "
-                f"({(name == 'put' and 5 / 3 * best) or best:.1f} MB/s on the wire) = "
-                f"{best / best_raw:.2f}x raw (goal >= 0.6x)"
-            )
+            med = statistics.median(rates)
+            wire = f" ({5 / 3 * med:.1f} MB/s on the wire)" if name == "put" else ""
+            lines.append(f"{name} 3-of-5, {args.size_mib} MiB, 5 holder processes: median {med:.1f} MB/s "
+                         f"of plaintext{wire} = {med / mraw:.2f}x raw (goal >= 0.6x)")
+        if args.rss_mib:
+            _write_file(src, args.rss_mib)
+            before = _vm_hwm_mib(owner.proc.pid)
+            res, dt = _job(owner, {"cmd": "shard-put", "path": str(src), "n": 5, "k": 3})
+            peak = _vm_hwm_mib(owner.proc.pid)
+            lines.append(f"put of {args.rss_mib} MiB: {dt:.1f} s; owner process peak RSS (VmHWM) "
+                         f"{peak:.1f} MiB (before the put {before:.1f} MiB; goal <= 256 MB)")
+            _job(owner, {"cmd": "shard-rm", "object_id": res["object_id"]})
+        src.unlink(missing_ok=True)
+        by_peer = {p.status()["peer_id"]: p for p in nodes}
         for mib in args.repair_mib:
             _write_file(src, mib)
-            res = await owner.put(src, n=5, k=3)
-            oid = bytes.fromhex(res["object_id"])
-            lost = res["holders"][4]
+            res, _ = _job(owner, {"cmd": "shard-put", "path": str(src), "n": 5, "k": 3})
+            oid = res["object_id"]
+            victim = by_peer.pop(res["holders"][4])
+            watcher = next(p for p in by_peer.values() if p is not owner)
+            _wait(lambda w=watcher, o=oid: any(p["object_id"] == o for p in _placements(w)), 60, "placement")
             t = time.perf_counter()
-            info = await owner.repair(oid, lost, "benchmark")
+            victim.signal(signal.SIGKILL)
+            victim.wait(10)
+
+            def settled(oid: str = oid, gone: str = res["holders"][4], watcher: Any = watcher) -> bool:
+                [pl] = [p for p in _placements(watcher) if p["object_id"] == oid]
+                return all(not h["pending"] and h["peer_id"] != gone for h in pl["holders"])
+
+            _wait(settled, 600, f"repair of the {mib} MiB object")
             dt = time.perf_counter() - t
-            lines.append(
-                f"repair of one lost holder, {mib} MiB object: {dt:.2f} s "
-                f"(shard {info['index']} → new holder, helpers x={info['helpers_x']})"
-            )
-            await owner.rm(oid)
-        for a in agents:
-            a.stop()
+            rebuild = None
+            for p in by_peer.values():
+                for r in (p.status() or {}).get("shards", {}).get("recent_rebuilds", []):
+                    if r["object_id"] == oid:
+                        rebuild = r["seconds"]
+            lines.append(f"repair of one SIGKILLed holder, {mib} MiB object: {dt:.2f} s from the kill to "
+                         f"the settled placement (grace {GRACE_S} s included); rebuild on the new holder "
+                         f"{rebuild} s")
+            _job(owner, {"cmd": "shard-rm", "object_id": oid})
+            src.unlink(missing_ok=True)
+    finally:
+        raw.close()
+        for p in nodes:
+            p.signal(signal.SIGKILL)
+            p.wait(10)
     return lines
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench_shards_net")
-    p.add_argument("--size-mib", type=int, default=32)
-    p.add_argument("--raw-mib", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--repair-mib", type=lambda s: [int(x) for x in s.split(",")], default=[4, 16, 32])
+    p.add_argument("--size-mib", type=int, default=64)
+    p.add_argument("--raw-mib", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rss-mib", type=int, default=1024, help="0 skips the peak RSS run")
+    p.add_argument("--repair-mib", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 16, 128])
+    p.add_argument("--raw-role", choices=("sink", "send"), help=argparse.SUPPRESS)
+    p.add_argument("--raw-tmp", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--raw-addr", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.raw_role:
+        return _raw_peer(args.raw_role, args.raw_tmp, args.raw_addr, args.raw_mib)
     with tempfile.TemporaryDirectory(prefix="bench-shards-net-") as tmp:
-        lines = trio.run(_run, args, Path(tmp))
+        lines = run(args, Path(tmp))
     for line in lines:
         print(line, flush=True)
     return 0

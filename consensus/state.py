@@ -20,6 +20,10 @@ Rules
   that left may rejoin and gets a fresh raft id: raft ids are never reused.
 - Revoked, suspect and departed nodes drop out of the council at once; the leader then
   proposes the matching Raft membership change (the driver's duty).
+- Shard placements: ``place`` registers an object's holders from its owner-signed manifest
+  (owner, k, n fixed; re-registration needs a higher manifest revision and the current
+  epoch); ``repair-shard`` moves one index to a new, admitted, non-holder node as *pending*;
+  ``shard-repaired`` clears the pending mark. Every change bumps the placement's epoch.
 - Extension point: later features (tasks, privacy budgets) add command types through
   :meth:`CommandRegistry.extended` and keep their data in ``SwarmState.ext[<section>]``
   (plain CBOR values), without touching this module.
@@ -66,14 +70,34 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class ShardHolder:
+    """Shard ``index`` is on ``holder``. ``pending``: a repair named this holder, which has not
+    yet reported the regenerated shard stored (it holds nothing usable until then)."""
+
     index: int
     holder: str
+    pending: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
+    """Where the shards of one object are (docs/shards.md, "Placement in the swarm state").
+
+    ``owner`` is the owner's node id; ``manifest_revision`` / ``manifest_digest`` (SHA-256 of
+    the owner-signed manifest frame) name the manifest the placement was registered from;
+    ``epoch`` increases with every change (registration, repair, repaired), so a writer can
+    compare-and-set against the placement it saw.
+    """
+
     object_id: str
     holders: tuple[ShardHolder, ...]
+    owner: str = ""
+    k: int = 1
+    manifest_revision: int = 0
+    manifest_digest: bytes = b""
+    epoch: int = 0
+
+    def holder_of(self, index: int) -> ShardHolder | None:
+        return self.holders[index] if 0 <= index < len(self.holders) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,13 +229,49 @@ class SetCouncil:
 
 @dataclasses.dataclass(frozen=True)
 class PlaceShards:
+    """Register (or re-register, after the owner re-signed its manifest) an object's placement.
+
+    The proposer (the manager) has checked the owner-signed manifest these fields come from.
+    A new object needs ``base_epoch == 0``; an existing one the same owner, k and n, a higher
+    ``manifest_revision`` and ``base_epoch`` equal to its current epoch (compare-and-set, so a
+    repair committed meanwhile is never overwritten by a stale view)."""
+
     object_id: str
     holders: tuple[ShardHolder, ...]
+    owner: str = ""
+    k: int = 1
+    manifest_revision: int = 0
+    manifest_digest: bytes = b""
+    base_epoch: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class DropPlacement:
     object_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairShard:
+    """The manager moves shard ``index`` from a lost ``old_holder`` to ``new_holder``, which
+    then regenerates it (marked pending until :class:`ShardRepaired`). Valid only at the
+    placement's current ``epoch``, for an admitted new holder that is neither the owner nor
+    already a holder of the object."""
+
+    object_id: str
+    index: int
+    old_holder: str
+    new_holder: str
+    epoch: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRepaired:
+    """The pending ``holder`` of shard ``index`` reports the regenerated shard stored."""
+
+    object_id: str
+    index: int
+    holder: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +361,9 @@ def _set_council(s: SwarmState, c: SetCouncil) -> SwarmState:
     return dataclasses.replace(s, council=choose_council(cands, c.size))
 
 
+MAX_DIGEST_BYTES = 64
+
+
 def _place(s: SwarmState, c: PlaceShards) -> SwarmState:
     if not c.object_id or len(c.object_id) > MAX_ID_LEN:
         raise Rejected("bad object id")
@@ -310,10 +373,33 @@ def _place(s: SwarmState, c: PlaceShards) -> SwarmState:
         raise Rejected("shard indexes must be 0..n-1, each once")
     if len({h.holder for h in c.holders}) != len(c.holders):
         raise Rejected("holders must be distinct")
+    if any(h.pending for h in c.holders):
+        raise Rejected("a registered holder cannot be pending")
+    if c.owner and any(h.holder == c.owner for h in c.holders):
+        raise Rejected("the owner cannot hold its own shards")
+    if not 1 <= c.k <= len(c.holders):
+        raise Rejected("need 1 <= k <= n")
+    if c.manifest_revision < 0 or len(c.manifest_digest) > MAX_DIGEST_BYTES or len(c.owner) > MAX_ID_LEN:
+        raise Rejected("bad manifest reference")
     for h in c.holders:
         _need(s, h.holder, (ADMITTED,))
+    old = s.placements.get(c.object_id)
+    if old is None:
+        if c.base_epoch != 0:
+            raise Rejected(f"no placement for {c.object_id} at epoch {c.base_epoch}")
+        epoch = 0
+    else:
+        if (old.owner, old.k, len(old.holders)) != (c.owner, c.k, len(c.holders)):
+            raise Rejected("owner, k and n of a placement never change")
+        if c.manifest_revision <= old.manifest_revision:
+            raise Rejected(f"manifest revision {c.manifest_revision} is not after {old.manifest_revision}")
+        if c.base_epoch != old.epoch:
+            raise Rejected(f"placement changed: epoch {old.epoch}, not {c.base_epoch}")
+        epoch = old.epoch + 1
     placements = dict(s.placements)
-    placements[c.object_id] = Placement(c.object_id, tuple(sorted(c.holders, key=lambda h: h.index)))
+    placements[c.object_id] = Placement(
+        c.object_id, tuple(ShardHolder(h.index, h.holder) for h in sorted(c.holders, key=lambda h: h.index)),
+        c.owner, c.k, c.manifest_revision, c.manifest_digest, epoch)
     return dataclasses.replace(s, placements=placements)
 
 
@@ -323,6 +409,41 @@ def _drop_placement(s: SwarmState, c: DropPlacement) -> SwarmState:
     placements = dict(s.placements)
     del placements[c.object_id]
     return dataclasses.replace(s, placements=placements)
+
+
+def _with_holder(s: SwarmState, p: Placement, h: ShardHolder) -> SwarmState:
+    holders = tuple(h if x.index == h.index else x for x in p.holders)
+    placements = dict(s.placements)
+    placements[p.object_id] = dataclasses.replace(p, holders=holders, epoch=p.epoch + 1)
+    return dataclasses.replace(s, placements=placements)
+
+
+def _repair_shard(s: SwarmState, c: RepairShard) -> SwarmState:
+    p = s.placements.get(c.object_id)
+    if p is None:
+        raise Rejected(f"no placement for {c.object_id}")
+    if c.epoch != p.epoch:
+        raise Rejected(f"placement changed: epoch {p.epoch}, not {c.epoch}")
+    cur = p.holder_of(c.index)
+    if cur is None or cur.holder != c.old_holder:
+        raise Rejected(f"{c.old_holder} does not hold shard {c.index}")
+    if not c.reason or len(c.reason) > 200:
+        raise Rejected("a repair needs a reason")
+    _check_id(c.new_holder)
+    if c.new_holder == p.owner or any(h.holder == c.new_holder for h in p.holders):
+        raise Rejected(f"{c.new_holder} is the owner or already a holder")
+    _need(s, c.new_holder, (ADMITTED,))
+    return _with_holder(s, p, ShardHolder(c.index, c.new_holder, pending=True))
+
+
+def _shard_repaired(s: SwarmState, c: ShardRepaired) -> SwarmState:
+    p = s.placements.get(c.object_id)
+    if p is None:
+        raise Rejected(f"no placement for {c.object_id}")
+    cur = p.holder_of(c.index)
+    if cur is None or cur.holder != c.holder or not cur.pending:
+        raise Rejected(f"shard {c.index} is not pending on {c.holder}")
+    return _with_holder(s, p, ShardHolder(c.index, c.holder))
 
 
 def _announce(s: SwarmState, c: AnnounceManager) -> SwarmState:
@@ -451,6 +572,8 @@ CORE_REGISTRY = CommandRegistry({
     "set-council": (SetCouncil, _set_council),
     "place": (PlaceShards, _place),
     "drop-placement": (DropPlacement, _drop_placement),
+    "repair-shard": (RepairShard, _repair_shard),
+    "shard-repaired": (ShardRepaired, _shard_repaired),
     "announce-manager": (AnnounceManager, _announce),
 })
 

@@ -39,6 +39,14 @@ Reshare (share regeneration without reconstruction, docs/shards.md)::
     helper a    ReshareMaskSeed(session, from_x=a, to_x=b, seed)                      → helper b>a
     helper i    ReshareContribution(session, object_id, helper_x=i, target_x, value)  → new holder
 
+Placement in the swarm state and manager-scheduled repair (node/shards/managed.py)::
+
+    owner      ShardPlace(manifest, base_epoch) | ShardDrop(object_id)  → manager
+    new holder ShardRepairDone(object_id, index)                         → manager
+    manager    ShardManagerReply(ok, reason)
+    new holder ShardManifestGet(object_id)   → holder: the shard-manifest frame | ShardAck refusal
+    new holder RepairInvite(session, object_id, target_x, helpers_x, new_holder) → each helper
+
 Refresh (proactive: re-randomise all shares, same key; then a new manifest revision)::
 
     participant p  RefreshDelta(session, object_id, from_x=p, to_x=i, delta)  → holder i
@@ -348,3 +356,80 @@ class RefreshDelta:
             f"RefreshDelta(object_id={self.object_id.hex()}, from_x={self.from_x}, "
             f"to_x={self.to_x}, delta=<redacted>)"
         )
+
+
+# ----------------------------------------------------------------------------- manager
+
+# Placement in the replicated swarm state and manager-scheduled repair (docs/shards.md,
+# "Placement in the swarm state" and "Manager repair"). Requests to the manager are answered
+# with a ShardManagerReply; a node that is not the manager answers ok=False, NOT_MANAGER.
+
+NOT_MANAGER = "not the manager"
+
+
+@message("shard-place", version=1, max_bytes=140 * 1024)
+@dataclasses.dataclass(frozen=True)
+class ShardPlace:
+    """Owner → manager: commit the placement this owner-signed manifest names. ``base_epoch``
+    is the committed placement's epoch the owner saw (0 for a new object)."""
+
+    request_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    manifest: SignedManifest
+    base_epoch: int = dataclasses.field(metadata={"min": 0, "max": 2**62})
+
+
+@message("shard-drop", version=1, max_bytes=256)
+@dataclasses.dataclass(frozen=True)
+class ShardDrop:
+    """Owner → manager: the object was erased everywhere; drop its committed placement."""
+
+    request_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    object_id: bytes = dataclasses.field(metadata={"len": OBJECT_ID_BYTES})
+
+
+@message("shard-repair-done", version=1, max_bytes=256)
+@dataclasses.dataclass(frozen=True)
+class ShardRepairDone:
+    """New holder → manager: shard ``index`` is regenerated, verified and durable here."""
+
+    request_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    object_id: bytes = dataclasses.field(metadata={"len": OBJECT_ID_BYTES})
+    index: int = dataclasses.field(metadata=_INDEX)
+
+
+@message("shard-manager-reply", version=1, max_bytes=512)
+@dataclasses.dataclass(frozen=True)
+class ShardManagerReply:
+    request_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    ok: bool
+    reason: str = dataclasses.field(metadata={"max_len": MAX_REASON_CHARS})
+
+
+@message("shard-manifest-get", version=1, max_bytes=256)
+@dataclasses.dataclass(frozen=True)
+class ShardManifestGet:
+    """New holder → holder: send me the owner-signed manifest you store for this object.
+    Answered with the ``shard-manifest`` frame or a refusing ShardAck."""
+
+    request_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    object_id: bytes = dataclasses.field(metadata={"len": OBJECT_ID_BYTES})
+
+
+@message("shard-repair-invite", version=1, max_bytes=4096)
+@dataclasses.dataclass(frozen=True)
+class RepairInvite:
+    """New holder → each helper: regenerate my key share at ``target_x`` with the helpers at
+    ``helpers_x``. Unsigned: the authority is the committed placement, which must name the
+    sender as the pending holder of ``target_x - 1`` and every helper as a settled holder."""
+
+    session_id: bytes = dataclasses.field(metadata={"len": ID_BYTES})
+    object_id: bytes = dataclasses.field(metadata={"len": OBJECT_ID_BYTES})
+    target_x: int = dataclasses.field(metadata=_X)
+    helpers_x: tuple[int, ...] = dataclasses.field(metadata={"max_items": MAX_SHARES, **_X})
+    new_holder_peer_id: str = dataclasses.field(metadata={"max_len": MAX_PEER_ID_CHARS})
+
+    def validate(self) -> None:
+        if len(set(self.helpers_x)) != len(self.helpers_x) or not self.helpers_x:
+            raise RemoteProtocolError("invalid", "helpers must be distinct and non-empty")
+        if self.target_x in self.helpers_x:
+            raise RemoteProtocolError("invalid", "target cannot be a helper")

@@ -60,6 +60,7 @@ def choose_holders(
     min_score: float,
     need_bytes: int,
     seed: bytes,
+    taken: Iterable[tuple[str, str]] = (),
 ) -> tuple[str, ...]:
     """Choose ``n`` distinct holders; element i is the holder of fragment i.
 
@@ -69,6 +70,8 @@ def choose_holders(
         min_score: lowest acceptable attestation score.
         need_bytes: free bytes each holder needs (the manifest's fragment size plus overhead).
         seed: tie-break seed (e.g. the object id), so placement is reproducible.
+        taken: (provider, region) of holders that stay (a repair replacing one holder of a
+            placement): the new holders spread away from them too.
 
     Raises:
         PlacementError: fewer than n eligible candidates.
@@ -94,8 +97,8 @@ def choose_holders(
     if len(best) < n:
         raise PlacementError(n, len(best), dict(refused))
     pool = {pid: (c, _tiebreak(seed, pid)) for pid, c in best.items()}
-    providers: Counter[str] = Counter()
-    regions: Counter[str] = Counter()
+    providers: Counter[str] = Counter(p for p, _ in taken)
+    regions: Counter[str] = Counter(r for _, r in taken)
     chosen: list[str] = []
     for _ in range(n):
         pid = min(

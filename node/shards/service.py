@@ -37,12 +37,16 @@ the owner itself (a shard on the owner adds no independence from the owner's own
 few such peers → the put is refused. Providers and regions are not configured yet, so every
 peer id is treated as its own provider and region.
 
-Repair: the manager role is not wired to nodes yet, so the owner's node watches its objects'
-holders and repairs on its own: a revoked holder at once, a holder quarantined or disconnected
-for longer than ``repair_grace_s`` after that. The fragment is regenerated from k fragments by
-the owner (fragments are ciphertext); the key share by the masked resharing protocol, k helper
-holders sending masked Lagrange contributions directly to the new holder. The manifest's next
-revision, with the new placement, is signed by the owner.
+Placement and repair under a manager (the normal case: every ``enclave-swarm run`` runs the
+manager role) are in :mod:`node.shards.managed`: the placement is committed to the replicated
+swarm state, the manager schedules the repair of a lost holder, and the new holder rebuilds
+its shard from k settled holders without the owner. A put replaces a holder that fails for
+good by another eligible peer (next manifest revision). Without a manager, the owner's node
+watches its objects' holders and repairs on its own (the fallback kept here): a revoked
+holder at once, one quarantined or disconnected for longer than ``repair_grace_s`` after
+that. Either way the fragment is regenerated from k fragments (ciphertext) and the key share
+by the masked resharing protocol, k helper holders sending masked Lagrange contributions
+directly to the new holder.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from node.shards.crypto import (
     seal_and_split,
 )
 from node.shards.gf256 import KeyShare, ShareError
+from node.shards.managed import ManagedShards
 from node.shards.manifest import (
     Manifest,
     SignedManifest,
@@ -90,6 +95,7 @@ from node.shards.manifest import (
 from node.shards.messages import (
     MAX_CHUNK_DATA_BYTES,
     MAX_REASON_CHARS,
+    RepairInvite,
     ReshareContribution,
     ReshareInvite,
     ReshareMaskSeed,
@@ -97,11 +103,15 @@ from node.shards.messages import (
     ShardChallenge,
     ShardChallengeResponse,
     ShardChunk,
+    ShardDrop,
     ShardErase,
     ShardEraseReceipt,
     ShardKeyShare,
+    ShardManifestGet,
     ShardOffer,
     ShardOfferReply,
+    ShardPlace,
+    ShardRepairDone,
     ShardRequest,
     erase_transcript,
     fetch_transcript,
@@ -149,7 +159,8 @@ PLACEMENT_WAIT_S = 10.0  # a put waits this long for n attested peers before it 
 ALREADY_STORED = "already stored (same manifest)"
 _SEALING_INFO = b"enclave-swarm/shard-store/sealing-secret/v1"
 _Finish = Callable[[Any, bytes], Awaitable[None]]
-_FIRST = (ShardOffer, ShardRequest, ShardErase, ReshareInvite, ReshareMaskSeed, ReshareContribution)
+_FIRST = (ShardOffer, ShardRequest, ShardErase, ReshareInvite, ReshareMaskSeed, ReshareContribution,
+          ShardPlace, ShardDrop, ShardRepairDone, ShardManifestGet, RepairInvite)
 
 
 class ShardServiceError(Exception):
@@ -185,6 +196,7 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     finished_at: float | None = None
+    holders: list[str] = dataclasses.field(default_factory=list)  # a put's current placement
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +208,7 @@ class Job:
             "state": self.state,
             "result": self.result,
             "error": self.error,
+            "holders": list(self.holders),
         }
 
 
@@ -277,6 +290,7 @@ class ShardService:
         self._health: dict[bytes, dict[int, float]] = {}
         self._object_locks: dict[bytes, trio.Lock] = {}
         self._load_objects()
+        self.managed = ManagedShards(self)
 
     # ================================================================== lifecycle
 
@@ -299,6 +313,8 @@ class ShardService:
         """The service task: parked-transfer and mailbox sweeping, and the repair monitor."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._managed_loop)
+            nursery.start_soon(self._owner_loop)
             task_status.started()
             try:
                 while True:
@@ -311,6 +327,25 @@ class ShardService:
                 for parked in self._parked.values():
                     parked.writer.abort()
                 self._parked.clear()
+
+    async def _managed_loop(self) -> None:
+        """Manager: schedule repairs; every node: rebuild shards the committed state assigns it."""
+        while True:
+            await trio.sleep(self.repair_tick_s)
+            try:
+                await self.managed.manager_tick()
+                self.managed.holder_tick()
+            except (ShardServiceError, RemoteProtocolError, OSError) as exc:
+                log.error("shard placement monitor: %s", exc)
+
+    async def _owner_loop(self) -> None:
+        """Owner: register unregistered objects, adopt placements a repair changed."""
+        while True:
+            await trio.sleep(self.repair_tick_s)
+            try:
+                await self.managed.owner_tick()
+            except (ShardServiceError, RemoteProtocolError, OSError) as exc:
+                log.error("shard owner monitor: %s", exc)
 
     def _sweep(self) -> None:
         now = trio.current_time()
@@ -339,6 +374,7 @@ class ShardService:
             "objects_owned": len(self._objects),
             "transfers_parked": len(self._parked),
             "reshare_sessions": len(self._mailboxes),
+            **self.managed.status(),
         }
 
     # ================================================================== shared helpers
@@ -357,6 +393,7 @@ class ShardService:
         """Every connected peer but us and ``exclude``; unattested ones are listed as such so
         that a placement error counts them."""
         out = []
+        managed = self.managed.active()
         for p in self.agent.peers.connected():
             if (
                 p.peer_id in exclude
@@ -364,14 +401,17 @@ class ShardService:
                 or self.agent.peers.is_revoked(p.peer_id)
             ):
                 continue
-            # Providers and regions are not configured yet: each peer is its own.
+            # Under a manager the committed state must admit a holder (the placement is
+            # committed there) and gives its provider and region; without one, each peer is
+            # its own provider and region.
+            admitted, provider, region = self.managed.is_admitted(p.peer_id) if managed else (True, "", "")
             out.append(
                 Candidate(
                     peer_id=p.peer_id,
                     score=float(p.score or 0),
-                    provider=p.peer_id,
-                    region=p.peer_id,
-                    attested=self.agent.peers.is_attested(p.peer_id),
+                    provider=provider or p.peer_id,
+                    region=region or p.peer_id,
+                    attested=self.agent.peers.is_attested(p.peer_id) and admitted,
                     free_bytes=2**62,
                 )
             )
@@ -443,6 +483,12 @@ class ShardService:
                 await self._serve_erase(stream, pid, first)
             elif isinstance(first, ReshareInvite):
                 await self._serve_invite(stream, pid, first)
+            elif isinstance(first, (ShardPlace, ShardDrop, ShardRepairDone)):
+                await self._send(stream, await self.managed.serve(pid, first))
+            elif isinstance(first, ShardManifestGet):
+                await self.managed.serve_manifest(stream, pid, first)
+            elif isinstance(first, RepairInvite):
+                await self.managed.serve_repair_invite(stream, pid, first)
             else:
                 await self._serve_mailbox(stream, pid, first)
         finally:
@@ -678,8 +724,16 @@ class ShardService:
             await refuse("the requester key is not the attested peer's key")
             return
         if not m.may_fetch(req.requester):
-            await refuse("not the owner or a principal the manifest authorises")
-            return
+            # A repairing holder may have the ciphertext fragment, never the key share, and only
+            # when our own view of the committed placement names it (docs/shards.md).
+            if req.want_share:
+                await refuse("not the owner or a principal the manifest authorises")
+                return
+            if await self.managed.named_for_repair(pid, oid, m.owner) is None:
+                self.managed.refused(pid, f"fragment {name}", "not named by the committed placement")
+                await refuse("not the owner or a principal the manifest authorises, nor a repairing "
+                             "holder named by the committed placement")
+                return
         nonce = os.urandom(32)
         await self._send(stream, ShardChallenge(req.request_id, nonce))
         resp = await self._recv(reader, ShardChallengeResponse)
@@ -776,21 +830,38 @@ class ShardService:
             or invite.new_holder_peer_id == self.agent.peer_id
         ):
             raise RemoteProtocolError("invalid", "reshare invite inconsistent with the manifest")
-        share = await trio.to_thread.run_sync(self.store.read_share, invite.object_id, my_x - 1)
-        box = self._mailbox(invite.session_id)
+        await self._help_reshare(stream, invite.session_id, invite.object_id, my_x, invite.target_x,
+                                 invite.helpers_x, invite.new_holder_peer_id, lambda x: m.holder_of(x - 1))
+
+    async def _help_reshare(
+        self,
+        stream: Any,
+        session_id: bytes,
+        object_id: bytes,
+        my_x: int,
+        target_x: int,
+        helpers_x: tuple[int, ...],
+        new_holder: str,
+        holder_of: Callable[[int], str],
+    ) -> None:
+        """Helper at ``my_x`` (authorised by the caller): send mask seeds up, wait for seeds from
+        below (each only from the peer ``holder_of`` names for that x), send one masked
+        contribution to ``new_holder``, acknowledge on ``stream``."""
+        share = await trio.to_thread.run_sync(self.store.read_share, object_id, my_x - 1)
+        box = self._mailbox(session_id)
         try:
             seeds: dict[int, bytes] = {}
-            for b in sorted(x for x in invite.helpers_x if x > my_x):
+            for b in sorted(x for x in helpers_x if x > my_x):
                 seeds[b] = new_mask_seed()
-                await self._deliver(m.holder_of(b - 1), ReshareMaskSeed(invite.session_id, my_x, b, seeds[b]))
-            lower = {a for a in invite.helpers_x if a < my_x}
+                await self._deliver(holder_of(b), ReshareMaskSeed(session_id, my_x, b, seeds[b]))
+            lower = {a for a in helpers_x if a < my_x}
 
             def seed(sender: str, msg: Any) -> tuple[int, bytes] | None:
                 if (
                     not isinstance(msg, ReshareMaskSeed)
                     or msg.to_x != my_x
                     or msg.from_x not in lower
-                    or m.holder_of(msg.from_x - 1) != sender
+                    or holder_of(msg.from_x) != sender
                     or msg.from_x in seeds
                 ):
                     return None
@@ -799,21 +870,15 @@ class ShardService:
             if not await self._collect(box, seed, seeds, lambda: lower <= set(seeds), "seed"):
                 raise RemoteProtocolError("timeout", "mask seeds from the other helpers did not arrive")
         finally:
-            self._drop_mailbox(invite.session_id)
-        mask = helper_mask(my_x, seeds, invite.session_id, invite.helpers_x)
-        value = build_contribution(share, invite.helpers_x, invite.target_x, mask)
-        await self._deliver(
-            invite.new_holder_peer_id,
-            ReshareContribution(invite.session_id, invite.object_id, my_x, invite.target_x, value),
-        )
+            self._drop_mailbox(session_id)
+        mask = helper_mask(my_x, seeds, session_id, helpers_x)
+        value = build_contribution(share, helpers_x, target_x, mask)
+        await self._deliver(new_holder, ReshareContribution(session_id, object_id, my_x, target_x, value))
         log.info(
             "sent reshare contribution for %s (x=%d → x=%d on %s)",
-            invite.object_id.hex(),
-            my_x,
-            invite.target_x,
-            invite.new_holder_peer_id,
+            object_id.hex(), my_x, target_x, new_holder,
         )
-        await self._send(stream, ShardAck(invite.session_id, True, "", 0))
+        await self._send(stream, ShardAck(session_id, True, "", 0))
 
     async def _deliver(self, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
         """Send one mailbox message to an attested peer and wait for its acknowledgement."""
@@ -942,49 +1007,93 @@ class ShardService:
         if not 1 <= k <= n <= 255:
             raise ShardServiceError(f"need 1 <= k <= n <= 255 (got k={k}, n={n})")
         oid = os.urandom(16)
-        holders = await self._place(n, set(), oid, PLACEMENT_WAIT_S)
+        holders = list(await self._place(n, set(), oid, PLACEMENT_WAIT_S))
         paths = [self._tmp_path(f"put{i}") for i in range(n)]
         try:
             job.phase, job.done, job.total = "sealing", 0, size
             sealed = await trio.to_thread.run_sync(self._seal_to_files, path, paths, n, k, oid, job)
             m = build_manifest(sealed, self._key, holders, authorised=authorised)
-            frame = sign_manifest(m, self._key)
-            job.phase, job.done, job.total = "sending", 0, n * m.fragment_size
+            current = (sign_manifest(m, self._key), m)
+            job.phase, job.done, job.total, job.holders = "sending", 0, n * m.fragment_size, list(holders)
             failures: list[str] = []
-            stored: list[int] = []
+            stored: dict[int, bytes] = {}  # index -> the manifest frame its holder stored
+            tried = set(holders)
+            lock = trio.Lock()
 
-            def bump(nbytes: int) -> None:
-                job.done += nbytes
+            async def replace(i: int, error: str) -> bool:
+                """Holder i failed for good: move shard i to another eligible peer (a new
+                manifest revision names it), if one is left."""
+                nonlocal current
+                async with lock:
+                    try:
+                        (new,) = await self._place(1, tried, oid + bytes([i]), 0)
+                    except ShardServiceError as exc:
+                        failures.append(f"{error} (no other holder to take it: {exc})")
+                        return False
+                    tried.add(new)
+                    old = holders[i]
+                    holders[i] = new
+                    job.holders = list(holders)
+                    new_m = current[1].with_placement(list(enumerate(holders)))
+                    current = (sign_manifest(new_m, self._key), new_m)
+                self.agent.counters.inc("shard_put_replaced")
+                log.warning("put %s: holder %s of shard %d failed (%s); sending it to %s instead",
+                            oid.hex(), old, i, error, new)
+                return True
 
             async def send_one(i: int) -> None:
-                try:
-                    await self._store_shard(
-                        holders[i],
-                        frame,
-                        m,
-                        i,
-                        paths[i],
-                        self._finish_with_share(oid, i, sealed.shares[i]),
-                        bump,
-                    )
-                    stored.append(i)
-                except ShardServiceError as exc:
-                    failures.append(str(exc))
+                while True:
+                    frame, cur = current
+                    mine = [0]
+
+                    def bump(nbytes: int, mine: list[int] = mine) -> None:
+                        mine[0] += nbytes
+                        job.done += nbytes
+
+                    try:
+                        await self._store_shard(
+                            holders[i], frame, cur, i, paths[i],
+                            self._finish_with_share(oid, i, sealed.shares[i]), bump,
+                        )
+                        stored[i] = frame
+                        return
+                    except ShardServiceError as exc:
+                        job.done -= mine[0]
+                        if not await replace(i, str(exc)):
+                            return
 
             async with trio.open_nursery() as nursery:
                 for i in range(n):
                     nursery.start_soon(send_one, i)
+            frame, m = current
             if failures:
                 await self._erase_indices(m, sorted(stored))
                 raise ShardServiceError("put failed, nothing kept: " + "; ".join(sorted(failures)))
+            # A replacement re-signed the manifest: holders stored before it get the last revision.
+            async with trio.open_nursery() as nursery:
+                for i, got in stored.items():
+                    if got != frame:
+                        nursery.start_soon(self._push_manifest_quietly, holders[i], frame, m, i)
             now = time.time()
             self._health[oid] = {i: now for i in range(n)}
             self._save_object(frame, m)
         finally:
             for p in paths:
                 p.unlink(missing_ok=True)
+        committed: bool | str = False
+        if self.managed.role() is not None:
+            with trio.move_on_after(PLACEMENT_WAIT_S):
+                while not self.managed.active():
+                    await trio.sleep(0.2)
+            if self.managed.active():
+                reply = await self.managed.register(frame, 0)
+                committed = True if reply.ok else reply.reason
+            if committed is not True:
+                self.managed._unregistered.add(oid)  # the owner's monitor registers it later
+                log.warning("put %s: placement not committed yet (%s); will retry", oid.hex(), committed)
         log.info("put %s: %d bytes as %d-of-%d on %s", oid.hex(), size, k, n, ", ".join(holders))
-        return {"object_id": oid.hex(), "size": size, "k": k, "n": n, "holders": list(holders)}
+        return {"object_id": oid.hex(), "size": size, "k": k, "n": n, "holders": list(holders),
+                "revision": m.revision, "placement_committed": committed is True}
 
     def _finish_with_share(self, oid: bytes, index: int, share: KeyShare) -> _Finish:
         async def finish(stream: Any, tid: bytes) -> None:
@@ -1096,19 +1205,21 @@ class ShardService:
         want_share: bool,
         exclude: set[str],
         job: Job | None,
+        holders: list[tuple[int, str]] | None = None,
     ) -> tuple[dict[int, tuple[Path, KeyShare | None]], list[HolderFailure]]:
         """Fetch k verified fragments (and shares) from the fastest healthy holders in parallel,
-        failing over to the next holder when one fails. Returns what was had and every failure."""
+        failing over to the next holder when one fails. ``holders`` ((index, peer id), default
+        the manifest's placement) says where to look. Returns what was had and every failure."""
         failures: list[HolderFailure] = []
         ready: list[tuple[float, int, str]] = []
-        for p in m.placement:
-            if p.peer_id in exclude:
+        for index, pid in holders if holders is not None else [(p.index, p.peer_id) for p in m.placement]:
+            if pid in exclude:
                 continue
-            problem = self._holder_problem(p.peer_id)
+            problem = self._holder_problem(pid)
             if problem:
-                failures.append(HolderFailure(p.index, p.peer_id, problem))
+                failures.append(HolderFailure(index, pid, problem))
             else:
-                ready.append((self._rtt(p.peer_id), p.index, p.peer_id))
+                ready.append((self._rtt(pid), index, pid))
         ready.sort()
         queue = list(ready)
         got: dict[int, tuple[Path, KeyShare | None]] = {}
@@ -1145,7 +1256,8 @@ class ShardService:
                     dest.unlink(missing_ok=True)
                     return
                 got[index] = (dest, share)
-                self._verified(m.object_id, index)
+                if m.object_id in self._objects:
+                    self._verified(m.object_id, index)
 
         async with trio.open_nursery() as nursery:
             for _ in range(min(m.k, len(ready))):
@@ -1177,7 +1289,9 @@ class ShardService:
         if not out.parent.is_dir():
             raise ShardServiceError(f"output directory {out.parent} does not exist")
         job.phase, job.done, job.total = "fetching", 0, m.k * m.fragment_size
-        got, failures = await self._fetch_k(m, want_share=True, exclude=set(), job=job)
+        got, failures = await self._fetch_k(
+            m, want_share=True, exclude=set(), job=job, holders=self.managed.holders_for(m)
+        )
         try:
             if len(got) < m.k:
                 raise self._not_enough("rebuild", m, len(got), failures)
@@ -1234,12 +1348,25 @@ class ShardService:
             raise ShardServiceError(f"unknown object {oid.hex()} (no manifest on this node)")
         async with self._lock(oid):
             m = self._objects[oid][1]
-            receipts, failures = await self._erase_indices(m, list(range(m.n)))
+            committed = self.managed.owned_placement(m)
+            targets = None
+            if committed is not None:  # a repair may have moved shards since the manifest
+                targets = [(h.index, h.holder) for h in committed.holders]
+                targets += [(e.index, e.peer_id) for e in m.placement if (e.index, e.peer_id) not in targets
+                            and not self._holder_problem(e.peer_id)]
+            receipts, failures = await self._erase_indices(m, list(range(m.n)), targets=targets)
             if failures:
                 raise ShardServiceError(
                     f"rm {oid.hex()}: {len(failures)} holder(s) gave no valid receipt, "
                     f"the manifest is kept (run rm again): " + "; ".join(map(str, failures))
                 )
+            if committed is not None:
+                reply = await self.managed.ask(ShardDrop(os.urandom(16), oid))
+                if not reply.ok:
+                    raise ShardServiceError(
+                        f"rm {oid.hex()}: every shard is erased but the manager did not drop the "
+                        f"placement ({reply.reason}); run rm again"
+                    )
             (self.objects_dir / f"{oid.hex()}.manifest").unlink(missing_ok=True)
             (self.objects_dir / f"{oid.hex()}.health.json").unlink(missing_ok=True)
             self._objects.pop(oid, None)
@@ -1248,13 +1375,16 @@ class ShardService:
         return {"object_id": oid.hex(), "receipts": receipts}
 
     async def _erase_indices(
-        self, m: Manifest, indices: list[int]
+        self, m: Manifest, indices: list[int], *, targets: list[tuple[int, str]] | None = None
     ) -> tuple[list[dict[str, Any]], list[HolderFailure]]:
+        """Erase shards ``indices`` on the manifest's holders, or on every (index, peer) of
+        ``targets`` (a committed placement, plus any old holder still reachable)."""
         receipts: list[dict[str, Any]] = []
         failures: list[HolderFailure] = []
+        if targets is None:
+            targets = [(i, m.holder_of(i)) for i in indices]
 
-        async def one(i: int) -> None:
-            pid = m.holder_of(i)
+        async def one(i: int, pid: str) -> None:
             try:
                 r = await self.erase_on(pid, m.object_id, i)
                 receipts.append(
@@ -1264,9 +1394,9 @@ class ShardService:
                 failures.append(HolderFailure(i, pid, str(exc)))
 
         async with trio.open_nursery() as nursery:
-            for i in indices:
-                nursery.start_soon(one, i)
-        receipts.sort(key=lambda r: r["index"])
+            for i, pid in targets:
+                nursery.start_soon(one, i, pid)
+        receipts.sort(key=lambda r: (r["index"], r["holder"]))
         return receipts, failures
 
     async def erase_on(self, pid: str, oid: bytes, index: int) -> ShardEraseReceipt:
@@ -1296,8 +1426,16 @@ class ShardService:
     # ================================================================== owner: repair
 
     async def _repair_tick(self) -> None:
+        """Owner-side repair: the fallback for nodes without a manager (single-node dev runs,
+        tests of this layer alone) and for objects not registered with the manager."""
         now = trio.current_time()
         for oid, (_, m) in list(self._objects.items()):
+            # Under a manager, only objects whose registration failed (a holder revoked between
+            # placement and commit) are repaired here; once repaired they register.
+            if self.managed.owned_placement(m) is not None or (
+                self.managed.active() and oid not in self.managed._unregistered
+            ):
+                continue
             for p in m.placement:
                 pid = p.peer_id
                 if self.agent.peers.is_attested(pid):
@@ -1474,15 +1612,21 @@ class ShardService:
         for oid, (_, m) in sorted(self._objects.items(), key=lambda kv: kv[0]):
             verified = self._health.get(oid, {})
             holders = []
-            for p in sorted(m.placement, key=lambda p: p.index):
-                problem = self._holder_problem(p.peer_id)
+            committed = self.managed.owned_placement(m)
+            where = (
+                [(h.index, h.holder, h.pending) for h in committed.holders]
+                if committed is not None
+                else [(e.index, e.peer_id, False) for e in m.placement]
+            )
+            for index, pid, pending in sorted(where):
+                problem = "being repaired" if pending else self._holder_problem(pid)
                 holders.append(
                     {
-                        "index": p.index,
-                        "peer_id": p.peer_id,
+                        "index": index,
+                        "peer_id": pid,
                         "attested": problem is None,
                         "problem": problem,
-                        "last_verified": verified.get(p.index),
+                        "last_verified": verified.get(index),
                     }
                 )
             healthy = sum(1 for h in holders if h["attested"])
@@ -1494,6 +1638,7 @@ class ShardService:
                     "k": m.k,
                     "n": m.n,
                     "revision": m.revision,
+                    "placement": f"committed (epoch {committed.epoch})" if committed else "manifest",
                     "healthy_holders": healthy,
                     "health": state,
                     "holders": holders,
@@ -1539,6 +1684,8 @@ class ShardService:
                 return {"ok": True, **job.to_json()}
             if cmd == "shard-ls":
                 return {"ok": True, "objects": self.ls()}
+            if cmd == "shard-placements":
+                return {"ok": True, "placements": self.managed.committed_listing()}
             if cmd == "shard-put":
                 path = Path(str(req.get("path", "")))
                 n, k = int(req.get("n", 5)), int(req.get("k", 3))
@@ -1628,6 +1775,6 @@ def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
     agent.add_service(svc.run)
     agent.add_status("shards", svc.status)
     agent.on_quarantine(svc.on_quarantine)
-    for name in ("shard-put", "shard-get", "shard-ls", "shard-rm", "shard-job"):
+    for name in ("shard-put", "shard-get", "shard-ls", "shard-rm", "shard-job", "shard-placements"):
         register_command(name, _control(name))
     return svc

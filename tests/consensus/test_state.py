@@ -80,11 +80,74 @@ def test_placements() -> None:
     s, r = apply(s, PlaceShards("obj", holders))
     assert r.ok and [h.holder for h in s.placements["obj"].holders] == ["a", "b", "c"]
     for bad in ((ShardHolder(0, "a"), ShardHolder(0, "b")), (ShardHolder(0, "a"), ShardHolder(1, "a")),
-                (ShardHolder(0, "zz"),), ()):
+                (ShardHolder(0, "zz"),), (), (ShardHolder(0, "a", pending=True),)):
         s2, r = apply(s, PlaceShards("obj2", bad))
         assert not r.ok and s2 is s
     s, r = apply(s, S.DropPlacement("obj"))
     assert r.ok and not s.placements
+
+
+def placed() -> SwarmState:
+    s = joined("own", "a", "b", "c", "d", "e")
+    s, r = apply(s, PlaceShards("o", (ShardHolder(0, "a"), ShardHolder(1, "b"), ShardHolder(2, "c")),
+                                owner="own", k=2, manifest_revision=0, manifest_digest=b"\x01" * 32))
+    assert r.ok, r.error
+    return s
+
+
+def test_place_registers_owner_k_manifest_and_refuses_bad_registrations() -> None:
+    s = placed()
+    p = s.placements["o"]
+    assert (p.owner, p.k, p.manifest_revision, p.epoch) == ("own", 2, 0, 0)
+    three = (ShardHolder(0, "a"), ShardHolder(1, "b"), ShardHolder(2, "c"))
+    for bad in (
+        PlaceShards("x", (ShardHolder(0, "own"), ShardHolder(1, "a")), owner="own", k=1),  # owner holds
+        PlaceShards("x", three, owner="own", k=4),                      # k > n
+        PlaceShards("x", three, owner="own", k=0),
+        PlaceShards("x", three, owner="own", k=2, base_epoch=3),        # new object, epoch != 0
+        PlaceShards("o", three, owner="own", k=2, manifest_revision=0),  # revision not newer
+        PlaceShards("o", three, owner="zz", k=2, manifest_revision=1),  # another owner
+        PlaceShards("o", three, owner="own", k=3, manifest_revision=1),  # another k
+        PlaceShards("o", three, owner="own", k=2, manifest_revision=1, base_epoch=7),  # stale view
+    ):
+        s2, r = apply(s, bad)
+        assert not r.ok and s2 is s, bad
+    s, r = apply(s, PlaceShards("o", (ShardHolder(0, "d"), ShardHolder(1, "b"), ShardHolder(2, "c")),
+                                owner="own", k=2, manifest_revision=1, base_epoch=0))
+    assert r.ok and s.placements["o"].epoch == 1 and s.placements["o"].holders[0].holder == "d"
+
+
+def test_repair_moves_one_shard_to_a_pending_new_holder_then_repaired() -> None:
+    s = placed()
+    for bad in (
+        S.RepairShard("o", 0, "a", "d", 1, "lost"),      # wrong epoch
+        S.RepairShard("o", 0, "b", "d", 0, "lost"),      # b does not hold shard 0
+        S.RepairShard("o", 0, "a", "b", 0, "lost"),      # already a holder
+        S.RepairShard("o", 0, "a", "own", 0, "lost"),    # the owner
+        S.RepairShard("o", 0, "a", "zz", 0, "lost"),     # not a member
+        S.RepairShard("o", 0, "a", "d", 0, ""),          # no reason
+        S.RepairShard("o", 5, "a", "d", 0, "lost"),      # no such index
+        S.RepairShard("nope", 0, "a", "d", 0, "lost"),
+    ):
+        s2, r = apply(s, bad)
+        assert not r.ok and s2 is s, bad
+    s, r = apply(s, Revoke("d", "integrity alarm"))
+    s2, r = apply(s, S.RepairShard("o", 0, "a", "d", 0, "lost"))  # revoked new holder
+    assert not r.ok and s2 is s
+    s, r = apply(s, S.RepairShard("o", 0, "a", "e", 0, "a revoked"))
+    assert r.ok and s.placements["o"].holders[0] == ShardHolder(0, "e", pending=True)
+    assert s.placements["o"].epoch == 1
+    # only the pending holder may report, once
+    for bad in (S.ShardRepaired("o", 0, "a"), S.ShardRepaired("o", 1, "b"), S.ShardRepaired("x", 0, "e")):
+        s2, r = apply(s, bad)
+        assert not r.ok and s2 is s, bad
+    s, r = apply(s, S.ShardRepaired("o", 0, "e"))
+    assert r.ok and s.placements["o"].holders[0] == ShardHolder(0, "e") and s.placements["o"].epoch == 2
+    assert not apply(s, S.ShardRepaired("o", 0, "e"))[1].ok
+    # a pending holder that is lost in turn is replaced the same way
+    s, r = apply(s, S.RepairShard("o", 1, "b", "a", 2, "b left"))
+    assert r.ok and s.placements["o"].holders[1].pending
+    assert decode_state(encode_state(s)) == s
 
 
 def test_undecodable_entries_are_rejected_deterministically() -> None:
@@ -101,6 +164,8 @@ def test_undecodable_entries_are_rejected_deterministically() -> None:
 def test_commands_round_trip_through_the_registry() -> None:
     cmds = [Join("a", "p", "r", "tdx", 7, True, b"\x01"), Suspect("a", "x"), Revoke("a", "y"),
             RecordScore("a", 5, 6), SetCouncil(5), PlaceShards("o", (ShardHolder(0, "a"),)),
+            PlaceShards("o", (ShardHolder(0, "a"),), "b", 1, 2, b"\x07" * 32, 4),
+            S.RepairShard("o", 0, "a", "c", 4, "lost"), S.ShardRepaired("o", 0, "c"),
             S.AnnounceManager(3, "a")]
     for c in cmds:
         assert CORE_REGISTRY.decode(CORE_REGISTRY.encode(c)) == c
@@ -145,6 +210,8 @@ def test_random_command_streams_are_deterministic_and_snapshot_exactly(seed: int
             Suspect(n, "s"), Reinstate(n), Revoke(n, "r"), Leave(n),
             RecordScore(n, rng.randrange(1001), rng.randrange(5)), SetCouncil(rng.randrange(1, 5)),
             PlaceShards("o", tuple(ShardHolder(i, h) for i, h in enumerate(rng.sample(names, 2)))),
+            S.RepairShard("o", rng.randrange(2), rng.choice(names), n, rng.randrange(3), "lost"),
+            S.ShardRepaired("o", rng.randrange(2), n),
         ]))
     a = b = SwarmState()
     for c in cmds:

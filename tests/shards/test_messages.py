@@ -42,6 +42,12 @@ def examples() -> list[object]:
         m.ReshareMaskSeed(TID, 1, 2, os.urandom(32)),
         m.ReshareContribution(TID, oid, 1, 3, os.urandom(32)),
         m.RefreshDelta(TID, oid, 1, 3, os.urandom(32)),
+        m.ShardPlace(TID, signed, 4),
+        m.ShardDrop(TID, oid),
+        m.ShardRepairDone(TID, oid, 2),
+        m.ShardManagerReply(TID, False, m.NOT_MANAGER),
+        m.ShardManifestGet(TID, oid),
+        m.RepairInvite(TID, oid, 3, (1, 2, 4), "peer"),
     ]
 
 
@@ -69,6 +75,8 @@ def test_semantic_validation() -> None:
         encode(m.ReshareInvite(TID, os.urandom(16), 3, (1, 3), "p", os.urandom(64)))
     with pytest.raises(LocalProtocolError):
         encode(m.ReshareMaskSeed(TID, 2, 1, os.urandom(32)))
+    with pytest.raises(LocalProtocolError):
+        encode(m.RepairInvite(TID, os.urandom(16), 3, (1, 3), "p"))  # target among the helpers
 
 
 def test_secrets_are_redacted() -> None:

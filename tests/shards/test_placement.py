@@ -24,6 +24,14 @@ def test_spreads_over_providers_then_regions() -> None:
     assert len({by_id[p].region for p in chosen}) >= 4
 
 
+def test_replacement_spreads_away_from_the_holders_that_stay() -> None:
+    # the staying holders are on providers a and b; the better-scored candidate on a loses
+    cs = [cand(0, "a", "r1", score=0.99), cand(1, "c", "r1", score=0.6), cand(2, "b", "r2", score=0.9)]
+    taken = [("a", "r0"), ("b", "r2")]
+    assert choose_holders(cs, 1, min_score=0, need_bytes=0, seed=b"s", taken=taken) == ("peer1",)
+    assert choose_holders(cs, 1, min_score=0, need_bytes=0, seed=b"s") == ("peer0",)
+
+
 def test_prefers_score_among_equals_and_is_deterministic() -> None:
     cs = [cand(i, f"p{i}", f"r{i}", score=i / 10) for i in range(10)]
     assert choose_holders(cs, 3, min_score=0, need_bytes=0, seed=b"a") == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -72,3 +73,138 @@ def write_random(path: Path, size: int) -> bytes:
     data = os.urandom(size)
     path.write_bytes(data)
     return data
+
+
+# ----------------------------------------------------------------------------- with a manager
+
+
+def manager_settings() -> Any:
+    """The local_test manager profile with a 5-seat council (two members may be down at once
+    and a quorum remains), no fsync (a dozen Raft logs on one loaded disk), and 2-4 s election
+    timeouts: seven nodes sealing and moving shards in one interpreter stall it for longer than
+    local_test's 0.3 s, and the council would hold elections instead of committing."""
+    from node.manager import ManagerSettings
+
+    return dataclasses.replace(ManagerSettings.for_profile("local_test"), council_size=5, reconcile_s=0.1,
+                               follow_poll_s=0.2, fsync=False, tick_s=0.05, election_tick=40,
+                               heartbeat_tick=4)
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    agent: Agent
+    svc: ShardService
+    role: Any
+    scope: trio.CancelScope | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.agent.peer_id)
+
+
+class ManagedFederation:
+    """In-process nodes running the manager role and the shard service; ``stop`` crashes one
+    (cancels its tasks), ``restart`` brings a stopped one back with its identity and data dir."""
+
+    def __init__(self, tmp: Path, nursery: trio.Nursery, repair_grace_s: float) -> None:
+        self.tmp, self.nursery, self.grace = tmp, nursery, repair_grace_s
+        self.nodes: list[Node] = []
+        self.boot: str | None = None
+
+    async def start(self, name: str, key: Any = None) -> Node:
+        from node.manager import ManagerRole
+
+        a = make_agent(self.tmp, name, config=shard_config(), bootstrap=(self.boot,) if self.boot else ())
+        if key is not None:
+            a = _agent_with_key(self.tmp, name, key, self.boot)
+        path = self.tmp / name
+        path.mkdir(parents=True, exist_ok=True)
+        role = ManagerRole(a, path, manager_settings())
+        role.install()
+        svc = shard_service.attach(a, path, quota_bytes=1 << 34, repair_grace_s=self.grace,
+                                   message_timeout_s=10.0, repair_tick_s=0.2)
+        node = Node(name, a, svc, role)
+
+        async def runner(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.CancelScope() as scope:
+                node.scope = scope
+                await a.run(task_status=task_status)
+
+        await self.nursery.start(runner)
+        if self.boot is None:
+            self.boot = a.full_addrs()[0]
+        self.nodes = [n for n in self.nodes if n.name != name] + [node]
+        return node
+
+    def stop(self, node: Node) -> None:
+        node.agent.stop()
+
+    async def crash(self, node: Node) -> None:
+        """In-process SIGKILL: cancel the node's tasks without a goodbye, then close its
+        connections as the kernel would close a killed process's sockets."""
+        assert node.scope is not None
+        node.scope.cancel()
+        await trio.sleep(0)
+        conns = node.agent.host.get_network().connections
+        for cs in list(conns.values()):
+            for c in list(cs if isinstance(cs, list) else [cs]):
+                with trio.move_on_after(1), contextlib.suppress(Exception):
+                    await c.close()
+
+    async def restart(self, node: Node) -> Node:
+        return await self.start(node.name, key=node.agent._identity)
+
+    def by_peer(self, pid: str) -> Node:
+        return next(n for n in self.nodes if n.peer_id == pid)
+
+    def leader(self) -> Node | None:
+        leaders = [n for n in self.nodes if n.role.is_leader()]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def all_admitted(self, nodes: list[Node]) -> bool:
+        ids = {n.peer_id for n in nodes}
+        for n in nodes:
+            st, _ = n.role.view()
+            if not all((m := st.member(i)) is not None and m.status == "admitted" for i in ids):
+                return False
+        lead = self.leader()
+        return (lead is not None and len(lead.role.status()["consensus"]["voters"]) == min(5, len(nodes))
+                and all(n.role.leader_peer() == lead.peer_id for n in nodes))
+
+
+def _agent_with_key(tmp: Path, name: str, key: Any, boot: str | None) -> Agent:
+    from node.attestation.base import TeeKind
+    from node.attestation.engine import AttestationEngine
+    from node.attestation.policy import Policy
+    from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
+    from node.measure import agent_measurement
+
+    cfg = shard_config()
+    if boot:
+        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=(boot,)))
+    provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(""))
+    engine = AttestationEngine({TeeKind.SIM: SimulatedVerifier()}, Policy.development(), identity_key=key,
+                               self_measurement=agent_measurement(""),
+                               record_ttl_s=3 * cfg.attestation.reattest_interval_s)
+    return Agent(config=cfg, identity=key, provider=provider, engine=engine)
+
+
+@asynccontextmanager
+async def managed_federation(tmp: Path, n: int, *, repair_grace_s: float = 1.0
+                             ) -> AsyncIterator[ManagedFederation]:
+    """n nodes with manager and shard service; waits until all are attested, admitted in every
+    node's view, the council has its 5 voters and every node knows the manager."""
+    async with trio.open_nursery() as nursery:
+        fed = ManagedFederation(tmp, nursery, repair_grace_s)
+        try:
+            for i in range(n):
+                await fed.start(f"n{i}")
+            agents = [x.agent for x in fed.nodes]
+            await wait_until(lambda: fully_attested(agents), 90)
+            await wait_until(lambda: fed.all_admitted(fed.nodes), 90)
+            await trio.sleep(0.6)  # one ping round for RTT estimates
+            yield fed
+        finally:
+            for x in fed.nodes:
+                x.agent.stop()
