@@ -17,7 +17,7 @@ REQUIRED = {"seed", "nodes", "scenario", "virtual_time_s", "wall_time_s", "trace
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
-    return p.parse_args(list(argv))
+    return p.parse_args(["--engine", "cpython", *argv])  # in-process: capsys sees the output
 
 
 def test_run_writes_report_and_prints_seed_first(tmp_path, capsys):
