@@ -78,6 +78,7 @@ def placements(p: NodeProcess) -> list[dict]:
     return reply["placements"]
 
 
+@pytest.mark.slow  # seven node processes, 1-3 minutes: CI runs it in `make test-slow`
 def test_cli_put_sigkill_holder_manager_repair_with_owner_stopped_get_rm(tmp_path, procs, monkeypatch):
     """Every process runs the manager role: the placement is committed to the swarm state, and
     the manager repairs a SIGKILLed holder while the owner is frozen (SIGSTOP)."""
