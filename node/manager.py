@@ -1317,10 +1317,14 @@ class ManagerRole:
             if not (self.dissolved or self.left):
                 await self._on_announcement(issuer, ann)
 
-    def _check_announcement(self, issuer: str, ann: ManagerAnnounce) -> str | None:
+    def _raft_led_by(self, issuer: str, term: int) -> bool:
+        """Whether our own Raft node, a voter, follows ``issuer`` as the leader of ``term``."""
         node = self.node
-        if (node is not None and self.is_voter() and node.raft.term == ann.term
-                and node.raft.lead is not None and self._raft_to_peer.get(node.raft.lead) == issuer):
+        return (node is not None and self.is_voter() and node.raft.term == term
+                and node.raft.lead is not None and self._raft_to_peer.get(node.raft.lead) == issuer)
+
+    def _check_announcement(self, issuer: str, ann: ManagerAnnounce) -> str | None:
+        if self._raft_led_by(issuer, ann.term):
             return None  # our own Raft follows the issuer as the leader of that very term
         st, _ = self.view()
         return check_announcement(ann.term, issuer, st)
@@ -1358,10 +1362,7 @@ class ManagerRole:
             self.followed_term, self.followed_leader = ann.term, issuer
         node = self.node
         if node is not None and self.is_voter():
-            r = node.raft
-            led_by_it = (r.term == ann.term and r.lead is not None
-                         and self._raft_to_peer.get(r.lead) == issuer)
-            if ann.commit_index > r.log.committed and not led_by_it:
+            if ann.commit_index > node.raft.log.committed and not self._raft_led_by(issuer, ann.term):
                 # A manager we do not follow is ahead of our log: we may have been removed
                 # without hearing it. Its reply says whether our raft id is tombstoned.
                 await self._fetch(issuer, "gossip")

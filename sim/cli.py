@@ -80,6 +80,11 @@ def _progress(enabled: bool, unit: str = "virtual s") -> tuple[Any, Any]:
     return prog, update
 
 
+def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that were set (default None means "the world's default")."""
+    return {n: v for n in names if (v := getattr(args, n)) is not None}
+
+
 def write_json(report: dict[str, Any], dest: str | None) -> None:
     """Write ``report`` as JSON to the file ``dest`` (``-``: stdout; None: nowhere)."""
     text = json.dumps(report, indent=2, sort_keys=True)
@@ -105,28 +110,18 @@ def run(args: argparse.Namespace) -> int:
 
         unit = "runs" if args.runs > 1 else "virtual s"
         return council_cli.run(args, seed, _progress(not args.no_progress, unit))
-    if args.nodes is None:
-        args.nodes = 100
-    if args.duration_s is None:
-        args.duration_s = 30.0
-    if args.liveness_deadline_s is None:
-        args.liveness_deadline_s = 60.0
-    if args.loss is None:
-        args.loss = 0.0
-    if args.partition_shape is None:
-        args.partition_shape = "halves"
-    if args.nodes < 2 or args.duration_s <= 0 or not 0 <= args.loss < 1 or args.slow_nodes < 0:
+    prog, update = _progress(not args.no_progress)
+    # Options left unset keep SimConfig's defaults (the council world has its own).
+    cfg = SimConfig(
+        seed=seed, scenario=args.scenario, profile=args.profile,
+        updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
+        progress=update, churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
+        **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape")),
+    )
+    if cfg.nodes < 2 or cfg.duration_s <= 0 or not 0 <= cfg.loss < 1 or cfg.slow_nodes < 0:
         print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
               file=sys.stderr)
         return 2
-    prog, update = _progress(not args.no_progress)
-    cfg = SimConfig(
-        nodes=args.nodes, seed=seed, scenario=args.scenario, duration_s=args.duration_s,
-        liveness_deadline_s=args.liveness_deadline_s, profile=args.profile, loss=args.loss,
-        updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
-        partition_shape=args.partition_shape, progress=update,
-        churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
-    )
     world = World(cfg)
     if prog is not None:
         with prog:

@@ -29,7 +29,8 @@ def _t_q(tr: Track, q: float) -> float | None:
     return sorted(tr.times)[need - 1]
 
 
-def _pct(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in [0, 1]); None for no values."""
     if not values:
         return None
     s = sorted(values)
@@ -71,8 +72,8 @@ def build(w: World, wall_s: float) -> dict[str, Any]:
     detection = {
         "crashes_detected": len(det),
         "first_detection_mean_s": _r(statistics.fmean(det)) if det else None,
-        "first_detection_p50_s": _r(_pct(det, 0.5)),
-        "first_detection_p99_s": _r(_pct(det, 0.99)),
+        "first_detection_p50_s": _r(percentile(det, 0.5)),
+        "first_detection_p99_s": _r(percentile(det, 0.99)),
         "first_detection_mean_probe_periods": _r(statistics.fmean(det) / period) if det else None,
         "first_probe_mean_probe_periods": (_r(statistics.fmean(w.first_probe_times) / period)
                                            if w.first_probe_times else None),

@@ -375,6 +375,8 @@ class ManagedShards:
                 nursery.start_soon(self._rebuild_and_report, p, h.index)
 
     async def _rebuild_and_report(self, p: Placement, index: int) -> None:
+        from node.shards.service import ShardServiceError
+
         key = (p.object_id, index)
         oid = bytes.fromhex(p.object_id)
         try:
@@ -385,20 +387,14 @@ class ManagedShards:
             reply = await self.ask(ShardRepairDone(os.urandom(16), oid, index))
             if not reply.ok:
                 raise RemoteProtocolError("refused", f"manager: {reply.reason}")
-        except (RemoteProtocolError, OSError, StoreError) as exc:
+        except (RemoteProtocolError, OSError, StoreError, ShardServiceError) as exc:
             self._backoff[key] = trio.current_time() + REBUILD_BACKOFF_S
             self.agent.counters.inc("shard_rebuild_failed")
             log.error("rebuild of shard %d of %s failed: %s (retrying)", index, p.object_id, exc)
-        except Exception as exc:  # a bug of ours: loud, but the node stays up
-            from node.shards.service import ShardServiceError
-
+        except Exception:  # a bug of ours: loud, but the node stays up
             self._backoff[key] = trio.current_time() + REBUILD_BACKOFF_S
-            if isinstance(exc, ShardServiceError):
-                self.agent.counters.inc("shard_rebuild_failed")
-                log.error("rebuild of shard %d of %s failed: %s (retrying)", index, p.object_id, exc)
-            else:
-                self.agent.counters.inc("internal_error", "shard-rebuild")
-                log.exception("internal error rebuilding shard %d of %s", index, p.object_id)
+            self.agent.counters.inc("internal_error", "shard-rebuild")
+            log.exception("internal error rebuilding shard %d of %s", index, p.object_id)
         finally:
             self._rebuilding.discard(key)
 

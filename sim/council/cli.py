@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sim.cli import write_json
+from sim.cli import given, write_json
 from sim.council.report import run_many
 from sim.council.world import CouncilConfig
 
@@ -22,20 +22,9 @@ Progress = Callable[[float, float], None]
 
 def config_from_args(args: argparse.Namespace, seed: int) -> CouncilConfig:
     """The run described by the ``sim`` options (unset options keep the scenario's defaults)."""
-    kw: dict[str, Any] = {"seed": seed, "scenario": args.scenario, "profile": args.profile}
-    if args.nodes is not None:
-        kw["nodes"] = args.nodes
-    if args.duration_s is not None:
-        kw["duration_s"] = args.duration_s
-    if args.liveness_deadline_s is not None:
-        kw["liveness_deadline_s"] = args.liveness_deadline_s
-    if args.loss is not None:
-        kw["loss"] = args.loss
-    if args.partition_shape is not None:
-        kw["partition_shape"] = args.partition_shape
-    if args.term_limit_s is not None:
-        kw["term_limit_s"] = args.term_limit_s
-    return CouncilConfig(**kw)
+    return CouncilConfig(seed=seed, scenario=args.scenario, profile=args.profile,
+                         **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss",
+                                        "partition_shape", "term_limit_s")))
 
 
 def run(args: argparse.Namespace, seed: int, progress: tuple[Any, Progress | None]) -> int:

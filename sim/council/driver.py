@@ -30,13 +30,7 @@ class Disk:
         self.entries: list[Entry] = list(initial.entries)
 
     def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            self._write_entries(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
+        self.persist_prefix(rd, self.records(rd))
 
     def records(self, rd: Ready) -> int:
         """How many records persisting ``rd`` writes (snapshot, entries, hard state)."""

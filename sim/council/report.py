@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from sim.report import percentile
 
 if TYPE_CHECKING:
     from sim.council.world import CouncilConfig, CouncilWorld
 
 REPORT_VERSION = 1
 MAX_VIOLATIONS_KEPT = 100
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in [0, 1]); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
 def _r(x: float | None, nd: int = 6) -> float | None:
