@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates-per-s", type=float, default=1.0,
                         help="score updates published per virtual second (default 1)")
     parser.add_argument("--churn-per-s", type=float, default=0.2,
-                        help="churn scenario: crash/leave/pause events per second (default 0.2)")
+                        help="churn: crash/leave/pause events per second; crash: one crash per 1/RATE s "
+                             "(default 0.2)")
     parser.add_argument("--slow-nodes", type=int, default=1,
                         help="slow-node scenario: how many slow nodes (default 1)")
     parser.add_argument("--no-lifeguard", action="store_true",

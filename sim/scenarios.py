@@ -13,6 +13,11 @@ revocation      at 30% the manager revokes a node; the revoked node keeps issuin
 lossy           10% loss (or ``--loss``), 2% duplication, 5% reordering on every link
 slow-node       ``slow_nodes`` nodes process every inbound message up to
                 ``slow_delay_s`` late (an overloaded host): Lifeguard's false positives
+crash           one crash at a time: a random node crashes; 2 s after some member suspects
+                it, it restarts, and the next crash follows 0.5–1.5 × 1/``churn_per_s`` s
+                later. SWIM's detection model (one failure among members that all probe),
+                which churn's overlapping faults leave: there, down probers and suspects
+                still in the ring slow the probes
 =============== =====================================================================
 
 Heal (start of the liveness phase): partitions removed, pauses and slowness ended, churn and
@@ -29,7 +34,7 @@ from overlay.records import KIND_SCORE, SimSigner
 if TYPE_CHECKING:
     from sim.world import World
 
-SCENARIOS = ("steady", "churn", "partition-heal", "revocation", "lossy", "slow-node")
+SCENARIOS = ("steady", "churn", "partition-heal", "revocation", "lossy", "slow-node", "crash")
 PARTITION_SHAPES = ("halves", "isolate", "random-cut", "bridge")
 
 
@@ -43,7 +48,7 @@ def setup(w: World) -> None:
     w.fault_free = name == "steady" and cfg.loss == 0 and cfg.duplicate == 0
     rng = w.fault_rng
     n = cfg.nodes
-    if name == "churn" and cfg.churn_per_s > 0:
+    if name in ("churn", "crash") and cfg.churn_per_s > 0:
         w.push(1.0 + rng.random() / cfg.churn_per_s, EV_ACTION, A_CHURN)
     elif name == "partition-heal":
         w.push(0.2 * cfg.duration_s, EV_ACTION, A_PARTITION, cfg.partition_shape)
@@ -106,12 +111,15 @@ def partition(w: World, shape: str) -> None:
     w.net.split(groups, bridges)
 
 
-def churn_step(w: World, t: float) -> None:
+def churn_step(w: World, t: float, node: int | None = None) -> None:
     from sim.world import A_CHURN, A_LEAVE, A_PAUSE, A_RESTART, EV_ACTION
 
     if not w.churn_on:
         return
     rng = w.fault_rng
+    if w.cfg.scenario == "crash":
+        _crash_step(w, t, node)
+        return
     cand = w._live_sample(1, exclude=w.manager)
     if cand:
         i = cand[0]
@@ -125,6 +133,36 @@ def churn_step(w: World, t: float) -> None:
                 w.push(t, EV_ACTION, A_LEAVE, i)
             w.push(t + 5.0 + 10.0 * rng.random() + 2.0, EV_ACTION, A_RESTART, i)
     w.push(t + rng.expovariate(w.cfg.churn_per_s), EV_ACTION, A_CHURN)
+
+
+CRASH_CHECK_S = 0.5  # how often the crash scenario looks whether its victim was detected
+CRASH_SETTLE_S = 2.0  # the victim stays down this long after it was first suspected
+CRASH_GIVE_UP_S = 60.0  # ... or restarts after this long undetected (then it is not counted)
+
+
+def _crash_step(w: World, t: float, node: int | None) -> None:
+    """The ``crash`` scenario: crash a random node (``node`` None), or check on the victim.
+
+    The victim restarts only after it was detected, so no crash is cut short by its restart:
+    a restart before detection would drop the slowest detections from the figures.
+    """
+    from sim.world import A_CHURN, A_RESTART, EV_ACTION
+
+    if node is None:
+        cand = w._live_sample(1, exclude=w.manager)
+        if cand:
+            w.crash(cand[0], t)
+            w.push(t + CRASH_CHECK_S, EV_ACTION, A_CHURN, cand[0])
+        else:
+            w.push(t + 1.0 / w.cfg.churn_per_s, EV_ACTION, A_CHURN)
+        return
+    ca = w.crash_at.get(node)
+    if ca is not None and t - ca < CRASH_GIVE_UP_S:  # not suspected by anyone yet
+        w.push(t + CRASH_CHECK_S, EV_ACTION, A_CHURN, node)
+        return
+    w.push(t + CRASH_SETTLE_S, EV_ACTION, A_RESTART, node)
+    gap = (0.5 + w.fault_rng.random()) / w.cfg.churn_per_s
+    w.push(t + CRASH_SETTLE_S + gap, EV_ACTION, A_CHURN)
 
 
 def inject(w: World, kind: int, t: float) -> None:

@@ -54,7 +54,7 @@ A_HEAL = 6
 A_SLOW = 7  # b: node, c: max extra inbound delay
 A_INJECT = 8  # b: 0 forged signature, 1 unattested issuer, 2 revoked issuer
 A_SAMPLE = 9  # periodic sampler (progress, convergence)
-A_CHURN = 10  # one churn step (crash or leave a random node, restart a down one)
+A_CHURN = 10  # one churn step (b: None, or the crash scenario's victim to check on)
 A_WORKLOAD = 11  # recurring score update
 
 _MASK = (1 << 64) - 1
@@ -503,7 +503,7 @@ class World:
         elif a == A_INJECT:
             scenarios.inject(self, b, t)
         elif a == A_CHURN:
-            scenarios.churn_step(self, t)
+            scenarios.churn_step(self, t, b)
         elif a == A_SAMPLE:
             if self.cfg.progress is not None:
                 self.cfg.progress(t, self.cfg.duration_s + self.cfg.liveness_deadline_s)

@@ -49,6 +49,22 @@ def test_churn(seed):
     assert r["detection"]["first_detection_mean_s"] < 5.0
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_crash_one_at_a_time(seed):
+    """The ``crash`` scenario: one node down at a time, each crash detected, every restarted
+    node back to alive everywhere, and no live node suspected."""
+    r = run(scenario="crash", seed=seed, duration_s=60.0, churn_per_s=0.15)
+    assert_clean(r)
+    det = r["detection"]
+    assert det["crashes_detected"] >= 5
+    assert det["false_positives"] == 0 and det["false_suspicions"] == 0
+    # The first probe of a crashed node comes within a few probe periods; SWIM's count is at
+    # least one period by definition.
+    assert 1.0 <= det["first_detection_swim_periods"] <= 4.0
+    assert 0.0 <= det["first_detection_swim_periods_stderr"] < 1.0
+    assert det["first_detection_p99_s"] < 10.0
+
+
 @pytest.mark.parametrize("shape,seed", [("halves", 1), ("isolate", 2), ("random-cut", 3),
                                         ("bridge", 4)])
 def test_partition_heal(shape, seed):
