@@ -29,6 +29,7 @@ from overlay.messages_gossip import (
     SwimGossip,
     SwimPing,
     SwimPingReq,
+    SwimSync,
     SwimUpdate,
 )
 from tests.overlay_core.harness import Cluster
@@ -125,6 +126,32 @@ def test_dead_is_final_until_a_higher_incarnation(updates):
         after = m.state_of(node)
         if before[0] == DEAD and after != before:
             assert after[0] == ALIVE and after[1] > before[1]
+
+
+_view_changes = st.lists(
+    st.tuples(st.sampled_from(["m0", "m1", "m2", "m7", "m8"]),
+              st.sampled_from([ALIVE, SUSPECT, DEAD, LEFT]), st.integers(0, 4),
+              st.sampled_from(["m3", "m4"]), st.booleans()),
+    max_size=30,
+)
+
+
+@given(_view_changes)
+def test_push_pull_state_is_always_the_current_view(changes):
+    """Whatever changed between syncs (news about others, strangers joining, a refutation
+    about ourselves), a push-pull reply carries the view as it is now."""
+    m = _solo()
+    for t, (node, state, inc, origin, sync) in enumerate(changes):
+        if state == LEFT:
+            origin = node  # only a node itself may announce its leave
+        m.step("m3", SwimGossip((SwimUpdate(node, state, inc, origin),)), float(t))
+        if sync:
+            m.step("m4", SwimSync(members=(), reply=True), float(t))
+            replies = [msg for dst, msg in m.ready().messages if type(msg) is SwimSync]
+            assert len(replies) == 1
+            got = {(u.node, u.state, u.incarnation) for u in replies[0].members}
+            assert got == {(n, st_, inc_) for n, st_, inc_ in m.members()}
+            assert ("m0", ALIVE, m.incarnation) in got
 
 
 def test_suspicion_about_self_is_refuted_with_higher_incarnation():
