@@ -180,6 +180,9 @@ def test_five_processes_elect_fail_over_restart_leave_and_dissolve(federation, t
         assert not (p.data_dir / "raft").exists() and not (p.data_dir / "sim-tee").exists()
 
 
+# Slow suite (make test-slow, in CI); the same behaviour runs in make test
+# in-process: tests/manager/test_inprocess.py::test_manager_rotates_at_term_limit_by_transfer.
+@pytest.mark.slow
 def test_five_processes_rotate_the_manager_at_term_end(federation):
     nodes = federation(5, "term_limit_s = 2.0\n")
     w = Watch()
@@ -230,6 +233,9 @@ def test_manager_demo_shows_the_successor(federation):
     assert sum(p.proc.poll() is not None for p in nodes) == 1  # only the old manager is down
 
 
+# Slow suite (make test-slow, in CI); the same behaviour runs in make test
+# in-process: tests/manager/test_inprocess.py::test_nodes_outside_the_council_follow_the_committed_state.
+@pytest.mark.slow
 def test_followers_outside_the_council_follow_by_gossip(federation):
     """Five processes, a council of three: the two others (including any voter that was
     removed as the council took shape) follow the committed state through the manager's
