@@ -25,6 +25,7 @@ from overlay.dissemination import DisseminationConfig
 from sim.world import SimConfig, World
 
 SEED = 20261124
+PARTS = ("spread", "revocation", "detection", "lifeguard", "speed")
 
 
 def _run(**kw: Any) -> dict[str, Any]:
@@ -84,15 +85,19 @@ def revocation(n: int, duration_s: float) -> dict[str, Any]:
     return row
 
 
-def detection(n: int, duration_s: float) -> dict[str, Any]:
-    r = _run(nodes=n, scenario="churn", duration_s=duration_s, churn_per_s=0.5,
+def detection(scenario: str, n: int, duration_s: float, rate: float) -> dict[str, Any]:
+    """First detection of crashes: under ``churn`` (overlapping faults) or ``crash`` (one at
+    a time, SWIM's model); SWIM's count with its standard error."""
+    r = _run(nodes=n, scenario=scenario, duration_s=duration_s, churn_per_s=rate,
              liveness_deadline_s=60.0)
     det = r["detection"]
-    row = {"nodes": n, "crashes": det["crashes_detected"],
+    row = {"scenario": scenario, "nodes": n, "duration_s": duration_s, "rate_per_s": rate,
+           "crashes": det["crashes_detected"],
            "mean_s": det["first_detection_mean_s"],
            "mean_probe_periods": det["first_detection_mean_probe_periods"],
            "first_probe_mean_periods": det["first_probe_mean_probe_periods"],
            "swim_periods": det["first_detection_swim_periods"],
+           "swim_periods_stderr": det["first_detection_swim_periods_stderr"],
            "p50_s": det["first_detection_p50_s"], "p99_s": det["first_detection_p99_s"],
            "swim_bound_periods": round(math.e / (math.e - 1), 3),
            "violations": len(r["invariants"]["violations"])}
@@ -143,6 +148,15 @@ def speed(n: int, duration_s: float) -> dict[str, Any]:
         row[f"{engine}_events_per_wall_s"] = round(r["events"] / r["wall_time_s"])
     row["virtual_s"] = reports["cpython"]["virtual_time_s"]
     row["events"] = reports["cpython"]["events"]
+    # The ceiling: the same event loop doing no protocol work, same queue size, same engines.
+    per_virtual_s = reports["cpython"]["events"] / reports["cpython"]["virtual_time_s"]
+    row["events_per_virtual_s"] = round(per_virtual_s)
+    for engine in engines:
+        ceil = _ceiling(engine, pending=n)
+        rate = int(ceil["events_per_s"])
+        row[f"{engine}_empty_loop_events_per_s"] = rate
+        row[f"{engine}_ceiling_speedup_x"] = round(rate / per_virtual_s, 2)
+        row[f"{engine}_core_event_costs_us"] = ceil["core_event_costs_us"]
     if "mypyc" in reports:
         row["compiled_vs_interpreted"] = round(reports["mypyc"]["speedup_x"]
                                                / reports["cpython"]["speedup_x"], 2)
@@ -151,6 +165,28 @@ def speed(n: int, duration_s: float) -> dict[str, Any]:
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
     _print_row(row)
     return row
+
+
+def _ceiling(engine: str, pending: int, events: int = 2_000_000) -> dict[str, Any]:
+    """:mod:`sim.ceiling` in ``engine``'s child: the empty loop's events per wall second and
+    the cheapest events' cost on the cores."""
+    from sim import accel
+
+    env = dict(os.environ)
+    if engine == "mypyc":
+        snap = accel.snapshot_dir()
+        if snap is None:
+            raise RuntimeError("no fresh compiled snapshot")
+        env["PYTHONPATH"] = os.pathsep.join([str(snap), *filter(None, [env.get("PYTHONPATH")])])
+    # -c, not -m: a compiled module has no code object for runpy.
+    code = ("import sys, sim.ceiling; sys.exit(sim.ceiling.main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-P", "-c", code, "--pending", str(pending),
+                          "--events", str(events)], check=True, capture_output=True, text=True,
+                         env=env)
+    r: dict[str, Any] = json.loads(out.stdout)
+    if r["engine"] != engine:
+        raise RuntimeError(f"sim.ceiling ran as {r['engine']}, wanted {engine}")
+    return r
 
 
 def plot_scaling(rows: list[dict[str, Any]], path: str) -> None:
@@ -190,31 +226,43 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench_sim")
     p.add_argument("--full", action="store_true", help="include 3,000 and 10,000 nodes")
     p.add_argument("--out", default=None, help="directory for bench_sim.json and the PNG")
+    p.add_argument("--only", choices=PARTS, action="append",
+                   help="run only these parts (repeatable; default: all)")
     args = p.parse_args(argv)
     full = args.full
+    parts = args.only or list(PARTS)
     print(f"SEED={SEED}")
     results: dict[str, Any] = {}
-    print("spread + load (push-pull vs push-only):")
-    sizes = [100, 300, 1000, 3000, 10000] if full else [100, 300, 1000]
-    results["spread"] = spread(sizes, duration_s=8.0)
-    print("revocation:")
-    results["revocation"] = revocation(10000 if full else 1000, duration_s=6.0)
-    print("first failure detection (churn, crash or leave at 0.5/s):")
-    results["detection"] = detection(200, duration_s=240.0 if full else 120.0)
-    print("Lifeguard on/off under 2 slow nodes:")
-    results["lifeguard"] = lifeguard(100, duration_s=600.0 if full else 180.0)
-    print("simulator speed (steady, 1 update/s):")
-    results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
+    if "spread" in parts:
+        print("spread + load (push-pull vs push-only):")
+        sizes = [100, 300, 1000, 3000, 10000] if full else [100, 300, 1000]
+        results["spread"] = spread(sizes, duration_s=8.0)
+    if "revocation" in parts:
+        print("revocation:")
+        results["revocation"] = revocation(10000 if full else 1000, duration_s=6.0)
+    if "detection" in parts:
+        print("first failure detection (churn at 0.5/s; one crash at a time):")
+        results["detection"] = [
+            detection("churn", 200, 2400.0 if full else 120.0, 0.5),
+            detection("crash", 100, 4000.0 if full else 300.0, 0.25),
+        ]
+    if "lifeguard" in parts:
+        print("Lifeguard on/off under 2 slow nodes:")
+        results["lifeguard"] = lifeguard(100, duration_s=600.0 if full else 180.0)
+    if "speed" in parts:
+        print("simulator speed (steady, 1 update/s) and the empty-loop ceiling:")
+        results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
     out = args.out or tempfile.mkdtemp(prefix="bench_sim_")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "bench_sim.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    try:
-        plot_scaling(results["spread"], os.path.join(out, "sim_scaling.png"))
-    except ImportError:
-        print("matplotlib missing: no PNG", file=sys.stderr)
+    if "spread" in results:
+        try:
+            plot_scaling(results["spread"], os.path.join(out, "sim_scaling.png"))
+        except ImportError:
+            print("matplotlib missing: no PNG", file=sys.stderr)
     print(f"results in {out}")
-    bad = sum(r.get("violations", 0) for r in results["spread"])
+    bad = sum(r.get("violations", 0) for r in results.get("spread", []))
     return 1 if bad else 0
 
 

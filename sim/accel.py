@@ -49,6 +49,7 @@ COMPILED = (
     "sim/invariants.py",
     "sim/scenarios.py",
     "sim/report.py",
+    "sim/ceiling.py",
 )
 ENGINES = ("auto", "cpython", "mypyc")
 _MARKER = "DIGEST"
