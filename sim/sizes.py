@@ -85,8 +85,14 @@ def _item_size(x: Any) -> int:
             return _K_UPDATE + 3 + len(a) + 1 + len(b)  # the common case, inlined
         return _K_UPDATE + _str(_u(a)) + 1 + _int(inc) + _str(_u(b))
     if t is Record:
-        return (_K_RECORD + _str(_u(x.kind)) + _str(_u(x.issuer)) + _str(_u(x.subject))
+        # One record object rides on every push that carries it (tens per node): size it once.
+        hit = _items.get(id(x))
+        if hit is not None and hit[0] is x:
+            return int(hit[1])
+        size = (_K_RECORD + _str(_u(x.kind)) + _str(_u(x.issuer)) + _str(_u(x.subject))
                 + _int(x.version) + 2 * _FLOAT + _str(len(x.payload)) + _str(len(x.signature)))
+        _remember(x, size)
+        return size
     if t is GossipDigestEntry:
         return (_K_ENTRY + _str(_u(x.kind)) + _str(_u(x.subject)) + _int(x.version) + _FLOAT
                 + _str(len(x.sig_prefix)))
@@ -101,10 +107,15 @@ def _item_size_encoded(x: Any) -> int:
         return len(x) + 3
     name = wire.spec_of(type(x))[0]
     size = len(wire.encode(x)) - len(name) - 3  # minus the envelope around a top-level frame
+    _remember(x, size)
+    return size
+
+
+def _remember(x: Any, size: int) -> None:
+    """Cache ``x``'s size by identity (the entry holds ``x``, so its id is not reused)."""
     if len(_items) >= _ITEMS_MAX:
         _items.clear()
     _items[id(x)] = (x, size)
-    return size
 
 
 def wire_size(msg: Any) -> int:
