@@ -13,6 +13,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from overlay.messages_gossip import ALL_MESSAGES
 from overlay.records import KIND_REVOCATION, KIND_SCORE
 from sim import accel
 
@@ -116,6 +117,7 @@ def build(w: World, wall_s: float) -> dict[str, Any]:
         "speedup_x": round(vt / wall_s, 2) if wall_s > 0 else None,
         "engine": accel.engine_name(),
         "events": w.events,
+        "events_by_kind": events_by_kind(w),
         "trace_digest": w.trace_digest(),
         "dissemination": dis,
         "detection": detection,
@@ -165,3 +167,14 @@ def plot(w: World, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def events_by_kind(w: World) -> dict[str, int]:
+    """What the run's events were: timer ticks, deliveries by message type, world actions."""
+    kc = w.kind_counts
+    out = {"tick": kc[0]}
+    for i, t in enumerate(ALL_MESSAGES):
+        if kc[i + 1]:
+            out[t.__name__] = kc[i + 1]
+    out["action"] = kc[-1]
+    return out

@@ -178,6 +178,9 @@ class World:
         self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
         self.trace = 0xCBF29CE484222325
         self.events = 0
+        # Events handled, by kind: [0] ticks, [code] deliveries of message type code
+        # (_TYPE_CODE), [-1] actions. The report's events_by_kind.
+        self.kind_counts = [0] * (len(ALL_MESSAGES) + 2)
         self.net_rng = random.Random(derive_seed(cfg.seed, "net"))
         self.fault_rng = random.Random(derive_seed(cfg.seed, "faults"))
         self.work_rng = random.Random(derive_seed(cfg.seed, "workload"))
@@ -422,6 +425,7 @@ class World:
         events = self.events
         swim = _SWIM
         codes = _TYPE_CODE
+        kc = self.kind_counts
         while heap and heap[0][0] <= until:
             t, _, kind, a, b, c = pop(heap)
             self.now = t
@@ -437,7 +441,9 @@ class World:
                     node.m.step(ids[b], c, local)
                 else:
                     node.d.step(ids[b], c, local)
-                trace = ((trace ^ (a * 131 + b * 7 + codes[type(c)] + int(t * 1e6))) * _FNV) & _MASK
+                code = codes[type(c)]
+                kc[code] += 1
+                trace = ((trace ^ (a * 131 + b * 7 + code + int(t * 1e6))) * _FNV) & _MASK
                 self._after(node, t)
             elif kind == EV_TICK:
                 node = nodes[a]
@@ -451,9 +457,11 @@ class World:
                 local = node.offset + t * node.rate
                 node.m.tick(local)
                 node.d.tick(local)
+                kc[0] += 1
                 trace = ((trace ^ (a * 131 + 1 + int(t * 1e6))) * _FNV) & _MASK
                 self._after(node, t)
             else:
+                kc[-1] += 1
                 trace = ((trace ^ (a * 977 + 2 + int(t * 1e6))) * _FNV) & _MASK
                 self._action(a, b, c, t)
             events += 1

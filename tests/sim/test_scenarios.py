@@ -39,6 +39,9 @@ def test_steady(seed):
     assert r["detection"]["false_positives"] == 0
     assert r["detection"]["false_suspicions"] == 0
     assert r["messages_per_node_per_s"] > 0 and r["bytes_per_node_per_s"] > 0
+    kinds = r["events_by_kind"]
+    assert sum(kinds.values()) == r["events"]
+    assert kinds["tick"] > 0 and kinds["GossipPush"] > 0 and kinds["SwimPing"] > 0
 
 
 @pytest.mark.parametrize("seed", [1, 3])
