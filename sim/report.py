@@ -162,6 +162,10 @@ def plot(w: World, path: str) -> None:
     ax3.plot(xs2, [b / n for b in w.load_bytes], color="tab:orange", alpha=0.6,
              label="bytes/node/s")
     ax3.set_ylabel("bytes per node per second")
+    ax2.set_ylim(bottom=0)
+    ax3.set_ylim(bottom=0)
+    lines = ax2.get_lines() + ax3.get_lines()
+    ax2.legend(lines, [str(ln.get_label()) for ln in lines], loc="lower right")
     ax2.axvline(w.cfg.duration_s, color="grey", linestyle="--", linewidth=1)
     ax2.set_title("message load (dashed: heal, start of the liveness phase)")
     fig.tight_layout()
