@@ -179,7 +179,7 @@ def _ceiling(engine: str, pending: int, events: int = 2_000_000) -> dict[str, An
             raise RuntimeError("no fresh compiled snapshot")
         env["PYTHONPATH"] = os.pathsep.join([str(snap), *filter(None, [env.get("PYTHONPATH")])])
     # -c, not -m: a compiled module has no code object for runpy.
-    code = ("import sys, sim.ceiling; sys.exit(sim.ceiling.main(sys.argv[1:]))")
+    code = "import sys, sim.ceiling; sys.exit(sim.ceiling.main(sys.argv[1:]))"
     out = subprocess.run([sys.executable, "-P", "-c", code, "--pending", str(pending),
                           "--events", str(events)], check=True, capture_output=True, text=True,
                          env=env)
