@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
 import trio
 
 from node.manager import ANNOUNCE_TTL_S, RETIRED_FILE
@@ -44,6 +45,9 @@ def _follow(m: Member) -> dict:
     return m.role.status()["consensus"]["follow"]
 
 
+# Slow suite (make test-slow, in CI); make test keeps its in-process twin on the real gossip
+# service, test_inprocess.py::test_nodes_outside_the_council_follow_the_committed_state.
+@pytest.mark.slow
 async def test_a_node_outside_the_council_learns_new_commits_by_gossip(tmp_path):
     settings = dataclasses.replace(GOSSIP_ONLY, council_size=3)
     async with federation(tmp_path, 5, settings, bus=GossipBus()) as fed:

@@ -35,6 +35,8 @@ def _settled(p, pid=None):
         pid is None or all(h.holder != pid for h in p.holders))
 
 
+# Slow suite (make test-slow, in CI): keeps make test under 10 minutes in a fresh clone.
+@pytest.mark.slow
 async def test_put_replaces_a_dying_holder_and_the_placement_is_in_every_view(tmp_path):
     async with managed_federation(tmp_path, 7, repair_grace_s=3600) as fed:
         owner = _calm(fed, [n.peer_id for n in fed.nodes])

@@ -44,6 +44,9 @@ async def test_lost_holder_is_repaired_then_get_works(tmp_path):
         assert (tmp_path / "out.bin").read_bytes() == data
 
 
+# Slow suite (make test-slow, in CI): revocation -> repair -> get also runs in make test through
+# the manager path, test_manager_repair.py::test_revoked_holder_is_repaired_and_forged_...
+@pytest.mark.slow
 async def test_revoked_holder_is_repaired_at_once_then_get_works(tmp_path):
     # owner + 5 holders + 2 spares (one per repair; a revoked node is never reused)
     async with shard_federation(tmp_path, 8, repair_grace_s=3600) as (agents, svcs, _):
