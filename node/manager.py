@@ -805,7 +805,9 @@ class ManagerRole:
                 while len(batch) < 256:
                     try:
                         batch.append(recv.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        # EndOfChannel: retiring closed our channel with messages still in it;
+                        # the loop ends after this batch instead of raising into the role.
                         break
                 if not self.agent.peers.is_attested(pid):
                     self.agent.counters.inc("raft_dropped", "unattested", len(batch))

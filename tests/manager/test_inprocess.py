@@ -10,7 +10,10 @@ import time
 import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 
+from consensus import messages as cm
 from consensus.state import LEFT, REVOKED
 from node.attestation.simulated import SimulatedProvider
 from node.manager import verify_decision
@@ -241,3 +244,22 @@ async def test_nodes_outside_the_council_follow_the_committed_state(tmp_path):
                    for f in followers)
         await wait_until(lambda: all(f.role.decisions_verified > 0 for f in followers), 20)
         assert all(f.role.decisions_rejected == 0 for f in followers)
+
+
+async def test_a_raft_sender_closed_with_messages_queued_ends_quietly(tmp_path):
+    """Retiring from the council closes every per-peer Raft send channel. A sender that finds
+    its channel closed while gathering a batch must finish the batch and end, not raise
+    EndOfChannel into the manager role (seen once in a full run: it took the node down)."""
+    async with federation(tmp_path, 1) as fed:
+        role = fed.members[0].role
+        stranger = ID.from_pubkey(create_new_key_pair().public_key).to_base58()
+        send, recv = trio.open_memory_channel[cm.Message](8)
+        for term in (1, 2, 3):
+            send.send_nowait(cm.VoteRequest(sender=1, to=2, term=term, last_log_index=0,
+                                            last_log_term=0))
+        send.close()
+        before = role.agent.counters.get("raft_dropped", "unattested")
+        with trio.fail_after(10):
+            await role._sender(stranger, recv)
+        # one batch of three, dropped because the stranger is not attested
+        assert role.agent.counters.get("raft_dropped", "unattested") == before + 3
