@@ -20,7 +20,8 @@ ELECT_TIMEOUT_S = 60.0
 FAILOVER_TIMEOUT_S = 30.0
 
 
-def _agreed(statuses: list[dict[str, Any] | None]) -> str | None:
+def _agreed(statuses: list[dict[str, Any] | None], min_council: int = 1) -> str | None:
+    """The manager every node agrees on, with at least ``min_council`` voters seated."""
     live = [s for s in statuses if s]
     if not live or len(live) != len(statuses):
         return None
@@ -28,7 +29,8 @@ def _agreed(statuses: list[dict[str, Any] | None]) -> str | None:
     terms = {s.get("term") for s in live}
     council = set(live[0].get("council") or ())
     seated = all(s.get("role") in ("manager", "council") for s in live if s["peer_id"] in council)
-    if len(managers) == 1 and None not in managers and len(terms) == 1 and council and seated \
+    if len(managers) == 1 and None not in managers and len(terms) == 1 \
+            and len(council) >= max(1, min_council) and seated \
             and sum(s.get("role") == "manager" for s in live) == 1:
         return str(managers.pop())
     return None
@@ -52,17 +54,21 @@ def council_table(statuses: list[dict[str, Any] | None], title: str) -> Table:
 
 def run_manager_demo(nodes: list[NodeProcess], console: Any) -> bool:
     """Show the manager, SIGKILL it, show the successor. Returns True on success."""
-    console.print("[bold]Manager election[/bold]: waiting for the council to agree on a manager…")
+    # A council that can lose its manager and still elect one: three voters (two survive, a
+    # majority). The manager seats voters as they catch up, so a young council can be smaller.
+    need = min(3, len(nodes))
+    console.print(f"[bold]Manager election[/bold]: waiting for the council to agree on a manager "
+                  f"with {need} voters seated…")
     deadline = time.monotonic() + ELECT_TIMEOUT_S
     manager = None
     statuses: list[dict[str, Any] | None] = []
     while time.monotonic() < deadline and manager is None:
         statuses = [p.status() for p in nodes]
-        manager = _agreed(statuses)
+        manager = _agreed(statuses, need)
         if manager is None:
             time.sleep(0.2)
     if manager is None:
-        console.print("[red]no manager agreed on in time[/red]")
+        console.print(f"[red]no manager with {need} council voters agreed on in time[/red]")
         return False
     console.print(council_table(statuses, "council before the crash"))
     idx = next(i for i, s in enumerate(statuses) if s and s["peer_id"] == manager)
