@@ -37,19 +37,27 @@ class Fed:
         self.tmp, self.nursery, self.settings, self.gossip = tmp, nursery, settings, gossip
         self.bus = bus
         self.members: list[Member] = []
-        self.boot: str | None = None
+
+    def _boot_for(self, name: str) -> str | None:
+        """A running member other than ``name`` to bootstrap from: not simply the first node,
+        which may be the one restarting (it would dial its own dead address and never join)."""
+        for m in self.members:
+            if m.name != name:
+                return m.agent.full_addrs()[0]
+        return None
 
     async def start(self, name: str, *, settings: ManagerSettings | None = None,
                     key: Any = None) -> Member:
         config = _gossip_config() if self.gossip else None
+        boot = self._boot_for(name)
         if key is not None:  # restart with the same identity
-            agent = _with_identity(self.tmp, name, key, self.boot, config)
+            agent = _with_identity(self.tmp, name, key, boot, config)
             if self.gossip:
                 from node.gossip import attach
 
                 attach(agent)
         else:
-            agent = make_agent(self.tmp, name, bootstrap=(self.boot,) if self.boot else (),
+            agent = make_agent(self.tmp, name, bootstrap=(boot,) if boot else (),
                                gossip=self.gossip, config=config)
         if self.bus is not None:
             agent.gossip = self.bus.attach(agent)  # type: ignore[attr-defined]
@@ -65,8 +73,6 @@ class Fed:
                 await agent.run(task_status=task_status)
 
         await self.nursery.start(runner)
-        if self.boot is None:
-            self.boot = agent.full_addrs()[0]
         self.members.append(m)
         return m
 

@@ -263,3 +263,21 @@ async def test_a_raft_sender_closed_with_messages_queued_ends_quietly(tmp_path):
             await role._sender(stranger, recv)
         # one batch of three, dropped because the stranger is not attested
         assert role.agent.counters.get("raft_dropped", "unattested") == before + 3
+
+
+async def test_the_first_node_restarted_with_its_identity_rejoins(tmp_path):
+    """The first node is everyone's bootstrap. Restarted (in-process, on a new port), it must
+    bootstrap from a live member, not from its own dead address, and be attested again by
+    every other node; the harness once picked the first node's old address for any restart,
+    and a test whose victim happened to be node 0 waited for a node that could not join."""
+    async with federation(tmp_path, 3) as fed:
+        await wait_until(lambda: settled(fed, 3), 60)
+        first = fed.members[0]
+        key = first.agent._identity
+        await fed.kill(first)
+        again = await fed.start(first.name, key=key)
+        pid = again.agent.peer_id
+        await wait_until(lambda: all(m.agent.peers.is_attested(pid) for m in fed.members
+                                     if m is not again), 60)
+        await wait_until(lambda: again.role.status()["manager"] in
+                         {m.agent.peer_id for m in fed.leaders()}, 60)

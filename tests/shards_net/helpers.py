@@ -110,14 +110,23 @@ class ManagedFederation:
     def __init__(self, tmp: Path, nursery: trio.Nursery, repair_grace_s: float) -> None:
         self.tmp, self.nursery, self.grace = tmp, nursery, repair_grace_s
         self.nodes: list[Node] = []
-        self.boot: str | None = None
+
+    def _boot_for(self, name: str) -> str | None:
+        """A running node other than ``name`` to bootstrap from: not simply the first node,
+        which may be the one restarting (it would dial its own dead address and never join)."""
+        for n in self.nodes:
+            if n.name != name and not n.agent.stopping and not (n.scope and n.scope.cancel_called):
+                return n.agent.full_addrs()[0]
+        return None
 
     async def start(self, name: str, key: Any = None) -> Node:
         from node.manager import ManagerRole
 
-        a = make_agent(self.tmp, name, config=shard_config(), bootstrap=(self.boot,) if self.boot else ())
+        boot = self._boot_for(name)
         if key is not None:
-            a = _agent_with_key(self.tmp, name, key, self.boot)
+            a = _agent_with_key(self.tmp, name, key, boot)
+        else:
+            a = make_agent(self.tmp, name, config=shard_config(), bootstrap=(boot,) if boot else ())
         path = self.tmp / name
         path.mkdir(parents=True, exist_ok=True)
         role = ManagerRole(a, path, manager_settings())
@@ -132,8 +141,6 @@ class ManagedFederation:
                 await a.run(task_status=task_status)
 
         await self.nursery.start(runner)
-        if self.boot is None:
-            self.boot = a.full_addrs()[0]
         self.nodes = [n for n in self.nodes if n.name != name] + [node]
         return node
 
