@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,11 +31,12 @@ def local_config(**attestation: object) -> NodeConfig:
 
 def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_tag: str = "",
                policy: Policy | None = None, bootstrap: tuple[str, ...] = (),
-               gossip: bool = False) -> Agent:
+               gossip: bool = False, key: Ed25519PrivateKey | None = None) -> Agent:
+    """A node on loopback with a simulated TEE; ``key`` restarts one with its identity."""
     cfg = config or local_config()
     if bootstrap:
         cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=bootstrap))
-    key = Ed25519PrivateKey.generate()
+    key = key or Ed25519PrivateKey.generate()
     provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(build_tag))
     engine = AttestationEngine(
         {TeeKind.SIM: SimulatedVerifier()},
@@ -48,6 +51,32 @@ def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_
 
         attach(agent)
     return agent
+
+
+async def run_in_process(nursery: trio.Nursery, agent: Agent) -> trio.CancelScope:
+    """Start ``agent`` in ``nursery`` (returns once it listens); cancelling the returned scope
+    stops it without a goodbye (see :func:`crash_in_process`)."""
+    scopes: list[trio.CancelScope] = []
+
+    async def runner(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            await agent.run(task_status=task_status)
+
+    await nursery.start(runner)
+    return scopes[0]
+
+
+async def crash_in_process(agent: Agent, scope: trio.CancelScope) -> None:
+    """In-process SIGKILL: cancel the node's tasks without a goodbye, then close its
+    connections as the kernel would close a killed process's sockets."""
+    scope.cancel()
+    await trio.sleep(0)
+    conns = agent.host.get_network().connections
+    for cs in list(conns.values()):
+        for c in list(cs if isinstance(cs, list) else [cs]):
+            with trio.move_on_after(1), contextlib.suppress(Exception):
+                await c.close()
 
 
 async def wait_until(pred, timeout_s: float = 20.0, step_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]

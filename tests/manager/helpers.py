@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ import trio
 from node.agent import Agent
 from node.config import NodeConfig
 from node.manager import ManagerRole, ManagerSettings
-from tests.netutil import local_config, make_agent
+from tests.netutil import crash_in_process, local_config, make_agent, run_in_process
 
 FAST = dataclasses.replace(ManagerSettings.for_profile("local_test"), reconcile_s=0.1,
                            follow_poll_s=0.2)
@@ -50,15 +49,8 @@ class Fed:
                     key: Any = None) -> Member:
         config = _gossip_config() if self.gossip else None
         boot = self._boot_for(name)
-        if key is not None:  # restart with the same identity
-            agent = _with_identity(self.tmp, name, key, boot, config)
-            if self.gossip:
-                from node.gossip import attach
-
-                attach(agent)
-        else:
-            agent = make_agent(self.tmp, name, bootstrap=(boot,) if boot else (),
-                               gossip=self.gossip, config=config)
+        agent = make_agent(self.tmp, name, bootstrap=(boot,) if boot else (), gossip=self.gossip,
+                           config=config, key=key)  # key: a restart with the same identity
         if self.bus is not None:
             agent.gossip = self.bus.attach(agent)  # type: ignore[attr-defined]
         path = self.tmp / name
@@ -66,13 +58,7 @@ class Fed:
         role = ManagerRole(agent, path, settings or self.settings)
         role.install()
         m = Member(name, agent, role, path)
-
-        async def runner(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                m.scope = scope
-                await agent.run(task_status=task_status)
-
-        await self.nursery.start(runner)
+        m.scope = await run_in_process(self.nursery, agent)
         self.members.append(m)
         return m
 
@@ -80,14 +66,8 @@ class Fed:
         """Crash: cancel the node's tasks without a goodbye, then close its connections as
         the kernel would close a killed process's sockets (in-process SIGKILL)."""
         assert m.scope is not None
-        m.scope.cancel()
         self.members.remove(m)
-        await trio.sleep(0)
-        conns = m.agent.host.get_network().connections
-        for cs in list(conns.values()):
-            for c in list(cs if isinstance(cs, list) else [cs]):
-                with trio.move_on_after(1), contextlib.suppress(Exception):
-                    await c.close()
+        await crash_in_process(m.agent, m.scope)
 
     def leaders(self) -> list[Member]:
         return [m for m in self.members if m.role.is_leader()]
@@ -175,24 +155,6 @@ def _gossip_config() -> NodeConfig:
     net = dataclasses.replace(cfg.network, ping_interval_s=5.0, peer_exchange_interval_s=2.0)
     att = dataclasses.replace(cfg.attestation, reattest_interval_s=4.0, handshake_timeout_s=5.0)
     return dataclasses.replace(cfg, network=net, attestation=att)
-
-
-def _with_identity(tmp: Path, name: str, key: Any, boot: str | None,
-                   config: NodeConfig | None = None) -> Agent:
-    from node.attestation.base import TeeKind
-    from node.attestation.engine import AttestationEngine
-    from node.attestation.policy import Policy
-    from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
-    from node.measure import agent_measurement
-
-    cfg = config or local_config()
-    if boot:
-        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=(boot,)))
-    provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(""))
-    engine = AttestationEngine({TeeKind.SIM: SimulatedVerifier()}, Policy.development(),
-                               identity_key=key, self_measurement=agent_measurement(""),
-                               record_ttl_s=3 * cfg.attestation.reattest_interval_s)
-    return Agent(config=cfg, identity=key, provider=provider, engine=engine)
 
 
 @asynccontextmanager

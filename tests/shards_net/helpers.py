@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +15,14 @@ from node.agent import Agent
 from node.config import NodeConfig
 from node.shards import service as shard_service
 from node.shards.service import ShardService
-from tests.netutil import fully_attested, local_config, make_agent, wait_until
+from tests.netutil import (
+    crash_in_process,
+    fully_attested,
+    local_config,
+    make_agent,
+    run_in_process,
+    wait_until,
+)
 
 
 def shard_config() -> NodeConfig:
@@ -123,10 +129,8 @@ class ManagedFederation:
         from node.manager import ManagerRole
 
         boot = self._boot_for(name)
-        if key is not None:
-            a = _agent_with_key(self.tmp, name, key, boot)
-        else:
-            a = make_agent(self.tmp, name, config=shard_config(), bootstrap=(boot,) if boot else ())
+        a = make_agent(self.tmp, name, config=shard_config(), bootstrap=(boot,) if boot else (),
+                       key=key)  # key: a restart with the same identity
         path = self.tmp / name
         path.mkdir(parents=True, exist_ok=True)
         role = ManagerRole(a, path, manager_settings())
@@ -134,13 +138,7 @@ class ManagedFederation:
         svc = shard_service.attach(a, path, quota_bytes=1 << 34, repair_grace_s=self.grace,
                                    message_timeout_s=10.0, repair_tick_s=0.2)
         node = Node(name, a, svc, role)
-
-        async def runner(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                node.scope = scope
-                await a.run(task_status=task_status)
-
-        await self.nursery.start(runner)
+        node.scope = await run_in_process(self.nursery, a)
         self.nodes = [n for n in self.nodes if n.name != name] + [node]
         return node
 
@@ -151,13 +149,7 @@ class ManagedFederation:
         """In-process SIGKILL: cancel the node's tasks without a goodbye, then close its
         connections as the kernel would close a killed process's sockets."""
         assert node.scope is not None
-        node.scope.cancel()
-        await trio.sleep(0)
-        conns = node.agent.host.get_network().connections
-        for cs in list(conns.values()):
-            for c in list(cs if isinstance(cs, list) else [cs]):
-                with trio.move_on_after(1), contextlib.suppress(Exception):
-                    await c.close()
+        await crash_in_process(node.agent, node.scope)
 
     async def restart(self, node: Node) -> Node:
         return await self.start(node.name, key=node.agent._identity)
@@ -178,23 +170,6 @@ class ManagedFederation:
         lead = self.leader()
         return (lead is not None and len(lead.role.status()["consensus"]["voters"]) == min(5, len(nodes))
                 and all(n.role.leader_peer() == lead.peer_id for n in nodes))
-
-
-def _agent_with_key(tmp: Path, name: str, key: Any, boot: str | None) -> Agent:
-    from node.attestation.base import TeeKind
-    from node.attestation.engine import AttestationEngine
-    from node.attestation.policy import Policy
-    from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
-    from node.measure import agent_measurement
-
-    cfg = shard_config()
-    if boot:
-        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=(boot,)))
-    provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(""))
-    engine = AttestationEngine({TeeKind.SIM: SimulatedVerifier()}, Policy.development(), identity_key=key,
-                               self_measurement=agent_measurement(""),
-                               record_ttl_s=3 * cfg.attestation.reattest_interval_s)
-    return Agent(config=cfg, identity=key, provider=provider, engine=engine)
 
 
 @asynccontextmanager
