@@ -177,7 +177,7 @@ def _ceiling(engine: str, pending: int, events: int = 2_000_000) -> dict[str, An
         snap = accel.snapshot_dir()
         if snap is None:
             raise RuntimeError("no fresh compiled snapshot")
-        env["PYTHONPATH"] = os.pathsep.join([str(snap), *filter(None, [env.get("PYTHONPATH")])])
+        env = accel.snapshot_env(snap)
     # -c, not -m: a compiled module has no code object for runpy.
     code = "import sys, sim.ceiling; sys.exit(sim.ceiling.main(sys.argv[1:]))"
     out = subprocess.run([sys.executable, "-P", "-c", code, "--pending", str(pending),

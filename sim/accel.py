@@ -176,14 +176,19 @@ def _prune(root: Path, keep: str, max_old: int = 3) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def run_in_snapshot(snapshot: Path, argv: Sequence[str]) -> int:
-    """Run ``python -m sim ARGV`` with the snapshot first on the import path."""
+def snapshot_env(snapshot: Path) -> dict[str, str]:
+    """The environment of a child interpreter that imports from ``snapshot`` first. Run it
+    with ``-P``: otherwise the current directory comes before PYTHONPATH and puts the
+    uncompiled sources of a checkout back in front of the snapshot."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(snapshot), *filter(None, [env.get("PYTHONPATH")])])
     env[_CHILD_ENV] = str(snapshot)
-    # -P: no current directory on sys.path, which would otherwise come before PYTHONPATH and
-    # put the uncompiled sources of a checkout back in front of the snapshot.
-    return subprocess.call([sys.executable, "-P", "-m", "sim", *argv], env=env)
+    return env
+
+
+def run_in_snapshot(snapshot: Path, argv: Sequence[str]) -> int:
+    """Run ``python -m sim ARGV`` with the snapshot first on the import path."""
+    return subprocess.call([sys.executable, "-P", "-m", "sim", *argv], env=snapshot_env(snapshot))
 
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
