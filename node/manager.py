@@ -50,8 +50,9 @@ One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runti
   has no leader) makes it ask; a reply saying its raft id is tombstoned in the *committed*
   configuration (removals are final) retires its Raft node (``raft/retired`` remembers it
   across restarts) and it follows the state like any other non-voter.
-- **Lifecycle.** A quarantine for a failed attestation seen by the manager, or a member
-  score below policy, becomes a committed ``Revoke``; every node applying or following it
+- **Lifecycle.** A failed attestation seen by the manager (any verdict against a member, at
+  each re-attestation, not only the one that quarantines it), or a member score below policy,
+  becomes a committed ``Revoke``; every node applying or following it
   calls ``Agent.revoke``. ``leave`` drains, commits ``Leave`` (through the manager), waits for
   the Raft removal and stops the node. ``dissolve``: a dissolve order signed by the owner key
   (verified against ``<data dir>/federation-owner.pub``) is flooded to attested peers; every
@@ -117,6 +118,7 @@ from consensus.state import (
     encode_state,
 )
 from node.agent import UNREACHABLE
+from node.attestation.engine import Outcome
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
     MAX_DECISION_ENTRY_BYTES,
@@ -429,6 +431,7 @@ class ManagerRole:
         a.set_handler(DISSOLVE_PROTOCOL, self._handle_dissolve)
         a.add_service(self.run)
         a.on_quarantine(self._on_quarantine)
+        a.on_outcome(self._on_outcome)
         a.add_status("manager", lambda: self.status()["manager"])
         a.add_status("term", lambda: self.status()["term"])
         a.add_status("council", lambda: self.status()["council"])
@@ -1517,6 +1520,14 @@ class ManagerRole:
             return
         if self.is_leader():
             self._pending_revokes.setdefault(peer_id, f"failed attestation: {reason}")
+
+    def _on_outcome(self, peer_id: str, outcome: Outcome) -> None:
+        """Every verdict the manager reaches, not only the one that quarantines: a peer the
+        manager had already quarantined as unreachable (its record lapsed) before its evidence
+        began to fail, or whose failure the manager saw while it was still a follower, is
+        revoked at its next failed re-attestation. Reconcile skips members already revoked."""
+        if not outcome.accepted and self.is_leader():
+            self._pending_revokes.setdefault(peer_id, f"failed attestation: {outcome.reason}")
 
     def request_revoke(self, peer_id: str, reason: str) -> None:
         """Queue a revocation for the next reconcile round (manager only)."""

@@ -152,6 +152,26 @@ async def test_failed_attestation_leads_to_a_revocation_everywhere(tmp_path):
         assert lead.role.state.member(vid).reason.startswith("failed attestation")
 
 
+async def test_a_member_the_manager_had_lost_touch_with_is_revoked_when_its_evidence_fails(tmp_path):
+    """The manager's record of a member lapses (missed rounds: no verdict, no revocation), then
+    the member's evidence starts failing. Its failures no longer quarantine it at the manager
+    (it is quarantined already), yet each one is a verdict, and the manager revokes it."""
+    async with federation(tmp_path, 3) as fed:
+        await wait_until(lambda: settled(fed, 3), 60)
+        lead = fed.leaders()[0]
+        victim = next(m for m in fed.members if m is not lead)
+        vid = victim.agent.peer_id
+        for _ in range(lead.agent.config.attestation.max_missed_reattestations):
+            lead.agent._record_missed(vid, "timeout")
+        assert not lead.agent.peers.is_attested(vid)
+        assert lead.role.state.member(vid).status != REVOKED
+        victim.agent.provider = SimulatedProvider(tmp_path / "evil-tee", agent_measurement("evil"))
+        others = [m for m in fed.members if m is not victim]
+        await wait_until(lambda: all(m.role.view()[0].member(vid).status == REVOKED
+                                     for m in others), 30)
+        assert lead.role.state.member(vid).reason.startswith("failed attestation")
+
+
 async def test_graceful_leave_of_a_member_and_of_the_manager(tmp_path):
     async with federation(tmp_path, 5) as fed:
         await wait_until(lambda: settled(fed, 5), 60)
