@@ -75,7 +75,10 @@ async def test_decisions_from_anyone_but_the_manager_of_the_term_are_rejected(tm
 
 
 async def test_manager_rotates_at_term_limit_by_transfer(tmp_path):
-    settings = dataclasses.replace(FAST, term_limit_s=1.5)
+    # A handover is a transfer, at term + 1, unless the transferee's campaign outlasts an
+    # election timeout: 1.2 s here (not local_test's 0.3 s), which a loaded event loop shared by
+    # five in-process nodes does not stall for, so that a skipped term means a failed transfer.
+    settings = dataclasses.replace(FAST, term_limit_s=1.5, election_tick=60)
     log = ManagerLog()
     async with federation(tmp_path, 5, settings) as fed, trio.open_nursery() as n:
         await n.start(_watch, fed, log)

@@ -95,7 +95,6 @@ async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offl
         # can provoke, makes the owner repair it and register afterwards)
         await wait_until(lambda: owner.svc.managed.owned_placement(owner.svc._objects[oid][1]), 90)
         res["holders"] = [h.holder for h in owner.svc.managed.placement(oid).holders]
-        spare = next(x for x in fed.nodes if x.peer_id not in res["holders"] and x is not owner)
         fed.stop(owner)  # the owner goes offline first: nothing below may need it
         lost = _calm(fed, res["holders"])
         j = res["holders"].index(lost.peer_id)
@@ -107,10 +106,16 @@ async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offl
 
         await wait_until(repaired, 120)
         p = live[0].role.view()[0].placements[oid.hex()]
-        assert p.holders[j].holder == spare.peer_id and p.epoch >= 2
+        # the new holder is a live node outside the placement: usually the one spare, but a loaded
+        # machine can have the council quarantine and replace another holder first, and the spare
+        # then already holds that index
+        now_holding = [h.holder for h in p.holders]
+        assert len(set(now_holding)) == len(now_holding) and p.epoch >= 2
+        spare = fed.by_peer(now_holding[j])
+        assert spare in live and spare.peer_id != res["holders"][j]
         # the new holder stores a verified shard: fragment and key share match the owner's hashes
         spare.svc.store.verify(oid, j)
-        assert spare.agent.counters.get("shard_rebuilt") == 1
+        assert spare.agent.counters.get("shard_rebuilt") >= 1
         assert sum(x.agent.counters.get("shard_repair_scheduled") for x in live) >= 1
         # the owner comes back: its get uses the committed placement, then it re-signs the
         # manifest (revision 1) naming the new holder and pushes it
@@ -120,8 +125,8 @@ async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offl
         listing = back.svc.ls()[0]
         assert listing["placement"].startswith("committed")
         assert spare.peer_id in {h["peer_id"] for h in listing["holders"]}
-        # two more original holders die: k = 3 remain, including the regenerated shard
-        for pid in [h for h in res["holders"] if h != lost.peer_id][:2]:
+        # two other holders die: k = 3 remain, including the regenerated shard
+        for pid in [h for h in now_holding if h != spare.peer_id][:2]:
             fed.stop(fed.by_peer(pid))
         await back.svc.get(oid, tmp_path / "out.bin")
         assert (tmp_path / "out.bin").read_bytes() == data
