@@ -19,17 +19,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/enclave-swarm demo --nodes 7
 
-# Everything but the suites marked slow (kept under 10 minutes on 2 cores).
+# Everything but the suites marked slow (kept under 10 minutes on 2 cores). Two pytest workers:
+# most tests are one busy interpreter each; the tests that start node processes all run on one
+# worker, one at a time (tests/conftest.py), so that at most one such federation runs at once.
+XDIST  ?= -n 2 --dist loadgroup
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 # The long suites (many seeds, big files); CI runs them after `make test`.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow -p no:cacheprovider
+	$(PY) -m pytest -q -m slow -p no:cacheprovider $(XDIST)
 
 # Quick inner loop for developers: no separate processes, nothing slow.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not process" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not slow and not process" -p no:cacheprovider $(XDIST)
 
 bench: $(STAMP)
 	$(PY) -m bench

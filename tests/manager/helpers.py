@@ -47,7 +47,7 @@ class Fed:
 
     async def start(self, name: str, *, settings: ManagerSettings | None = None,
                     key: Any = None) -> Member:
-        config = _gossip_config() if self.gossip else None
+        config = _gossip_config() if self.gossip else _council_config()
         boot = self._boot_for(name)
         agent = make_agent(self.tmp, name, bootstrap=(boot,) if boot else (), gossip=self.gossip,
                            config=config, key=key)  # key: a restart with the same identity
@@ -135,6 +135,20 @@ class _BusNode:
                 continue
             for cb in node.subscribers.get(rec.kind, ()):
                 cb(rec)
+
+
+def _council_config() -> NodeConfig:
+    """In-process council nodes without gossip: ping every 2 s, peer exchange every 1 s and
+    re-attestation every 2 s instead of netutil's 0.5 s, 0.5 s and 1 s. These tests are about
+    the council, not about how fast a crash is seen (a crash closes the connections at once);
+    with 1 s re-attestation a score record lives 3 s, and a loop stalled that long by a
+    loaded machine (two pytest workers on two cores) quarantines live members as unreachable
+    and tears the Raft links the test depends on (see ``_gossip_config`` for why a busy loop
+    stalls)."""
+    cfg = local_config()
+    net = dataclasses.replace(cfg.network, ping_interval_s=2.0, peer_exchange_interval_s=1.0)
+    att = dataclasses.replace(cfg.attestation, reattest_interval_s=2.0)
+    return dataclasses.replace(cfg, network=net, attestation=att)
 
 
 def _gossip_config() -> NodeConfig:

@@ -26,11 +26,17 @@ from tests.netutil import (
 
 
 def shard_config() -> NodeConfig:
-    """tests.netutil's loopback config, re-attesting every 5 s instead of every second: a
-    federation of 6-8 nodes in one interpreter, moving megabytes, on a loaded 2-core machine,
-    must not lose its attestations to scheduling delays (score records live 3 intervals)."""
+    """tests.netutil's loopback config, re-attesting every 5 s instead of every second, pinging
+    every 2 s and exchanging peers every 1 s instead of every 0.5 s: a federation of 6-7 nodes
+    in one interpreter, moving megabytes, on a loaded 2-core machine (two pytest workers), must
+    not lose its attestations to scheduling delays (score records live 3 intervals), and every
+    stream a background loop opens costs the shared event loop about 16 frames (see
+    tests/manager/helpers.py's ``_gossip_config``). Until a peer's first ping, its RTT is
+    unknown and sorts last among the holders a get asks first."""
     cfg = local_config()
-    return dataclasses.replace(cfg, attestation=dataclasses.replace(cfg.attestation, reattest_interval_s=5.0))
+    net = dataclasses.replace(cfg.network, ping_interval_s=2.0, peer_exchange_interval_s=1.0)
+    att = dataclasses.replace(cfg.attestation, reattest_interval_s=5.0)
+    return dataclasses.replace(cfg, network=net, attestation=att)
 
 
 @asynccontextmanager
@@ -67,8 +73,6 @@ async def shard_federation(
             agents.append(a)
         try:
             await wait_until(lambda: fully_attested(agents), 60)
-            # rtt estimates come from the ping loop; let one round happen
-            await trio.sleep(0.6)
             yield agents, services, nursery
         finally:
             for a in agents:
@@ -185,7 +189,6 @@ async def managed_federation(tmp: Path, n: int, *, repair_grace_s: float = 1.0
             agents = [x.agent for x in fed.nodes]
             await wait_until(lambda: fully_attested(agents), 90)
             await wait_until(lambda: fed.all_admitted(fed.nodes), 90)
-            await trio.sleep(0.6)  # one ping round for RTT estimates
             yield fed
         finally:
             for x in fed.nodes:

@@ -60,10 +60,10 @@ def test_structured_envelopes(name: str, version: int, body: dict) -> None:
 
 
 async def test_hostile_streams_are_dropped_and_the_node_keeps_serving(tmp_path):
-    async with shard_federation(tmp_path, 6) as (agents, svcs, _):
+    async with shard_federation(tmp_path, 4) as (agents, svcs, _):
         owner, attacker = svcs[0], agents[1]
         data = write_random(tmp_path / "in.bin", 200_000)
-        res = await owner.put(tmp_path / "in.bin", n=5, k=3)
+        res = await owner.put(tmp_path / "in.bin", n=3, k=2)
         target = agents[2]
         payloads = [
             os.urandom(64),

@@ -86,10 +86,11 @@ async def test_put_replaces_a_dying_holder_and_the_placement_is_in_every_view(tm
 
 
 async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offline(tmp_path):
-    async with managed_federation(tmp_path, 7, repair_grace_s=1.0) as fed:
+    # six nodes: the five-voter council, the owner outside it; 3 holders, k = 2, one spare
+    async with managed_federation(tmp_path, 6, repair_grace_s=1.0) as fed:
         owner = _calm(fed, [n.peer_id for n in fed.nodes])
         data = write_random(tmp_path / "in.bin", 1_500_000)
-        res = await owner.svc.put(tmp_path / "in.bin", n=5, k=3)
+        res = await owner.svc.put(tmp_path / "in.bin", n=3, k=2)
         oid = _oid(res)
         # (a holder revoked by the council between placement and commit, which a loaded machine
         # can provoke, makes the owner repair it and register afterwards)
@@ -125,18 +126,19 @@ async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offl
         listing = back.svc.ls()[0]
         assert listing["placement"].startswith("committed")
         assert spare.peer_id in {h["peer_id"] for h in listing["holders"]}
-        # two other holders die: k = 3 remain, including the regenerated shard
-        for pid in [h for h in now_holding if h != spare.peer_id][:2]:
+        # another holder dies: k = 2 remain, including the regenerated shard
+        for pid in [h for h in now_holding if h != spare.peer_id][:1]:
             fed.stop(fed.by_peer(pid))
         await back.svc.get(oid, tmp_path / "out.bin")
         assert (tmp_path / "out.bin").read_bytes() == data
 
 
 async def test_revoked_holder_is_repaired_and_forged_repair_requests_are_refused(tmp_path):
-    async with managed_federation(tmp_path, 8, repair_grace_s=3600) as fed:
+    # six nodes: the owner, 3 holders (k = 2), a forger, and one spare
+    async with managed_federation(tmp_path, 6, repair_grace_s=3600) as fed:
         owner = _calm(fed, [n.peer_id for n in fed.nodes])
         data = write_random(tmp_path / "in.bin", 700_000)
-        res = await owner.svc.put(tmp_path / "in.bin", n=5, k=3)
+        res = await owner.svc.put(tmp_path / "in.bin", n=3, k=2)
         oid = _oid(res)
         m = owner.svc._objects[oid][1]
         outsiders = [x for x in fed.nodes if x.peer_id not in res["holders"] and x is not owner]
@@ -152,7 +154,7 @@ async def test_revoked_holder_is_repaired_and_forged_repair_requests_are_refused
         assert not (tmp_path / "stolen").exists()
         # 2. a reshare invite claiming the repair of shard 1
         stream, reader = await forger.svc._open(holder.peer_id)
-        await forger.svc._send(stream, RepairInvite(os.urandom(16), oid, 2, (1, 3, 4), forger.peer_id))
+        await forger.svc._send(stream, RepairInvite(os.urandom(16), oid, 2, (1, 3), forger.peer_id))
         ack = await forger.svc._recv(reader, ShardAck)
         await stream.close()
         assert not ack.ok and "not named by the committed placement" in ack.reason
