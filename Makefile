@@ -26,9 +26,12 @@ XDIST  ?= -n 2 --dist loadgroup
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
-# The long suites (many seeds, big files); CI runs them after `make test`.
+# The long suites (many seeds, big files); CI runs them after `make test`. One worker: these
+# hold 200 MiB transfers with an RSS bound, the mypyc build and 7-process federations, which
+# two workers would run side by side on two cores (measured: 15 min and 3 timeouts with two
+# workers, against 9 min and none with one).
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow -p no:cacheprovider $(XDIST)
+	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
 # Quick inner loop for developers: no separate processes, nothing slow.
 test-fast: $(STAMP)
