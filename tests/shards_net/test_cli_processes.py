@@ -37,7 +37,21 @@ def wait_for(pred, timeout_s: float = 90.0):
     raise AssertionError("condition not reached")
 
 
-def start_federation(tmp_path: Path, n: int, started: list[NodeProcess]) -> list[NodeProcess]:
+def _init_with_reattest(data_dir: Path, reattest_s: float) -> None:
+    """``init`` a local-test data dir, then set its re-attestation interval in config.toml."""
+    r = cli("init", "--data-dir", str(data_dir), "--profile", "local-test")
+    assert r.returncode == 0, r.stderr
+    path = data_dir / "config.toml"
+    text = path.read_text()
+    assert "reattest_interval_s = 2.0" in text
+    path.write_text(text.replace("reattest_interval_s = 2.0", f"reattest_interval_s = {reattest_s}"))
+
+
+def start_federation(tmp_path: Path, n: int, started: list[NodeProcess], *,
+                     reattest_s: float | None = None) -> list[NodeProcess]:
+    if reattest_s is not None:
+        for i in range(n):
+            _init_with_reattest(tmp_path / f"node{i}", reattest_s)
     first = NodeProcess(tmp_path / "node0")
     started.append(first)
     boot = first.wait_listening(60)[0]
@@ -156,7 +170,11 @@ def _vm_hwm_kib(pid: int) -> int:
 
 @pytest.mark.slow
 def test_200_mib_put_and_get_with_bounded_rss(tmp_path, procs):
-    nodes = start_federation(tmp_path, 6, procs)
+    # The subject is memory, not liveness: re-attest every 10 s (records live 30 s) instead of
+    # local-test's 2 s. Sealing 200 MiB starves the owner's event loop (GIL) for seconds; with
+    # 6 s records it quarantined its holders as unreachable mid-put, and with no spare node the
+    # put failed (seen once, 2026-12-01; a known limit, docs/shards.md).
+    nodes = start_federation(tmp_path, 6, procs, reattest_s=10.0)
     owner = nodes[0]
     dd = ["--data-dir", str(owner.data_dir)]
     src = tmp_path / "big.bin"
