@@ -117,8 +117,13 @@ def test_cli_put_sigkill_holder_manager_repair_with_owner_stopped_get_rm(tmp_pat
     wait_for(lambda: ls(owner)[0]["health"] == "healthy", 60)
     [obj] = ls(owner)
     assert obj["k"] == 3 and obj["n"] == 5
-    human = cli("ls", *dd)
-    assert human.returncode == 0 and oid in human.stdout and "healthy" in human.stdout
+
+    def human_healthy() -> bool:  # the same late re-attestation can show between two calls
+        human = cli("ls", *dd)
+        assert human.returncode == 0 and oid in human.stdout
+        return "healthy" in human.stdout
+
+    wait_for(human_healthy, 60)
     # committed at once, or by the owner's monitor when the council was still forming at put time
     wait_for(lambda: ls(owner)[0]["placement"].startswith("committed"), 120)
     by_peer = {p.status()["peer_id"]: p for p in nodes}
