@@ -117,7 +117,6 @@ from consensus.state import (
     decode_state,
     encode_state,
 )
-from node.agent import UNREACHABLE
 from node.attestation.engine import Outcome
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
@@ -430,7 +429,6 @@ class ManagerRole:
         a.set_handler(STATE_PROTOCOL, self._handle_state)
         a.set_handler(DISSOLVE_PROTOCOL, self._handle_dissolve)
         a.add_service(self.run)
-        a.on_quarantine(self._on_quarantine)
         a.on_outcome(self._on_outcome)
         a.add_status("manager", lambda: self.status()["manager"])
         a.add_status("term", lambda: self.status()["term"])
@@ -1511,21 +1509,14 @@ class ManagerRole:
             await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir, True)
 
     # ------------------------------------------------------------------ revocation
-    def _on_quarantine(self, peer_id: str, reason: str) -> None:
-        if reason.startswith("revoked:"):
-            return  # our own application of a committed revocation
-        if reason.startswith(UNREACHABLE):
-            # No verdict (timeouts, stream failures, an expired record): a crash or a slow
-            # link, not misbehaviour. The Raft council rides it out; shards repair after grace.
-            return
-        if self.is_leader():
-            self._pending_revokes.setdefault(peer_id, f"failed attestation: {reason}")
-
     def _on_outcome(self, peer_id: str, outcome: Outcome) -> None:
         """Every verdict the manager reaches, not only the one that quarantines: a peer the
         manager had already quarantined as unreachable (its record lapsed) before its evidence
         began to fail, or whose failure the manager saw while it was still a follower, is
-        revoked at its next failed re-attestation. Reconcile skips members already revoked."""
+        revoked at its next failed re-attestation. Reconcile skips members already revoked.
+        An attestation with no verdict (timeout, stream failure, an expired record) fires no
+        outcome: a crash or a slow link is not misbehaviour; the council rides it out and
+        shards repair after their grace."""
         if not outcome.accepted and self.is_leader():
             self._pending_revokes.setdefault(peer_id, f"failed attestation: {outcome.reason}")
 

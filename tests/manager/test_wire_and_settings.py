@@ -167,15 +167,25 @@ def test_dissolve_orders_are_checked(tmp_path) -> None:
 def test_only_a_verdict_becomes_a_revocation_not_an_unreachable_peer(tmp_path, monkeypatch):
     """A re-attestation that never completed (stream failure, timeout, expired record) is a
     crash or a slow link: the manager rides it out. Only refused evidence is revoked."""
-    from node.agent import UNREACHABLE
+    from node.attestation.engine import Outcome
     from node.manager import ManagerRole, ManagerSettings
     from tests.netutil import make_agent
 
-    role = ManagerRole(make_agent(tmp_path, "m"), tmp_path / "m", ManagerSettings.for_profile("local-test"))
+    agent = make_agent(tmp_path, "m")
+    role = ManagerRole(agent, tmp_path / "m", ManagerSettings.for_profile("local-test"))
+    role.install()
     monkeypatch.setattr(role, "is_leader", lambda: True)
-    role._on_quarantine("peer-a", f"{UNREACHABLE}stream: StreamFailure")
-    role._on_quarantine("peer-b", f"{UNREACHABLE}score record expired without re-attestation")
-    role._on_quarantine("peer-c", "revoked: by the manager")
+    # attested peers that then miss their re-attestations until quarantined as unreachable,
+    # and one whose committed revocation this node applies: no verdict, no revocation
+    for pid in ("peer-a", "peer-b", "peer-c"):
+        agent._record_outcome(pid, True, "ok", 90, "sim", None, None)
+    for _ in range(agent.config.attestation.max_missed_reattestations):
+        agent._record_missed("peer-a", "stream: StreamFailure")
+        agent._record_missed("peer-b", "timeout")
+    assert not agent.peers.is_attested("peer-a") and not agent.peers.is_attested("peer-b")
+    agent.revoke("peer-c", "by the manager", announce=False)
     assert role._pending_revokes == {}
-    role._on_quarantine("peer-d", "measurement not allowed by policy")
+    # a verdict against the evidence, as the agent reports it after judging
+    for hook in agent._on_outcome:
+        hook("peer-d", Outcome(False, "policy: measurement not allowed", 0, "sim", None, None, None))
     assert list(role._pending_revokes) == ["peer-d"]
