@@ -56,15 +56,29 @@ async def test_a_node_outside_the_council_learns_new_commits_by_gossip(tmp_path)
         await wait_until(lambda: settled(fed, 3), 60)
         await wait_until(lambda: _roles(fed) == ["council", "council", "follower", "follower",
                                                  "manager"], 20)
-        followers = [m for m in fed.members if m.role.status()["role"] == "follower"]
-        before = {m.name: m.role.follow_updates["gossip"] for m in followers}
-        lead = await commit_some(fed, 10)
-        target = lead.role.state_index
-        await wait_until(lambda: all(f.role.view()[1] >= target for f in followers), 20)
-        for f in followers:
+        # Scores move under load (a late re-attestation costs 15 points), and a re-ranked
+        # council can promote a follower mid-round: that one then learns by Raft, not gossip.
+        # A round counts the nodes that stayed outside the council and whose own Raft log did not
+        # bring them the round's commits; up to three rounds find one.
+        learned: list[Member] = []
+        for _ in range(3):
+            followers = [m for m in fed.members if m.role.status()["role"] == "follower"]
+            before = {m.name: (m.role.follow_updates["gossip"], m.role.followed_index)
+                      for m in followers}
+            lead = await commit_some(fed, 10)
+            target = lead.role.state_index
+            await wait_until(lambda fs=followers, t=target: all(
+                f.role.followed_index >= t or f.role.is_voter() for f in fs), 20)
+            learned = [f for f in followers if not f.role.is_voter()
+                       and f.role.followed_index >= target > f.role.state_index]
+            if learned:
+                break
+        assert learned, _roles(fed)
+        for f in learned:
             fs = _follow(f)
             assert fs["updates"]["poll"] == 0, fs
-            assert fs["updates"]["gossip"] > before[f.name], fs
+            assert fs["updates"]["gossip"] > before[f.name][0], fs
+            assert f.role.followed_index > before[f.name][1], fs
             assert fs["via"] == "gossip"
             assert fs["announcements"]["accepted"] > 0 and fs["announcements"]["rejected"] == 0
             assert f.role.followed.members.keys() == lead.role.view()[0].members.keys()
@@ -74,10 +88,10 @@ async def test_a_node_outside_the_council_learns_new_commits_by_gossip(tmp_path)
         assert _follow(lead)["announcements"]["published"] > 0
         await wait_until(lambda: all(_follow(f)["announcement"] is not None
                                      and _follow(f)["announcement"]["manager"] == lead.agent.peer_id
-                                     for f in followers), 20)
+                                     for f in learned), 20)
         # the followers also checked the manager's signed decisions they fetched with the state
         assert all(f.role.decisions_verified > 0 and f.role.decisions_rejected == 0
-                   for f in followers)
+                   for f in learned)
 
 
 async def test_forged_and_stale_announcements_are_refused_and_counted(tmp_path):
