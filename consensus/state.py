@@ -141,17 +141,36 @@ class Candidate:
     revoked: bool = False
 
 
-def choose_council(candidates: Sequence[Candidate], size: int) -> tuple[str, ...]:
+# A sitting council member keeps its seat against a challenger that scores up to this much
+# more (permille). One missed re-attestation costs 150 (15 points × 10): a transient miss on a
+# loaded host reshuffles nothing, two misses (300) do. Every seat change costs the council a
+# Raft membership change, and a manager's seat a hand-over. Part of the state machine: every
+# replica must apply the same rule.
+INCUMBENT_MARGIN = 200
+
+
+def choose_council(candidates: Sequence[Candidate], size: int,
+                   sitting: Sequence[str] = (), margin: int = INCUMBENT_MARGIN) -> tuple[str, ...]:
     """Pick up to ``size`` council members: best score first, with provider diversity.
 
-    Ranking is by score (descending) then node id, so the choice is total and deterministic.
+    Ranking is by effective score (descending) then node id, so the choice is total and
+    deterministic; a member of ``sitting`` (the council in office) ranks with ``margin`` added
+    to its score, so a challenger must beat it by more than ``margin`` to take its seat.
     Pass 1 takes the best candidate of each provider not yet represented, preferring an
-    unrepresented region among equal scores; pass 2 fills the remaining seats by rank,
-    whatever the provider. Revoked candidates never sit. The result is in rank order.
+    unrepresented region among equal effective scores; pass 2 fills the remaining seats by rank,
+    whatever the provider. Revoked candidates never sit. The result is in rank order of the
+    scores themselves.
     """
     if size < 0:
         raise ValueError("negative council size")
-    pool = sorted((c for c in candidates if not c.revoked), key=lambda c: (-c.score, c.node_id))
+    if margin < 0:
+        raise ValueError("negative incumbency margin")
+    incumbents = frozenset(sitting)
+
+    def eff(c: Candidate) -> int:
+        return c.score + margin if c.node_id in incumbents else c.score
+
+    pool = sorted((c for c in candidates if not c.revoked), key=lambda c: (-eff(c), c.node_id))
     chosen: list[Candidate] = []
     providers: set[str] = set()
     regions: set[str] = set()
@@ -159,8 +178,8 @@ def choose_council(candidates: Sequence[Candidate], size: int) -> tuple[str, ...
         fresh = [c for c in pool if c.provider not in providers and c not in chosen]
         if not fresh:
             break
-        top = fresh[0].score
-        tied = [c for c in fresh if c.score == top]
+        top = eff(fresh[0])
+        tied = [c for c in fresh if eff(c) == top]
         pick = next((c for c in tied if c.region not in regions), tied[0])
         chosen.append(pick)
         providers.add(pick.provider)
@@ -358,7 +377,7 @@ def _set_council(s: SwarmState, c: SetCouncil) -> SwarmState:
         raise Rejected("council size out of range")
     cands = [Candidate(m.node_id, m.score, m.provider, m.region)
              for m in s.members.values() if m.status == ADMITTED]
-    return dataclasses.replace(s, council=choose_council(cands, c.size))
+    return dataclasses.replace(s, council=choose_council(cands, c.size, sitting=s.council))
 
 
 MAX_DIGEST_BYTES = 64

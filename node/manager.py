@@ -24,8 +24,9 @@ One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runti
   propose its Raft ``add``.
 - **Council** (leader's reconcile loop, every ``reconcile_s``): admit attested peers
   (``Join``), record changed scores, keep ``SetCouncil`` in line with ``choose_council``
-  (top ``council_size`` admitted members by score, one per provider first; each peer is its
-  own provider until providers are configured), then move the Raft voters towards the
+  (top ``council_size`` admitted members by score, one per provider first, the sitting
+  council with an incumbency margin; each peer is its own provider until providers are
+  configured), then move the Raft voters towards the
   council one single-server change at a time (remove departed/revoked voters first, then add,
   then remove the surplus).
 - **Term limit.** ``consensus.manager.decide`` on every reconcile: at ``term_limit_s`` the
@@ -967,7 +968,7 @@ class ManagerRole:
                     return
         cands = [Candidate(m.node_id, m.score, m.provider, m.region)
                  for m in st.members.values() if m.status == ADMITTED]
-        if tuple(st.council) != choose_council(cands, self.settings.council_size):
+        if tuple(st.council) != choose_council(cands, self.settings.council_size, sitting=st.council):
             await self._control(SetCouncil(self.settings.council_size))
             return
         self._reconcile_voters(st)

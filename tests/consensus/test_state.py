@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import state as S
 from consensus.state import (
     CORE_REGISTRY,
+    INCUMBENT_MARGIN,
     Candidate,
     Join,
     Leave,
@@ -250,3 +252,63 @@ def test_choose_council_properties(cands: list[Candidate], size: int) -> None:
     providers = {c.provider for c in eligible}
     assert len({by_id[n].provider for n in chosen}) == min(len(providers), len(chosen))
     assert choose_council(list(reversed(cands)), size) == chosen  # order-independent
+    # a council in office that nothing has changed keeps its seats (the incumbency margin
+    # never reshuffles an unchanged pool), and with no margin the rule is the plain ranking
+    assert choose_council(cands, size, sitting=chosen) == chosen
+    assert choose_council(cands, size, sitting=[c.node_id for c in cands], margin=0) == chosen
+    # With a margin no score can overcome, a sitting member loses its seat only to other
+    # incumbents (too few seats) or to provider diversity: its own provider sits already, and
+    # whoever took a seat from outside the council brings a provider no eligible incumbent offers.
+    sitting = [c.node_id for c in cands[::2]]
+    eligible_sitting = {n for n in sitting if not by_id[n].revoked}
+    kept = choose_council(cands, size, sitting=sitting, margin=1001)
+    kept_providers = {by_id[n].provider for n in kept}
+    incumbent_providers = {by_id[n].provider for n in eligible_sitting}
+    ousted = eligible_sitting - set(kept)
+    for n in ousted:
+        assert by_id[n].provider in kept_providers or set(kept) <= eligible_sitting
+    if ousted:
+        for n in set(kept) - eligible_sitting:
+            assert by_id[n].provider not in incumbent_providers
+    assert list(kept) == sorted(kept, key=lambda n: (-by_id[n].score, n))  # rank order
+
+
+def test_a_sitting_member_keeps_its_seat_against_a_challenger_within_the_margin() -> None:
+    # one provider each: pure ranking, no diversity pass effect
+    def pool(b_score: int) -> list[Candidate]:
+        return [Candidate("a", 900, "p1", "r"), Candidate("b", b_score, "p2", "r"),
+                Candidate("c", 850, "p3", "r")]
+
+    assert choose_council(pool(800), 2) == ("a", "c")  # no one in office: c outranks b
+    # b sits; c is 50 better (less than one missed re-attestation, 150): b stays
+    assert choose_council(pool(800), 2, sitting=("a", "b")) == ("a", "b")
+    # b missed two re-attestations (-300): c beats it by more than the margin and takes the seat
+    assert choose_council(pool(600), 2, sitting=("a", "b")) == ("a", "c")
+    # exactly the margin is not enough; one more point is
+    assert choose_council(pool(850 - INCUMBENT_MARGIN), 2, sitting=("a", "b")) == ("a", "b")
+    assert choose_council(pool(849 - INCUMBENT_MARGIN), 2, sitting=("a", "b")) == ("a", "c")
+    # a revoked incumbent never sits, margin or not
+    revoked = [Candidate("a", 900, "p1", "r"), Candidate("b", 1000, "p2", "r", revoked=True),
+               Candidate("c", 100, "p3", "r")]
+    assert choose_council(revoked, 2, sitting=("a", "b")) == ("a", "c")
+    with pytest.raises(ValueError):
+        choose_council(pool(800), 2, margin=-1)
+
+
+def test_set_council_applies_the_incumbency_margin() -> None:
+    s = SwarmState()
+    for i, (name, score) in enumerate([("a", 900), ("b", 800), ("c", 700)]):
+        s, r = apply(s, Join(name, f"p{i}", "r", "sim", score, True))
+        assert r.ok, r.error
+    s, r = apply(s, SetCouncil(2))
+    assert r.ok and s.council == ("a", "b")
+    # c overtakes b by 50: the council stays
+    s, r = apply(s, RecordScore("c", 850, 1))
+    assert r.ok
+    s, r = apply(s, SetCouncil(2))
+    assert r.ok and s.council == ("a", "b")
+    # b falls 300 behind c: c takes the seat, in rank order
+    s, r = apply(s, RecordScore("b", 550, 1))
+    assert r.ok
+    s, r = apply(s, SetCouncil(2))
+    assert r.ok and s.council == ("a", "c")
