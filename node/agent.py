@@ -53,6 +53,7 @@ from node.attestation.engine import AttestationEngine, Outcome
 from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
 from node.config import NodeConfig
 from node.datadir import DataDir
+from node.loop_health import LoopHealth
 from node.metrics import Counters
 from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
@@ -74,7 +75,7 @@ from overlay.messages import (
     PeersResponse,
     ScoreRecord,
 )
-from overlay.peers import PeerTable
+from overlay.peers import PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
@@ -129,6 +130,7 @@ class Agent:
         self.peer_id = self.host.get_id().to_base58()
         self.peers = PeerTable()
         self.counters = Counters()
+        self.loop_health = LoopHealth(clock=clock)
         self.started_at: float | None = None
         self.stopping = False
         self._stop = trio.Event()
@@ -169,6 +171,7 @@ class Agent:
                 await auto.stop()
             self._nursery = nursery
             self.started_at = self._now()
+            await nursery.start(self.loop_health.run)
             await nursery.start(self._connection_events_loop)
             await nursery.start(self._maintenance_loop)
             await nursery.start(self._ping_loop)
@@ -388,7 +391,8 @@ class Agent:
         async with self._attest_limiter:
             if self.stopping:
                 return
-            self.peers.on_attest_started(pid, self._now())
+            began = self._now()
+            self.peers.on_attest_started(pid, began)
             pub = public_key_of_peer(peer_id)
             if pub is None:
                 self._record_outcome(pid, False, "identity: peer id does not embed an Ed25519 key", 0,
@@ -413,7 +417,12 @@ class Agent:
                         await reset_stream(stream)
                         raise
             except trio.TooSlowError:
-                self._record_missed(pid, "timeout")
+                lost = self.loop_health.stalled_s(began)
+                if lost >= cfg.handshake_timeout_s / 2:
+                    # Our own loop lost at least half the exchange's time: not the peer's miss.
+                    self._record_deferred(pid, lost)
+                else:
+                    self._record_missed(pid, "timeout")
                 return
             except RemoteProtocolError as exc:
                 if outcome is None:
@@ -453,6 +462,18 @@ class Agent:
         log.info("attestation of %s did not complete: %s", pid, reason, extra={"peer": pid})
         if was and changed:
             self._quarantined(pid, f"{UNREACHABLE}{reason}")
+
+    def _record_deferred(self, pid: str, lost_s: float) -> None:
+        self.counters.inc("attest_deferred", "local-stall")
+        self.peers.on_attest_deferred(pid)
+        log.warning("attestation of %s ran out of time while this node's loop stalled %.1fs; "
+                    "retrying, nothing held against the peer", pid, lost_s, extra={"peer": pid})
+
+    def _record_grace(self, p: PeerState) -> float:
+        """How long past its expiry a peer's record stays trusted: the time our loop lost since
+        the peer last attested, at most one record lifetime (node/loop_health.py)."""
+        since = p.last_attested_at if p.last_attested_at is not None else self._now()
+        return min(self.engine.record_ttl_s, self.loop_health.stalled_s(since))
 
     def _quarantined(self, pid: str, reason: str) -> None:
         self.counters.inc("quarantined")
@@ -520,7 +541,7 @@ class Agent:
                     continue
                 if p.peer_id in live:
                     self._nursery.start_soon(self.attest_peer, live[p.peer_id])
-            for pid_s in self.peers.expire_records(now):
+            for pid_s in self.peers.expire_records(now, self._record_grace):
                 self._quarantined(pid_s, f"{UNREACHABLE}score record expired without re-attestation")
             for p in self.peers.overdue_unattested(now, cfg.attest_deadline_s):
                 if p.peer_id in live:
@@ -763,6 +784,7 @@ class Agent:
             "scores_about_us": {k: {"score": r.score, "verdict": r.verdict, "issued_at": r.issued_at}
                                 for k, r in sorted(self.records_about_us.items())},
             "counters": self.counters.to_json(),
+            "loop": self.loop_health.status(),
             **{key: provider() for key, provider in self._status_providers.items()},
         }
 

@@ -14,6 +14,7 @@ Rules
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 ALIVE, LEFT, REVOKED = "alive", "left", "revoked"
@@ -224,11 +225,24 @@ class PeerTable:
         p.quarantine_reason = reason
         return True
 
-    def expire_records(self, now: float) -> list[str]:
-        """Quarantine attested peers whose score record has expired. Returns their ids."""
+    def on_attest_deferred(self, peer_id: str) -> None:
+        """A re-attestation ran out of time because our own loop stalled (node/loop_health.py):
+        nothing is held against the peer, and it is due again at once."""
+        p = self._peers.get(peer_id)
+        if p is not None:
+            p.attest_in_flight = False
+            p.last_attempt_at = None
+
+    def expire_records(self, now: float,
+                       grace_s: Callable[[PeerState], float] | None = None) -> list[str]:
+        """Quarantine attested peers whose score record has expired, ``grace_s(peer)`` seconds
+        later (the time our own loop lost since the peer last attested: a renewal we could not
+        run is not the peer's fault). Returns their ids."""
         out = []
         for p in self._peers.values():
-            if p.attested and p.record_expires_at is not None and now > p.record_expires_at:
+            if not p.attested or p.record_expires_at is None or now <= p.record_expires_at:
+                continue
+            if grace_s is None or now > p.record_expires_at + grace_s(p):
                 p.attested = False
                 p.quarantine_reason = "score record expired without re-attestation"
                 out.append(p.peer_id)
