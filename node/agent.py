@@ -464,10 +464,16 @@ class Agent:
             self._quarantined(pid, f"{UNREACHABLE}{reason}")
 
     def _record_deferred(self, pid: str, lost_s: float) -> None:
+        cfg = self.config.attestation
+        # Retry sooner than a whole interval, but not at every tick: a loop that stays
+        # overloaded should not take on (nor cause its peers) more attestation work.
+        retry_in = max(cfg.handshake_timeout_s, cfg.reattest_interval_s / 4)
         self.counters.inc("attest_deferred", "local-stall")
-        self.peers.on_attest_deferred(pid)
+        self.peers.on_attest_deferred(pid, self._now(), retry_in_s=retry_in,
+                                      interval_s=cfg.reattest_interval_s)
         log.warning("attestation of %s ran out of time while this node's loop stalled %.1fs; "
-                    "retrying, nothing held against the peer", pid, lost_s, extra={"peer": pid})
+                    "retrying in %.0fs, nothing held against the peer", pid, lost_s, retry_in,
+                    extra={"peer": pid})
 
     def _record_grace(self, p: PeerState) -> float:
         """How long past its expiry a peer's record stays trusted: the time our loop lost since

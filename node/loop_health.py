@@ -10,7 +10,7 @@ directly: a task sleeps ``period_s`` and records how late it woke.
 Two uses (``node/agent.py``):
 
 * a re-attestation that timed out while the loop lost at least half of the exchange's time
-  budget is *deferred* (retried at the next maintenance tick), not counted as a miss;
+  budget is *deferred* (retried early, not counted as a miss);
 * a peer's record is expired only after its expiry plus the time the loop lost since the peer
   last attested, at most one record lifetime more.
 

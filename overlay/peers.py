@@ -225,13 +225,15 @@ class PeerTable:
         p.quarantine_reason = reason
         return True
 
-    def on_attest_deferred(self, peer_id: str) -> None:
+    def on_attest_deferred(self, peer_id: str, now: float, *, retry_in_s: float,
+                           interval_s: float) -> None:
         """A re-attestation ran out of time because our own loop stalled (node/loop_health.py):
-        nothing is held against the peer, and it is due again at once."""
+        nothing is held against the peer, and it is due again in ``retry_in_s`` (at most the
+        usual ``interval_s``) rather than a whole interval later."""
         p = self._peers.get(peer_id)
         if p is not None:
             p.attest_in_flight = False
-            p.last_attempt_at = None
+            p.last_attempt_at = now - interval_s + min(retry_in_s, interval_s)
 
     def expire_records(self, now: float,
                        grace_s: Callable[[PeerState], float] | None = None) -> list[str]:

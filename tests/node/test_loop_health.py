@@ -104,17 +104,22 @@ def test_expired_records_get_the_grace_the_caller_grants() -> None:
     assert t.expire_records(16.5, lambda p: grace[p.peer_id]) == ["a"]
 
 
-def test_a_deferred_attempt_is_held_against_no_one_and_due_at_once() -> None:
+def test_a_deferred_attempt_is_held_against_no_one_and_retried_early() -> None:
     t = PeerTable()
     t.on_connected("a", [], 0)
     t.on_attest_result("a", accepted=True, reason="ok", now=1, score=90, tee="sim",
-                       measurement=None, record_expires_at=11)
+                       measurement=None, record_expires_at=200)
     t.on_attest_started("a", 2)
     assert [p.peer_id for p in t.due_for_attestation(2.5, 60)] == []
-    t.on_attest_deferred("a")
+    t.on_attest_deferred("a", 12, retry_in_s=15, interval_s=60)
     p = t.get("a")
     assert p is not None and p.missed == 0 and p.score == 90 and t.is_attested("a")
-    assert [q.peer_id for q in t.due_for_attestation(2.5, 60)] == ["a"]
+    assert not p.attest_in_flight
+    assert [q.peer_id for q in t.due_for_attestation(26.9, 60)] == []
+    assert [q.peer_id for q in t.due_for_attestation(27.0, 60)] == ["a"]
+    # never later than the usual interval
+    t.on_attest_deferred("a", 30, retry_in_s=600, interval_s=60)
+    assert [q.peer_id for q in t.due_for_attestation(90.0, 60)] == ["a"]
 
 
 def _stall_config():  # type: ignore[no-untyped-def]
