@@ -4,6 +4,7 @@ lapse for time it lost itself; a failed verdict still quarantines at once."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -131,28 +132,33 @@ def _stall_config():  # type: ignore[no-untyped-def]
     return dataclasses.replace(cfg, attestation=att, network=net)
 
 
-async def _stall_everyone(agents, seconds: float) -> None:  # type: ignore[no-untyped-def]
-    """Start a re-attestation of each peer, then block the whole process (every node's loop)
-    for ``seconds``: longer than the exchange's timeout and than a record's lifetime."""
-    async with trio.open_nursery() as n:
-        for a in agents:
-            for b in agents:
-                if b is not a:
-                    n.start_soon(a.attest_peer, b.host.get_id())
-        # block only once every exchange is under way (its timeout running)
-        while not all(p.attest_in_flight for a in agents for p in a.peers.connected()):
-            await trio.sleep(0)
-        time.sleep(seconds)
-
-
-async def test_a_node_whose_own_loop_stalls_blames_no_peer(tmp_path) -> None:
+@contextlib.asynccontextmanager
+async def _stalled_pair(tmp_path, *, blind: bool):  # type: ignore[no-untyped-def]
+    """Two attested nodes in this process. A re-attestation of each peer is started, then the
+    whole process (both nodes' loop) is blocked for 4 s: past the 1 s exchange budget and the
+    3 s record lifetime (3 × re-attest). ``blind`` makes the nodes' stall measure see nothing.
+    Yields the nodes and the quarantines they reported."""
     quarantined: list[tuple[str, str]] = []
     async with federation(tmp_path, 2, config=_stall_config()) as agents:
         await wait_until(lambda: fully_attested(agents), 30)
         for a in agents:
             a.on_quarantine(lambda pid, why: quarantined.append((pid, why)))
-        # 4 s: past the 1 s handshake timeout and the 3 s record lifetime (3 × re-attest)
-        await _stall_everyone(agents, 4.0)
+            if blind:
+                a.loop_health.stalled_s = lambda since: 0.0  # type: ignore[method-assign]
+        async with trio.open_nursery() as n:
+            for a in agents:
+                for b in agents:
+                    if b is not a:
+                        n.start_soon(a.attest_peer, b.host.get_id())
+            # block only once every exchange is under way (its timeout running)
+            while not all(p.attest_in_flight for a in agents for p in a.peers.connected()):
+                await trio.sleep(0)
+            time.sleep(4.0)
+        yield agents, quarantined
+
+
+async def test_a_node_whose_own_loop_stalls_blames_no_peer(tmp_path) -> None:
+    async with _stalled_pair(tmp_path, blind=False) as (agents, quarantined):
         for a in agents:
             assert a.counters.get("attest_deferred", "local-stall") >= 1, a.counters.to_json()
             assert a.counters.get("attest_missed", "timeout") == 0
@@ -173,13 +179,7 @@ async def test_a_node_whose_own_loop_stalls_blames_no_peer(tmp_path) -> None:
 
 async def test_without_the_stall_measure_the_same_stall_quarantines_healthy_peers(tmp_path) -> None:
     """The control: the same stall, the measure blinded, and the healthy peers are blamed."""
-    quarantined: list[tuple[str, str]] = []
-    async with federation(tmp_path, 2, config=_stall_config()) as agents:
-        await wait_until(lambda: fully_attested(agents), 30)
-        for a in agents:
-            a.on_quarantine(lambda pid, why: quarantined.append((pid, why)))
-            a.loop_health.stalled_s = lambda since: 0.0  # type: ignore[method-assign]
-        await _stall_everyone(agents, 4.0)
+    async with _stalled_pair(tmp_path, blind=True) as (agents, quarantined):
         await wait_until(lambda: len(quarantined) >= 2, 10)
         assert {pid for pid, _ in quarantined} == {a.peer_id for a in agents}
         assert all("expired" in why or "missed" in why for _, why in quarantined), quarantined
