@@ -1,7 +1,7 @@
 """How late this node's own event loop runs, so that it does not blame peers for time it lost.
 
-A node whose trio loop stalls (a large seal holding the GIL, a host swapping or descheduling the
-guest) sees every exchange it started during the stall run out of time. Without this it counts
+A node whose trio loop stalls (a large transfer's stream work, a host swapping or descheduling
+the guest) sees every exchange it started during the stall run out of time. Without this it counts
 those as its peers' missed re-attestations and lets their records lapse, then quarantines
 healthy peers as unreachable: the failure is local, the blame lands on the others. This is
 Lifeguard's local-health idea (the membership core's LHM, ``overlay/membership.py``), measured

@@ -83,7 +83,7 @@ async def test_the_measuring_task_sees_a_blocked_loop_even_before_it_runs_again(
         await trio.sleep(0.2)
         assert h.stalled_s(time.time() - 10) < 0.1
         before = time.time()
-        time.sleep(0.6)  # the whole loop is blocked, as by a long seal holding the GIL
+        time.sleep(0.6)  # the whole loop is blocked, as by a descheduled guest
         # nothing else ran yet: the stall still shows, as the overdue wake-up
         assert h.stalled_s(before) >= 0.5
         await trio.sleep(0.2)
