@@ -28,6 +28,15 @@ proposes; other nodes ask it over :data:`~node.shards.service.SHARD_PROTOCOL`
   masked contributions to this node). The shard is stored under the owner-signed manifest
   (its hashes check fragment and share) and reported (``shard-repair-done``); the manager
   commits ``ShardRepaired``.
+* **Every holder** (every ``max(tick, min(10 s, grace / 2))``) marks each stored shard the
+  committed placement names it for (``placed/`` in the store: federation and state index), and
+  erases a shard the committed state no longer places here once that has held for the grace
+  period: its index moved to another holder whose rebuild is done (a holder replaced while
+  unreachable, back after the owner's adoption could not reach it), or its placement was
+  dropped after this holder saw it (an ``rm`` while this holder was offline, or racing a
+  repair to it). A drop is judged only from a view newer than the mark, in the same
+  federation, so a restarted node's empty or older view erases nothing. Counted as
+  ``shard_swept{replaced|dropped}``.
 * **Holders** release a fragment without the key share, their manifest, or a reshare
   contribution to a peer that is not the owner or authorised only when *their own view* of
   the committed state names that peer as the pending holder of the object (waiting up to
@@ -116,6 +125,8 @@ class ManagedShards:
         self._unregistered: set[bytes] = set(svc._objects)
         self._adopting: set[bytes] = set()
         self.rebuilds: list[dict[str, Any]] = []
+        self._stale_since: dict[tuple[str, int], float] = {}
+        self._next_stale_check = -math.inf
 
     # ================================================================== views
 
@@ -360,10 +371,11 @@ class ManagedShards:
 
     def holder_tick(self) -> None:
         """Start a rebuild for every committed pending entry that names this node."""
-        st = self.state()
+        view = self._federation_view()
         nursery = self.svc._nursery
-        if st is None or nursery is None:
+        if view is None or nursery is None:
             return
+        st, seen_at, _ = view
         now = trio.current_time()
         for p in st.placements.values():
             for h in p.holders:
@@ -372,14 +384,17 @@ class ManagedShards:
                         or len(self._rebuilding) >= MAX_REBUILDS or self._backoff.get(key, -math.inf) > now):
                     continue
                 self._rebuilding.add(key)
-                nursery.start_soon(self._rebuild_and_report, p, h.index)
+                nursery.start_soon(self._rebuild_and_report, p, h.index, seen_at)
 
-    async def _rebuild_and_report(self, p: Placement, index: int) -> None:
+    async def _rebuild_and_report(self, p: Placement, index: int, seen_at: int) -> None:
         from node.shards.service import ShardServiceError
 
         key = (p.object_id, index)
         oid = bytes.fromhex(p.object_id)
         try:
+            # Marked before the shard exists: if an rm drops the placement while this rebuild
+            # runs, the shard it leaves is recognised as dropped and erased (stale_tick).
+            await self._mark(oid, index, seen_at)
             try:
                 await trio.to_thread.run_sync(self.svc.store.manifest, oid, index)
             except ShardNotFound:
@@ -589,6 +604,74 @@ class ManagedShards:
 
         await svc._help_reshare(stream, inv.session_id, inv.object_id, my_x, inv.target_x, inv.helpers_x,
                                 pid, holder_of)
+
+    # ================================================================== the holder's clean-up
+
+    async def stale_tick(self) -> None:
+        """Mark the shards the committed placement names this node for; erase the ones it no
+        longer places here (see the module docstring)."""
+        now = trio.current_time()
+        if now < self._next_stale_check:
+            return
+        svc = self.svc
+        self._next_stale_check = now + max(svc.repair_tick_s, min(10.0, svc.repair_grace_s / 2))
+        view = self._federation_view()
+        if view is None:
+            return
+        st, idx, fed = view
+        store = svc.store
+        present = set()
+        for info in await trio.to_thread.run_sync(store.list_shards):
+            oid, index = info.object_id, info.index
+            key = (oid.hex(), index)
+            present.add(key)
+            p = st.placements.get(key[0])
+            why: tuple[str, str] | None = None
+            if key in self._rebuilding:
+                pass
+            elif p is not None:
+                h = p.holder_of(index)
+                if h is not None and h.holder == self.me:
+                    mark = await trio.to_thread.run_sync(store.placed, oid, index)
+                    if mark is None or mark[0] != fed:
+                        await self._mark(oid, index)
+                elif h is not None and not h.pending:
+                    why = ("replaced", f"index {index} moved to {h.holder}")
+            else:
+                mark = await trio.to_thread.run_sync(store.placed, oid, index)
+                if mark is not None and mark[0] == fed and idx > mark[1]:
+                    why = ("dropped", f"placed here at state index {mark[1]}, gone at {idx}")
+            if why is None:
+                self._stale_since.pop(key, None)
+                continue
+            since = self._stale_since.setdefault(key, now)
+            if now - since >= svc.repair_grace_s:
+                await trio.to_thread.run_sync(store.erase, oid, index, os.urandom(16))
+                self._stale_since.pop(key, None)
+                self.agent.counters.inc("shard_swept", why[0])
+                log.info("erased shard %d of %s, which the committed state no longer places here: "
+                         "%s, %s", index, key[0], *why)
+        for key in set(self._stale_since) - present:
+            del self._stale_since[key]
+
+    def _federation_view(self) -> tuple[SwarmState, int, str] | None:
+        """This node's committed view, its index and its federation id (None before it has one)."""
+        from node.manager import federation_id
+
+        role = self.role()
+        if role is None:
+            return None
+        st, idx = role.view()
+        fed = federation_id(st)
+        return None if fed is None else (st, idx, fed)
+
+    async def _mark(self, oid: bytes, index: int, seen_at: int | None = None) -> None:
+        """Note in the store that the committed placement (at state index ``seen_at``, else
+        the current view's) names this node for the shard."""
+        view = self._federation_view()
+        if view is not None:
+            at = view[1] if seen_at is None else seen_at
+            await trio.to_thread.run_sync(self.svc.store.note_placed, oid, index, view[2], at)
 
     # ================================================================== the owner's side
 

@@ -335,6 +335,7 @@ class ShardService:
             try:
                 await self.managed.manager_tick()
                 self.managed.holder_tick()
+                await self.managed.stale_tick()
             except (ShardServiceError, RemoteProtocolError, OSError) as exc:
                 log.error("shard placement monitor: %s", exc)
 

@@ -14,6 +14,8 @@ Layout under ``root`` (directories 0700, files 0600)::
                                   /key        nonce ‖ AES-GCM(master, shard key)
                                   /share      nonce ‖ AES-GCM(shard key, key share)
                                   /fragment   header ‖ STREAM-sealed fragment chunks
+    placed/<object id hex>.<index>            "<federation> <state index>": this holder saw the
+                                              committed placement name it (node/shards/managed.py)
     tmp/                                      staging; anything here at start-up is debris
 
 Writes are atomic: a shard is built in ``tmp/<random>/`` (each file fsynced), the directory is
@@ -203,6 +205,7 @@ class ShardStore:
             raise ValueError("bad quota or chunk size")
         self._root = Path(root)
         self._shards = self._root / "shards"
+        self._placed = self._root / "placed"
         self._tmp = self._root / "tmp"
         self._master = AESGCM(_derive_master(sealing_secret))
         self._quota = quota_bytes
@@ -211,7 +214,7 @@ class ShardStore:
         self._peer_id = holder_peer_id
         self._lock = threading.Lock()
         self._reserved = 0
-        for d in (self._root, self._shards, self._tmp):
+        for d in (self._root, self._shards, self._placed, self._tmp):
             d.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             os.chmod(d, _DIR_MODE)
         self._debris = self._remove_debris()
@@ -231,6 +234,10 @@ class ShardStore:
         for p in self._shards.iterdir():
             if not (p / "key").exists():  # an erase interrupted after the key went: finish it
                 shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+        for p in self._placed.iterdir():  # a torn mark, or the mark of a shard already erased
+            if p.name.endswith(".tmp") or not (self._shards / p.name).is_dir():
+                p.unlink(missing_ok=True)
                 removed += 1
         return removed
 
@@ -482,6 +489,7 @@ class ShardStore:
             _fsync_dir(self._shards)
             with self._lock:
                 self._used -= size
+        (self._placed / path.name).unlink(missing_ok=True)
         existed_flag = bool(existed)
         transcript = receipt_transcript(
             object_id, index, self._peer_id, nonce, existed_flag, self._holder_key
@@ -511,6 +519,36 @@ class ShardStore:
         return self.erase(request.object_id, request.index, request.nonce)
 
     # ----------------------------------------------------------------- inventory
+
+    # ----------------------------------------------------------------- placement marks
+
+    def note_placed(self, object_id: bytes, index: int, federation: str, state_index: int) -> None:
+        """Record that the committed placement (in ``federation``, at ``state_index``) names
+        this holder for the shard. Atomic; kept until the shard is erased."""
+        if not federation or not federation.isalnum() or len(federation) > 128 or state_index < 0:
+            raise ValueError("bad federation id or state index")
+        name = self._path(object_id, index).name
+        tmp = self._placed / f"{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            _write_file(tmp, f"{federation} {state_index}\n".encode())
+            os.replace(tmp, self._placed / name)
+            _fsync_dir(self._placed)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"I/O error while marking {name}: {exc.strerror}") from exc
+
+    def placed(self, object_id: bytes, index: int) -> tuple[str, int] | None:
+        """The mark :meth:`note_placed` left (federation, state index), or None. A mark that
+        does not parse counts as none."""
+        name = self._path(object_id, index).name
+        try:
+            raw = (self._placed / name).read_bytes()[:256]
+        except FileNotFoundError:
+            return None
+        fed, _, idx = raw.decode("ascii", "replace").strip().partition(" ")
+        if not fed.isalnum() or not idx.isdigit():
+            return None
+        return fed, int(idx)
 
     def list_shards(self) -> list[ShardInfo]:
         out = []

@@ -236,7 +236,8 @@ def test_erase_is_crypto_shredding_with_a_signed_receipt(tmp_path: Path, obj, mo
     nonce = os.urandom(32)
     receipt = st.erase(manifest.object_id, 2, nonce)
     monkeypatch.undo()
-    assert order == ["key", "data"]  # the wrapped key goes first
+    # the wrapped key goes first, then the data, then the placement mark
+    assert order == ["key", "data", f"{manifest.object_id.hex()}.2"]
     assert receipt.existed and receipt.nonce == nonce and receipt.holder_peer_id == PEER
     assert verify_receipt(receipt, receipt.holder_key)
     assert not verify_receipt(receipt, os.urandom(32))
@@ -354,3 +355,49 @@ def test_concurrent_writers_respect_the_quota(tmp_path: Path) -> None:
     assert outcomes.count("ok") == h.shards >= 1 and "quota" in outcomes
     assert h.used_bytes <= h.quota_bytes and h.corrupt == ()
     assert h.used_bytes == sum(s.stored_bytes for s in st_.list_shards())
+
+
+# ----------------------------------------------------------------- placement marks
+
+
+def test_placement_marks_round_trip_and_go_with_the_shard(tmp_path: Path, obj) -> None:
+    st = make_store(tmp_path)
+    put_all(st, obj)
+    oid = obj[3].object_id
+    assert st.placed(oid, 0) is None
+    st.note_placed(oid, 0, "12D3KooWfounder", 41)
+    assert st.placed(oid, 0) == ("12D3KooWfounder", 41)
+    st.note_placed(oid, 0, "12D3KooWother", 57)  # a newer mark replaces it
+    assert st.placed(oid, 0) == ("12D3KooWother", 57)
+    mark = tmp_path / "placed" / f"{oid.hex()}.0"
+    assert stat.S_IMODE(mark.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "placed").stat().st_mode) == 0o700
+    st.erase(oid, 0, os.urandom(16))
+    assert st.placed(oid, 0) is None and not mark.exists()
+    assert st.placed(oid, 1) is None  # other shards were never marked
+
+
+def test_placement_marks_are_validated(tmp_path: Path, obj) -> None:
+    st = make_store(tmp_path)
+    put_all(st, obj)
+    oid = obj[3].object_id
+    for fed, idx in (("", 1), ("has space", 1), ("a/b", 1), ("x" * 129, 1), ("ok", -1)):
+        with pytest.raises(ValueError):
+            st.note_placed(oid, 0, fed, idx)
+    for garbage in (b"", b"fed", b"fed notanumber", b"../x 3", b"\xff\xfe 3", b"fed -1"):
+        (tmp_path / "placed" / f"{oid.hex()}.1").write_bytes(garbage)
+        assert st.placed(oid, 1) is None, garbage
+
+
+def test_marks_without_a_shard_and_torn_marks_are_debris_at_start(tmp_path: Path, obj) -> None:
+    st = make_store(tmp_path)
+    put_all(st, obj)
+    oid = obj[3].object_id
+    st.note_placed(oid, 0, "fed", 3)
+    st.note_placed(oid, 1, "fed", 3)
+    placed = tmp_path / "placed"
+    (placed / f"{oid.hex()}.1.abcd1234.tmp").write_bytes(b"fed 3")   # torn write
+    (placed / f"{os.urandom(16).hex()}.2").write_bytes(b"fed 3")      # its shard is gone
+    again = make_store(tmp_path)
+    assert sorted(p.name for p in placed.iterdir()) == [f"{oid.hex()}.0", f"{oid.hex()}.1"]
+    assert again.placed(oid, 0) == ("fed", 3)

@@ -8,7 +8,8 @@ import os
 import pytest
 import trio
 
-from node.shards.messages import RepairInvite, ShardAck, ShardManagerReply, ShardRepairDone
+from node.attestation.base import AttestationUnavailable
+from node.shards.messages import RepairInvite, ShardAck, ShardDrop, ShardManagerReply, ShardRepairDone
 from node.shards.service import FetchFailed, Job
 from tests.netutil import fully_attested, wait_until
 from tests.shards_net.helpers import managed_federation, write_random
@@ -183,3 +184,70 @@ async def test_revoked_holder_is_repaired_and_forged_repair_requests_are_refused
             await wait_until(lambda h=h, s=store: s.manifest(oid, h.index).revision == m.revision + 1, 30)
         await owner.svc.get(oid, tmp_path / "out.bin")
         assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def _holds(node, oid: bytes) -> list[int]:
+    return [s.index for s in node.svc.store.list_shards() if s.object_id == oid]
+
+
+# Slow suite (make test-slow, in CI).
+@pytest.mark.slow
+async def test_holders_erase_shards_the_committed_state_no_longer_places_on_them(tmp_path):
+    """A holder replaced while its peers could not attest it keeps a valid shard that nobody
+    will ask for; the owner, offline, cannot erase it. Back, the holder sees its index moved to
+    a holder whose rebuild is done and erases its copy itself. Then the placement is dropped while shards
+    remain (what an rm racing a repair leaves on the new holder): every holder that saw the
+    placement erases its shard."""
+    async with managed_federation(tmp_path, 6, repair_grace_s=1.0) as fed:
+        owner = _calm(fed, [n.peer_id for n in fed.nodes])
+        write_random(tmp_path / "in.bin", 300_000)
+        res = await owner.svc.put(tmp_path / "in.bin", n=3, k=2)
+        oid = _oid(res)
+        await wait_until(lambda: owner.svc.managed.owned_placement(owner.svc._objects[oid][1]), 90)
+        holders = [h.holder for h in owner.svc.managed.placement(oid).holders]
+        # every holder marks its shard as placed by the committed state
+        await wait_until(lambda: all(fed.by_peer(h).svc.store.placed(oid, i) is not None
+                                     for i, h in enumerate(holders)), 30)
+        fed.stop(owner)  # offline: its adoption cannot erase anything below
+        lost = _calm(fed, holders)
+        j = holders.index(lost.peer_id)
+        # The holder's TEE stops producing evidence: every peer misses its re-attestations and
+        # quarantines it as unreachable, and the manager moves its shard. It stays up, so it
+        # keeps its copy, and "comes back" when its evidence does.
+        real = lost.agent.provider.get_evidence
+
+        def unavailable(report_data: bytes):  # type: ignore[no-untyped-def]
+            raise AttestationUnavailable("TEE device busy (test)")
+
+        lost.agent.provider.get_evidence = unavailable  # type: ignore[method-assign]
+        live = [x for x in fed.nodes if x not in (owner, lost)]
+        await wait_until(lambda: all(_settled(x.role.view()[0].placements.get(oid.hex()), lost.peer_id)
+                                     for x in live), 120)
+        lost.agent.provider.get_evidence = real  # type: ignore[method-assign]
+        # (the counter moves once the erase, run in a worker thread, has returned)
+        await wait_until(lambda: lost.agent.counters.get("shard_swept", "replaced") == 1, 60)
+        assert j not in _holds(lost, oid)
+        assert lost.svc.store.placed(oid, j) is None
+        # the shard lives on where the committed state puts it
+        p = live[0].role.view()[0].placements[oid.hex()]
+        now_holding = [h.holder for h in p.holders]
+        fed.by_peer(now_holding[j]).svc.store.verify(oid, j)
+        current = [fed.by_peer(h) for h in now_holding]
+        assert all(x.agent.counters.get("shard_swept") == 0 for x in current)
+        # The owner drops the placement without erasing (the manager checks it is the owner):
+        # every current holder saw the placement, and erases its shard after the grace period.
+        owner = await fed.restart(owner)
+        mo = owner.svc.managed
+
+        def adopted() -> bool:  # the owner re-signed its manifest for the committed holders
+            p = mo.placement(oid) if mo.active() else None
+            return (p is not None and oid not in mo._unregistered and oid not in mo._adopting
+                    and p.manifest_revision == owner.svc._objects[oid][1].revision)
+
+        await wait_until(adopted, 90)
+        reply = await owner.svc.managed.ask(ShardDrop(os.urandom(16), oid))
+        assert reply.ok, reply.reason
+        await wait_until(lambda: all(x.agent.counters.get("shard_swept", "dropped") == 1
+                                     for x in current), 60)
+        for i, x in enumerate(current):
+            assert not _holds(x, oid) and x.svc.store.placed(oid, i) is None
