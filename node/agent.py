@@ -146,6 +146,8 @@ class Agent:
         self.records_about_us: dict[str, ScoreRecord] = {}
         self._nursery: trio.Nursery | None = None
         self._dialing: set[str] = set()
+        # The connection each peer opened or accepted last (see _close_stale_connections).
+        self._newest_conn: dict[str, INetConn] = {}
         self._token: trio.lowlevel.TrioToken | None = None
         self._on_quarantine: list[Callable[[str, str], None]] = []
         self._services: list[Callable[..., Awaitable[None]]] = []
@@ -460,8 +462,38 @@ class Agent:
             pid, reason, self._now(), max_missed=self.config.attestation.max_missed_reattestations,
             penalty=MISSED_REATTEST_PENALTY)
         log.info("attestation of %s did not complete: %s", pid, reason, extra={"peer": pid})
+        with contextlib.suppress(ValueError):  # a peer id that does not parse has no connection
+            self._close_stale_connections(ID.from_base58(pid))
         if was and changed:
             self._quarantined(pid, f"{UNREACHABLE}{reason}")
+
+    def _close_stale_connections(self, peer_id: ID) -> int:
+        """Close every connection to ``peer_id`` but the one it opened or accepted last.
+
+        A peer that crashed or lost power leaves its old connection half-open here (no FIN, no
+        RST) until TCP gives up, and py-libp2p opens new streams on the connection that already
+        has the most streams: the dead one, whose stuck streams only add up. Called when the
+        peer reconnects or misses a re-attestation while it has several connections. Returns
+        how many were closed."""
+        newest = self._newest_conn.get(peer_id.to_base58())
+        found = self.host.get_network().connections.get(peer_id) or []
+        conns = found if isinstance(found, list) else [found]
+        stale = [c for c in conns if c is not newest]
+        if newest is None or not stale or len(stale) == len(conns) or self._nursery is None:
+            return 0  # keep one, and the one known to be live
+        for c in stale:
+            self.counters.inc("stale_connection_closed")
+            self._nursery.start_soon(self._close_quietly, c)
+        log.info("closed %d stale connection(s) to %s; keeping its newest", len(stale),
+                 peer_id.to_base58(), extra={"peer": peer_id.to_base58()})
+        return len(stale)
+
+    async def _close_quietly(self, conn: INetConn) -> None:
+        with trio.move_on_after(self.config.network.request_timeout_s):
+            try:
+                await conn.close()
+            except Exception as exc:  # libp2p may raise if the connection is already gone
+                log.debug("closing a stale connection: %s", exc)
 
     def _record_deferred(self, pid: str, lost_s: float) -> None:
         cfg = self.config.attestation
@@ -506,8 +538,13 @@ class Agent:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._disconnect, peer_id)
             elif event == "connected":
-                if self.peers.get(pid) is None or not self.peers.get(pid).connected:  # type: ignore[union-attr]
+                st = self.peers.get(pid)
+                if st is None or not st.connected:
                     self.peers.on_connected(pid, self._advertised_addrs(pid), now)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self.attest_peer, peer_id)
+                elif st.missed and self._close_stale_connections(peer_id) and not st.attest_in_flight:
+                    # It came back on a new connection while we could not reach it: try it now.
                     assert self._nursery is not None
                     self._nursery.start_soon(self.attest_peer, peer_id)
             elif event == "disconnected" and not self.host.get_network().connections.get(peer_id):
@@ -802,10 +839,15 @@ class _Notifee(INotifee):
         self._agent = agent
 
     async def connected(self, network: Any, conn: INetConn) -> None:
-        self._agent._enqueue("connected", conn.muxed_conn.peer_id)
+        peer_id = conn.muxed_conn.peer_id
+        self._agent._newest_conn[peer_id.to_base58()] = conn
+        self._agent._enqueue("connected", peer_id)
 
     async def disconnected(self, network: Any, conn: INetConn) -> None:
-        self._agent._enqueue("disconnected", conn.muxed_conn.peer_id)
+        peer_id = conn.muxed_conn.peer_id
+        if self._agent._newest_conn.get(peer_id.to_base58()) is conn:
+            del self._agent._newest_conn[peer_id.to_base58()]
+        self._agent._enqueue("disconnected", peer_id)
 
     async def opened_stream(self, network: Any, stream: INetStream) -> None:
         pass

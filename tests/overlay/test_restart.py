@@ -1,0 +1,40 @@
+"""A node that crashed and comes back with its identity (on a new port) is attested again by
+every peer, including peers that still hold its old, dead connection: py-libp2p opens new
+streams on the connection with the most streams, which is the dead one once streams hang on
+it, so the agent closes a peer's older connections when it reconnects after missed
+re-attestations (node/agent.py ``_close_stale_connections``)."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.netutil import crash_in_process, fully_attested, make_agent, run_in_process, wait_until
+
+
+async def test_a_crashed_node_restarted_with_its_identity_is_attested_again_by_all(tmp_path) -> None:
+    async with trio.open_nursery() as nursery:
+        first = make_agent(tmp_path, "n0")
+        await run_in_process(nursery, first)
+        agents, scopes = [first], {}
+        boot = (first.full_addrs()[0],)
+        for i in range(1, 4):
+            a = make_agent(tmp_path, f"n{i}", bootstrap=boot)
+            scopes[a.peer_id] = await run_in_process(nursery, a)
+            agents.append(a)
+        await wait_until(lambda: fully_attested(agents), 30)
+        victim = agents[3]
+        key = victim._identity
+        await crash_in_process(victim, scopes[victim.peer_id])
+        others = agents[:3]
+        # every peer notices: at least one missed re-attestation of the victim
+        await wait_until(lambda: all((p := a.peers.get(victim.peer_id)) is not None
+                                     and (p.missed >= 1 or not p.connected) for a in others), 30)
+        again = make_agent(tmp_path, "n3-again", bootstrap=boot, key=key)
+        assert again.peer_id == victim.peer_id
+        await run_in_process(nursery, again)
+        await wait_until(lambda: fully_attested([*others, again]), 30)
+        for a in others:
+            p = a.peers.get(again.peer_id)
+            assert p is not None and p.attested and p.missed == 0
+        for a in [*others, again]:
+            a.stop()
