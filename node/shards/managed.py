@@ -33,8 +33,8 @@ proposes; other nodes ask it over :data:`~node.shards.service.SHARD_PROTOCOL`
   erases a shard the committed state no longer places here once that has held for the grace
   period: its index moved to another holder whose rebuild is done (a holder replaced while
   unreachable, back after the owner's adoption could not reach it), or its placement was
-  dropped after this holder saw it (an ``rm`` while this holder was offline, or racing a
-  repair to it). A drop is judged only from a view newer than the mark, in the same
+  dropped after this holder saw it (an ``rm`` that raced a repair to this holder: the owner's
+  erase found nothing there yet). A drop is judged only from a view newer than the mark, in the same
   federation, so a restarted node's empty or older view erases nothing. Counted as
   ``shard_swept{replaced|dropped}``.
 * **Holders** release a fragment without the key share, their manifest, or a reshare

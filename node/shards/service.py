@@ -336,7 +336,7 @@ class ShardService:
                 await self.managed.manager_tick()
                 self.managed.holder_tick()
                 await self.managed.stale_tick()
-            except (ShardServiceError, RemoteProtocolError, OSError) as exc:
+            except (ShardServiceError, RemoteProtocolError, OSError, StoreError) as exc:
                 log.error("shard placement monitor: %s", exc)
 
     async def _owner_loop(self) -> None:
