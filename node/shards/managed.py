@@ -34,8 +34,8 @@ proposes; other nodes ask it over :data:`~node.shards.service.SHARD_PROTOCOL`
   period: its index moved to another holder whose rebuild is done (a holder replaced while
   unreachable, back after the owner's adoption could not reach it), or its placement was
   dropped after this holder saw it (an ``rm`` that raced a repair to this holder: the owner's
-  erase found nothing there yet). A drop is judged only from a view newer than the mark, in the same
-  federation, so a restarted node's empty or older view erases nothing. Counted as
+  erase found nothing there yet). A drop is judged only from a view newer than the mark, in
+  the same federation, so a restarted node's empty or older view erases nothing. Counted as
   ``shard_swept{replaced|dropped}``.
 * **Holders** release a fragment without the key share, their manifest, or a reshare
   contribution to a peer that is not the owner or authorised only when *their own view* of
@@ -375,7 +375,7 @@ class ManagedShards:
         nursery = self.svc._nursery
         if view is None or nursery is None:
             return
-        st, seen_at, _ = view
+        st, seen_at, fed = view
         now = trio.current_time()
         for p in st.placements.values():
             for h in p.holders:
@@ -384,9 +384,9 @@ class ManagedShards:
                         or len(self._rebuilding) >= MAX_REBUILDS or self._backoff.get(key, -math.inf) > now):
                     continue
                 self._rebuilding.add(key)
-                nursery.start_soon(self._rebuild_and_report, p, h.index, seen_at)
+                nursery.start_soon(self._rebuild_and_report, p, h.index, fed, seen_at)
 
-    async def _rebuild_and_report(self, p: Placement, index: int, seen_at: int) -> None:
+    async def _rebuild_and_report(self, p: Placement, index: int, fed: str, seen_at: int) -> None:
         from node.shards.service import ShardServiceError
 
         key = (p.object_id, index)
@@ -394,7 +394,7 @@ class ManagedShards:
         try:
             # Marked before the shard exists: if an rm drops the placement while this rebuild
             # runs, the shard it leaves is recognised as dropped and erased (stale_tick).
-            await self._mark(oid, index, seen_at)
+            await trio.to_thread.run_sync(self.svc.store.note_placed, oid, index, fed, seen_at)
             try:
                 await trio.to_thread.run_sync(self.svc.store.manifest, oid, index)
             except ShardNotFound:
@@ -620,9 +620,11 @@ class ManagedShards:
             return
         st, idx, fed = view
         store = svc.store
+        infos, marks = await trio.to_thread.run_sync(lambda: (store.list_shards(), store.marks()))
         present = set()
-        for info in await trio.to_thread.run_sync(store.list_shards):
+        for info in infos:
             oid, index = info.object_id, info.index
+            mark = marks.get((oid, index))
             key = (oid.hex(), index)
             present.add(key)
             p = st.placements.get(key[0])
@@ -632,15 +634,12 @@ class ManagedShards:
             elif p is not None:
                 h = p.holder_of(index)
                 if h is not None and h.holder == self.me:
-                    mark = await trio.to_thread.run_sync(store.placed, oid, index)
                     if mark is None or mark[0] != fed:
-                        await self._mark(oid, index)
+                        await trio.to_thread.run_sync(store.note_placed, oid, index, fed, idx)
                 elif h is not None and not h.pending:
                     why = ("replaced", f"index {index} moved to {h.holder}")
-            else:
-                mark = await trio.to_thread.run_sync(store.placed, oid, index)
-                if mark is not None and mark[0] == fed and idx > mark[1]:
-                    why = ("dropped", f"placed here at state index {mark[1]}, gone at {idx}")
+            elif mark is not None and mark[0] == fed and idx > mark[1]:
+                why = ("dropped", f"placed here at state index {mark[1]}, gone at {idx}")
             if why is None:
                 self._stale_since.pop(key, None)
                 continue
@@ -664,14 +663,6 @@ class ManagedShards:
         st, idx = role.view()
         fed = federation_id(st)
         return None if fed is None else (st, idx, fed)
-
-    async def _mark(self, oid: bytes, index: int, seen_at: int | None = None) -> None:
-        """Note in the store that the committed placement (at state index ``seen_at``, else
-        the current view's) names this node for the shard."""
-        view = self._federation_view()
-        if view is not None:
-            at = view[1] if seen_at is None else seen_at
-            await trio.to_thread.run_sync(self.svc.store.note_placed, oid, index, view[2], at)
 
     # ================================================================== the owner's side
 

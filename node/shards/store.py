@@ -172,6 +172,13 @@ def _write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _parse_mark(raw: bytes) -> tuple[str, int] | None:
+    fed, _, idx = raw.decode("ascii", "replace").strip().partition(" ")
+    if not fed.isalnum() or not idx.isdigit():
+        return None
+    return fed, int(idx)
+
+
 def sealed_fragment_size(fragment_size: int, chunk_bytes: int) -> int:
     chunks = max(1, -(-fragment_size // chunk_bytes))
     return _HEADER_BYTES + fragment_size + TAG_BYTES * chunks
@@ -518,8 +525,6 @@ class ShardStore:
             raise RemoteProtocolError("invalid", "erase not signed by the owner")
         return self.erase(request.object_id, request.index, request.nonce)
 
-    # ----------------------------------------------------------------- inventory
-
     # ----------------------------------------------------------------- placement marks
 
     def note_placed(self, object_id: bytes, index: int, federation: str, state_index: int) -> None:
@@ -540,15 +545,27 @@ class ShardStore:
     def placed(self, object_id: bytes, index: int) -> tuple[str, int] | None:
         """The mark :meth:`note_placed` left (federation, state index), or None. A mark that
         does not parse counts as none."""
-        name = self._path(object_id, index).name
         try:
-            raw = (self._placed / name).read_bytes()[:256]
+            raw = (self._placed / self._path(object_id, index).name).read_bytes()[:256]
         except FileNotFoundError:
             return None
-        fed, _, idx = raw.decode("ascii", "replace").strip().partition(" ")
-        if not fed.isalnum() or not idx.isdigit():
-            return None
-        return fed, int(idx)
+        return _parse_mark(raw)
+
+    def marks(self) -> dict[tuple[bytes, int], tuple[str, int]]:
+        """Every mark that parses, by (object id, index): one directory scan for a sweep."""
+        out = {}
+        for p in self._placed.iterdir():
+            oid_hex, _, idx = p.name.partition(".")
+            try:
+                key = (bytes.fromhex(oid_hex), int(idx))
+                mark = _parse_mark(p.read_bytes()[:256])
+            except (ValueError, FileNotFoundError):  # a torn write, or erased meanwhile
+                continue
+            if mark is not None and len(key[0]) == OBJECT_ID_BYTES:
+                out[key] = mark
+        return out
+
+    # ----------------------------------------------------------------- inventory
 
     def list_shards(self) -> list[ShardInfo]:
         out = []

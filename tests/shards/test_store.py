@@ -369,6 +369,7 @@ def test_placement_marks_round_trip_and_go_with_the_shard(tmp_path: Path, obj) -
     assert st.placed(oid, 0) == ("12D3KooWfounder", 41)
     st.note_placed(oid, 0, "12D3KooWother", 57)  # a newer mark replaces it
     assert st.placed(oid, 0) == ("12D3KooWother", 57)
+    assert st.marks() == {(oid, 0): ("12D3KooWother", 57)}  # the whole directory in one scan
     mark = tmp_path / "placed" / f"{oid.hex()}.0"
     assert stat.S_IMODE(mark.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "placed").stat().st_mode) == 0o700
@@ -387,6 +388,9 @@ def test_placement_marks_are_validated(tmp_path: Path, obj) -> None:
     for garbage in (b"", b"fed", b"fed notanumber", b"../x 3", b"\xff\xfe 3", b"fed -1"):
         (tmp_path / "placed" / f"{oid.hex()}.1").write_bytes(garbage)
         assert st.placed(oid, 1) is None, garbage
+        assert st.marks() == {}, garbage
+    (tmp_path / "placed" / "not-hex.x").write_bytes(b"fed 3")
+    assert st.marks() == {}
 
 
 def test_marks_without_a_shard_and_torn_marks_are_debris_at_start(tmp_path: Path, obj) -> None:
