@@ -74,26 +74,33 @@ async def test_revoked_holder_is_repaired_at_once_then_get_works(tmp_path):
         assert (tmp_path / "out.bin").read_bytes() == data
 
 
-async def test_tampered_fragment_is_detected_and_another_holder_used(tmp_path, caplog):
+async def test_tampered_fragment_is_detected_and_another_holder_used(tmp_path, caplog, monkeypatch):
     async with shard_federation(tmp_path, 6) as (_agents, svcs, _):
         owner = svcs[0]
         data = write_random(tmp_path / "in.bin", 1_000_000)
         res = await owner.put(tmp_path / "in.bin", n=5, k=3)
         oid = _oid(res)
-        # the fastest holders are tried first: tamper with every holder's fragment but two,
-        # then make sure a tampered one is among those asked by tampering with index 0..2
+        # Tamper with n - k = 2 fragments (0 and 1) and pin the order in which get asks the
+        # holders: a get tries the lowest-RTT holders first, and measured RTTs would otherwise
+        # decide whether a tampered fragment is ever fetched (it was not, once pings had run).
+        tampered = {0, 1}
+        m = owner._objects[oid][1]
+        holder_of = {p.index: p.peer_id for p in m.placement}
         for s in svcs[1:]:
             for info in s.store.list_shards():
-                if info.index == 0:
-                    f = s.store._path(oid, 0) / "fragment"
+                if info.object_id == oid and info.index in tampered:
+                    f = s.store._path(oid, info.index) / "fragment"
                     raw = bytearray(f.read_bytes())
                     raw[100] ^= 0x01
                     f.write_bytes(bytes(raw))
+        order = {pid: float(i) for i, pid in holder_of.items()}
+        monkeypatch.setattr(owner, "_rtt", lambda pid: order.get(pid, float("inf")))
         with caplog.at_level(logging.WARNING):
             got = await owner.get(oid, tmp_path / "out.bin")
         assert (tmp_path / "out.bin").read_bytes() == data
-        assert 0 not in got["from"]
-        assert any("shard 0" in f and "corrupt" in f for f in got["failed"]), got["failed"]
+        assert sorted(got["from"]) == [2, 3, 4]
+        for i in tampered:
+            assert any(f"shard {i}" in f and "corrupt" in f for f in got["failed"]), got["failed"]
         assert "stored shard" in caplog.text and "corrupt" in caplog.text
 
 
