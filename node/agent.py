@@ -140,6 +140,8 @@ class Agent:
         self._attest_limiter = trio.CapacityLimiter(config.attestation.max_concurrent)
         self._dial_limiter = trio.CapacityLimiter(MAX_DIALS_IN_FLIGHT)
         self._inbound: dict[str, int] = {}
+        # Open inbound streams of gated protocols, per peer: cut when the peer's verdict fails.
+        self._gated_streams: dict[str, set[INetStream]] = {}
         self._proving: set[str] = set()
         self._rng = random.Random(secrets.randbits(64))
         # How peers judged us, by peer id: their latest signed score record about us.
@@ -241,6 +243,7 @@ class Agent:
         With ``announce``, the ``on_revoked`` hooks spread it (the gossip layer publishes a
         revocation record)."""
         was = self.peers.revoke(peer_id, reason)
+        self._cut_streams(peer_id)
         if announce:
             for hook in self._on_revoked:
                 hook(peer_id, reason)
@@ -298,6 +301,8 @@ class Agent:
                 await reset_stream(stream)
                 return
             self._inbound[pid] = self._inbound.get(pid, 0) + 1
+            if gated:
+                self._gated_streams.setdefault(pid, set()).add(stream)
             try:
                 await handler(stream, pid)
             except RemoteProtocolError as exc:
@@ -308,6 +313,12 @@ class Agent:
                 log.exception("internal error handling %s from %s", proto, pid)
                 await reset_stream(stream)
             finally:
+                if gated:
+                    open_ = self._gated_streams.get(pid)
+                    if open_ is not None:
+                        open_.discard(stream)
+                        if not open_:
+                            self._gated_streams.pop(pid, None)
                 n = self._inbound.get(pid, 1) - 1
                 if n:
                     self._inbound[pid] = n
@@ -516,8 +527,22 @@ class Agent:
     def _quarantined(self, pid: str, reason: str) -> None:
         self.counters.inc("quarantined")
         log.warning("peer %s quarantined: %s", pid, reason, extra={"peer": pid, "reason": reason})
+        if not reason.startswith(UNREACHABLE):
+            self._cut_streams(pid)
         for cb in self._on_quarantine:
             cb(pid, reason)
+
+    def _cut_streams(self, pid: str) -> int:
+        """Reset every gated stream ``pid`` opened to us: a peer whose evidence failed (or that
+        was revoked) loses what it had open, not only what it would open next. (A peer that
+        only missed a re-attestation keeps them: no verdict was reached.) Returns how many."""
+        streams = self._gated_streams.pop(pid, set())
+        if self._nursery is None:
+            return 0
+        for st in streams:
+            self.counters.inc("stream_cut", "quarantined")
+            self._nursery.start_soon(reset_stream, st)
+        return len(streams)
 
     async def _open_stream(self, peer_id: ID, proto: str) -> INetStream:
         try:
