@@ -119,6 +119,7 @@ from consensus.state import (
     encode_state,
 )
 from node.attestation.engine import Outcome
+from node.manager_cert import CertState
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
     MAX_DECISION_ENTRY_BYTES,
@@ -127,6 +128,8 @@ from node.manager_wire import (
     RAFT_PROTOCOL,
     STATE_PROTOCOL,
     STATE_REQUESTS,
+    CertifyReply,
+    CertifyRequest,
     DecisionRecord,
     DissolveOrder,
     LeaveRequest,
@@ -184,6 +187,9 @@ class ManagerSettings:
         snapshot_every: applied entries between two snapshots (log compaction).
         fsync: fsync the Raft log before sending (only a benchmark turns this off).
         founder: "auto" (no Raft state and no bootstrap address), "yes" or "no".
+        federation: the federation id (founder's peer id) this node may join; "" = the first
+            one whose certified state it is served (trust on first use, see
+            docs/architecture.md).
     """
 
     tick_s: float = 0.05
@@ -200,6 +206,7 @@ class ManagerSettings:
     max_entries_per_msg: int = 512
     max_inflight_msgs: int = 64
     founder: str = "auto"
+    federation: str = ""
 
     def validate(self) -> None:
         if not 0.001 <= self.tick_s <= 10:
@@ -413,7 +420,6 @@ class ManagerRole:
             ANNOUNCE_QUEUE)
         self._announced: tuple[str, ManagerAnnounce, float] | None = None  # latest verified
         self._refused: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._digest: tuple[int, bytes] = (-1, b"")  # (state_index, sha256 of its encoding)
         self._retired_id: int | None = None
         self._starting = False
         self._follow_via: str | None = None
@@ -421,6 +427,10 @@ class ManagerRole:
         self.announcements = {"published": 0, "accepted": 0, "rejected": 0}
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self.rng = random.Random(secrets.randbits(64))
+        self.cert = CertState(self)
+        self.public_key_of = _peer_key
+        self.verify = verify_ed25519
+        self._raft_allowed: tuple[Any, int, frozenset[int]] = (None, -1, frozenset())
 
     # ------------------------------------------------------------------ wiring
     def install(self) -> None:
@@ -535,6 +545,7 @@ class ManagerRole:
                 log.info("no federation to join: founding one (raft id %d)", FOUNDER_RAFT_ID)
                 await self._start_raft(FOUNDER_RAFT_ID)
             nursery.start_soon(self._reconcile_loop)
+            nursery.start_soon(self._certify_loop)
             nursery.start_soon(self._follow_loop)
             if self._gossip is not None:
                 nursery.start_soon(self._announce_loop)
@@ -604,6 +615,7 @@ class ManagerRole:
             raise ValueError(f"{self.raft_dir}: snapshot holds no valid state ({exc})") from None
         self.state_index = persisted.snapshot.meta.index
         self.node = RawNode(cfg, self.rng, persisted, logger=self._raft_log)
+        self.cert.remember(self.state_index, self.state)
         self._raft_to_peer[raft_id] = self.me
         self._refresh_ids()
         log.info("raft node %d started (term %d, %d entries after snapshot %d)", raft_id,
@@ -680,6 +692,7 @@ class ManagerRole:
                     log.error("snapshot %d holds no valid state", rd.snapshot.meta.index)
                     raise
                 self.state_index = rd.snapshot.meta.index
+                self.cert.remember(self.state_index, self.state)
             applied = False
             for e in rd.committed_entries:
                 self._apply(e)
@@ -707,6 +720,7 @@ class ManagerRole:
             if not ok:
                 log.debug("entry %d rejected by the state machine: %s", e.index, error)
         self.state_index = e.index
+        self.cert.remember(e.index, self.state)
         if e.index in self._waited:
             self._waited.discard(e.index)
             self._results[e.index] = (e.term, ok, error)
@@ -842,9 +856,20 @@ class ManagerRole:
                     await _reset(stream)
                     return  # idle or closed: the sender reopens when it has something to say
                 raise
+            if not self.agent.peers.is_attested(pid):
+                # Quarantined since the stream opened: its Raft traffic ends here.
+                self.agent.counters.inc("raft_dropped", "from-unattested")
+                await _reset(stream)
+                return
             node = self.node
             if node is None or m.to != node.id:
                 self.agent.counters.inc("raft_dropped", "not-for-us")
+                continue
+            if m.sender not in self._raft_senders():
+                # Raft only from the voters we know of: our own configuration's, and those of
+                # the certified state we adopted (a joining node's configuration is still the
+                # founder's alone). A non-voter's higher term must not depose anyone.
+                self.agent.counters.inc("raft_dropped", "not-a-voter")
                 continue
             if self._raft_to_peer.get(m.sender) != pid:
                 # A raft id speaks only through the peer the committed state gave it to.
@@ -854,6 +879,26 @@ class ManagerRole:
                 self._inbox_send.send_nowait(m)
             except trio.WouldBlock:
                 self.agent.counters.inc("raft_dropped", "inbox-full")
+
+    def _raft_senders(self) -> frozenset[int]:
+        """Raft ids whose messages we accept: the voters of our Raft node's configuration and
+        of our latest certificate (cached until either changes)."""
+        node = self.node
+        latest = self.cert.chain.latest
+        conf = node.raft.conf if node is not None else None
+        at = latest.checkpoint.index if latest is not None else -1
+        if self._raft_allowed[0] is conf and self._raft_allowed[1] == at:
+            return self._raft_allowed[2]
+        ids = set(conf.voters) if conf is not None else set()
+        if latest is not None:
+            st, _ = self.view()
+            for pid in latest.checkpoint.voters:
+                m = st.member(pid)
+                if m is not None:
+                    ids.add(m.raft_id)
+        allowed = frozenset(ids)
+        self._raft_allowed = (conf, at, allowed)
+        return allowed
 
     # ------------------------------------------------------------------ proposals
     async def propose(self, data: bytes, *, sign: bool | None = None) -> tuple[int, int]:
@@ -1141,7 +1186,7 @@ class ManagerRole:
             self.agent.counters.inc("state_poll_failed", exc.reason)
             return False
         self._on_state_response(pid, resp, via)
-        if resp.removed and rid and self.node is not None and self.node.id == rid:
+        if resp.removed and rid and self._proven_removed(rid):
             await self._retire_raft(rid, pid)
         st, _ = self.view()
         me = st.member(self.me)
@@ -1155,25 +1200,36 @@ class ManagerRole:
         return True
 
     def _on_state_response(self, pid: str, resp: StateResponse, via: str = "poll") -> None:
-        if resp.term >= self.followed_term:
-            self.followed_term, self.followed_leader = resp.term, resp.leader
-        if resp.state and resp.state_index > self.followed_index:
+        """Adopt a served state only with its proof (consensus/certificate.py): a chain of
+        quorum certificates from what we hold to exactly these bytes. Anything else is refused,
+        logged with the sender and counted; nothing in the reply is trusted before that."""
+        if resp.state and resp.state_index > self.view()[1]:
             ann = self._announced
             if (ann is not None and ann[1].applied_index == resp.state_index
                     and hashlib.sha256(resp.state).digest() != ann[1].state_digest):
                 self._reject(ann[0], ann[1], "digest-mismatch",
                              f"state {resp.state_index} from {pid} is not what the manager announced")
                 return
+            cert, problem = self.cert.verify_served(resp.proof, resp.state_index, resp.state)
+            if cert is None:
+                self._refuse_state(pid, "unproven", problem)
+                return
             try:
                 st = decode_state(resp.state)
             except InvalidCommand as exc:
-                self.agent._remote_error(pid, STATE_PROTOCOL, RemoteProtocolError("invalid", str(exc)))
+                self._refuse_state(pid, "invalid", str(exc))
                 return
-            _, before = self.view()
+            cp = cert.checkpoint
+            if federation_id(st) != cp.federation or (st.manager_term, st.manager_id) != (
+                    cp.manager_term, cp.manager):
+                self._refuse_state(pid, "unproven", "state does not match its checkpoint")
+                return
+            self.cert.adopted(resp.proof, resp.state)
             self.followed, self.followed_index = st, resp.state_index
-            if resp.state_index > before:
-                self._follow_via = via
-                self.follow_updates[via] += 1
+            self._follow_via = via
+            self.follow_updates[via] += 1
+            if st.manager_term >= self.followed_term:
+                self.followed_term, self.followed_leader = st.manager_term, st.manager_id
             self._refresh_ids()
             self._after_apply(st)
         st, _ = self.view()
@@ -1188,6 +1244,22 @@ class ManagerRole:
                 self.agent.counters.inc("decision_rejected", why)
                 log.warning("decision %d/%d from %s does not verify: %s", rec.term, rec.index,
                             pid, why, extra={"peer": pid})
+
+    def _refuse_state(self, pid: str, reason: str, detail: str) -> None:
+        """A served state we will not adopt: counted, logged with the sender (reported)."""
+        self.cert.stats["rejected"] += 1
+        self.agent.counters.inc("state_rejected", reason)
+        log.warning("refused the state served by %s: %s (%s)", pid, reason, detail,
+                    extra={"peer": pid, "reason": reason})
+
+    def _proven_removed(self, rid: int) -> bool:
+        """Does a certified state beyond our own commit index leave us out of the voters?
+        (A removal is final; a responder's word that we are removed is not enough.)"""
+        latest = self.cert.chain.latest
+        node = self.node
+        return (latest is not None and node is not None and node.id == rid
+                and latest.checkpoint.index > node.raft.log.committed
+                and self.me not in latest.checkpoint.voters)
 
     async def _retire_raft(self, rid: int, pid: str) -> None:
         """``rid`` (ours) is tombstoned in a committed configuration: removals are final, so
@@ -1205,6 +1277,7 @@ class ManagerRole:
                 self.store.close()
                 self.store = None
             self.node = None
+            self.cert.forget()
             self._retired_id = rid
             for ch in self._senders.values():
                 ch.close()
@@ -1219,6 +1292,9 @@ class ManagerRole:
         req = await read_message(FrameReader(stream), STATE_REQUESTS, timeout_s=timeout)
         if isinstance(req, StateRequest):
             reply: Any = self._state_reply(pid, req)
+        elif isinstance(req, CertifyRequest):
+            sig, why = await self.cert.vouch(pid, req.checkpoint, req.prev)
+            reply = CertifyReply(sig, why)
         elif isinstance(req, LeaveRequest):
             reply = await self._serve_leave(pid, req)
         else:
@@ -1227,7 +1303,7 @@ class ManagerRole:
         await _close(stream)
 
     def _state_reply(self, pid: str, req: StateRequest) -> StateResponse:
-        st, idx = self.view()
+        st, _ = self.view()
         m = st.member(pid)
         if m is not None and req.raft_id == m.raft_id:
             self._ready_ids[pid] = req.raft_id
@@ -1235,17 +1311,15 @@ class ManagerRole:
             # A node that left comes back with no Raft state: it asks to be admitted again
             # (under a fresh raft id). One on its way out still has its old id and is not.
             self._rejoin_requests.add(pid)
-        data = b""
-        if req.have_index < idx:
-            data = encode_state(st)
-            if len(data) > MAX_STATE_BYTES:
-                log.error("state of %d bytes is too large to serve", len(data))
-                data = b""
+        at, data, proof = self.cert.serve(req.have_index)
+        if len(data) > MAX_STATE_BYTES:
+            log.error("state of %d bytes is too large to serve", len(data))
+            at, data, proof = 0, b"", ()
         s = self.status()
         return StateResponse(term=s["term"], commit_index=s["commit_index"],
-                             leader=s["manager"] or "", state_index=idx if data else 0,
-                             state=data, decisions=tuple(self._decisions),
-                             removed=self._tombstoned(req.raft_id))
+                             leader=s["manager"] or "", state_index=at, state=data,
+                             decisions=tuple(self._decisions),
+                             removed=self._tombstoned(req.raft_id), proof=proof)
 
     def _tombstoned(self, raft_id: int) -> bool:
         """Is ``raft_id`` removed in our *committed* configuration? (Our current one applies
@@ -1266,10 +1340,16 @@ class ManagerRole:
         st = self.state
         if st.manager_term != node.raft.term or st.manager_id != self.me:
             return None
-        if self._digest[0] != self.state_index:
-            self._digest = (self.state_index, hashlib.sha256(encode_state(st)).digest())
+        # What we announce is our latest certified state: the one a follower can fetch and
+        # adopt (with its proof) from us or from anyone who has it.
+        latest = self.cert.chain.latest
+        if (latest is None or latest.checkpoint.index > node.raft.log.committed
+                or (latest.checkpoint.manager_term, latest.checkpoint.manager)
+                != (node.raft.term, self.me)):
+            return None  # not certified yet in our own term: nothing a follower could check
         return ManagerAnnounce(term=node.raft.term, commit_index=node.raft.log.committed,
-                               applied_index=self.state_index, state_digest=self._digest[1],
+                               applied_index=latest.checkpoint.index,
+                               state_digest=latest.checkpoint.digest,
                                federation=federation_id(st) or "")
 
     async def _announce_loop(self) -> None:
@@ -1296,6 +1376,45 @@ class ManagerRole:
             else:
                 self.agent.counters.inc("announce_publish_refused")
             await trio.sleep(s.announce_min_interval_s)
+
+    async def _certify_loop(self) -> None:
+        """The manager's side of certification (node/manager_cert.py): certify the applied
+        state whenever it moved, at most every ``announce_min_interval_s``; a new certificate
+        is announced at once."""
+        s = self.settings
+        while True:
+            await trio.sleep(s.announce_min_interval_s)
+            if not self.is_leader() or self.dissolved:
+                continue
+            latest = self.cert.chain.latest
+            if latest is not None and latest.checkpoint.index >= self.state_index:
+                with trio.move_on_after(s.announce_refresh_s):
+                    await self._progress.wait()
+                continue
+            if await self.cert.certify() is not None:
+                self._announce_due.set()
+
+    async def ask_vouch(self, pid: str, cp: Any, prev: Any) -> bytes:
+        """Ask voter ``pid`` to vouch for checkpoint ``cp``; its signature, or b"" on refusal
+        or failure (counted: ``certify_ask_failed{reason}``)."""
+        timeout = self.agent.config.network.request_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.agent._open_stream(ID.from_base58(pid), STATE_PROTOCOL)
+                try:
+                    await write_message(stream, CertifyRequest(cp, prev), timeout_s=timeout)
+                    reply = await read_message(FrameReader(stream), CertifyReply, timeout_s=timeout)
+                finally:
+                    await _reset(stream)
+        except trio.TooSlowError:
+            self.agent.counters.inc("certify_ask_failed", "timeout")
+            return b""
+        except RemoteProtocolError as exc:
+            self.agent.counters.inc("certify_ask_failed", exc.reason)
+            return b""
+        if not reply.signature:
+            self.agent.counters.inc("certify_ask_failed", f"refused-{reply.reason}"[:40])
+        return bytes(reply.signature)
 
     def _on_manager_record(self, rec: Record) -> None:
         """Gossip callback for an accepted ``manager`` record (signature and issuer
@@ -1398,6 +1517,14 @@ class ManagerRole:
         return ManagerReply(ok, err, "")
 
     async def _serve_transfer(self, pid: str, req: TransferRequest) -> ManagerReply:
+        # Only a council member may ask the manager to hand over: any attested peer could
+        # otherwise churn terms at will (issue 19). An operator elsewhere asks a council node.
+        if pid not in self.state.council:
+            self.agent.counters.inc("transfer_refused", "not-council")
+            log.warning("refused a transfer request from %s: not a council member", pid,
+                        extra={"peer": pid})
+            return ManagerReply(False, "only a council member may request a transfer",
+                                self.leader_peer() or "")
         ok, err = await self.request_transfer(req.to or None)
         return ManagerReply(ok, err, self.leader_peer() or "")
 

@@ -15,6 +15,7 @@ import dataclasses
 import struct
 from dataclasses import field
 
+from consensus import certificate as cc
 from consensus import messages as cm
 from overlay import wire
 from overlay.errors import RemoteProtocolError
@@ -41,6 +42,11 @@ def register_consensus_messages() -> None:
 
 
 register_consensus_messages()
+
+wire.message("state-checkpoint", version=1, max_bytes=4096)(cc.Checkpoint)
+wire.message("state-vouch", version=1, max_bytes=512)(cc.Vouch)
+wire.message("state-certificate", version=1, max_bytes=8192)(cc.Certificate)
+MAX_PROOF = cc.MAX_CHAIN + 1
 
 _NAT = {"min": 0}
 _PEER = {"max_len": MAX_PEER_ID_CHARS}
@@ -70,15 +76,17 @@ class DecisionRecord:
     signature: bytes = field(metadata={"len": ED25519_SIGNATURE_BYTES})
 
 
-@wire.message("manager-state", version=2, max_bytes=4 * 1024 * 1024)
+@wire.message("manager-state", version=3, max_bytes=4 * 1024 * 1024)
 @dataclasses.dataclass(frozen=True)
 class StateResponse:
     """The responder's view: its Raft term, commit index and leader (peer id, "" if none),
-    and -- when the requester is behind -- the committed swarm state at ``state_index``
-    (``consensus.state.encode_state`` bytes; empty when the requester is up to date), plus
-    the manager's recent signed decisions. ``removed`` is True when the requester's raft id
-    is tombstoned in the responder's *committed* Raft configuration (v2): a voter removed
-    from the council that never received its removal learns it this way."""
+    and -- when the requester is behind -- the latest *certified* swarm state it holds, at
+    ``state_index`` (``consensus.state.encode_state`` bytes; empty when the requester is up
+    to date), with ``proof``: the quorum certificates that chain it to what the requester
+    holds (v3, consensus/certificate.py), plus the manager's recent signed decisions.
+    ``removed`` is True when the requester's raft id is tombstoned in the responder's
+    *committed* Raft configuration: a hint only, acted on when the certified state also shows
+    the requester outside the voters."""
 
     term: int = field(metadata=_NAT)
     commit_index: int = field(metadata=_NAT)
@@ -87,6 +95,30 @@ class StateResponse:
     state: bytes = field(metadata={"max_len": MAX_STATE_BYTES})
     decisions: tuple[DecisionRecord, ...] = field(metadata={"max_items": MAX_DECISIONS})
     removed: bool = False
+    proof: tuple[cc.Certificate, ...] = field(default=(), metadata={"max_items": MAX_PROOF})
+
+
+@wire.message("manager-certify-req", version=1, max_bytes=16 * 1024)
+@dataclasses.dataclass(frozen=True)
+class CertifyRequest:
+    """Manager -> voter: "vouch for ``checkpoint`` if it is what you applied". ``prev`` is
+    the manager's latest certificate, which the voter keeps (so a successor has the chain)."""
+
+    checkpoint: cc.Checkpoint
+    prev: cc.Certificate | None = None
+
+
+@wire.message("manager-certify-reply", version=1, max_bytes=512)
+@dataclasses.dataclass(frozen=True)
+class CertifyReply:
+    """Voter -> manager: the voter's signature over the checkpoint, or why not."""
+
+    signature: bytes = field(metadata={"max_len": ED25519_SIGNATURE_BYTES})
+    reason: str = field(metadata={"max_len": 64})
+
+    def validate(self) -> None:
+        if len(self.signature) not in (0, ED25519_SIGNATURE_BYTES):
+            raise RemoteProtocolError("invalid", "signature of the wrong length")
 
 
 @wire.message("manager-announce", version=1, max_bytes=512)
@@ -155,4 +187,4 @@ def dissolve_payload(federation: str, issued_at: int) -> bytes:
     return DISSOLVE_DOMAIN + struct.pack(">H", len(fid)) + fid + struct.pack(">Q", issued_at)
 
 
-STATE_REQUESTS = (StateRequest, LeaveRequest, TransferRequest)
+STATE_REQUESTS = (StateRequest, LeaveRequest, TransferRequest, CertifyRequest)

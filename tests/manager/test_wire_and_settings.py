@@ -14,10 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import messages as cm
+from consensus.certificate import Certificate, Checkpoint, Vouch
 from consensus.state import SwarmState, decode_state
 from node.manager import ManagerSettings, check_announcement, check_dissolve_order, load_owner_key
 from node.manager_wire import (
     STATE_REQUESTS,
+    CertifyReply,
+    CertifyRequest,
     DecisionRecord,
     DissolveOrder,
     LeaveRequest,
@@ -36,11 +39,21 @@ peer = st.text(min_size=1, max_size=60)
 decisions = st.builds(DecisionRecord, term=nat, index=st.integers(1, 2**63),
                       entry=st.binary(max_size=200), signer=peer,
                       signature=st.binary(min_size=64, max_size=64))
+checkpoints = st.builds(Checkpoint, federation=peer, index=st.integers(1, 2**63),
+                        digest=st.binary(min_size=32, max_size=32),
+                        voters=st.lists(peer, min_size=1, max_size=5).map(tuple),
+                        manager_term=nat, manager=peer)
+certificates = st.builds(Certificate, checkpoint=checkpoints, vouches=st.lists(
+    st.builds(Vouch, signer=peer, signature=st.binary(min_size=64, max_size=64)),
+    max_size=3).map(tuple))
 messages = st.one_of(
     st.builds(StateRequest, raft_id=nat, have_index=nat),
     st.builds(StateResponse, term=nat, commit_index=nat, leader=st.text(max_size=60),
               state_index=nat, state=st.binary(max_size=300),
-              decisions=st.lists(decisions, max_size=3).map(tuple), removed=st.booleans()),
+              decisions=st.lists(decisions, max_size=3).map(tuple), removed=st.booleans(),
+              proof=st.lists(certificates, max_size=2).map(tuple)),
+    st.builds(CertifyRequest, checkpoint=checkpoints, prev=st.none() | certificates),
+    st.builds(CertifyReply, signature=st.sampled_from([b"", bytes(64)]), reason=st.text(max_size=20)),
     st.builds(ManagerAnnounce, term=st.integers(1, 2**63), commit_index=st.integers(2**62, 2**63),
               applied_index=st.integers(0, 2**62), state_digest=st.binary(min_size=32, max_size=32),
               federation=st.text(max_size=60)),
@@ -52,7 +65,7 @@ messages = st.one_of(
               signature=st.binary(min_size=64, max_size=64)),
 )
 ALL = (StateRequest, StateResponse, ManagerAnnounce, LeaveRequest, TransferRequest, ManagerReply,
-       DissolveOrder, *cm.MESSAGE_TYPES)
+       DissolveOrder, CertifyRequest, CertifyReply, *cm.MESSAGE_TYPES)
 
 
 @settings(max_examples=200, deadline=None)
@@ -80,7 +93,7 @@ def test_fuzz_garbage(raw: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):
         wire.decode(raw, STATE_REQUESTS)
     with contextlib.suppress(RemoteProtocolError):
-        wire.decode(raw, (StateResponse, DissolveOrder, ManagerReply))
+        wire.decode(raw, (StateResponse, DissolveOrder, ManagerReply, CertifyReply))
     with contextlib.suppress(RemoteProtocolError):
         wire.decode(raw, ManagerAnnounce)
 
