@@ -170,6 +170,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"initialised {dd.path}")
     print(why)
+    print(dd.identity_note(cfg.attestation.tee))
     print(f"peer id {peer_id_of(key)}")
     return EXIT_OK
 

@@ -137,6 +137,8 @@ def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = Non
     warn_if_simulated(cfg)
     identity = data_dir.load_identity()
     provider = select_provider(cfg, data_dir)
+    if data_dir.identity_sealing() is None:
+        log.warning("%s", data_dir.identity_note(str(provider.kind)))
     engine = AttestationEngine(
         build_verifiers(),
         load_node_policy(cfg),
