@@ -185,6 +185,11 @@ class DataDir:
         if storage is not None:
             # Written first: an identity without its storage secret would be a half-made node.
             write_atomic(self.storage_key_path, storage, 0o600)
+        else:
+            # A storage secret left by an init that crashed before its identity was written
+            # belongs to no identity: it must not be taken for this one's.
+            with contextlib.suppress(FileNotFoundError):
+                self.storage_key_path.unlink()
         write_new(self.identity_path, identity_blob, 0o600)
         if not self.config_path.exists():
             write_new(self.config_path, config.to_toml().encode(), 0o600)

@@ -323,6 +323,8 @@ def test_tees_without_a_sealing_key_keep_a_plaintext_identity_with_a_loud_note(t
     cfg = NodeConfig.local_test() if tee == "sim" else NodeConfig.lan()
     cfg = dataclasses.replace(cfg, attestation=dataclasses.replace(cfg.attestation, tee=tee))
     dd = DataDir(tmp_path / "d")
+    dd.path.mkdir()
+    dd.storage_key_path.write_bytes(b"left by an init that crashed")
     key = dd.init(cfg)
     assert dd.identity_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert dd.storage_secret() is None and not dd.storage_key_path.exists()
