@@ -207,7 +207,9 @@ def _start_once(tmp: Path, count: int) -> list[Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     # The lan profile (argparse keeps the last --profile): local-test re-attests every 2 s, which
     # a loaded 2-core machine running nine nodes cannot sustain; lan's timings are the deployed ones.
-    lan = ["--profile", "lan"]
+    # lan admits the simulated TEE only with the loud option, and then only on loopback without
+    # mDNS (or with a private-network key).
+    lan = ["--profile", "lan", "--insecure-simulated-tee", "--no-mdns"]
     nodes = [NodeProcess(tmp / "node0", extra=lan)]
     boot = nodes[0].wait_listening(60)[0]
     nodes += [NodeProcess(tmp / f"node{i}", bootstrap=[boot], extra=lan) for i in range(1, count)]

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create a node's identity and configuration")
     _data_dir_arg(p)
-    p.add_argument("--profile", default="lan", choices=["lan", "wan", "local-test", "local_test"],
-                   help="configuration profile (wan = production: hardware TEEs only)")
+    p.add_argument("--profile", default=None, choices=["lan", "wan", "local-test", "local_test"],
+                   help="configuration profile (default: lan on a hardware TEE host, else local-test; "
+                        "wan = production: hardware TEEs only)")
 
     p = sub.add_parser("run", help="run a node in the foreground")
     _data_dir_arg(p)
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="private-network pre-shared key file (64 hex chars)")
     p.add_argument("--security", choices=["noise", "tls"], default=None)
     p.add_argument("--policy", type=Path, default=None, metavar="FILE", help="attestation policy (TOML)")
+    p.add_argument("--insecure-simulated-tee", action="store_true", default=False,
+                   help="INSECURE: admit peers with the simulated TEE (anyone can forge its evidence) "
+                        "outside local-test; needs --psk unless on loopback; never with wan")
     p.add_argument("--log-format", choices=["text", "json"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
 
@@ -144,17 +148,29 @@ def _data_dir(args: argparse.Namespace) -> Any:
     return DataDir(args.data_dir or default_data_dir())
 
 
+def _initial_config(requested: str | None) -> tuple[Any, str]:
+    """The config for a new data dir and the line saying which profile and why."""
+    from node.attestation.providers import detect_tee
+    from node.config import NodeConfig, choose_profile
+
+    hardware = None if requested is not None else detect_tee()
+    name, why = choose_profile(requested, None if hardware is None else str(hardware))
+    return NodeConfig.for_profile(name), f"profile {name}: {why}"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from node.config import NodeConfig
     from node.datadir import DataDirError
     from overlay.host import peer_id_of
 
     dd = _data_dir(args)
+    cfg, why = _initial_config(args.profile)
     try:
-        key = dd.init(NodeConfig.for_profile(args.profile))
+        key = dd.init(cfg)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     print(f"initialised {dd.path}")
+    print(why)
+    print(dd.identity_note(cfg.attestation.tee))
     print(f"peer id {peer_id_of(key)}")
     return EXIT_OK
 
@@ -175,6 +191,8 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> Any:
         att = dataclasses.replace(att, tee=args.tee)
     if args.policy:
         att = dataclasses.replace(att, policy_file=str(args.policy))
+    if args.insecure_simulated_tee:
+        att = dataclasses.replace(att, insecure_accept_simulated=True)
     cfg = dataclasses.replace(cfg, network=net, attestation=att)
     if args.log_format:
         cfg = dataclasses.replace(cfg, log_format=args.log_format)
@@ -187,7 +205,7 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
-    from node.config import ConfigError, NodeConfig
+    from node.config import ConfigError, exposure_error
     from node.datadir import DataDirError
     from node.logs import setup_logging
     from node.runtime import SetupError, build_agent
@@ -198,11 +216,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not dd.exists():
         if dd.path.exists() and any(dd.path.iterdir()) and not dd.config_path.exists():
             raise CliError(f"{dd.path}: not an enclave-swarm data dir (no identity.key); refusing to use it")
+        cfg, why = _initial_config(args.profile)
         try:
-            dd.init(NodeConfig.for_profile(args.profile or "lan"))
+            dd.init(cfg)
         except DataDirError as exc:
             raise CliError(str(exc)) from None
-        print(f"initialised a new node in {dd.path}", file=sys.stderr)
+        print(f"initialised a new node in {dd.path}; {why}", file=sys.stderr)
     try:
         cfg = _apply_overrides(dd.load_config(), args)
         for b in cfg.network.bootstrap:
@@ -212,6 +231,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_FAIL) from None
     except BootstrapAddressError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    problem = exposure_error(cfg, has_psk=psk is not None)
+    if problem:
+        raise CliError(problem)
     setup_logging(cfg.log_format, cfg.log_level)
     try:
         dd.lock()

@@ -1,11 +1,16 @@
 """Node configuration: frozen dataclasses, one per component, with three profiles.
 
-- ``lan()``: a federation on one local network. mDNS on; the simulated TEE is accepted when no
-  hardware TEE is present (development and on-premise trials).
+- ``lan()``: a federation on one local network. mDNS on; hardware TEEs only unless the operator
+  sets the loudly named ``attestation.insecure_accept_simulated`` (``--insecure-simulated-tee``).
 - ``wan()``: the production profile. Bootstrap only, hardware TEEs only (``allow_simulated``
-  false in both the fallback and the policy), longer timeouts.
+  false in both the fallback and the policy; the insecure option is refused), longer timeouts.
 - ``local_test()``: many nodes on one machine's loopback for tests and ``demo``: ephemeral
-  ports, short intervals so behaviour shows within seconds.
+  ports, short intervals so behaviour shows within seconds, the simulated TEE.
+
+The simulated TEE's root key is in the source, so anyone can forge its evidence. A node that
+accepts it (profile ``local_test`` or the insecure option) therefore must not be reachable from
+a network it does not control: :func:`exposure_error` refuses a non-loopback listen or
+bootstrap address, or mDNS, unless a private-network key (PSK) keeps strangers out.
 
 ``config.toml`` in the data dir holds every field with a comment (see :func:`to_toml`); a key
 it does not know is an error, never ignored. Units are in the names.
@@ -14,6 +19,7 @@ it does not know is an error, never ignored. Units are in the names.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -60,7 +66,13 @@ class AttestationConfig:
     # TEE backend: auto | sim | sev-snp | tdx | sgx. auto picks the hardware that is present.
     tee: str = "auto"
     # With tee=auto and no hardware TEE: fall back to the simulated TEE (else refuse to start).
+    # Only where the simulated TEE is allowed at all (local_test, or insecure_accept_simulated).
     allow_simulated_fallback: bool = True
+    # INSECURE. Outside the local_test profile, admit peers that attest with the SIMULATED TEE
+    # (and let this node run it). Its root key is in the source: ANYONE can forge its evidence.
+    # Needs a private-network key (network.psk_file) unless every address is loopback and mDNS
+    # is off; logs a WARNING at every start; refused by the wan profile.
+    insecure_accept_simulated: bool = False
     # Policy file (TOML, see docs/attestation.md); empty = the profile's built-in policy.
     policy_file: str = ""
     # Re-challenge every connected peer this often. Records expire after 3 intervals.
@@ -116,6 +128,11 @@ class NodeConfig:
                                           handshake_timeout_s=5.0, attest_deadline_s=10.0),
         )
 
+    @property
+    def simulated_allowed(self) -> bool:
+        """True when this node may run the simulated TEE and admit peers that do."""
+        return self.profile == "local_test" or self.attestation.insecure_accept_simulated
+
     @classmethod
     def for_profile(cls, name: str) -> NodeConfig:
         name = name.replace("-", "_")
@@ -154,13 +171,22 @@ class NodeConfig:
             raise ConfigError("attestation.max_concurrent must be within 1..1024")
         if a.max_missed_reattestations < 1:
             raise ConfigError("attestation.max_missed_reattestations must be at least 1")
+        if self.profile == "wan" and a.insecure_accept_simulated:
+            raise ConfigError("attestation.insecure_accept_simulated: the wan (production) profile "
+                              "never accepts the simulated TEE")
+        if a.tee == "sim" and not self.simulated_allowed:
+            raise ConfigError(
+                f"attestation.tee: the simulated TEE is not allowed by profile {self.profile!r} "
+                "(anyone can forge its evidence); use profile local_test on loopback, or set "
+                "attestation.insecure_accept_simulated = true (--insecure-simulated-tee)")
 
     # ------------------------------------------------------------------ TOML
     def to_toml(self) -> str:
         """Every field, with the comment that documents it, as a TOML document."""
         out = [
             "# enclave-swarm node configuration. Every key is shown with its default.",
-            "# Profiles: lan (default), wan (production: hardware TEEs only), local_test.",
+            "# Profiles: lan (hardware TEEs), wan (production: hardware TEEs, bootstrap only),",
+            "# local_test (simulated TEE, loopback only).",
             f'profile = "{self.profile}"',
             "# Log format on stderr: text | json. Level: debug | info | warning | error.",
             f'log_format = "{self.log_format}"',
@@ -176,6 +202,80 @@ class NodeConfig:
                     out.append(f"# {c}")
                 out.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
         return "\n".join(out) + "\n"
+
+
+def is_loopback_addr(addr: str) -> bool:
+    """True when multiaddr ``addr`` names a loopback IP literal (127.0.0.0/8, ::1).
+
+    Names (``/dns4/localhost``), wildcards (``0.0.0.0``) and anything unparsable count as
+    reachable from the network: this guards a security rule, so doubt means "not loopback".
+    """
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] not in ("ip4", "ip6"):
+        return False
+    try:
+        return ipaddress.ip_address(parts[2]).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_error(cfg: NodeConfig, *, has_psk: bool | None = None) -> str | None:
+    """Why ``cfg`` must not start, as one line, or None when it may.
+
+    A node that admits the simulated TEE admits anyone who can connect (its evidence is
+    forgeable), so it must keep to loopback, unless a private-network key keeps strangers from
+    connecting at all. Pure: looks at the configuration only, binds nothing.
+
+    Args:
+        has_psk: whether a private-network key is in use; default: ``network.psk_file`` is set.
+    """
+    if not cfg.simulated_allowed:
+        return None
+    if has_psk is None:
+        has_psk = bool(cfg.network.psk_file)
+    if has_psk:
+        return None
+    n = cfg.network
+    exposed = [f"listen address {a}" for a in n.listen if not is_loopback_addr(a)]
+    exposed += [f"bootstrap address {b}" for b in n.bootstrap if not is_loopback_addr(b)]
+    if n.mdns:
+        exposed.append("mDNS discovery")
+    if not exposed:
+        return None
+    why = ("profile local_test" if cfg.profile == "local_test"
+           else "attestation.insecure_accept_simulated")
+    return (f"refusing to start: {exposed[0]} reaches beyond loopback, but this node admits the "
+            f"simulated TEE ({why}), whose evidence anyone can forge; set a private-network key "
+            "(--psk FILE / network.psk_file) or keep to 127.0.0.1 without mDNS")
+
+
+#: What ``init`` prints for each profile: what it admits.
+PROFILE_SUMMARY = {
+    "lan": "hardware-attested peers (SEV-SNP, TDX, SGX) only, mDNS discovery on the local network",
+    "wan": "production: hardware-attested peers only, bootstrap discovery, longer timeouts",
+    "local_test": "the SIMULATED TEE (anyone can forge its evidence), on loopback only",
+}
+
+
+def choose_profile(requested: str | None, hardware_tee: str | None) -> tuple[str, str]:
+    """The profile ``init`` uses and why, as ``(name, one-line reason)``.
+
+    An explicit ``--profile`` wins. Otherwise a host with a hardware TEE gets ``lan``, and a
+    host without one ``local_test``: the only profile that runs the simulated TEE, and only
+    on loopback, so a default install never admits forgeable evidence from the network.
+
+    Raises:
+        ConfigError: ``requested`` is not a profile.
+    """
+    if requested is not None:
+        name = NodeConfig.for_profile(requested).profile
+        return name, f"chosen with --profile; it admits {PROFILE_SUMMARY[name]}"
+    if hardware_tee is not None:
+        return "lan", (f"a hardware TEE ({hardware_tee}) was found; lan admits "
+                       f"{PROFILE_SUMMARY['lan']} (--profile wan for production)")
+    return "local_test", ("no hardware TEE (SEV-SNP, TDX, SGX) was found, and only local_test runs "
+                          "the simulated TEE: anyone can forge its evidence, so it stays on "
+                          "loopback; on a TEE host choose --profile lan or wan")
 
 
 def _toml_value(v: Any) -> str:

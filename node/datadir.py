@@ -2,7 +2,10 @@
 
 Layout (all created 0700 / 0600)::
 
-    identity.key     Ed25519 libp2p identity, PKCS#8 PEM, 0600, never overwritten
+    identity.key     Ed25519 libp2p identity, PKCS#8 PEM, 0600, never overwritten; sealed to
+                     the measurement where the TEE has a sealing key (SEV-SNP, SGX/Gramine:
+                     node/attestation/sealing.py), plaintext PEM otherwise (TDX, simulated)
+    storage.key      32-byte shard storage secret, sealed like the identity (only when sealed)
     config.toml      every setting with its comment (node/config.py)
     run.lock         flock()ed by the running node: a second `run` is refused
     control.sock     Unix socket of the control API, 0600, only while running
@@ -10,7 +13,8 @@ Layout (all created 0700 / 0600)::
     sim-tee/         the simulated TEE's host key and certificate (sim only)
 
 A corrupted identity or config is never "repaired": the node refuses to start, names the file
-and says why, and leaves it untouched for the operator.
+and says why, and leaves it untouched for the operator. So is a sealed identity this enclave
+cannot open (another measurement, launch policy or machine): the node refuses, and says so.
 """
 
 from __future__ import annotations
@@ -25,6 +29,17 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from node.attestation.base import TeeKind
+from node.attestation.sealing import (
+    KeySource,
+    KeySources,
+    SealingError,
+    describe,
+    is_sealed,
+    read_descriptor,
+    seal,
+    unseal,
+)
 from node.config import ConfigError, NodeConfig, load_config
 
 IDENTITY = "identity.key"
@@ -33,6 +48,9 @@ LOCK = "run.lock"
 SOCKET = "control.sock"
 PEERS = "peers.json"
 SIM_TEE = "sim-tee"
+STORAGE_KEY = "storage.key"
+STORAGE_SECRET_SIZE = 32
+_AUTO: Any = object()  # init(): pick the sealing key source from the config's TEE
 
 
 class DataDirError(Exception):
@@ -88,9 +106,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 class DataDir:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, key_sources: KeySources | None = None) -> None:
         self.path = Path(path).expanduser().absolute()
         self._lock_fd: int | None = None
+        # Where the TEE sealing keys come from (tests point this at fake devices).
+        self.key_sources = key_sources or KeySources()
 
     @property
     def identity_path(self) -> Path:
@@ -112,33 +132,71 @@ class DataDir:
     def sim_tee_path(self) -> Path:
         return self.path / SIM_TEE
 
+    @property
+    def storage_key_path(self) -> Path:
+        return self.path / STORAGE_KEY
+
     def exists(self) -> bool:
         return self.identity_path.exists()
 
     # ------------------------------------------------------------------ init
-    def init(self, config: NodeConfig) -> Ed25519PrivateKey:
+    def sealing_source(self, config: NodeConfig) -> KeySource | None:
+        """The sealing key source for ``config``'s TEE: None for the simulated TEE, TDX, or
+        ``auto`` on a host without a TEE."""
+        tee = config.attestation.tee
+        if tee == "auto":
+            from node.attestation.providers import detect_tee
+
+            kind = detect_tee()
+        else:
+            kind = TeeKind(tee)
+        return self.key_sources.for_kind(kind)
+
+    def init(self, config: NodeConfig, *, sealing: KeySource | None = _AUTO) -> Ed25519PrivateKey:
         """Create identity (0600) and config. Refuses if an identity exists.
 
+        Where the TEE has a sealing key (``sealing``, by default chosen from the config's TEE),
+        the identity and a fresh storage secret are written sealed to the measurement;
+        otherwise the identity is plaintext PEM (see :meth:`identity_note`).
+
         Raises:
-            DataDirError: the identity already exists, or the directory is unusable.
+            DataDirError: the identity already exists, the directory is unusable, or the TEE's
+                sealing key is unavailable.
         """
         if self.identity_path.exists():
             raise DataDirError(f"{self.identity_path}: an identity already exists; refusing to overwrite")
+        source = self.sealing_source(config) if sealing is _AUTO else sealing
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        storage = None
+        if source is not None:
+            try:
+                identity_blob = seal(source, "identity", pem)
+                storage = seal(source, "storage", os.urandom(STORAGE_SECRET_SIZE))
+            except SealingError as exc:
+                raise DataDirError(f"{self.identity_path}: cannot seal the new identity: {exc}") from None
+        else:
+            identity_blob = pem
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(f"{self.path}: cannot create ({exc.strerror})") from None
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        write_new(self.identity_path, pem, 0o600)
+        if storage is not None:
+            # Written first: an identity without its storage secret would be a half-made node.
+            write_atomic(self.storage_key_path, storage, 0o600)
+        else:
+            # A storage secret left by an init that crashed before its identity was written
+            # belongs to no identity: it must not be taken for this one's.
+            with contextlib.suppress(FileNotFoundError):
+                self.storage_key_path.unlink()
+        write_new(self.identity_path, identity_blob, 0o600)
         if not self.config_path.exists():
             write_new(self.config_path, config.to_toml().encode(), 0o600)
         return key
 
     # ------------------------------------------------------------------ load
-    def load_identity(self) -> Ed25519PrivateKey:
-        p = self.identity_path
+    def _read_private(self, p: Path) -> bytes:
         try:
             st = p.stat()
             data = p.read_bytes()
@@ -148,6 +206,43 @@ class DataDir:
             raise DataDirError(f"{p}: cannot read ({exc.strerror})") from None
         if st.st_mode & 0o077:
             raise DataDirError(f"{p}: permissions {oct(st.st_mode & 0o777)} are too open; must be 0600")
+        return data
+
+    def identity_sealing(self) -> str | None:
+        """How the identity file is sealed (e.g. "SEV-SNP derived key (...)"), or None when it
+        is plaintext or unreadable."""
+        try:
+            data = self.identity_path.read_bytes()
+            return describe(read_descriptor(data)[0]) if is_sealed(data) else None
+        except (OSError, SealingError):
+            return None
+
+    def identity_note(self, tee: str) -> str:
+        """One line for the operator: how the identity is protected at rest on TEE ``tee``."""
+        how = self.identity_sealing()
+        if how is not None:
+            return f"identity.key and storage.key are sealed to this enclave: {how}"
+        why = ("the simulated TEE has no sealing key" if tee == "sim"
+               else f"TEE {tee} offers no sealing key" if tee == "tdx"
+               else "it was created without a TEE sealing key")
+        return (f"identity.key is PLAINTEXT ({why}): whoever reads {self.path} can impersonate "
+                "this node and unseal its shards; protect the disk (docs/attestation.md)")
+
+    def load_identity(self) -> Ed25519PrivateKey:
+        """The node's identity key, unsealed if it is sealed.
+
+        Raises:
+            DataDirError: missing, too open, corrupted, or sealed to another measurement,
+                launch policy or machine (the file is left untouched).
+        """
+        p = self.identity_path
+        data = self._read_private(p)
+        if is_sealed(data):
+            try:
+                data = unseal(data, "identity", self.key_sources)
+            except SealingError as exc:
+                raise DataDirError(f"{p}: cannot unseal the identity: {exc}; "
+                                   "the file was left untouched") from None
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError, Exception) as exc:  # cryptography raises several types
@@ -156,6 +251,26 @@ class DataDir:
         if not isinstance(key, Ed25519PrivateKey):
             raise DataDirError(f"{p}: not an Ed25519 key; the file was left untouched")
         return key
+
+    def storage_secret(self) -> bytes | None:
+        """The sealed shard storage secret (32 bytes), or None when this data dir keeps
+        plaintext keys (the caller then derives it from the identity, as for the simulated TEE).
+
+        Raises:
+            DataDirError: the file is too open, damaged, or sealed to another enclave.
+        """
+        p = self.storage_key_path
+        if not p.exists():
+            return None
+        data = self._read_private(p)
+        try:
+            secret = unseal(data, "storage", self.key_sources)
+        except SealingError as exc:
+            raise DataDirError(f"{p}: cannot unseal the storage secret: {exc}; "
+                               "the file was left untouched") from None
+        if len(secret) != STORAGE_SECRET_SIZE:
+            raise DataDirError(f"{p}: the storage secret is not {STORAGE_SECRET_SIZE} bytes")
+        return secret
 
     def load_config(self) -> NodeConfig:
         if not self.config_path.exists():

@@ -32,17 +32,42 @@ class SetupError(Exception):
 
 
 def profile_policy(cfg: NodeConfig) -> Policy:
-    return Policy.production() if cfg.profile == "wan" else Policy.development()
+    """The built-in policy: the simulated TEE is admitted only where the config allows it
+    (profile local_test, or the loudly named insecure option); otherwise hardware only."""
+    return Policy.development() if cfg.simulated_allowed else Policy.production()
 
 
 def load_node_policy(cfg: NodeConfig) -> Policy:
+    """The profile's policy, overridden by the policy file if one is configured.
+
+    Raises:
+        SetupError: the file is invalid, or it admits the simulated TEE where the config does
+            not allow it (a policy file must not quietly re-open what the profile closed).
+    """
     base = profile_policy(cfg)
     if not cfg.attestation.policy_file:
         return base
     try:
-        return load_policy(cfg.attestation.policy_file, base=base)
+        policy = load_policy(cfg.attestation.policy_file, base=base)
     except PolicyError as exc:
         raise SetupError(str(exc)) from None
+    if policy.allow_simulated and not cfg.simulated_allowed:
+        raise SetupError(
+            f"{cfg.attestation.policy_file}: allow_simulated = true, but profile {cfg.profile!r} "
+            "does not admit the simulated TEE (anyone can forge its evidence); set "
+            "attestation.insecure_accept_simulated = true (--insecure-simulated-tee) to accept that")
+    return policy
+
+
+def warn_if_simulated(cfg: NodeConfig) -> None:
+    """Log, at every start, that this node admits forgeable evidence (if it does)."""
+    if cfg.attestation.insecure_accept_simulated:
+        log.warning("INSECURE: attestation.insecure_accept_simulated is on: peers attesting with the "
+                    "SIMULATED TEE are admitted, and anyone can forge its evidence (its root key is "
+                    "in the source); keep this node on loopback or behind a private-network key")
+    elif cfg.simulated_allowed:
+        log.warning("profile %s admits peers attesting with the SIMULATED TEE, whose evidence "
+                    "anyone can forge: for tests on loopback only", cfg.profile)
 
 
 def build_verifiers() -> dict[TeeKind, Verifier]:
@@ -74,18 +99,19 @@ def select_provider(cfg: NodeConfig, data_dir: DataDir) -> EvidenceProvider:
 
         found = detect_tee()
         if found is None:
-            if not a.allow_simulated_fallback:
+            if not (a.allow_simulated_fallback and cfg.simulated_allowed):
                 raise SetupError(
                     "no hardware TEE found (no SEV-SNP/TDX configfs-tsm, no SGX /dev/attestation) and "
                     f"profile {cfg.profile!r} does not allow the simulated TEE; run on a TEE host, or "
-                    "pass --tee sim with a profile that allows it")
+                    "use --profile local-test on loopback (or --insecure-simulated-tee)")
             log.warning("no hardware TEE found: using the SIMULATED TEE (no hardware protection)")
             tee = "sim"
         else:
             tee = str(found)
     if tee == "sim":
-        if cfg.profile == "wan" and not a.allow_simulated_fallback:
-            raise SetupError("the wan (production) profile refuses the simulated TEE")
+        if not cfg.simulated_allowed:
+            raise SetupError(f"profile {cfg.profile!r} refuses the simulated TEE (anyone can forge its "
+                             "evidence); use --profile local-test, or --insecure-simulated-tee")
         return SimulatedProvider(data_dir.sim_tee_path, agent_measurement(a.sim_build_tag),
                                  debug=a.sim_debug)
     from node.attestation.providers import provider_for
@@ -103,9 +129,16 @@ def select_provider(cfg: NodeConfig, data_dir: DataDir) -> EvidenceProvider:
 
 def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = None) -> Agent:
     from node.agent import Agent
+    from node.config import exposure_error
 
+    problem = exposure_error(cfg, has_psk=psk_hex is not None)
+    if problem:
+        raise SetupError(problem)
+    warn_if_simulated(cfg)
     identity = data_dir.load_identity()
     provider = select_provider(cfg, data_dir)
+    if data_dir.identity_sealing() is None:
+        log.warning("%s", data_dir.identity_note(str(provider.kind)))
     engine = AttestationEngine(
         build_verifiers(),
         load_node_policy(cfg),

@@ -12,11 +12,22 @@ so a :class:`Decision` names *every* rule that failed. The policy file is TOML::
     max_evidence_age_s = 300.0                  # evidence older than this is refused
     min_score = 60                              # below this a peer is quarantined
     allowed_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]   # Intel collateral statuses
+    snp_vmpl_max = 0                            # SEV-SNP: highest VMPL a report may come from
+    snp_host_data = []                          # SEV-SNP: HOST_DATA allow-list (32-byte hex)
     [min_tcb]                                   # per-component minimum TCB versions
     snp = 8
     microcode = 115
 
 Unknown keys are an error: a typo must not silently weaken a policy.
+
+The SNP rules bind what the launch measurement alone does not. VMPL is the privilege level of
+the code that asked the firmware for the report: a report from VMPL 1..3 may come from less
+privileged code beside (or under the control of) the measured VMPL-0 image, so by default only
+VMPL 0 is accepted (a guest under an SVSM, whose kernel runs at VMPL 2, raises
+``snp_vmpl_max``). HOST_DATA is 32 bytes the host fixes at launch and the guest cannot change;
+deployments that put a digest there (e.g. of the launch configuration) pin it with
+``snp_host_data``. Both rules apply to SEV-SNP claims only and fail closed when the claim is
+missing.
 """
 
 from __future__ import annotations
@@ -51,6 +62,8 @@ class Policy:
     min_score: int = 60
     allowed_tcb_statuses: tuple[str, ...] = ("UpToDate", "SWHardeningNeeded")
     min_tcb: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    snp_vmpl_max: int = 0
+    snp_host_data: tuple[str, ...] = ()
 
     @classmethod
     def production(cls) -> Policy:
@@ -81,6 +94,15 @@ class Policy:
         for k, v in self.min_tcb.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise PolicyError(f"min_tcb.{k} must be a non-negative integer")
+        if not 0 <= self.snp_vmpl_max <= 3:
+            raise PolicyError("snp_vmpl_max must be a VMPL within 0..3")
+        for h in self.snp_host_data:
+            try:
+                raw = bytes.fromhex(h)
+            except ValueError:
+                raise PolicyError(f"snp_host_data: {h!r} is not hex") from None
+            if len(raw) != 32:
+                raise PolicyError(f"snp_host_data: {h!r} must be 32 bytes")
 
     def to_toml(self) -> str:
         def arr(xs: tuple[str, ...]) -> str:
@@ -94,6 +116,8 @@ class Policy:
             f"max_evidence_age_s = {self.max_evidence_age_s!r}",
             f"min_score = {self.min_score}",
             f"allowed_tcb_statuses = {arr(self.allowed_tcb_statuses)}",
+            f"snp_vmpl_max = {self.snp_vmpl_max}",
+            f"snp_host_data = {arr(self.snp_host_data)}",
             "[min_tcb]",
             *(f"{k} = {v}" for k, v in sorted(self.min_tcb.items())),
         ]
@@ -109,7 +133,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, base: Policy | None = None) 
         raise PolicyError(f"unknown policy keys: {sorted(unknown)}")
     kw: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("allowed_kinds", "measurements", "allowed_tcb_statuses"):
+        if key in ("allowed_kinds", "measurements", "allowed_tcb_statuses", "snp_host_data"):
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise PolicyError(f"{key} must be a list of strings")
             kw[key] = tuple(value)
@@ -121,7 +145,7 @@ def policy_from_mapping(data: Mapping[str, Any], *, base: Policy | None = None) 
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise PolicyError(f"{key} must be a number")
             kw[key] = float(value)
-        elif key == "min_score":
+        elif key in ("min_score", "snp_vmpl_max"):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise PolicyError(f"{key} must be an integer")
             kw[key] = value
@@ -223,4 +247,23 @@ def evaluate(
             failed.append(f"tcb.{comp}: {have} < minimum {minimum}")
     if c.tcb_status is not None and c.tcb_status not in policy.allowed_tcb_statuses:
         failed.append(f"tcb_status: {c.tcb_status} not allowed")
+    if c.kind == TeeKind.SEV_SNP:
+        failed.extend(_snp_launch_rules(policy, c.extra))
     return Decision(not failed, tuple(failed), age, margin)
+
+
+def _snp_launch_rules(policy: Policy, extra: Mapping[str, Any]) -> list[str]:
+    """The SEV-SNP VMPL and HOST_DATA rules; a missing or malformed claim fails (closed)."""
+    failed = []
+    vmpl = extra.get("vmpl")
+    if not isinstance(vmpl, int) or isinstance(vmpl, bool):
+        failed.append("snp_vmpl: the report names no VMPL")
+    elif vmpl > policy.snp_vmpl_max:
+        failed.append(f"snp_vmpl: report requested at VMPL {vmpl} > snp_vmpl_max {policy.snp_vmpl_max}")
+    if policy.snp_host_data:
+        host_data = extra.get("host_data")
+        if not isinstance(host_data, bytes) or len(host_data) != 32:
+            failed.append("snp_host_data: the report names no HOST_DATA")
+        elif not any(hmac.compare_digest(bytes.fromhex(h), host_data) for h in policy.snp_host_data):
+            failed.append(f"snp_host_data: {host_data.hex()[:16]}… not on the allow-list")
+    return failed

@@ -1,7 +1,8 @@
 """mDNS discovery between two hosts in network namespaces this test creates (root only).
 
 Two namespaces joined by a veth pair stand for two machines on one LAN. Each runs a node with
-the LAN profile and no bootstrap address; they must find each other by mDNS and attest.
+the LAN profile (simulated TEE by the loud option, behind a shared private-network key) and no
+bootstrap address; they must find each other by mDNS and attest.
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ def lan():
         subprocess.run(["ip", "netns", "del", b], capture_output=True)
 
 
-def start(ns: str, data_dir, ip: str, log) -> subprocess.Popen:
+def start(ns: str, data_dir, ip: str, log, psk) -> subprocess.Popen:
+    # No TEE here: the lan profile admits the simulated TEE only with the loud option, and on a
+    # network address only behind a private-network key.
     return subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "node.cli", "run", "--data-dir", str(data_dir),
-         "--profile", "lan", "--tee", "sim", "--listen", f"/ip4/{ip}/tcp/4001", "--mdns"],
+         "--profile", "lan", "--tee", "sim", "--insecure-simulated-tee", "--psk", str(psk),
+         "--listen", f"/ip4/{ip}/tcp/4001", "--mdns"],
         stdout=subprocess.DEVNULL, stderr=log)
 
 
@@ -67,8 +71,11 @@ def attested(data_dir) -> int:
 def test_two_lan_hosts_find_each_other_by_mdns(lan, tmp_path):
     ns_a, ns_b = lan
     logs = [open(tmp_path / "a.log", "wb"), open(tmp_path / "b.log", "wb")]
-    procs = [start(ns_a, tmp_path / "a", "10.231.7.1", logs[0]),
-             start(ns_b, tmp_path / "b", "10.231.7.2", logs[1])]
+    psk = tmp_path / "swarm.key"
+    psk.write_text(os.urandom(32).hex() + "\n")
+    psk.chmod(0o600)
+    procs = [start(ns_a, tmp_path / "a", "10.231.7.1", logs[0], psk),
+             start(ns_b, tmp_path / "b", "10.231.7.2", logs[1], psk)]
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
