@@ -141,3 +141,16 @@ async def test_only_a_council_member_may_ask_the_manager_to_hand_over(tmp_path):
         assert reply.ok, reply.error
         await wait_until(lambda: any(m.role.is_leader() and m.role.node.raft.term > term
                                      for m in fed.members), 20)
+
+
+async def test_a_node_pinned_to_its_federation_adopts_no_other(tmp_path):
+    async with federation(tmp_path, 3, SETTINGS) as fed:
+        await wait_until(lambda: settled(fed, 3), 60)
+        other = await fed.start("pinned", settings=dataclasses.replace(
+            SETTINGS, federation="12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X"))
+        await wait_until(lambda: other.agent.counters.get("state_rejected", "unproven") >= 1, 30)
+        assert other.role.view()[1] == 0 and other.role.node is None
+        # the same node unpinned (or pinned to this federation) joins
+        fed_id = fed.members[0].role.status()["consensus"]["federation"]
+        other.role.settings = dataclasses.replace(SETTINGS, federation=fed_id)
+        await wait_until(lambda: other.role.view()[1] > 0, 30)
