@@ -302,14 +302,18 @@ class GossipService:
     def subscribe(self, kind: str, callback: Callable[[Record], None]) -> None:
         """Call ``callback(record)`` for every accepted record of ``kind`` (ours included:
         the dissemination core accepts our own publications too). Records have passed the
-        core's checks (signature, attested and unrevoked issuer, freshness) but their payload
-        is the consumer's to decode and judge. The callback runs inside the gossip loop: it
-        must not block (hand work to a bounded channel)."""
+        core's checks (signature, attested and unrevoked issuer, freshness, bounds, the kind's
+        writer rule, a peer-id subject) but their payload is the consumer's to decode and
+        judge. The callback runs inside the gossip loop: it must not block (hand work to a
+        bounded channel)."""
         self._subscribers.setdefault(kind, []).append(callback)
 
     def publish(self, kind: str, subject: str, payload: bytes, *, ttl_s: float = RECORD_TTL_S) -> bool:
         """Sign a record of ``kind`` about ``subject`` with our identity and spread it.
-        Returns False if the dissemination core refused it (e.g. its store is full)."""
+        Returns False if the dissemination core refused it (counted ``record_rejected``: e.g.
+        its store is full, ``ttl_s`` exceeds the core's ``max_ttl_s``, ``subject`` is not a peer
+        id, or a self kind names someone else). Revocation hints go through
+        :meth:`publish_revocation_hint`."""
         now = self._now()
         # Versions only grow: a record always supersedes our earlier one about the same subject.
         self._version = max(self._version + 1, int(now * 1000))
