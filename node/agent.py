@@ -237,30 +237,36 @@ class Agent:
         """Add ``key: provider()`` to :meth:`status` (a JSON-serialisable value)."""
         self._status_providers[key] = provider
 
-    def revoke(self, peer_id: str, reason: str, *, announce: bool = True) -> None:
+    def revoke(self, peer_id: str, reason: str) -> None:
         """Cut ``peer_id`` off for good: quarantined, disconnected now and on every reconnect.
-        (Called when the federation revokes a node, e.g. by a committed consensus command.)
-        With ``announce``, the ``on_revoked`` hooks spread it (the gossip layer publishes a
-        revocation record)."""
+        Called when the federation revoked a node (a committed consensus command, applied by
+        the manager role), never on the word of a gossiped record. The ``on_revoked`` hooks run
+        for their local effects (the gossip layer drops the node's records); nothing is
+        published from here: the manager announces a committed revocation explicitly
+        (``GossipService.publish_revocation_hint``)."""
         was = self.peers.revoke(peer_id, reason)
         self._cut_streams(peer_id)
-        if announce:
-            for hook in self._on_revoked:
-                hook(peer_id, reason)
+        for hook in self._on_revoked:
+            hook(peer_id, reason)
         self.counters.inc("revoked")
         log.warning("peer %s revoked: %s", peer_id, reason, extra={"peer": peer_id, "reason": reason})
         if was:
             for cb in self._on_quarantine:
                 cb(peer_id, f"revoked: {reason}")
         if self._nursery is not None:
-            self._nursery.start_soon(self._disconnect, ID.from_base58(peer_id))
+            try:
+                pid = ID.from_base58(peer_id)
+            except ValueError:  # not a peer id: no connection can carry it, nothing to close
+                return
+            self._nursery.start_soon(self._disconnect, pid)
 
     def on_outcome(self, callback: Callable[[str, Outcome], None]) -> None:
         """Hook: ``callback(peer_id, outcome)`` after each attestation we judged."""
         self._on_outcome.append(callback)
 
     def on_revoked(self, callback: Callable[[str, str], None]) -> None:
-        """Hook: ``callback(peer_id, reason)`` when this node revokes a peer on its own authority."""
+        """Hook: ``callback(peer_id, reason)`` whenever :meth:`revoke` cuts a peer off (a
+        committed revocation applied here), for local effects only: a hook must not publish."""
         self._on_revoked.append(callback)
 
     def on_quarantine(self, callback: Callable[[str, str], None]) -> None:

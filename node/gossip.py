@@ -18,16 +18,25 @@ simulator runs) decide everything; this module only moves their messages and the
   core's ``issuer_trusted`` predicate is the agent's attestation table).
 - **Records.** Every attestation outcome of ours becomes a signed ``score`` record (payload: the
   signed :class:`~overlay.messages.ScoreRecord`), so every node learns every score within a few
-  gossip intervals (records about one subject supersede each other: each node holds the
-  latest score of every node, whoever measured it); ``Agent.revoke`` publishes a
-  ``revocation`` record, and an accepted revocation record from a trusted issuer makes this
-  node revoke the subject too. Other components consume records of their own kind through
-  :meth:`GossipService.subscribe` and publish through :meth:`GossipService.publish`: the
-  manager role (node/manager.py) publishes a ``manager`` record (its term, commit index and
-  state digest) and every node's role receives the accepted ones from its peers.
+  gossip intervals (records are keyed by kind, subject *and issuer*: each verifier's latest
+  score about a subject is kept; :meth:`GossipService.scores` shows the newest). Other
+  components consume records of their own kind through :meth:`GossipService.subscribe` and
+  publish through :meth:`GossipService.publish`: the manager role (node/manager.py) publishes
+  a ``manager`` record (its term, commit index and state digest) and every node's role
+  receives the accepted ones from its peers. Refused records are counted
+  (``record_rejected{<reason>}``) and logged once per peer and reason per batch.
+- **Revocation is the council's.** No record revokes anyone. A revocation takes effect when
+  the committed state carries it (the manager role calls ``Agent.revoke``); the agent's
+  ``on_revoked`` hook then makes the dissemination core drop every record the revoked node
+  issued and refuse its records from then on. A ``revocation`` record is only a *hint* that
+  makes followers fetch the committed state sooner: it is accepted only from the issuer that
+  :attr:`GossipService.is_manager` names (the committed manager; wired by the manager role,
+  default nobody), published only through :meth:`GossipService.publish_revocation_hint` (which
+  refuses unless this node is that manager), and handed to the
+  :meth:`GossipService.on_revocation_hint` callbacks.
 
-Attested nodes are assumed to fail by crashing, not by lying (see DESIGN.md); once the manager
-role runs on nodes, revocation records will be issued by the manager only.
+Assume one attested member may lie (DESIGN.md): it can gossip records about itself and its
+own measurements, never revoke anyone, never take another issuer's slot.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ from overlay.messages_gossip import (
     SwimPingReq,
     SwimSync,
 )
-from overlay.records import Ed25519Signer, Ed25519Verifier, Record
+from overlay.records import KIND_REVOCATION, Ed25519Signer, Ed25519Verifier, Record
 from overlay.wire import decode, encode
 
 if TYPE_CHECKING:
@@ -78,8 +87,16 @@ ALL_TYPES = SWIM_TYPES + GOSSIP_TYPES
 SEND_QUEUE = 256  # frames buffered per peer before we drop (datagram semantics)
 COALESCE_BYTES = 60_000  # frames queued for one peer go out in one write up to this size
 MAX_IDLE_WAIT_S = 0.5  # the loop wakes at least this often to notice admissions
-SCORE_KIND, REVOCATION_KIND = "score", "revocation"
+SCORE_KIND, REVOCATION_KIND = "score", KIND_REVOCATION
 RECORD_TTL_S = 3600.0
+REASON_MAX_BYTES = 512  # the payload of a revocation hint: the council's reason, truncated
+# Refusals whose cause is usually benign (clock skew, an issuer not attested here yet) are
+# logged at debug; the others are an attested peer breaking the record rules.
+_BENIGN_REFUSALS = frozenset({"expired", "untrusted"})
+
+
+def _nobody(_issuer: str) -> bool:
+    return False
 
 
 def _profile_configs(profile: str) -> tuple[MembershipConfig, DisseminationConfig]:
@@ -100,11 +117,17 @@ class GossipService:
         mcfg, dcfg = _profile_configs(agent.config.profile)
         rng = random.Random(secrets.randbits(64))
         self.membership = Membership(agent.peer_id, mcfg, rng, now)
+        self.is_manager: Callable[[str], bool] = _nobody
+        """``is_manager(peer_id)``: the peer is the manager this node's committed state names.
+        The only issuer whose ``revocation`` records (hints) are accepted, and the only node
+        that may publish one. The manager role replaces this default (nobody)."""
         self.dissemination = Dissemination(
             agent.peer_id, dcfg, random.Random(secrets.randbits(64)), now,
             verify=Ed25519Verifier(public_key_of_peer_or_none),
             issuer_trusted=self._trusted,
             peers=self.membership,
+            is_manager=lambda issuer: self.is_manager(issuer),
+            valid_id=is_peer_id,
         )
         self.membership.delegate = self.dissemination
         self.signer = Ed25519Signer(agent.peer_id, nacl.signing.SigningKey(
@@ -116,6 +139,7 @@ class GossipService:
         self._nursery: trio.Nursery | None = None
         self.states: dict[str, str] = {}
         self._subscribers: dict[str, list[Callable[[Record], None]]] = {}
+        self._revocation_hints: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ trust
     def _trusted(self, issuer: str) -> bool:
@@ -172,9 +196,21 @@ class GossipService:
         d = self.dissemination.ready()
         for dest, msg in d.messages:
             self._send(dest, msg)
+        if d.refused:
+            self._count_refused(d.refused)
         for rec in d.accepted:
             self._on_record(rec)
 
+    def _count_refused(self, refused: list[tuple[str, str, Record]]) -> None:
+        seen: dict[tuple[str, str], Record] = {}
+        for from_id, reason, rec in refused:
+            self.agent.counters.inc("record_rejected", reason)
+            seen.setdefault((from_id, reason), rec)
+        for (from_id, reason), rec in seen.items():
+            level = logging.DEBUG if reason in _BENIGN_REFUSALS else logging.WARNING
+            log.log(level, "refused a %s record by %s about %s from %s: %s", rec.kind[:32],
+                    rec.issuer[:64], rec.subject[:64], from_id, reason,
+                    extra={"peer": from_id, "reason": reason})
     def _send(self, dest: str, msg: Any) -> None:
         if dest == self.agent.peer_id or not self.agent.peers.is_attested(dest):
             self.agent.counters.inc("gossip_dropped", "unattested-destination")
@@ -266,14 +302,18 @@ class GossipService:
     def subscribe(self, kind: str, callback: Callable[[Record], None]) -> None:
         """Call ``callback(record)`` for every accepted record of ``kind`` (ours included:
         the dissemination core accepts our own publications too). Records have passed the
-        core's checks (signature, attested and unrevoked issuer, freshness) but their payload
-        is the consumer's to decode and judge. The callback runs inside the gossip loop: it
-        must not block (hand work to a bounded channel)."""
+        core's checks (signature, attested and unrevoked issuer, freshness, bounds, the kind's
+        writer rule, a peer-id subject) but their payload is the consumer's to decode and
+        judge. The callback runs inside the gossip loop: it must not block (hand work to a
+        bounded channel)."""
         self._subscribers.setdefault(kind, []).append(callback)
 
     def publish(self, kind: str, subject: str, payload: bytes, *, ttl_s: float = RECORD_TTL_S) -> bool:
         """Sign a record of ``kind`` about ``subject`` with our identity and spread it.
-        Returns False if the dissemination core refused it (e.g. its store is full)."""
+        Returns False if the dissemination core refused it (counted ``record_rejected``: e.g.
+        its store is full, ``ttl_s`` exceeds the core's ``max_ttl_s``, ``subject`` is not a peer
+        id, or a self kind names someone else). Revocation hints go through
+        :meth:`publish_revocation_hint`."""
         now = self._now()
         # Versions only grow: a record always supersedes our earlier one about the same subject.
         self._version = max(self._version + 1, int(now * 1000))
@@ -287,14 +327,38 @@ class GossipService:
         if outcome.record is not None:
             self.publish(SCORE_KIND, pid, encode(outcome.record))
 
-    def on_revoke(self, pid: str, reason: str) -> None:
-        self.publish(REVOCATION_KIND, pid, reason.encode()[:512])
+    # ------------------------------------------------------------------ revocation
+    def on_peer_revoked(self, pid: str, reason: str) -> None:
+        """Agent hook (``Agent.on_revoked``): a committed revocation was applied here. Drop
+        every record ``pid`` issued and refuse its records from now on. Publishes nothing."""
+        dropped = self.dissemination.revoke(pid)
+        if dropped:
+            log.info("dropped %d records issued by revoked %s", dropped, pid, extra={"peer": pid})
+
+    def publish_revocation_hint(self, subject: str, reason: str) -> bool:
+        """Spread a hint that ``subject`` was revoked, so followers fetch the committed state
+        sooner. For the manager role, after the council committed the revocation; refused
+        (False, counted ``record_publish_refused{revocation-not-manager}``) unless
+        :attr:`is_manager` names this node. The hint revokes nobody by itself."""
+        if not self.is_manager(self.agent.peer_id):
+            self.agent.counters.inc("record_publish_refused", "revocation-not-manager")
+            return False
+        return self.publish(REVOCATION_KIND, subject, reason.encode()[:REASON_MAX_BYTES])
+
+    def on_revocation_hint(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(subject, issuer)`` for every accepted revocation hint (issued by the
+        node :attr:`is_manager` names; ours included). The manager role connects this to a
+        fetch of the committed state; the callback runs in the gossip loop and must not block."""
+        self._revocation_hints.append(callback)
 
     def _on_record(self, rec: Record) -> None:
-        if rec.kind == REVOCATION_KIND and rec.subject != self.agent.peer_id \
-                and not self.agent.peers.is_revoked(rec.subject):
-            self.agent.revoke(rec.subject, f"revocation record from {rec.issuer}",
-                              announce=False)
+        if rec.kind == REVOCATION_KIND:
+            for hint in self._revocation_hints:
+                try:
+                    hint(rec.subject, rec.issuer)
+                except Exception:  # a consumer's bug must not stop the gossip loop
+                    log.exception("consumer of revocation hints failed")
+                    self.agent.counters.inc("internal_error", "gossip-consumer:revocation-hint")
         for callback in self._subscribers.get(rec.kind, ()):
             try:
                 callback(rec)
@@ -303,11 +367,14 @@ class GossipService:
                 self.agent.counters.inc("internal_error", f"gossip-consumer:{rec.kind}")
 
     def scores(self) -> dict[str, dict[str, Any]]:
-        """The latest score record per subject (records about one subject supersede each other,
-        whoever issued them): ``{subject: {score, issuer, issued_at}}``."""
+        """The newest score record per subject among its verifiers' (each verifier keeps its
+        own record about a subject): ``{subject: {score, issuer, issued_at}}``."""
         out: dict[str, dict[str, Any]] = {}
         for rec in self.dissemination.records():
             if rec.kind != SCORE_KIND:
+                continue
+            have = out.get(rec.subject)
+            if have is not None and have["issued_at"] >= rec.issued_at:
                 continue
             try:
                 sr = decode(rec.payload, ScoreRecord)
@@ -333,12 +400,23 @@ def public_key_of_peer_or_none(issuer: str) -> bytes | None:
         return None
 
 
+def is_peer_id(s: str) -> bool:
+    """A node id of this federation: the canonical base58 form of an Ed25519 libp2p peer id
+    (the key embedded in it). Record subjects must be one."""
+    if public_key_of_peer_or_none(s) is None:
+        return False
+    try:
+        return ID.from_base58(s).to_base58() == s
+    except ValueError:
+        return False
+
+
 def attach(agent: Agent, data_dir: DataDir | None = None) -> GossipService:
     """Plug the gossip layer into ``agent`` (called for every node by node/runtime.py)."""
     svc = GossipService(agent)
     agent.add_service(svc.run)
     agent.add_status("gossip", svc.status)
     agent.on_outcome(svc.on_outcome)
-    agent.on_revoked(svc.on_revoke)
+    agent.on_revoked(svc.on_peer_revoked)
     agent.gossip = svc  # type: ignore[attr-defined]
     return svc

@@ -160,6 +160,7 @@ DISSOLVE_MAX_AGE_S = 600     # a dissolve order older (or this far in the future
 LEAVE_TIMEOUT_S = 30.0
 ANNOUNCE_QUEUE = 64          # received announcements awaiting the follower task
 ANNOUNCE_TTL_S = 60.0        # an announcement record expires (everywhere) after this long
+HINT_QUEUE = 16              # revocation hints awaiting a state fetch
 REFUSED_MEMORY = 256         # issuers whose refused announcement terms we remember
 RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the council for good
 OWNER_KEY_FILE = "federation-owner.pub"
@@ -418,6 +419,7 @@ class ManagerRole:
         self._announce_due = trio.Event()
         self._ann_send, self._ann_recv = trio.open_memory_channel[tuple[str, ManagerAnnounce]](
             ANNOUNCE_QUEUE)
+        self._hint_send, self._hint_recv = trio.open_memory_channel[str](HINT_QUEUE)
         self._announced: tuple[str, ManagerAnnounce, float] | None = None  # latest verified
         self._refused: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._retired_id: int | None = None
@@ -452,6 +454,9 @@ class ManagerRole:
         if g is not None:
             self._gossip = g
             g.subscribe(KIND_MANAGER, self._on_manager_record)
+            if hasattr(g, "on_revocation_hint"):  # the real service (tests may use a stand-in)
+                g.is_manager = self._is_committed_manager
+                g.on_revocation_hint(self._on_revocation_hint)
 
     @property
     def me(self) -> str:
@@ -550,6 +555,7 @@ class ManagerRole:
             if self._gossip is not None:
                 nursery.start_soon(self._announce_loop)
                 nursery.start_soon(self._announcement_loop)
+                nursery.start_soon(self._hint_loop)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -750,10 +756,17 @@ class ManagerRole:
             self.leader_since = None
 
     def _after_apply(self, st: SwarmState) -> None:
-        """Side effects of committed state, on every node (council or follower)."""
+        """Side effects of committed state, on every node (council or follower): a committed
+        revocation is applied (and, by the manager, hinted through gossip so that followers
+        fetch the proven state at once). Only state applied by our Raft node or adopted with
+        its proof gets here: nothing else revokes anyone."""
         for m in st.members.values():
             if m.status == REVOKED and m.node_id != self.me and not self.agent.peers.is_revoked(m.node_id):
                 self.agent.revoke(m.node_id, m.reason or "revoked by the federation")
+                if self._gossip is not None and self.is_leader() and st.manager_id == self.me:
+                    publish = getattr(self._gossip, "publish_revocation_hint", None)
+                    if publish is not None:
+                        publish(m.node_id, m.reason or "revoked by the federation")
         me = st.member(self.me)
         if me is not None and me.status == REVOKED and self.role_state != "revoked":
             self.role_state = "revoked"
@@ -1434,6 +1447,29 @@ class ManagerRole:
             self._ann_send.send_nowait((rec.issuer, ann))
         except trio.WouldBlock:
             self.agent.counters.inc("announce_dropped", "queue-full")
+
+    def _is_committed_manager(self, peer_id: str) -> bool:
+        """The gossip layer's ``is_manager``: the manager our committed (proven) state names."""
+        st, _ = self.view()
+        return bool(st.manager_id) and peer_id == st.manager_id
+
+    def _on_revocation_hint(self, subject: str, issuer: str) -> None:
+        """Gossip callback: the committed manager says ``subject`` was revoked. A hint only:
+        fetch the proven state from the issuer (the revocation takes effect when it applies)."""
+        if issuer == self.me:
+            return
+        try:
+            self._hint_send.send_nowait(issuer)
+        except trio.WouldBlock:
+            self.agent.counters.inc("revocation_hint_dropped", "queue-full")
+
+    async def _hint_loop(self) -> None:
+        async for issuer in self._hint_recv:
+            node = self.node
+            if self.dissolved or self.left or (node is not None and self.is_voter()
+                                               and node.raft.lead is not None):
+                continue  # a voter with a leader learns the revocation through Raft
+            await self._fetch(issuer, "gossip")
 
     async def _announcement_loop(self) -> None:
         async for issuer, ann in self._ann_recv:

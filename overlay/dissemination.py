@@ -5,21 +5,36 @@ Rules
 1. No I/O, no clock, no global randomness (``now`` and ``rng`` are injected), like
    :mod:`overlay.membership`. Inputs: :meth:`Dissemination.step`, :meth:`Dissemination.tick`,
    :meth:`Dissemination.publish`; outputs: :meth:`Dissemination.ready`.
-2. Acceptance order for every record, from whatever path (gossip, piggyback, anti-entropy,
+2. Records are keyed by ``(kind, subject, issuer)`` and each kind says who may write it
+   (:mod:`overlay.records`, rules 3-5): one issuer can never occupy another issuer's slot.
+3. Acceptance order for every record, from whatever path (gossip, piggyback, anti-entropy,
    local publish), stopping at the first refusal:
-   a. exact duplicate or not newer than what we hold for ``(kind, subject)``: ignored
-      (nothing new is trusted, so nothing needs verifying);
+   a. exact duplicate or not newer than what we hold for its key: ignored (nothing new is
+      trusted, so nothing needs verifying);
    b. expired, or issued further in the future than ``clock_skew_s``: refused;
-   c. **signature** checked by the injected verifier: refused if invalid;
-   d. issuer trusted: the injected ``issuer_trusted(issuer)`` and not revoked by a stored
-      revocation record: refused otherwise;
-   e. stored, superseding the older record for its key, and queued for gossip.
+   c. bounds: ``expires_at`` beyond ``now + clock_skew_s + max_ttl_s``, or ``version`` beyond
+      ``(now + clock_skew_s) × 1000 + version_lead_max`` (or ``VERSION_MAX``): refused;
+   d. shape: a self-kind record about someone else, or a subject that is not a valid node
+      id (the injected ``valid_id``): refused;
+   e. **signature** checked by the injected verifier: refused if invalid;
+   f. issuer trusted: not revoked here (:meth:`Dissemination.revoke`) and the injected
+      ``issuer_trusted(issuer)``: refused otherwise;
+   g. a manager-only kind (``revocation``) from an issuer the injected ``is_manager`` does not
+      name: refused;
+   h. a new key beyond the issuer's share (``max_records_per_issuer``) or the store
+      (``max_records``): refused;
+   i. stored, superseding the older record for its key, and queued for gossip.
    Only accepted records are ever forwarded, so an unattested or revoked issuer cannot use
-   this node as a relay.
-3. A revocation record about X makes X untrusted at once: X's stored records (other than
-   revocations it issued earlier, which stay in force) are dropped and never forwarded again.
-4. Every container is bounded: the store (``max_records``), the broadcast queue (one entry per
-   key), and every message (item and byte budgets).
+   this node as a relay. Every refusal from b on is counted in :attr:`Dissemination.stats`
+   and reported in ``ready().refused`` (the driver counts and logs it); one refused record
+   never stops the rest of its message.
+4. A record never revokes anyone. A revocation is decided by the council; the driver applies
+   it with :meth:`Dissemination.revoke`, which drops every record the revoked node issued and
+   refuses its records from then on. A ``revocation`` record (manager-only) is a hint that
+   makes the driver fetch the committed state sooner.
+5. Every container is bounded: the store (``max_records``, ``max_records_per_issuer``), the
+   broadcast queue (one entry per key), the refusal report (``REFUSED_REPORT_MAX``), and every
+   message (item and byte budgets).
 
 Theory of operation
 -------------------
@@ -29,7 +44,7 @@ Theory of operation
 (:class:`TransmitLimitedQueue`, memberlist's idea): with fanout f the informed set grows about
 (1 + f)× per round until saturation, so a record reaches everyone in O(log n) rounds and
 costs each node O(log n) messages. Records also ride on SWIM probes (the membership core
-asks :meth:`get_piggyback`). Revocations jump the queue.
+asks :meth:`get_piggyback`). Revocation hints jump the queue.
 
 *Pull (anti-entropy).* Push alone leaves a tail, and a partition stops it. Every
 ``push_pull_interval_s`` a node sends its record digest (``GossipDigest``: key, version,
@@ -63,7 +78,10 @@ from overlay.messages_gossip import (
 )
 from overlay.records import (
     KIND_REVOCATION,
+    MANAGER_KINDS,
     PAYLOAD_MAX_BYTES,
+    SELF_KINDS,
+    VERSION_MAX,
     Record,
     RecordKey,
     RecordVerifier,
@@ -72,6 +90,9 @@ from overlay.records import (
 
 NodeId = str
 _INF = math.inf
+#: Refusals kept for the driver between two :meth:`Dissemination.ready` calls; beyond this
+#: they are only counted in the stats (a flood of hostile records costs no memory).
+REFUSED_REPORT_MAX = 1024
 
 
 # ----------------------------------------------------------------------------- queue
@@ -196,6 +217,18 @@ class DisseminationConfig:
     max_records: int = 100_000
     # Records issued more than this far in our future are refused (clock skew tolerance).
     clock_skew_s: float = 30.0
+    # Longest lifetime a record may claim: expires_at beyond now + clock_skew_s + max_ttl_s is
+    # refused (a record that never expires would hold its slot and its relay budget forever).
+    # Twice the longest TTL an issuer uses today (node/gossip.py RECORD_TTL_S, one hour).
+    max_ttl_s: float = 7200.0
+    # How far a version may run ahead of the receiver's clock in milliseconds: issuers choose
+    # max(previous + 1, wall-clock ms), so versions survive restarts and run ahead only while
+    # an issuer publishes more than one record per millisecond (10 minutes of that here).
+    version_lead_max: int = 600_000
+    # Store share of one issuer: records for new keys beyond this are refused (counted), so
+    # one attested issuer cannot fill the store. An honest node issues one score per peer it
+    # attests plus a few records of its own.
+    max_records_per_issuer: int = 8192
 
     @classmethod
     def lan(cls) -> DisseminationConfig:
@@ -218,8 +251,11 @@ class DisseminationConfig:
             raise LocalProtocolError("push_pull_interval_s and clock_skew_s must be >= 0")
         if self.max_gossip_bytes < 512 or self.max_sync_bytes < PAYLOAD_MAX_BYTES + 512:
             raise LocalProtocolError("byte budgets too small for one record")
-        if self.max_records < 1 or self.max_user_bytes < 0:
-            raise LocalProtocolError("max_records >= 1, max_user_bytes >= 0")
+        if self.max_records < 1 or self.max_user_bytes < 0 or self.max_records_per_issuer < 1:
+            raise LocalProtocolError("max_records, max_records_per_issuer >= 1, "
+                                     "max_user_bytes >= 0")
+        if self.max_ttl_s <= 0 or self.version_lead_max < 0:
+            raise LocalProtocolError("max_ttl_s > 0, version_lead_max >= 0")
 
 
 # ----------------------------------------------------------------------------- API types
@@ -243,10 +279,16 @@ class GossipDelegate(Protocol):
 
 @dataclasses.dataclass(slots=True)
 class DisseminationReady:
-    """Send ``messages`` in order; ``accepted`` are records newly stored (for the app)."""
+    """Send ``messages`` in order; ``accepted`` are records newly stored (for the app);
+    ``refused`` are ``(from_id, reason, record)`` for records refused since the last call
+    (from_id is ``self_id`` for local publications; at most :data:`REFUSED_REPORT_MAX`).
+    Reasons: ``expired``, ``expiry-too-far``, ``version-too-far``, ``subject-not-issuer``,
+    ``invalid-subject``, ``bad-signature``, ``revoked-issuer``, ``untrusted``,
+    ``revocation-not-manager``, ``issuer-full``, ``store-full``."""
 
     messages: list[tuple[NodeId, Any]]
     accepted: list[Record]
+    refused: list[tuple[NodeId, str, Record]] = dataclasses.field(default_factory=list)
 
 
 def record_size(r: Record) -> int:
@@ -256,7 +298,8 @@ def record_size(r: Record) -> int:
 
 
 def digest_entry(r: Record) -> GossipDigestEntry:
-    return GossipDigestEntry(r.kind, r.subject, r.version, r.issued_at, r.signature[:8])
+    return GossipDigestEntry(r.kind, r.subject, r.version, r.issued_at, r.signature[:8],
+                             r.issuer)
 
 
 @dataclasses.dataclass
@@ -266,9 +309,12 @@ class DisseminationStats:
     stale: int = 0
     expired: int = 0
     bad_signature: int = 0
-    untrusted: int = 0
-    store_full: int = 0
+    untrusted: int = 0  # issuer not attested, or revoked here
+    store_full: int = 0  # the store, or the issuer's share of it
     purged_revoked: int = 0
+    out_of_bounds: int = 0  # version or expiry beyond the bounds
+    not_permitted: int = 0  # the kind's issuer/subject rule: not the manager, not itself
+    invalid_subject: int = 0
     pushes_sent: int = 0
     digests_sent: int = 0
 
@@ -285,6 +331,10 @@ class Dissemination:
         issuer_trusted: attestation predicate (the driver's view of who is attested).
         peers: membership view used to pick gossip targets and to size retransmit limits.
         delegate: optional payload delegate.
+        is_manager: ``is_manager(issuer)``: the issuer is the manager the committed state
+            names (only it may issue manager-only kinds). Default: nobody.
+        valid_id: ``valid_id(subject)``: a well-formed node id. Default: any (non-empty,
+            bounded by the wire schema).
     """
 
     def __init__(
@@ -298,6 +348,8 @@ class Dissemination:
         issuer_trusted: Callable[[str], bool],
         peers: PeerSampler,
         delegate: GossipDelegate | None = None,
+        is_manager: Callable[[str], bool] | None = None,
+        valid_id: Callable[[str], bool] | None = None,
     ) -> None:
         config.validate()
         self.self_id = self_id
@@ -306,6 +358,8 @@ class Dissemination:
         self._now = now
         self._verify = verify
         self._issuer_trusted = issuer_trusted
+        self._is_manager = is_manager
+        self._valid_id = valid_id
         self.peers = peers
         self.delegate = delegate
         self._store: dict[RecordKey, Record] = {}
@@ -316,6 +370,7 @@ class Dissemination:
         self._queue = TransmitLimitedQueue()
         self._messages: list[tuple[NodeId, Any]] = []
         self._accepted: list[Record] = []
+        self._refused: list[tuple[NodeId, str, Record]] = []
         self._digest_cache: tuple[GossipDigestEntry, ...] | None = None
         self._digest_pos = 0
         self._next_gossip_at = now + rng.random() * config.gossip_interval_s
@@ -325,8 +380,14 @@ class Dissemination:
 
     # ------------------------------------------------------------------ queries
 
-    def get(self, kind: str, subject: str) -> Record | None:
-        return self._store.get((kind, subject))
+    def get(self, kind: str, subject: str, issuer: str) -> Record | None:
+        """The record ``issuer`` holds in force about ``subject``, if any."""
+        return self._store.get((kind, subject, issuer))
+
+    def about(self, kind: str, subject: str) -> list[Record]:
+        """Every stored record of ``kind`` about ``subject``, one per issuer (a scan: for
+        status and tests, not for a hot path)."""
+        return [r for (k, s, _), r in self._store.items() if k == kind and s == subject]
 
     def records(self) -> Iterator[Record]:
         return iter(self._store.values())
@@ -335,6 +396,7 @@ class Dissemination:
         return len(self._store)
 
     def is_revoked(self, node: NodeId) -> bool:
+        """True once :meth:`revoke` was applied for ``node``."""
         return node in self._revoked
 
     def trusted(self, issuer: str) -> bool:
@@ -349,7 +411,23 @@ class Dissemination:
     def publish(self, record: Record, now: float) -> bool:
         """Originate (or re-announce) a record; it goes through the same acceptance checks."""
         self._now = now
-        return self._offer(record, now)
+        return self._offer(record, now, self.self_id)
+
+    def revoke(self, node: NodeId) -> int:
+        """Apply a revocation the council committed: drop every record ``node`` issued (they
+        are never forwarded again) and refuse its records from now on. Call it only for a
+        committed revocation, never on the word of a record. Returns the records dropped."""
+        self._revoked.add(node)
+        dropped = 0
+        for key in list(self._by_issuer.get(node, ())):
+            r = self._store.pop(key)
+            self._unindex(r)
+            self._queue.remove(key)
+            dropped += 1
+        if dropped:
+            self.stats.purged_revoked += dropped
+            self._digest_cache = None
+        return dropped
 
     def step(self, from_id: NodeId, msg: Any, now: float) -> None:
         """Handle one decoded ``GossipPush`` or ``GossipDigest`` from an attested peer."""
@@ -357,7 +435,7 @@ class Dissemination:
         t = type(msg)
         if t is GossipPush:
             for r in msg.records:
-                self._offer(r, now)
+                self._offer(r, now, from_id)
             if msg.user and self.delegate is not None:
                 for data in msg.user:
                     self.delegate.notify_user(from_id, data, now)
@@ -370,7 +448,7 @@ class Dissemination:
         """Membership hands over records that rode on a probe."""
         self._now = now
         for r in records:
-            self._offer(r, now)
+            self._offer(r, now, from_id)
 
     def get_piggyback(self, limit_bytes: int) -> tuple[Record, ...]:
         """Membership asks for records to ride on a probe (counts as transmits)."""
@@ -415,19 +493,21 @@ class Dissemination:
                 self._send_digest(peers[0], reply=True)
 
     def ready(self) -> DisseminationReady:
-        out = DisseminationReady(self._messages, self._accepted)
+        out = DisseminationReady(self._messages, self._accepted, self._refused)
         self._messages = []
         self._accepted = []
+        if self._refused:
+            self._refused = []
         return out
 
     def has_output(self) -> bool:
-        return bool(self._messages or self._accepted)
+        return bool(self._messages or self._accepted or self._refused)
 
     # ------------------------------------------------------------------ acceptance
 
-    def _offer(self, r: Record, now: float) -> bool:
+    def _offer(self, r: Record, now: float, from_id: NodeId) -> bool:
         st = self.stats
-        key = (r.kind, r.subject)
+        key = (r.kind, r.subject, r.issuer)
         cur = self._store.get(key)
         if cur is not None:
             if cur is r or cur == r:
@@ -436,19 +516,44 @@ class Dissemination:
             if order_key(r) <= order_key(cur):
                 st.stale += 1
                 return False
-        if r.expires_at <= now or r.issued_at > now + self.config.clock_skew_s:
+        cfg = self.config
+        if r.expires_at <= now or r.issued_at > now + cfg.clock_skew_s:
             st.expired += 1
-            return False
+            return self._refuse(from_id, "expired", r)
+        if r.expires_at > now + cfg.clock_skew_s + cfg.max_ttl_s:
+            st.out_of_bounds += 1
+            return self._refuse(from_id, "expiry-too-far", r)
+        if r.version > VERSION_MAX or \
+                r.version > (now + cfg.clock_skew_s) * 1000.0 + cfg.version_lead_max:
+            st.out_of_bounds += 1
+            return self._refuse(from_id, "version-too-far", r)
+        if r.kind in SELF_KINDS and r.subject != r.issuer:
+            st.not_permitted += 1
+            return self._refuse(from_id, "subject-not-issuer", r)
+        if self._valid_id is not None and not self._valid_id(r.subject):
+            st.invalid_subject += 1
+            return self._refuse(from_id, "invalid-subject", r)
         if not self._verify(r):
             st.bad_signature += 1
-            return False
-        if r.issuer in self._revoked or not self._issuer_trusted(r.issuer):
+            return self._refuse(from_id, "bad-signature", r)
+        if r.issuer in self._revoked:
             st.untrusted += 1
-            return False
-        if cur is None and len(self._store) >= self.config.max_records:
-            st.store_full += 1
-            return False
-        if cur is not None:
+            return self._refuse(from_id, "revoked-issuer", r)
+        if not self._issuer_trusted(r.issuer):
+            st.untrusted += 1
+            return self._refuse(from_id, "untrusted", r)
+        if r.kind in MANAGER_KINDS and (self._is_manager is None or not self._is_manager(r.issuer)):
+            st.not_permitted += 1
+            return self._refuse(from_id, "revocation-not-manager", r)
+        if cur is None:
+            mine = self._by_issuer.get(r.issuer)
+            if mine is not None and len(mine) >= cfg.max_records_per_issuer:
+                st.store_full += 1
+                return self._refuse(from_id, "issuer-full", r)
+            if len(self._store) >= cfg.max_records:
+                st.store_full += 1
+                return self._refuse(from_id, "store-full", r)
+        else:
             self._unindex(cur)
         self._store[key] = r
         self._by_issuer.setdefault(r.issuer, set()).add(key)
@@ -457,30 +562,21 @@ class Dissemination:
         self._digest_cache = None
         st.accepted += 1
         self._accepted.append(r)
-        if r.kind == KIND_REVOCATION:
-            self._queue.put(key, r, record_size(r), priority=1)
-            self._revoke(r.subject)
-        else:
-            self._queue.put(key, r, record_size(r))
+        # Revocation hints jump the queue: they make followers fetch the committed state.
+        self._queue.put(key, r, record_size(r), priority=1 if r.kind == KIND_REVOCATION else 0)
         return True
+
+    def _refuse(self, from_id: NodeId, reason: str, r: Record) -> bool:
+        if len(self._refused) < REFUSED_REPORT_MAX:
+            self._refused.append((from_id, reason, r))
+        return False
 
     def _unindex(self, r: Record) -> None:
         keys = self._by_issuer.get(r.issuer)
         if keys is not None:
-            keys.discard((r.kind, r.subject))
+            keys.discard((r.kind, r.subject, r.issuer))
             if not keys:
                 del self._by_issuer[r.issuer]
-
-    def _revoke(self, node: NodeId) -> None:
-        self._revoked.add(node)
-        for key in list(self._by_issuer.get(node, ())):
-            if key[0] == KIND_REVOCATION:
-                continue  # revocations it issued while trusted stay in force
-            r = self._store.pop(key)
-            self._unindex(r)
-            self._queue.remove(key)
-            self.stats.purged_revoked += 1
-            self._digest_cache = None
 
     def _expire(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
@@ -490,8 +586,6 @@ class Dissemination:
                 self._unindex(r)
                 self._queue.remove(key)
                 self._digest_cache = None
-                if r.kind == KIND_REVOCATION:
-                    self._revoked.discard(r.subject)
 
     # ------------------------------------------------------------------ outputs
 
@@ -554,7 +648,7 @@ class Dissemination:
         send: list[Record] = []
         seen: set[RecordKey] = set()
         for e in msg.entries:
-            key = (e.kind, e.subject)
+            key = (e.kind, e.subject, e.issuer)
             seen.add(key)
             mine = store.get(key)
             if mine is not None and (mine.version, mine.issued_at, mine.signature[:8]) > (

@@ -132,25 +132,32 @@ class GossipPush:
     )
 
 
-@message("gossip-digest-entry", version=1, max_bytes=512)
+@message("gossip-digest-entry", version=2, max_bytes=512)
 @dataclasses.dataclass(frozen=True, slots=True)
 class GossipDigestEntry:
-    """Summary of one stored record: enough to compare order keys without the payload."""
+    """Summary of one stored record: its key ``(kind, subject, issuer)`` and enough to compare
+    order keys without the payload. (v2: the issuer is part of the key.)"""
 
     kind: str = dataclasses.field(metadata={"max_len": KIND_MAX_LEN})
     subject: str = dataclasses.field(metadata=_ID)
     version: int = dataclasses.field(metadata={"min": 0, "max": 2**63 - 1})
     issued_at: float = dataclasses.field(metadata={"min": 0.0})
     sig_prefix: bytes = dataclasses.field(metadata={"max_len": 8})
+    issuer: str = dataclasses.field(metadata=_ID)
+
+    def validate(self) -> None:
+        if not self.subject or not self.issuer:
+            raise RemoteProtocolError("invalid", "empty subject or issuer")
 
 
-@message("gossip-digest", version=1, max_bytes=256 * 1024)
+@message("gossip-digest", version=2, max_bytes=512 * 1024)
 @dataclasses.dataclass(frozen=True, slots=True)
 class GossipDigest:
     """Push-pull anti-entropy: the sender's record digest.
 
     ``complete``: the digest lists every record the sender holds, so anything missing from it
     is something the sender lacks. ``reply``: the receiver should answer with its own digest.
+    (v2: entries carry the issuer; 1,024 entries with 128-character ids fit in 512 KiB.)
     """
 
     entries: tuple[GossipDigestEntry, ...] = dataclasses.field(

@@ -7,9 +7,31 @@ Rules
 2. The signature covers the canonical CBOR of every other field, prefixed with a domain
    separator (:func:`signing_bytes`). Nothing about a record is trusted before its signature
    has been verified against the issuer's key.
-3. Records about the same ``(kind, subject)`` supersede each other in the total order of
+3. Records are keyed by ``(kind, subject, issuer)`` (:func:`record_key`): one issuer's
+   records never occupy another issuer's slot, so no issuer can make another's records look
+   stale. Within one key, records supersede each other in the total order of
    :func:`order_key`: ``version`` first, then ``issued_at``, then the signature bytes as a
    deterministic tie-break, so every node picks the same winner from the same set.
+4. Who may write what, per kind (checked by the dissemination core after the signature):
+
+   ============== ======================= ==================================================
+   kind           issuer                  subject
+   ============== ======================= ==================================================
+   ``score``      the attesting verifier  the attested peer: every verifier keeps its own
+                                          record about a subject; readers pick among them
+   ``revocation`` the committed manager   the revoked peer. Only a *hint* that followers
+                  only (injected          fetch the committed state sooner: a record never
+                  ``is_manager``)         revokes anyone by itself
+   ``manager``    the manager             must equal the issuer (its own announcement)
+   ``membership`` the member              must equal the issuer
+   other kinds    anyone attested         anyone (keyed with the issuer, so no squatting)
+   ============== ======================= ==================================================
+
+   Every subject must be a valid node id (on a real node: an Ed25519 libp2p peer id).
+5. Bounds: ``version`` at most :data:`VERSION_MAX` and at most
+   ``(now + clock_skew_s) × 1000 + version_lead_max`` on the receiver (issuers choose
+   ``max(previous + 1, wall-clock ms)``, which survives restarts); ``expires_at`` at most
+   ``now + clock_skew_s + max_ttl_s`` (:class:`~overlay.dissemination.DisseminationConfig`).
 
 Two signer/verifier pairs share one interface:
 
@@ -43,6 +65,10 @@ KIND_SCORE = "score"
 KIND_REVOCATION = "revocation"
 KIND_MEMBERSHIP = "membership"
 KIND_MANAGER = "manager"
+#: Kinds whose subject must be the issuer itself (a statement about oneself).
+SELF_KINDS = frozenset({KIND_MANAGER, KIND_MEMBERSHIP})
+#: Kinds only the committed manager may issue (the core's injected ``is_manager``).
+MANAGER_KINDS = frozenset({KIND_REVOCATION})
 
 # Bounds (TigerStyle: a bound on everything).
 KIND_MAX_LEN = 32
@@ -50,6 +76,9 @@ ID_MAX_LEN = 128  # libp2p peer ids in base58 are ~52 chars; leave room for othe
 PAYLOAD_MAX_BYTES = 4096
 SIGNATURE_MAX_BYTES = 64  # Ed25519; the sim scheme uses 16
 RECORD_MAX_BYTES = 8192
+# Largest version a receiver accepts: exact in a double and far above wall-clock milliseconds
+# (~2^41 today), so an honest millisecond-based issuer never reaches it.
+VERSION_MAX = 2**53
 # Domain separator so a record signature can never be replayed as any other signed object.
 SIGNING_DOMAIN = b"enclave-swarm/record/v1"
 
@@ -81,12 +110,20 @@ class Record:
             raise RemoteProtocolError("invalid", "record expires before it is issued")
 
 
-RecordKey = tuple[str, str]
-"""``(kind, subject)``: records with the same key supersede each other."""
+RecordKey = tuple[str, str, str]
+"""``(kind, subject, issuer)``: records with the same key supersede each other."""
 
 
 def record_key(r: Record) -> RecordKey:
-    return (r.kind, r.subject)
+    return (r.kind, r.subject, r.issuer)
+
+
+def kind_violation(r: Record) -> str | None:
+    """Why ``r`` breaks its kind's issuer/subject rule that needs no outside knowledge (rule 4),
+    or None. (The manager-only rule needs the committed state: the core's ``is_manager``.)"""
+    if r.kind in SELF_KINDS and r.subject != r.issuer:
+        return "subject-not-issuer"
+    return None
 
 
 def order_key(r: Record) -> tuple[int, float, bytes]:

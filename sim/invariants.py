@@ -4,7 +4,8 @@ Safety (checked incrementally, O(1) per output):
 
 - ``accept-attested``: no node accepts a record whose issuer never passed attestation;
 - ``accept-signature``: no node accepts a forged record (the world keeps the set it forged);
-- ``accept-revoked``: no node accepts a record from an issuer it already holds a revocation of;
+- ``accept-revoked``: no node accepts a record (of any kind) from an issuer whose revocation
+  it has applied;
 - ``no-false-death``: in a fault-free run, no node declares a live, never-faulted node dead;
 - ``incarnation-monotonic``: a node's own incarnation never decreases.
 
@@ -21,7 +22,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from overlay.messages_gossip import ALIVE, DEAD, STATE_NAMES
-from overlay.records import KIND_REVOCATION, Record
+from overlay.records import Record
 
 if TYPE_CHECKING:
     from sim.world import SimNode, World
@@ -51,7 +52,7 @@ class Invariants:
             self.violation(f"accept-attested: {node.id} accepted a record from {rec.issuer}")
         if rec in self.bogus:
             self.violation(f"accept-signature: {node.id} accepted a forged record")
-        if rec.kind != KIND_REVOCATION and node.d.is_revoked(rec.issuer):
+        if node.d.is_revoked(rec.issuer):
             self.violation(f"accept-revoked: {node.id} accepted a record from revoked "
                            f"{rec.issuer}")
 

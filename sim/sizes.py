@@ -95,7 +95,7 @@ def _item_size(x: Any) -> int:
         return size
     if t is GossipDigestEntry:
         return (_K_ENTRY + _str(_u(x.kind)) + _str(_u(x.subject)) + _int(x.version) + _FLOAT
-                + _str(len(x.sig_prefix)))
+                + _str(len(x.sig_prefix)) + _str(_u(x.issuer)))
     return _item_size_encoded(x)
 
 

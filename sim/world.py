@@ -192,8 +192,8 @@ class World:
         width = max(5, len(str(n)))
         self.ids = [f"n{i:0{width}d}" for i in range(n)]
         self.index = {nid: i for i, nid in enumerate(self.ids)}
-        # Ground truth: who is attested (never changes) and who was revoked (learned by the
-        # nodes only through revocation records); every issuer's secret (the key table).
+        # Ground truth: who is attested (never changes) and who was revoked (the nodes learn
+        # it from the manager's revocation hints, see _after); every issuer's secret.
         self.attested: frozenset[str] = frozenset(self.ids)
         self.revoked_truth: dict[str, float] = {}
         secrets = {nid: derive_seed(cfg.seed, "key/" + nid).to_bytes(8, "big") * 2
@@ -245,6 +245,9 @@ class World:
     def _trusted(self, issuer: str) -> bool:
         return issuer in self.attested
 
+    def _is_manager(self, issuer: str) -> bool:
+        return issuer == self.ids[self.manager]
+
     def _boot(self, node: SimNode, t: float, *, join: bool) -> None:
         rng = random.Random(derive_seed(self.cfg.seed, f"node/{node.id}/{node.restarts}"))
         local = node.local(t)
@@ -253,7 +256,7 @@ class World:
         else:
             m = Membership(node.id, self.mcfg, rng, local, initial_members=self.snapshot)
         d = Dissemination(node.id, self.dcfg, rng, local, verify=self.verifier,
-                          issuer_trusted=self._trusted, peers=m)
+                          issuer_trusted=self._trusted, peers=m, is_manager=self._is_manager)
         if self.cfg.piggyback_records:
             m.delegate = d
         node.m, node.d = m, d
@@ -305,11 +308,19 @@ class World:
             if r2.accepted:
                 inv = self.invariants
                 tracks = self.tracks
+                revoked: list[str] = []
                 for rec in r2.accepted:
                     tr = tracks.get(rec)
                     if tr is not None:
                         tr.times.append(t - tr.t0)
                     inv.on_accept(node, rec, t)
+                    if rec.kind == KIND_REVOCATION:
+                        revoked.append(rec.subject)
+                # A revocation hint (the core takes it only from the manager) stands for the
+                # node fetching the committed state and applying the revocation at once, as a
+                # real node does (node/gossip.py): the revoked node's records go.
+                for subject in revoked:
+                    d.revoke(subject)
         dl = m.next_deadline()
         dl2 = d.next_deadline()
         if dl2 < dl:

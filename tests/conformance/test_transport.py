@@ -42,7 +42,8 @@ def _every_type(h: Harness) -> list[Any]:
     # messages can't be mistaken for the messages themselves.
     up = SwimUpdate(c, 0, 7, a)
     rec = h.record(0, b, b"\x01\x02")
-    entry = GossipDigestEntry(rec.kind, rec.subject, rec.version, rec.issued_at, rec.signature[:8])
+    entry = GossipDigestEntry(rec.kind, rec.subject, rec.version, rec.issued_at, rec.signature[:8],
+                              rec.issuer)
     return [
         SwimPing(9_000_001, b, (up,), (rec,)),
         SwimPingReq(9_000_002, c, True, (up,)),

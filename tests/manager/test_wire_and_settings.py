@@ -196,7 +196,7 @@ def test_only_a_verdict_becomes_a_revocation_not_an_unreachable_peer(tmp_path, m
         agent._record_missed("peer-a", "stream: StreamFailure")
         agent._record_missed("peer-b", "timeout")
     assert not agent.peers.is_attested("peer-a") and not agent.peers.is_attested("peer-b")
-    agent.revoke("peer-c", "by the manager", announce=False)
+    agent.revoke("peer-c", "by the manager")
     assert role._pending_revokes == {}
     # a verdict against the evidence, as the agent reports it after judging
     for hook in agent._on_outcome:

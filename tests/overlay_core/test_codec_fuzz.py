@@ -37,7 +37,7 @@ records = st.builds(
     st.floats(0, 1e6), st.binary(max_size=64), st.binary(max_size=64),
 )
 entries = st.builds(GossipDigestEntry, st.sampled_from(["score", "revocation"]), ids, ints,
-                    times, st.binary(max_size=8))
+                    times, st.binary(max_size=8), ids)
 small = {"max_size": 4}
 messages = st.one_of(
     st.builds(SwimPing, ints, ids, st.tuples(*[updates] * 2), st.tuples(records)),

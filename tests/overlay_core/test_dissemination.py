@@ -45,7 +45,8 @@ SECRETS = {"a": b"a" * 16, "b": b"b" * 16, "mgr": b"m" * 16, "outsider": b"o" * 
 SIGN = {k: SimSigner(k, v) for k, v in SECRETS.items()}
 
 
-def make(trusted=("a", "b", "mgr"), verify=None, cfg=None, calls=None) -> Dissemination:
+def make(trusted=("a", "b", "mgr"), verify=None, cfg=None, calls=None, is_manager=None,
+         valid_id=None) -> Dissemination:
     def issuer_trusted(i: str) -> bool:
         if calls is not None:
             calls.append(i)
@@ -53,7 +54,9 @@ def make(trusted=("a", "b", "mgr"), verify=None, cfg=None, calls=None) -> Dissem
 
     return Dissemination("self", cfg or DisseminationConfig.lan(), random.Random(0), 0.0,
                          verify=verify or SimVerifier(SECRETS), issuer_trusted=issuer_trusted,
-                         peers=Peers(["p1", "p2", "p3", "p4"]))
+                         peers=Peers(["p1", "p2", "p3", "p4"]),
+                         is_manager=None if is_manager is None else is_manager.__eq__,
+                         valid_id=valid_id)
 
 
 def score(issuer="a", subject="x", version=1, at=1.0, ttl=100.0, payload=b"s") -> Record:
@@ -121,12 +124,16 @@ _recs = st.lists(st.tuples(st.integers(0, 4), st.floats(0, 10), st.sampled_from(
 @given(_recs, st.randoms(use_true_random=False))
 def test_final_record_is_the_max_whatever_the_arrival_order(specs, rnd):
     recs = [score(issuer=i, version=v, at=t) for v, t, i in specs]
-    winner = max(recs, key=order_key)
+    # each issuer keeps its own slot: the winner per issuer, whatever the others sent
+    winners = {i: max((r for r in recs if r.issuer == i), key=order_key)
+               for i in {r.issuer for r in recs}}
     rnd.shuffle(recs)
     d = make()
     for r in recs:
         d.publish(r, 5.0)
-    assert d.get(KIND_SCORE, "x") == winner
+    for issuer in ("a", "b"):
+        assert d.get(KIND_SCORE, "x", issuer) == winners.get(issuer)
+    assert sorted(d.about(KIND_SCORE, "x"), key=order_key) == sorted(winners.values(), key=order_key)
 
 
 @given(_recs)
@@ -159,15 +166,38 @@ def test_untrusted_issuer_is_refused_and_never_forwarded():
         not m.records for _, m in d.ready().messages if type(m) is GossipPush)
 
 
-def test_revocation_makes_issuer_untrusted_and_purges_its_records():
+def test_a_revocation_record_revokes_nobody_and_only_the_manager_may_issue_one():
+    d = make(is_manager="mgr")
+    assert d.publish(score(issuer="b", subject="y"), 2.0)
+    forged = SIGN["a"].sign(KIND_REVOCATION, "b", 1, 3.0, 100.0, b"")
+    assert not d.publish(forged, 3.0)
+    hint = SIGN["mgr"].sign(KIND_REVOCATION, "b", 1, 3.0, 100.0, b"")
+    assert d.publish(hint, 3.0)  # the manager's hint is kept and spread...
+    assert not d.is_revoked("b") and d.trusted("b")  # ...but revokes nobody
+    assert d.get(KIND_SCORE, "y", "b") is not None
+    assert d.stats.not_permitted == 1
+    assert [(why, r) for _, why, r in d.ready().refused] == [("revocation-not-manager", forged)]
+
+
+def test_revocation_records_are_refused_when_nobody_is_the_manager():
+    d = make()  # no is_manager: the default names nobody
+    assert not d.publish(SIGN["mgr"].sign(KIND_REVOCATION, "b", 1, 3.0, 100.0, b""), 3.0)
+
+
+def test_applied_revocation_purges_the_issuers_records_and_refuses_new_ones():
     d = make()
     assert d.publish(score(issuer="b", subject="y"), 2.0)
-    rev = SIGN["mgr"].sign(KIND_REVOCATION, "b", 1, 3.0, 1000.0, b"")
-    assert d.publish(rev, 3.0)
+    assert d.publish(score(issuer="b", subject="z"), 2.0)
+    assert d.publish(score(issuer="a", subject="b"), 2.0)  # about b, by a: stays
+    assert d.revoke("b") == 2
     assert d.is_revoked("b") and not d.trusted("b")
-    assert d.get(KIND_SCORE, "y") is None
-    assert not d.publish(score(issuer="b", subject="z", at=4.0), 4.0)
-    assert d.stats.purged_revoked == 1
+    assert d.get(KIND_SCORE, "y", "b") is None and d.get(KIND_SCORE, "b", "a") is not None
+    assert not d.publish(score(issuer="b", subject="w", at=4.0), 4.0)
+    assert d.stats.purged_revoked == 2
+    assert [why for _, why, _ in d.ready().refused] == ["revoked-issuer"]
+    d.tick(10.0)
+    sent = [r for _, m in d.ready().messages if type(m) is GossipPush for r in m.records]
+    assert sent and all(r.issuer != "b" for r in sent)
 
 
 def test_expired_and_far_future_records_are_refused():
@@ -263,12 +293,12 @@ def test_records_spread_over_membership_in_a_cluster():
     c.d["m3"].publish(r, c.now)
     c._drain("m3")
     c.run(3.0)
-    assert all(c.d[i].get(KIND_SCORE, "m5") == r for i in c.ids)
+    assert all(c.d[i].get(KIND_SCORE, "m5", "m3") == r for i in c.ids)
     bad = c.signers["outsider"].sign(KIND_SCORE, "m5", 9, c.now, c.now + 100, b"x")
     c.d["m1"].publish(bad, c.now)
     c._drain("m1")
     c.run(3.0)
-    assert all(c.d[i].get(KIND_SCORE, "m5") == r for i in c.ids)
+    assert all(c.d[i].about(KIND_SCORE, "m5") == [r] for i in c.ids)
 
 
 def test_anti_entropy_with_equal_sized_disjoint_stores():
