@@ -185,6 +185,8 @@ class ManagerSettings:
         announce_min_interval_s: the manager announces a new term/commit index by gossip at
             most this often.
         announce_refresh_s: the manager re-announces at least this often when nothing changes.
+        certify_interval_s: the manager certifies its applied state (one request per voter,
+            node/manager_cert.py) at most this often; followers adopt certified states only.
         snapshot_every: applied entries between two snapshots (log compaction).
         fsync: fsync the Raft log before sending (only a benchmark turns this off).
         founder: "auto" (no Raft state and no bootstrap address), "yes" or "no".
@@ -202,6 +204,7 @@ class ManagerSettings:
     follow_poll_s: float = 10.0
     announce_min_interval_s: float = 0.25
     announce_refresh_s: float = 5.0
+    certify_interval_s: float = 1.0
     snapshot_every: int = 8192
     fsync: bool = True
     max_entries_per_msg: int = 512
@@ -219,6 +222,8 @@ class ManagerSettings:
         if not 0 < self.announce_min_interval_s <= self.announce_refresh_s <= ANNOUNCE_TTL_S / 4:
             raise ValueError("need 0 < announce_min_interval_s <= announce_refresh_s "
                              f"<= {ANNOUNCE_TTL_S / 4:g}")
+        if not self.announce_min_interval_s <= self.certify_interval_s <= self.announce_refresh_s:
+            raise ValueError("need announce_min_interval_s <= certify_interval_s <= announce_refresh_s")
         if not 1 <= self.council_size <= 64:
             raise ValueError("council_size must be within 1..64")
         if self.snapshot_every < 16:
@@ -232,10 +237,10 @@ class ManagerSettings:
             # Many nodes on one machine: fast elections, short terms.
             return cls(tick_s=0.02, election_tick=15, heartbeat_tick=3, term_limit_s=60.0,
                        reconcile_s=0.2, follow_poll_s=3.0, announce_min_interval_s=0.1,
-                       announce_refresh_s=2.0)
+                       announce_refresh_s=2.0, certify_interval_s=0.5)
         if profile == "wan":
             return cls(tick_s=0.1, election_tick=20, heartbeat_tick=2, term_limit_s=600.0,
-                       announce_min_interval_s=0.5, announce_refresh_s=10.0)
+                       announce_min_interval_s=0.5, announce_refresh_s=10.0, certify_interval_s=2.0)
         return cls()  # lan: 50 ms ticks, 1-2 s election timeout, 10 min terms
 
     @classmethod
@@ -1392,11 +1397,11 @@ class ManagerRole:
 
     async def _certify_loop(self) -> None:
         """The manager's side of certification (node/manager_cert.py): certify the applied
-        state whenever it moved, at most every ``announce_min_interval_s``; a new certificate
-        is announced at once."""
+        state whenever it moved, at most every ``certify_interval_s`` (each round is one stream
+        per voter); a new certificate is announced at once."""
         s = self.settings
         while True:
-            await trio.sleep(s.announce_min_interval_s)
+            await trio.sleep(s.certify_interval_s)
             if not self.is_leader() or self.dissolved:
                 continue
             latest = self.cert.chain.latest
