@@ -127,6 +127,8 @@ from node.shards.resharing import (
     regenerate_fragment,
 )
 from node.shards.store import (
+    DEFAULT_OWNER_SHARE,
+    OwnerQuotaExceeded,
     QuotaExceeded,
     ShardExists,
     ShardNotFound,
@@ -150,6 +152,7 @@ CHUNK_BYTES = MAX_CHUNK_DATA_BYTES  # 256 KiB per shard-chunk
 WINDOW_CHUNKS = 8  # un-acknowledged chunks in flight per transfer (2 MiB)
 STORE_ATTEMPTS = 3  # a broken store transfer is resumed this many times in all
 MAX_PARKED_TRANSFERS = 16  # interrupted incoming transfers kept for resumption
+MAX_PARKED_PER_PEER = 4  # of which one owner may hold this many (it cannot take every slot)
 PARKED_TTL_S = 120.0
 MAX_MAILBOXES = 64  # concurrent reshare sessions this node takes part in
 MAILBOX_TTL_S = 120.0
@@ -252,6 +255,7 @@ class ShardService:
         root: Path,
         *,
         quota_bytes: int | None = None,
+        owner_share: float = DEFAULT_OWNER_SHARE,
         repair_grace_s: float = 30.0,
         message_timeout_s: float = 20.0,
         repair_tick_s: float = 1.0,
@@ -275,6 +279,7 @@ class ShardService:
             quota_bytes=quota_bytes,
             receipt_key=self._key,
             holder_peer_id=agent.peer_id,
+            owner_share=owner_share,
         )
         self.repair_grace_s = repair_grace_s
         self.timeout_s = message_timeout_s
@@ -372,6 +377,7 @@ class ShardService:
             "shards_held": h.shards,
             "store_used_bytes": h.used_bytes,
             "store_quota_bytes": h.quota_bytes,
+            "store_owner_quota_bytes": h.owner_quota_bytes,
             "objects_owned": len(self._objects),
             "transfers_parked": len(self._parked),
             "reshare_sessions": len(self._mailboxes),
@@ -548,7 +554,13 @@ class ShardService:
                     return
                 await self._send(stream, ShardOfferReply(offer.transfer_id, False, ALREADY_STORED, 0))
                 return
-            except (QuotaExceeded, StoreError) as exc:
+            except OwnerQuotaExceeded as exc:
+                await self._refuse_offer(stream, pid, offer, f"owner quota: {exc}")
+                return
+            except QuotaExceeded as exc:
+                await self._refuse_offer(stream, pid, offer, f"quota: {exc}")
+                return
+            except StoreError as exc:
                 await self._refuse_offer(stream, pid, offer, f"store: {exc}")
                 return
         park = True
@@ -569,7 +581,12 @@ class ShardService:
                 share = await self._collect_contributions(pid, m, offer.index, final)
             await trio.to_thread.run_sync(writer.commit, share)
         except RemoteProtocolError:
-            if park and len(self._parked) < MAX_PARKED_TRANSFERS and writer.received_bytes > 0:
+            if (
+                park
+                and writer.received_bytes > 0
+                and len(self._parked) < MAX_PARKED_TRANSFERS
+                and sum(p.owner_pid == pid for p in self._parked.values()) < MAX_PARKED_PER_PEER
+            ):
                 self._parked[offer.transfer_id] = _Parked(writer, pid, trio.current_time() + PARKED_TTL_S)
                 log.info(
                     "transfer of %s.%d from %s interrupted at %d bytes; kept for resumption",
@@ -1760,16 +1777,20 @@ def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
     """Runtime extension hook: serve the shard protocol and the ``shard-*`` control commands.
 
     ``data_dir`` is a :class:`node.datadir.DataDir` or a path; options go to :class:`ShardService`.
-    Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30) and
-    ``ENCLAVE_SWARM_SHARD_QUOTA_BYTES`` (default half the disk's free space at start).
+    Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30),
+    ``ENCLAVE_SWARM_SHARD_QUOTA_BYTES`` (default half the disk's free space at start) and
+    ``ENCLAVE_SWARM_SHARD_OWNER_SHARE`` (the fraction of that quota one owner may use, default
+    0.25; 1 lets one owner fill the holder).
     """
     root = Path(getattr(data_dir, "path", data_dir))
     for key, env in (
         ("repair_grace_s", "ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S"),
         ("quota_bytes", "ENCLAVE_SWARM_SHARD_QUOTA_BYTES"),
+        ("owner_share", "ENCLAVE_SWARM_SHARD_OWNER_SHARE"),
     ):
         if key not in options and os.environ.get(env):
-            options[key] = float(os.environ[env]) if key.endswith("_s") else int(os.environ[env])
+            raw = os.environ[env]
+            options[key] = int(raw) if key == "quota_bytes" else float(raw)
     svc = ShardService(agent, root, **options)
     _SERVICES[agent.peer_id] = svc
     agent.set_handler(SHARD_PROTOCOL, svc.handle, gated=True)
