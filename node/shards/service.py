@@ -155,6 +155,12 @@ MAX_PARKED_TRANSFERS = 16  # interrupted incoming transfers kept for resumption
 MAX_PARKED_PER_PEER = 4  # of which one owner may hold this many (it cannot take every slot)
 PARKED_TTL_S = 120.0
 MAX_MAILBOXES = 64  # concurrent reshare sessions this node takes part in
+# A session mailbox a peer's message opens before this node has joined that session (a mask
+# seed may overtake our own invite) is charged to that peer until we claim it: one peer cannot
+# take every session slot. In a session a peer sends us one message (a helper holds one x: one
+# seed to each higher helper, one contribution to the new holder); a little slack for retries.
+MAX_UNCLAIMED_MAILBOXES_PER_PEER = 4
+MAX_MAILBOX_MESSAGES_PER_PEER = 2
 MAILBOX_TTL_S = 120.0
 MAX_JOBS = 64
 DEFAULT_QUOTA_FRACTION = 0.5  # of the disk's free space at start, when no quota is given
@@ -223,11 +229,17 @@ class _Parked:
 
 
 class _Mailbox:
-    """Bounded inbox of one reshare session: (sender peer id, message)."""
+    """Bounded inbox of one reshare session: (sender peer id, message). ``opened_by`` is the
+    peer whose message created it while this node has not claimed it (None once claimed);
+    ``sent`` counts messages per sender (each bounded, so no peer crowds out another)."""
 
-    def __init__(self) -> None:
-        self.send, self.recv = trio.open_memory_channel[tuple[str, Any]](2 * 255)
+    def __init__(self, opened_by: str | None = None) -> None:
+        self.send, self.recv = trio.open_memory_channel[tuple[str, Any]](
+            MAX_MAILBOX_MESSAGES_PER_PEER * 255
+        )
         self.created = trio.current_time()
+        self.opened_by = opened_by
+        self.sent: dict[str, int] = {}
 
 
 def sealing_secret_from_identity(identity: Any) -> bytes:
@@ -677,12 +689,16 @@ class ShardService:
             )
         return combine_contributions(got, invite.helpers_x, invite.target_x)
 
-    def _mailbox(self, session_id: bytes) -> _Mailbox:
+    def _mailbox(self, session_id: bytes, opened_by: str | None = None) -> _Mailbox:
+        """The session's mailbox, created if need be; ``opened_by`` is the peer whose message
+        creates it, None when this node itself takes part (which claims it)."""
         box = self._mailboxes.get(session_id)
         if box is None:
             if len(self._mailboxes) >= MAX_MAILBOXES:
                 raise RemoteProtocolError("overload", "too many reshare sessions")
-            box = self._mailboxes[session_id] = _Mailbox()
+            box = self._mailboxes[session_id] = _Mailbox(opened_by)
+        elif opened_by is None:
+            box.opened_by = None
         return box
 
     async def _collect(self, box: Any, accept: Callable[[str, Any], tuple[int, bytes] | None],
@@ -708,11 +724,24 @@ class ShardService:
             box.send.close()
 
     async def _serve_mailbox(self, stream: Any, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
-        box = self._mailbox(msg.session_id)
+        box = self._mailboxes.get(msg.session_id)
+        if box is None:
+            unclaimed = sum(b.opened_by == pid for b in self._mailboxes.values())
+            if unclaimed >= MAX_UNCLAIMED_MAILBOXES_PER_PEER:
+                self.agent.counters.inc("shard_mailbox_refused", "sessions-per-peer")
+                raise RemoteProtocolError(
+                    "overload", f"{unclaimed} reshare sessions opened by this peer are pending"
+                )
+            box = self._mailbox(msg.session_id, opened_by=pid)
+        if box.sent.get(pid, 0) >= MAX_MAILBOX_MESSAGES_PER_PEER:
+            self.agent.counters.inc("shard_mailbox_refused", "messages-per-peer")
+            raise RemoteProtocolError("overload", "too many reshare messages from this peer")
         try:
             box.send.send_nowait((pid, msg))
         except (trio.WouldBlock, trio.ClosedResourceError):
+            self.agent.counters.inc("shard_mailbox_refused", "full-or-closed")
             raise RemoteProtocolError("overload", "reshare mailbox full or closed") from None
+        box.sent[pid] = box.sent.get(pid, 0) + 1
         await self._send(stream, ShardAck(msg.session_id, True, "", 0))
 
     async def _serve_fetch(self, stream: Any, reader: FrameReader, pid: str, req: ShardRequest) -> None:

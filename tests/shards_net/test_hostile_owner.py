@@ -14,8 +14,9 @@ import trio
 
 from node.shards.crypto import Layout
 from node.shards.manifest import PlacementEntry, SignedManifest, build_manifest, sign_manifest
-from node.shards.messages import ShardAck, ShardChunk, ShardOffer, ShardOfferReply
+from node.shards.messages import ReshareMaskSeed, ShardAck, ShardChunk, ShardOffer, ShardOfferReply
 from node.shards.service import CHUNK_BYTES
+from overlay.errors import RemoteProtocolError
 from overlay.framing import close_stream
 from overlay.wire import decode
 from tests.netutil import wait_until
@@ -90,3 +91,43 @@ async def test_one_owner_stalling_transfers_cannot_fill_a_holder(tmp_path):
         await wait_until(
             lambda: not holder._parked and holder.store.owner_bytes(attacker.public_key) == 0, 30
         )
+
+
+async def test_a_peer_flooding_reshare_mailboxes_cannot_stop_a_repair(tmp_path):
+    """The attacker sends every other node mask seeds for 70 sessions it invented (more than
+    the 64 session mailboxes a node keeps) and repeats messages in one session. Before per-peer
+    bounds its mailboxes took every slot for 120 s and any repair failed with "too many reshare
+    sessions"; now it may hold 4 unclaimed sessions and 2 messages per session, and a lost
+    holder is repaired meanwhile through the helpers' and the new holder's mailboxes."""
+    async with shard_federation(tmp_path, 7, repair_grace_s=1.0) as (agents, svcs, _):
+        owner, attacker = svcs[0], svcs[6]
+        write_random(tmp_path / "in.bin", 300_000)
+        res = await owner.put(tmp_path / "in.bin", n=5, k=3)
+        refused = 0
+        for victim in svcs[1:6]:
+            vid = victim.agent.peer_id
+            session = os.urandom(16)
+            for _ in range(5):  # one session, more messages than a helper ever sends
+                try:
+                    await attacker._deliver(vid, ReshareMaskSeed(session, 1, 2, os.urandom(32)))
+                except RemoteProtocolError:
+                    refused += 1
+            for _ in range(70):
+                try:
+                    await attacker._deliver(vid, ReshareMaskSeed(os.urandom(16), 1, 2, os.urandom(32)))
+                except RemoteProtocolError:
+                    refused += 1
+        for victim in svcs[1:6]:  # (before the repair claims or drops any mailbox)
+            assert sum(getattr(b, "opened_by", None) == attacker.agent.peer_id
+                       for b in victim._mailboxes.values()) <= 4
+        lost = next(pid for pid in res["holders"] if pid != attacker.agent.peer_id)
+        next(a for a in agents if a.peer_id == lost).stop()
+        await wait_until(lambda: agents[0].counters.get("shard_repaired") == 1, 40)
+        m = owner._objects[bytes.fromhex(res["object_id"])][1]
+        assert lost not in {p.peer_id for p in m.placement}
+        await owner.get(bytes.fromhex(res["object_id"]), tmp_path / "out.bin")
+        assert (tmp_path / "out.bin").read_bytes() == (tmp_path / "in.bin").read_bytes()
+        assert refused == 5 * (5 - 2 + 70 - 3)
+        for victim in svcs[1:6]:
+            assert victim.agent.counters.get("shard_mailbox_refused", "messages-per-peer") == 3
+            assert victim.agent.counters.get("shard_mailbox_refused", "sessions-per-peer") == 67
