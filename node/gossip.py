@@ -13,7 +13,10 @@ simulator runs) decide everything; this module only moves their messages and the
   can be quarantined while its stream stays open.
 - **Time.** A single loop ticks both cores at their ``next_deadline`` (or on input) with the
   wall clock, drains ``ready()`` and hands the messages to the senders.
-- **Admission.** Only attested peers become members: each newly attested peer is sent a join.
+- **Admission.** Only attested peers become members (the core's ``admit`` predicate, so an
+  id another member invented never enters): each newly attested peer is sent a join. The
+  sender the core sees is the attested peer the frame came from; claims it cannot truthfully
+  make (membership.py, "Hostile members") are refused and counted ``swim_refused{reason}``.
   A peer quarantined or revoked by the agent is dropped from gossip at once (the dissemination
   core's ``issuer_trusted`` predicate is the agent's attestation table).
 - **Records.** Every attestation outcome of ours becomes a signed ``score`` record (payload: the
@@ -116,7 +119,8 @@ class GossipService:
         now = clock()
         mcfg, dcfg = _profile_configs(agent.config.profile)
         rng = random.Random(secrets.randbits(64))
-        self.membership = Membership(agent.peer_id, mcfg, rng, now)
+        # Only attested peers become members (an id one member invented never counts).
+        self.membership = Membership(agent.peer_id, mcfg, rng, now, admit=self._attested)
         self.is_manager: Callable[[str], bool] = _nobody
         """``is_manager(peer_id)``: the peer is the manager this node's committed state names.
         The only issuer whose ``revocation`` records (hints) are accepted, and the only node
@@ -142,6 +146,9 @@ class GossipService:
         self._revocation_hints: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ trust
+    def _attested(self, node: str) -> bool:
+        return self.agent.peers.is_attested(node)
+
     def _trusted(self, issuer: str) -> bool:
         return issuer == self.agent.peer_id or self.agent.peers.is_attested(issuer)
 
@@ -184,6 +191,9 @@ class GossipService:
 
     def _flush(self, now: float) -> None:
         r = self.membership.ready()
+        for pid, reason in r.refused:  # a claim the sender cannot truthfully make (membership.py)
+            self.agent.counters.inc("swim_refused", reason)
+            log.debug("refused a membership claim from %s: %s", pid, reason, extra={"peer": pid})
         for ev in r.events:
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)

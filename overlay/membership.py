@@ -11,6 +11,9 @@ Rules
    (datagram semantics: loss is normal and tolerated).
 4. Node ids are opaque strings (libp2p peer ids on a real node). A node never appears in its
    own probe ring.
+5. ``from_id`` is authenticated by the caller (the attested channel), nothing in a message is:
+   one member may lie. What it can claim is checked against what it can know (below,
+   *Hostile members*); a refused input is reported in :attr:`Ready.refused` and changes nothing.
 
 Theory of operation
 -------------------
@@ -45,9 +48,40 @@ repairs views that gossip missed. Leave: the node spreads ``left`` at its curren
 and stops probing. A restarted node begins at incarnation 0, learns it was dead or left, and
 refutes with a higher incarnation: that is the rejoin.
 
-*Reconnect.* Every ``reconnect_interval_s`` the node pings one member it believes dead, with
-that news attached. A live one refutes (the answer carries its current incarnation) and the
+*Reconnect.* Every ``reconnect_interval_s`` the node pings one member it believes dead (or
+left, when it heard so second-hand), with that news attached. A live one refutes (the answer
+carries its current incarnation) and the
 two swap full states, so a healed partition converges without waiting for push-pull.
+
+*Hostile members.* Updates are unsigned and relayed, so an update's ``origin`` (who made the
+claim) may legitimately differ from the peer that delivered it; everything that can be tied to
+the sender is:
+
+* an *alive* (or *left*) claim is the node's own word: its origin must be the node itself;
+  an accusation (*suspect*, *dead*) is never made by the accused (origin ≠ node), and what a
+  peer says about *itself* can only be alive or left. A sync is the sender's own view: its
+  accusations carry the sender as origin.
+* acks count only from whom we asked: the probe's target, or a helper we sent a ping-req to
+  (an indirect ack comes from the helper, not the target); nacks only from those helpers, once
+  each; a reconnect answer only from the node we pinged; a forwarded ack only from the target
+  the requester named. A ping-req asks us to probe a member other than the requester,
+  at most ``MAX_FORWARDS_PER_PEER`` at a time per requester.
+* Lifeguard confirmations: a suspicion is confirmed once per origin, and a peer relaying
+  others' accusations adds at most one confirmation per suspicion, so one member inventing
+  origins shortens no timeout below what it alone could.
+* Incarnations. Only the node itself raises its incarnation (+1 per refutation), so a claim
+  by anyone else about node X may raise X's incarnation by at most ``incarnation_window``
+  over what we hold (over 0 for a member we do not know); X's own word (``from_id`` = X) is
+  taken as it is. An accusation at ``INCARNATION_MAX`` by anyone but the node is refused: the
+  top value is reserved for refutations, so a victim can always outbid an accusation; and at
+  the top a node's own alive, heard from it, beats an accusation at the same incarnation.
+  A node refuting a claim about itself raises its incarnation by at most the window too (a
+  restarted node that lived long climbs in window-sized steps). Pushing anyone to the cap
+  would take 2^63 / window accepted updates (2^53 with the default): out of reach.
+* New members. A member enters only if ``admit(node)`` holds (the driver: an attested peer),
+  and one peer may introduce at most ``max_introduced_per_peer`` members we have not yet
+  heard from ourselves (the first message from a member releases its slot), except in the
+  full state a seed sends back to our own join.
 
 *Dissemination.* Updates ride on probe messages and on ``swim-gossip`` rounds (``gossip_nodes``
 members every ``gossip_interval_s``, only while something is pending) through a
@@ -61,7 +95,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from overlay.dissemination import TransmitLimitedQueue, retransmit_limit
@@ -69,6 +103,7 @@ from overlay.errors import LocalProtocolError
 from overlay.messages_gossip import (
     ALIVE,
     DEAD,
+    INCARNATION_MAX,
     LEFT,
     MAX_SYNC_MEMBERS,
     MAX_UPDATES,
@@ -85,6 +120,7 @@ from overlay.messages_gossip import (
 from overlay.records import Record
 
 NodeId = str
+MAX_FORWARDS_PER_PEER = 4  # ping-reqs one requester may have us serve at once (SWIM asks k)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,6 +168,11 @@ class MembershipConfig:
     max_piggyback_bytes: int = 1200
     # Refuse to track more members than this (bounds memory and the sync message).
     max_members: int = MAX_SYNC_MEMBERS
+    # A claim by anyone but X may raise X's incarnation by at most this over our view (honest
+    # incarnations grow by 1 per refutation; X's own word is not bounded). See "Hostile members".
+    incarnation_window: int = 1024
+    # Members one peer may introduce that we have not heard from ourselves yet.
+    max_introduced_per_peer: int = 256
     # Lifeguard switch: LHM, nacks, dynamic suspicion and the buddy system. Off = plain SWIM
     # with a fixed suspicion timeout of `min`. Kept as a switch to measure what it buys.
     lifeguard: bool = True
@@ -173,6 +214,8 @@ class MembershipConfig:
             raise LocalProtocolError("push_pull_interval_s >= 0, max_piggyback_bytes >= 256")
         if not 2 <= self.max_members <= MAX_SYNC_MEMBERS:
             raise LocalProtocolError(f"max_members must be in [2, {MAX_SYNC_MEMBERS}]")
+        if not 1 <= self.incarnation_window <= 2**32 or self.max_introduced_per_peer < 1:
+            raise LocalProtocolError("incarnation_window in [1, 2^32], max_introduced_per_peer >= 1")
 
 
 # ----------------------------------------------------------------------------- pure formulas
@@ -223,10 +266,12 @@ class MemberEvent:
 
 @dataclasses.dataclass(slots=True)
 class Ready:
-    """What the caller must do now: send ``messages`` (in order); observe ``events``."""
+    """What the caller must do now: send ``messages`` (in order); observe ``events``; count
+    ``refused`` inputs, ``(peer that sent it, reason)`` (rule 5)."""
 
     messages: list[tuple[NodeId, Any]]
     events: list[MemberEvent]
+    refused: list[tuple[NodeId, str]] = dataclasses.field(default_factory=list)
 
 
 class PiggybackDelegate(Protocol):
@@ -263,20 +308,23 @@ _BASE_ALIVE = _Member(ALIVE, 0, 0.0)
 
 
 class _Suspicion:
-    __slots__ = ("confirmers", "deadline", "k", "max_s", "min_s", "start")
+    __slots__ = ("confirmers", "deadline", "k", "max_s", "min_s", "relays", "start")
 
-    def __init__(self, start: float, min_s: float, max_s: float, k: int, origin: NodeId) -> None:
+    def __init__(self, start: float, min_s: float, max_s: float, k: int, origin: NodeId,
+                 sender: NodeId) -> None:
         self.start = start
         self.min_s = min_s
         self.max_s = max_s
         self.k = k
         self.confirmers = {origin}
+        # Peers that relayed someone else's accusation: one confirmation each at most.
+        self.relays = {sender} if sender != origin else set()
         self.deadline = start + (max_s if k >= 1 else min_s)
 
 
 class _Probe:
-    __slots__ = ("acked", "deadline", "expected_nacks", "indirect_at", "indirect_sent", "nacks",
-                 "seq", "target")
+    __slots__ = ("acked", "deadline", "expected_nacks", "helpers", "indirect_at", "indirect_sent",
+                 "nacked", "nacks", "seq", "target")
 
     def __init__(self, seq: int, target: NodeId, indirect_at: float, deadline: float) -> None:
         self.seq = seq
@@ -287,15 +335,18 @@ class _Probe:
         self.acked = False
         self.expected_nacks = 0
         self.nacks = 0
+        self.helpers: frozenset[NodeId] = frozenset()  # asked to probe target (ack or nack)
+        self.nacked: set[NodeId] = set()  # helpers that nacked (once each)
 
 
 class _Forward:
     """A ping-req we are serving: ack from the target goes back to the requester."""
 
-    __slots__ = ("expires", "nack_at", "requester", "requester_seq")
+    __slots__ = ("expires", "nack_at", "requester", "requester_seq", "target")
 
     def __init__(self, requester: NodeId, requester_seq: int, nack_at: float | None,
-                 expires: float) -> None:
+                 expires: float, target: NodeId) -> None:
+        self.target = target
         self.requester = requester
         self.requester_seq = requester_seq
         self.nack_at = nack_at
@@ -318,6 +369,8 @@ class Membership:
             copied or mutated, and only members whose state later differs get a private entry.
         incarnation: starting incarnation (a restarted node that persisted it may pass it).
         delegate: optional piggyback delegate (the dissemination core).
+        admit: optional predicate a node must pass to become a member (the driver's: it is an
+            attested peer); None admits any (the simulator, whose nodes are all attested).
 
     Raises:
         LocalProtocolError: invalid config or arguments.
@@ -333,6 +386,7 @@ class Membership:
         initial_members: Sequence[NodeId] | Snapshot = (),
         incarnation: int = 0,
         delegate: PiggybackDelegate | None = None,
+        admit: Callable[[NodeId], bool] | None = None,
     ) -> None:
         config.validate()
         if not self_id:
@@ -343,6 +397,7 @@ class Membership:
         self._now = now
         self.incarnation = incarnation
         self.delegate = delegate
+        self.admit = admit
         # Ring = base (shared, read-only) + extras (learned later). Dead members stay in the
         # ring and are skipped; the ring only grows, bounded by max_members.
         snap = initial_members if isinstance(initial_members, Snapshot) else Snapshot(
@@ -367,6 +422,12 @@ class Membership:
         self._susp_dirty = False
         self._dead: dict[NodeId, None] = {}  # insertion-ordered set: deterministic iteration
         self._reconnect_seq = -1
+        self._reconnect_target: NodeId | None = None
+        self._refused: list[tuple[NodeId, str]] = []
+        # Members a peer introduced that have not spoken to us yet, and how many per peer.
+        self._introduced: dict[NodeId, NodeId] = {}
+        self._intro_count: dict[NodeId, int] = {}
+        self._join_seeds: set[NodeId] = set()  # may answer our join with their full state
         self._health = 0
         self._ring_pos = 0
         self._ring_len = 0
@@ -425,6 +486,7 @@ class Membership:
         self._enqueue(me)
         for seed in seeds:
             if seed != self.self_id:
+                self._join_seeds.add(seed)
                 self._messages.append((seed, SwimSync(members=(me,), join=True, reply=True)))
 
     def leave(self, now: float) -> None:
@@ -441,13 +503,14 @@ class Membership:
 
     def ready(self) -> Ready:
         """Drain pending outputs."""
-        out = Ready(self._messages, self._events)
+        out = Ready(self._messages, self._events, self._refused)
         self._messages = []
         self._events = []
+        self._refused = []
         return out
 
     def has_output(self) -> bool:
-        return bool(self._messages or self._events)
+        return bool(self._messages or self._events or self._refused)
 
     def next_deadline(self) -> float:
         """The latest local time by which :meth:`tick` must be called."""
@@ -537,8 +600,10 @@ class Membership:
             node = dead[self._rng.randrange(len(dead))]
             m = self._lookup(node)
             if m is not None:
-                news = SwimUpdate(node, DEAD, m.incarnation, self.self_id)
+                news = (SwimUpdate(node, LEFT, m.incarnation, node) if m.state == LEFT
+                        else SwimUpdate(node, DEAD, m.incarnation, self.self_id))
                 self._reconnect_seq = self._next_seq()
+                self._reconnect_target = node
                 self._messages.append((node, SwimPing(self._reconnect_seq, node, (news,))))
 
     def step(self, from_id: NodeId, msg: Any, now: float) -> None:
@@ -549,10 +614,17 @@ class Membership:
         """
         self._now = now
         t = type(msg)
+        if from_id in self._introduced:  # it spoke to us itself: no longer its introducer's
+            intro = self._introduced.pop(from_id)
+            left = self._intro_count[intro] - 1
+            if left:
+                self._intro_count[intro] = left
+            else:
+                del self._intro_count[intro]
         if t is SwimPing:
             if msg.target != self.self_id:
                 return  # meant for a previous incarnation of this address
-            self._merge(msg.updates, now)
+            self._merge(msg.updates, now, from_id)
             if msg.records and self.delegate is not None:
                 self.delegate.notify_piggyback(from_id, msg.records, now)
             updates = self._piggy_updates()
@@ -564,39 +636,63 @@ class Membership:
                 updates = (me, *updates[: MAX_UPDATES - 1])
             self._messages.append((from_id, SwimAck(msg.seq, updates, self._piggy_records())))
         elif t is SwimAck:
-            self._merge(msg.updates, now)
+            self._merge(msg.updates, now, from_id)
             if msg.records and self.delegate is not None:
                 self.delegate.notify_piggyback(from_id, msg.records, now)
             p = self._probe
+            f = self._forwards.get(msg.seq)
             if p is not None and p.seq == msg.seq:
+                # Direct from the target, or forwarded by a helper we asked (indirect probe).
+                if from_id != p.target and not (p.indirect_sent and from_id in p.helpers):
+                    self._refuse(from_id, "ack-sender")
+                    return
                 p.acked = True
                 self._finish_probe(p, now)
             elif msg.seq == self._reconnect_seq:
+                if from_id != self._reconnect_target:
+                    self._refuse(from_id, "ack-sender")
+                    return
                 # A member we believed dead answered: we were probably partitioned. Swap full
                 # states so both sides learn (and refute) every stale death at once.
                 self._reconnect_seq = -1
                 self._messages.append((from_id, SwimSync(members=self._full_state(), reply=True)))
-            else:
-                f = self._forwards.pop(msg.seq, None)
-                if f is not None:
-                    self._messages.append((f.requester, SwimAck(f.requester_seq)))
+            elif f is not None:
+                if from_id != f.target:
+                    self._refuse(from_id, "ack-sender")
+                    return
+                del self._forwards[msg.seq]
+                self._messages.append((f.requester, SwimAck(f.requester_seq)))
         elif t is SwimPingReq:
-            self._merge(msg.updates, now)
-            if msg.target == self.self_id:
+            self._merge(msg.updates, now, from_id)
+            target = msg.target
+            if target == self.self_id or target == from_id or self._lookup(target) is None:
+                self._refuse(from_id, "ping-req-target")  # only members: no probes for hire
+                return
+            if sum(f.requester == from_id for f in self._forwards.values()) >= MAX_FORWARDS_PER_PEER:
+                self._refuse(from_id, "ping-req-limit")
                 return
             seq = self._next_seq()
             cfg = self.config
             nack_at = now + cfg.nack_ratio * cfg.probe_timeout_s if msg.nack else None
-            self._forwards[seq] = _Forward(from_id, msg.seq, nack_at, now + cfg.probe_interval_s)
-            self._messages.append((msg.target, SwimPing(seq, msg.target, self._piggy_updates())))
+            self._forwards[seq] = _Forward(from_id, msg.seq, nack_at, now + cfg.probe_interval_s,
+                                           target)
+            self._messages.append((target, SwimPing(seq, target, self._piggy_updates())))
         elif t is SwimGossip:
-            self._merge(msg.updates, now)
+            self._merge(msg.updates, now, from_id)
         elif t is SwimNack:
             p = self._probe
             if p is not None and p.seq == msg.seq:
-                p.nacks += 1
+                if from_id not in p.helpers:
+                    self._refuse(from_id, "nack-sender")
+                    return
+                if from_id not in p.nacked:  # a duplicate counts once
+                    p.nacked.add(from_id)
+                    p.nacks += 1
         elif t is SwimSync:
-            self._merge(msg.members, now)
+            # The full state a seed sends back to our join may introduce everyone it knows.
+            seeded = not msg.reply and from_id in self._join_seeds
+            self._join_seeds.discard(from_id)
+            self._merge(msg.members, now, from_id, sync=True, seeded=seeded)
             if msg.reply:
                 self._messages.append((from_id, SwimSync(members=self._full_state(), reply=False)))
         else:
@@ -640,6 +736,7 @@ class Membership:
         helpers = self._sample(self.config.indirect_checks, False, p.target)
         nack = self.config.lifeguard
         p.expected_nacks = len(helpers) if nack else 0
+        p.helpers = frozenset(helpers)
         for h in helpers:
             self._messages.append((h, SwimPingReq(p.seq, p.target, nack)))
 
@@ -725,8 +822,10 @@ class Membership:
 
     def _full_state(self) -> tuple[SwimUpdate, ...]:
         me = self.self_id
-        out = [SwimUpdate(node, state, inc, me) if state != LEFT else
-               SwimUpdate(node, LEFT, inc, node)
+        # Alive and left are the node's own word (their origin is the node); accusations are
+        # ours as far as the receiver can tell (it checks that their origin is the sender).
+        out = [SwimUpdate(node, state, inc, me) if state in (SUSPECT, DEAD) else
+               SwimUpdate(node, state, inc, node)
                for node, state, inc in self.members()]
         return tuple(out[:MAX_SYNC_MEMBERS])
 
@@ -745,23 +844,63 @@ class Membership:
             self._local[node] = m
         return m
 
-    def _merge(self, updates: tuple[SwimUpdate, ...], now: float) -> None:
+    def _merge(self, updates: tuple[SwimUpdate, ...], now: float, sender: NodeId, *,
+               sync: bool = False, seeded: bool = False) -> None:
         for u in updates:
-            self._apply(u, now)
+            why = self._implausible(u, sender, sync)
+            if why is not None:
+                self._refuse(sender, why)
+                continue
+            self._apply(u, now, sender, seeded)
 
-    def _apply(self, u: SwimUpdate, now: float) -> None:
-        """Apply one membership update with SWIM's precedence rules."""
+    def _refuse(self, sender: NodeId, reason: str) -> None:
+        self._refused.append((sender, reason))
+
+    @staticmethod
+    def _implausible(u: SwimUpdate, sender: NodeId, sync: bool) -> str | None:
+        """Why ``sender`` cannot truthfully have sent ``u`` (see "Hostile members"), or None."""
+        accusation = u.state in (SUSPECT, DEAD)
+        if accusation == (u.origin == u.node):
+            return "origin"  # alive/left are the node's own word; nobody accuses itself
+        if u.node == sender and accusation:
+            return "origin"  # a peer speaks of itself only first-hand
+        if sync and accusation and u.origin != sender:
+            return "origin"  # a sync is the sender's own view
+        return None
+
+    def _apply(self, u: SwimUpdate, now: float, sender: NodeId | None = None,
+               seeded: bool = False) -> None:
+        """Apply one membership update with SWIM's precedence rules. ``sender``: the peer it
+        came from (None: our own conclusion), whose claims about others are bounded."""
         node = u.node
         if node == self.self_id:
             self._about_self(u)
             return
         m = self._lookup(node)
         st = u.state
+        if sender is not None and sender != node:
+            limit = (0 if m is None else m.incarnation) + self.config.incarnation_window
+            if u.incarnation > limit:
+                self._refuse(sender, "incarnation-jump")
+                return
+            if st != ALIVE and u.incarnation >= INCARNATION_MAX:
+                self._refuse(sender, "incarnation-cap")  # the top is for refutations
+                return
         if m is None:
             if st != ALIVE:
                 return  # news about strangers' deaths is not our business
             if len(self._local) + len(self._base_set) >= self.config.max_members:
                 return
+            if self.admit is not None and not self.admit(node):
+                if sender is not None:
+                    self._refuse(sender, "not-admitted")
+                return
+            if sender is not None and sender != node and not seeded:
+                if self._intro_count.get(sender, 0) >= self.config.max_introduced_per_peer:
+                    self._refuse(sender, "introduce-limit")
+                    return
+                self._introduced[node] = sender
+                self._intro_count[sender] = self._intro_count.get(sender, 0) + 1
             m = _Member(ALIVE, u.incarnation, now)
             self._local[node] = m
             if node not in self._base_set:
@@ -772,13 +911,16 @@ class Membership:
             return
         inc = m.incarnation
         if st == ALIVE:
-            if u.incarnation <= inc:
+            if u.incarnation <= inc and not (
+                # Saturated: at the top incarnation the node's own word, heard from it, refutes.
+                u.incarnation == inc == INCARNATION_MAX and sender == node and m.state in (SUSPECT, DEAD)
+            ):
                 return
         elif st == SUSPECT:
             if u.incarnation < inc or m.state >= DEAD:
                 return
             if m.state == SUSPECT and u.incarnation == inc:
-                self._confirm(node, u)
+                self._confirm(node, u, sender if sender is not None else self.self_id)
                 return
         else:  # DEAD or LEFT
             if u.incarnation < inc or m.state >= DEAD:
@@ -792,37 +934,44 @@ class Membership:
         now_live = st <= SUSPECT
         self._n_live += now_live - was_live
         if st == SUSPECT:
-            self._start_suspicion(node, u.origin, now)
+            self._start_suspicion(node, u.origin, sender if sender is not None else self.self_id, now)
         elif self._suspicions.pop(node, None) is not None:
             self._susp_dirty = True
-        if st == DEAD:
+        if st == DEAD or (st == LEFT and sender is not None and sender != node):
+            # A leave we only heard of second-hand may be a lie: ping it like the dead, so a
+            # node still running hears it and refutes.
             self._dead[node] = None
         else:
             self._dead.pop(node, None)
         self._emit(node, st, u.incarnation, now, u.origin)
         self._enqueue(u)
 
-    def _confirm(self, node: NodeId, u: SwimUpdate) -> None:
+    def _confirm(self, node: NodeId, u: SwimUpdate, sender: NodeId) -> None:
         s = self._suspicions.get(node)
         if s is None or not self.config.lifeguard or u.origin in s.confirmers:
             return
+        relayed = sender != u.origin
+        if relayed and sender in s.relays:
+            return  # one peer relaying (or inventing) accusations counts once
         if len(s.confirmers) - 1 >= s.k:
             # Already at the minimum timeout: more confirmations change nothing here, and
             # re-gossiping each of them (hundreds when a partition makes everyone suspect the
             # other side) would flood the queue (memberlist's Confirm() returns false too).
             return
         s.confirmers.add(u.origin)
+        if relayed:
+            s.relays.add(sender)
         c = len(s.confirmers) - 1
         s.deadline = s.start + suspicion_timeout(s.min_s, s.max_s, s.k, c)
         if s.deadline < self._susp_min:
             self._susp_min = s.deadline
         self._enqueue(u)  # re-gossip confirmations: they are what shortens timeouts elsewhere
 
-    def _start_suspicion(self, node: NodeId, origin: NodeId, now: float) -> None:
+    def _start_suspicion(self, node: NodeId, origin: NodeId, sender: NodeId, now: float) -> None:
         min_s, max_s, k = suspicion_bounds(self.config, self._n_live)
         if not self.config.lifeguard:
             max_s, k = min_s, 0
-        s = _Suspicion(now, min_s, max_s, k, origin)
+        s = _Suspicion(now, min_s, max_s, k, origin, sender)
         if node in self._suspicions:
             self._susp_dirty = True
         self._suspicions[node] = s
@@ -843,9 +992,13 @@ class Membership:
                 return
         elif u.incarnation < self.incarnation:
             return
+        if self.incarnation >= INCARNATION_MAX:
+            return  # saturated: nobody else may accuse at the top (see "Hostile members")
         # Somebody thinks we are suspect/dead/left at our incarnation (or knows a later one of
-        # a previous life): refute with a higher incarnation.
-        self.incarnation = u.incarnation + 1
+        # a previous life): refute with a higher incarnation, at most a window above ours (an
+        # honest view is never further ahead; a previous life's is reached in steps).
+        claimed = min(u.incarnation, self.incarnation + self.config.incarnation_window - 1)
+        self.incarnation = min(claimed + 1, INCARNATION_MAX)
         self._local[self.self_id].incarnation = self.incarnation
         self.stats["refutations"] += 1
         if u.state != ALIVE:

@@ -127,6 +127,8 @@ from node.shards.resharing import (
     regenerate_fragment,
 )
 from node.shards.store import (
+    DEFAULT_OWNER_SHARE,
+    OwnerQuotaExceeded,
     QuotaExceeded,
     ShardExists,
     ShardNotFound,
@@ -150,8 +152,15 @@ CHUNK_BYTES = MAX_CHUNK_DATA_BYTES  # 256 KiB per shard-chunk
 WINDOW_CHUNKS = 8  # un-acknowledged chunks in flight per transfer (2 MiB)
 STORE_ATTEMPTS = 3  # a broken store transfer is resumed this many times in all
 MAX_PARKED_TRANSFERS = 16  # interrupted incoming transfers kept for resumption
+MAX_PARKED_PER_PEER = 4  # of which one owner may hold this many (it cannot take every slot)
 PARKED_TTL_S = 120.0
 MAX_MAILBOXES = 64  # concurrent reshare sessions this node takes part in
+# A session mailbox a peer's message opens before this node has joined that session (a mask
+# seed may overtake our own invite) is charged to that peer until we claim it: one peer cannot
+# take every session slot. In a session a peer sends us one message (a helper holds one x: one
+# seed to each higher helper, one contribution to the new holder); a little slack for retries.
+MAX_UNCLAIMED_MAILBOXES_PER_PEER = 4
+MAX_MAILBOX_MESSAGES_PER_PEER = 2
 MAILBOX_TTL_S = 120.0
 MAX_JOBS = 64
 DEFAULT_QUOTA_FRACTION = 0.5  # of the disk's free space at start, when no quota is given
@@ -220,11 +229,17 @@ class _Parked:
 
 
 class _Mailbox:
-    """Bounded inbox of one reshare session: (sender peer id, message)."""
+    """Bounded inbox of one reshare session: (sender peer id, message). ``opened_by`` is the
+    peer whose message created it while this node has not claimed it (None once claimed);
+    ``sent`` counts messages per sender (each bounded, so no peer crowds out another)."""
 
-    def __init__(self) -> None:
-        self.send, self.recv = trio.open_memory_channel[tuple[str, Any]](2 * 255)
+    def __init__(self, opened_by: str | None = None) -> None:
+        self.send, self.recv = trio.open_memory_channel[tuple[str, Any]](
+            MAX_MAILBOX_MESSAGES_PER_PEER * 255
+        )
         self.created = trio.current_time()
+        self.opened_by = opened_by
+        self.sent: dict[str, int] = {}
 
 
 def sealing_secret_from_identity(identity: Any) -> bytes:
@@ -252,6 +267,7 @@ class ShardService:
         root: Path,
         *,
         quota_bytes: int | None = None,
+        owner_share: float = DEFAULT_OWNER_SHARE,
         repair_grace_s: float = 30.0,
         message_timeout_s: float = 20.0,
         repair_tick_s: float = 1.0,
@@ -275,6 +291,7 @@ class ShardService:
             quota_bytes=quota_bytes,
             receipt_key=self._key,
             holder_peer_id=agent.peer_id,
+            owner_share=owner_share,
         )
         self.repair_grace_s = repair_grace_s
         self.timeout_s = message_timeout_s
@@ -372,6 +389,7 @@ class ShardService:
             "shards_held": h.shards,
             "store_used_bytes": h.used_bytes,
             "store_quota_bytes": h.quota_bytes,
+            "store_owner_quota_bytes": h.owner_quota_bytes,
             "objects_owned": len(self._objects),
             "transfers_parked": len(self._parked),
             "reshare_sessions": len(self._mailboxes),
@@ -548,7 +566,13 @@ class ShardService:
                     return
                 await self._send(stream, ShardOfferReply(offer.transfer_id, False, ALREADY_STORED, 0))
                 return
-            except (QuotaExceeded, StoreError) as exc:
+            except OwnerQuotaExceeded as exc:
+                await self._refuse_offer(stream, pid, offer, f"owner quota: {exc}")
+                return
+            except QuotaExceeded as exc:
+                await self._refuse_offer(stream, pid, offer, f"quota: {exc}")
+                return
+            except StoreError as exc:
                 await self._refuse_offer(stream, pid, offer, f"store: {exc}")
                 return
         park = True
@@ -569,7 +593,12 @@ class ShardService:
                 share = await self._collect_contributions(pid, m, offer.index, final)
             await trio.to_thread.run_sync(writer.commit, share)
         except RemoteProtocolError:
-            if park and len(self._parked) < MAX_PARKED_TRANSFERS and writer.received_bytes > 0:
+            if (
+                park
+                and writer.received_bytes > 0
+                and len(self._parked) < MAX_PARKED_TRANSFERS
+                and sum(p.owner_pid == pid for p in self._parked.values()) < MAX_PARKED_PER_PEER
+            ):
                 self._parked[offer.transfer_id] = _Parked(writer, pid, trio.current_time() + PARKED_TTL_S)
                 log.info(
                     "transfer of %s.%d from %s interrupted at %d bytes; kept for resumption",
@@ -660,12 +689,16 @@ class ShardService:
             )
         return combine_contributions(got, invite.helpers_x, invite.target_x)
 
-    def _mailbox(self, session_id: bytes) -> _Mailbox:
+    def _mailbox(self, session_id: bytes, opened_by: str | None = None) -> _Mailbox:
+        """The session's mailbox, created if need be; ``opened_by`` is the peer whose message
+        creates it, None when this node itself takes part (which claims it)."""
         box = self._mailboxes.get(session_id)
         if box is None:
             if len(self._mailboxes) >= MAX_MAILBOXES:
                 raise RemoteProtocolError("overload", "too many reshare sessions")
-            box = self._mailboxes[session_id] = _Mailbox()
+            box = self._mailboxes[session_id] = _Mailbox(opened_by)
+        elif opened_by is None:
+            box.opened_by = None
         return box
 
     async def _collect(self, box: Any, accept: Callable[[str, Any], tuple[int, bytes] | None],
@@ -691,11 +724,24 @@ class ShardService:
             box.send.close()
 
     async def _serve_mailbox(self, stream: Any, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
-        box = self._mailbox(msg.session_id)
+        box = self._mailboxes.get(msg.session_id)
+        if box is None:
+            unclaimed = sum(b.opened_by == pid for b in self._mailboxes.values())
+            if unclaimed >= MAX_UNCLAIMED_MAILBOXES_PER_PEER:
+                self.agent.counters.inc("shard_mailbox_refused", "sessions-per-peer")
+                raise RemoteProtocolError(
+                    "overload", f"{unclaimed} reshare sessions opened by this peer are pending"
+                )
+            box = self._mailbox(msg.session_id, opened_by=pid)
+        if box.sent.get(pid, 0) >= MAX_MAILBOX_MESSAGES_PER_PEER:
+            self.agent.counters.inc("shard_mailbox_refused", "messages-per-peer")
+            raise RemoteProtocolError("overload", "too many reshare messages from this peer")
         try:
             box.send.send_nowait((pid, msg))
         except (trio.WouldBlock, trio.ClosedResourceError):
+            self.agent.counters.inc("shard_mailbox_refused", "full-or-closed")
             raise RemoteProtocolError("overload", "reshare mailbox full or closed") from None
+        box.sent[pid] = box.sent.get(pid, 0) + 1
         await self._send(stream, ShardAck(msg.session_id, True, "", 0))
 
     async def _serve_fetch(self, stream: Any, reader: FrameReader, pid: str, req: ShardRequest) -> None:
@@ -1760,16 +1806,20 @@ def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
     """Runtime extension hook: serve the shard protocol and the ``shard-*`` control commands.
 
     ``data_dir`` is a :class:`node.datadir.DataDir` or a path; options go to :class:`ShardService`.
-    Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30) and
-    ``ENCLAVE_SWARM_SHARD_QUOTA_BYTES`` (default half the disk's free space at start).
+    Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30),
+    ``ENCLAVE_SWARM_SHARD_QUOTA_BYTES`` (default half the disk's free space at start) and
+    ``ENCLAVE_SWARM_SHARD_OWNER_SHARE`` (the fraction of that quota one owner may use, default
+    0.25; 1 lets one owner fill the holder).
     """
     root = Path(getattr(data_dir, "path", data_dir))
     for key, env in (
         ("repair_grace_s", "ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S"),
         ("quota_bytes", "ENCLAVE_SWARM_SHARD_QUOTA_BYTES"),
+        ("owner_share", "ENCLAVE_SWARM_SHARD_OWNER_SHARE"),
     ):
         if key not in options and os.environ.get(env):
-            options[key] = float(os.environ[env]) if key.endswith("_s") else int(os.environ[env])
+            raw = os.environ[env]
+            options[key] = int(raw) if key == "quota_bytes" else float(raw)
     svc = ShardService(agent, root, **options)
     _SERVICES[agent.peer_id] = svc
     agent.set_handler(SHARD_PROTOCOL, svc.handle, gated=True)

@@ -20,9 +20,19 @@ Layout under ``root`` (directories 0700, files 0600)::
 
 Writes are atomic: a shard is built in ``tmp/<random>/`` (each file fsynced), the directory is
 fsynced and renamed into ``shards/``, then ``shards/`` is fsynced. A crash leaves either the
-whole shard or debris in ``tmp/`` that the next start removes. The quota is checked *before*
-anything is written (``QuotaExceeded``); a full disk (ENOSPC/EDQUOT) while writing removes the
-staging copy and raises ``StoreFull``: the store is left as it was.
+whole shard or debris in ``tmp/`` that the next start removes. A full disk (ENOSPC/EDQUOT)
+while writing removes the staging copy and raises ``StoreFull``: the store is left as it was.
+
+Quota. The bytes of stored shards plus the bytes reserved by writers in progress never exceed
+``quota_bytes``, and those of one *owner* (the manifest's owner key) never exceed
+``owner_share`` of it: one attested peer can only ever fill its own share of a holder, however
+many transfers it opens or stalls. A new shard is refused before anything is written
+(``QuotaExceeded``; ``OwnerQuotaExceeded`` for the owner's share) unless its whole declared
+size fits now, but a writer *reserves* only what it has received so far (the sealed size of
+those bytes, plus the manifest and a metadata allowance up front), chunk by chunk: a transfer
+that stalls holds what it was sent, not what it declared, and releases it when it is aborted.
+So a transfer that fitted when it began can still be refused mid-way if others took the room
+meanwhile; the owner then places the shard elsewhere.
 
 Reads stream and verify: every at-rest chunk is authenticated (so bit rot or tampering is
 caught where it happens) and the fragment's SHA-256 is compared with the signed manifest when
@@ -86,6 +96,9 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 _METADATA_ALLOWANCE = 4096  # per shard, on top of the sealed files, for the quota estimate
+# No single owner may hold or reserve more than this fraction of a holder's quota unless the
+# operator says otherwise: a compromised owner fills its share, never the whole holder.
+DEFAULT_OWNER_SHARE = 0.25
 
 
 class StoreError(Exception):
@@ -94,6 +107,10 @@ class StoreError(Exception):
 
 class QuotaExceeded(StoreError):
     """Storing this shard would exceed the byte quota; nothing was written."""
+
+
+class OwnerQuotaExceeded(QuotaExceeded):
+    """Storing this shard would take its owner past its share of the quota."""
 
 
 class StoreFull(StoreError):
@@ -127,6 +144,7 @@ class StoreHealth:
     disk_free_bytes: int
     debris_removed: int
     corrupt: tuple[tuple[bytes, int], ...] = ()
+    owner_quota_bytes: int = 0
 
 
 def _derive_master(sealing_secret: bytes) -> bytes:
@@ -194,6 +212,7 @@ class ShardStore:
         receipt_key: signs erase receipts (normally the node identity key).
         holder_peer_id: this node's peer id, written into receipts.
         chunk_bytes: at-rest AEAD chunk size.
+        owner_share: the fraction of ``quota_bytes`` one owner may hold and reserve, in (0, 1].
     """
 
     def __init__(
@@ -205,28 +224,43 @@ class ShardStore:
         receipt_key: Ed25519PrivateKey,
         holder_peer_id: str,
         chunk_bytes: int = DEFAULT_AT_REST_CHUNK_BYTES,
+        owner_share: float = DEFAULT_OWNER_SHARE,
     ) -> None:
         if len(sealing_secret) < 32:
             raise ValueError("sealing secret must be at least 32 bytes")
         if quota_bytes < 0 or not 1024 <= chunk_bytes <= 16 * 1024 * 1024:
             raise ValueError("bad quota or chunk size")
+        if not 0 < owner_share <= 1:
+            raise ValueError("owner_share must be in (0, 1]")
         self._root = Path(root)
         self._shards = self._root / "shards"
         self._placed = self._root / "placed"
         self._tmp = self._root / "tmp"
         self._master = AESGCM(_derive_master(sealing_secret))
         self._quota = quota_bytes
+        self.owner_quota_bytes = int(quota_bytes * owner_share)
         self._receipt_key = receipt_key
         self._holder_key = raw_public_key(receipt_key)
         self._peer_id = holder_peer_id
         self._lock = threading.Lock()
         self._reserved = 0
+        # Per owner key: bytes of stored shards, bytes reserved by open writers; and per stored
+        # shard (directory name) its owner, to account an erase.
+        self._owner_used: dict[bytes, int] = {}
+        self._owner_reserved: dict[bytes, int] = {}
+        self._owner_of: dict[str, bytes] = {}
         for d in (self._root, self._shards, self._placed, self._tmp):
             d.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             os.chmod(d, _DIR_MODE)
         self._debris = self._remove_debris()
         self.chunk_bytes = chunk_bytes
-        self._used = sum(self._dir_bytes(p) for p in self._shards.iterdir())
+        self._used = 0
+        for p in self._shards.iterdir():
+            size = self._dir_bytes(p)
+            owner = self._stored_owner(p)
+            self._used += size
+            self._owner_of[p.name] = owner
+            self._owner_used[owner] = self._owner_used.get(owner, 0) + size
 
     def __repr__(self) -> str:
         return f"ShardStore(root={str(self._root)!r}, used={self._used}, quota={self._quota})"
@@ -249,6 +283,15 @@ class ShardStore:
         return removed
 
     @staticmethod
+    def _stored_owner(path: Path) -> bytes:
+        """The owner key of a stored shard, b"" when its manifest does not open (the scrub
+        reports it; its bytes still count against the holder's quota)."""
+        try:
+            return open_manifest((path / "manifest").read_bytes()).owner
+        except (OSError, RemoteProtocolError):
+            return b""
+
+    @staticmethod
     def _dir_bytes(path: Path) -> int:
         return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
@@ -257,14 +300,28 @@ class ShardStore:
             raise ValueError("bad object id or index")
         return self._shards / f"{object_id.hex()}.{index}"
 
-    def _reserve(self, nbytes: int) -> None:
+    def _reserve(self, owner: bytes, nbytes: int, need: int) -> None:
+        """Reserve ``nbytes`` for ``owner`` if ``need`` (>= nbytes: what must fit now) fits
+        both the holder's quota and the owner's share; raise otherwise, reserving nothing."""
         with self._lock:
-            if self._used + self._reserved + nbytes > self._quota:
+            if self._used + self._reserved + need > self._quota:
                 raise QuotaExceeded(
-                    f"shard needs {nbytes} bytes; {self._used} used + {self._reserved} reserved "
+                    f"shard needs {need} bytes; {self._used} used + {self._reserved} reserved "
                     f"of a {self._quota}-byte quota"
                 )
+            mine = self._owner_used.get(owner, 0) + self._owner_reserved.get(owner, 0)
+            if mine + need > self.owner_quota_bytes:
+                raise OwnerQuotaExceeded(
+                    f"shard needs {need} bytes; its owner holds or reserves {mine} of its "
+                    f"{self.owner_quota_bytes}-byte share of the quota"
+                )
             self._reserved += nbytes
+            self._owner_reserved[owner] = self._owner_reserved.get(owner, 0) + nbytes
+
+    def owner_bytes(self, owner: bytes) -> int:
+        """Bytes ``owner``'s shards hold plus those its open transfers reserve here."""
+        with self._lock:
+            return self._owner_used.get(owner, 0) + self._owner_reserved.get(owner, 0)
 
     def _unwrap(self, path: Path, object_id: bytes, index: int) -> bytes:
         try:
@@ -321,18 +378,27 @@ class ShardStore:
         final_path = self._path(manifest.object_id, index)
         if final_path.exists():
             raise ShardExists(final_path.name)
-        need = (
-            sealed_fragment_size(manifest.fragment_size, self.chunk_bytes)
-            + len(manifest_frame)
-            + _METADATA_ALLOWANCE
-        )
-        self._reserve(need)
-        return ShardWriter(self, manifest, manifest_frame, index, need)
+        base = len(manifest_frame) + _METADATA_ALLOWANCE
+        need = base + sealed_fragment_size(manifest.fragment_size, self.chunk_bytes)
+        # The whole shard must fit now (an offer that cannot is refused before a byte moves),
+        # but only the manifest, the metadata and the empty fragment are reserved: the writer
+        # reserves the rest as the bytes arrive.
+        first = base + sealed_fragment_size(0, self.chunk_bytes)
+        self._reserve(manifest.owner, first, need)
+        return ShardWriter(self, manifest, manifest_frame, index, first, base)
 
-    def _release(self, reserved: int, stored: int) -> None:
+    def _release(self, owner: bytes, reserved: int, stored: int, name: str | None = None) -> None:
         with self._lock:
             self._reserved -= reserved
             self._used += stored
+            left = self._owner_reserved.get(owner, 0) - reserved
+            if left:
+                self._owner_reserved[owner] = left
+            else:
+                self._owner_reserved.pop(owner, None)
+            if name is not None:
+                self._owner_of[name] = owner
+                self._owner_used[owner] = self._owner_used.get(owner, 0) + stored
 
     # ----------------------------------------------------------------- read
 
@@ -384,7 +450,10 @@ class ShardStore:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"I/O error while updating {path.name}: {exc.strerror}") from exc
         with self._lock:
-            self._used += len(manifest_frame) - old_size
+            delta = len(manifest_frame) - old_size
+            self._used += delta
+            owner = self._owner_of.get(path.name, b"")
+            self._owner_used[owner] = self._owner_used.get(owner, 0) + delta
         return True
 
     def read_share(self, object_id: bytes, index: int) -> KeyShare:
@@ -496,6 +565,12 @@ class ShardStore:
             _fsync_dir(self._shards)
             with self._lock:
                 self._used -= size
+                owner = self._owner_of.pop(path.name, b"")
+                left = self._owner_used.get(owner, 0) - size
+                if left > 0:
+                    self._owner_used[owner] = left
+                else:
+                    self._owner_used.pop(owner, None)
         (self._placed / path.name).unlink(missing_ok=True)
         existed_flag = bool(existed)
         transcript = receipt_transcript(
@@ -599,6 +674,7 @@ class ShardStore:
             disk_free_bytes=st.f_bavail * st.f_frsize,
             debris_removed=self._debris,
             corrupt=tuple(corrupt),
+            owner_quota_bytes=self.owner_quota_bytes,
         )
 
 
@@ -610,12 +686,14 @@ class ShardWriter:
     """
 
     def __init__(
-        self, store: ShardStore, manifest: Manifest, frame: bytes, index: int, reserved: int
+        self, store: ShardStore, manifest: Manifest, frame: bytes, index: int, reserved: int,
+        base: int,
     ) -> None:
         self.manifest = manifest
         self.index = index
         self._store = store
-        self._reserved = reserved
+        self._reserved = reserved  # grows with the bytes received (ShardStore docstring)
+        self._base = base
         self._name = f"{manifest.object_id.hex()}.{index}"
         self._final = store._shards / self._name
         self._staging = store._tmp / secrets.token_hex(16)
@@ -669,6 +747,11 @@ class ShardWriter:
         with self._guard():
             if len(data) > self.manifest.fragment_size - self._received:
                 raise FragmentCorrupt(self.index, "longer than the manifest says")
+            grow = self._base + sealed_fragment_size(self._received + len(data), self._chunk)
+            if grow > self._reserved:
+                # QuotaExceeded here aborts (the guard) and releases what this writer held.
+                self._store._reserve(self.manifest.owner, grow - self._reserved, grow - self._reserved)
+                self._reserved = grow
             self._received += len(data)
             self._hash.update(data)
             self._buffer += data
@@ -723,7 +806,7 @@ class ShardWriter:
             self._state = "committed"
             self._key = b""
             size = store._dir_bytes(self._final)
-            store._release(self._reserved, size)
+            store._release(m.owner, self._reserved, size, self._name)
             _fsync_dir(store._shards)
         return ShardInfo(oid, index, size)
 
@@ -738,4 +821,4 @@ class ShardWriter:
                 os.close(self._fd)
             self._fd = None
         shutil.rmtree(self._staging, ignore_errors=True)
-        self._store._release(self._reserved, 0)
+        self._store._release(self.manifest.owner, self._reserved, 0)

@@ -7,7 +7,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from overlay.dissemination import retransmit_limit
@@ -27,6 +27,7 @@ from overlay.messages_gossip import (
     SUSPECT,
     SwimAck,
     SwimGossip,
+    SwimNack,
     SwimPing,
     SwimPingReq,
     SwimSync,
@@ -281,3 +282,182 @@ def test_healed_partition_rejoins_through_reconnect():
         for y in c.ids:
             if x != y:
                 assert c.view(x, y)[0] == ALIVE, (x, y, c.view(x, y))
+
+
+# --------------------------------------------------------------------------- one hostile member
+
+INC_MAX = 2**63 - 1
+_incs = st.one_of(st.integers(0, 5), st.integers(INC_MAX - 5, INC_MAX), st.integers(0, INC_MAX))
+_claims = st.lists(
+    st.tuples(st.sampled_from(["h", "v"]),  # whom the attacker tells
+              st.sampled_from(["gossip", "sync", "ping", "ack"]),
+              st.lists(st.tuples(st.sampled_from(["v", "h", "a", "x1"]),
+                                 st.sampled_from([ALIVE, SUSPECT, DEAD, LEFT]), _incs,
+                                 st.sampled_from(["v", "h", "a", "x1"])), min_size=1, max_size=4)),
+    min_size=1, max_size=25,
+)
+
+
+def _wrap(kind: str, dest: str, ups: tuple[SwimUpdate, ...]):
+    if kind == "sync":
+        return SwimSync(members=ups)
+    if kind == "ping":
+        return SwimPing(99, dest, ups)
+    if kind == "ack":
+        return SwimAck(99, ups)
+    return SwimGossip(ups)
+
+
+def _pump(cores: dict, t: float) -> None:
+    """Deliver what the honest cores send each other (through the codec), drop what goes to
+    the attacker; until quiet."""
+    from overlay.wire import decode, encode
+
+    for _ in range(50):
+        moved = False
+        for name, core in cores.items():
+            for dst, msg in core.ready().messages:
+                data = encode(msg)  # a refutation past INCARNATION_MAX would not even encode
+                if dst in cores:
+                    cores[dst].step(name, decode(data, type(msg)), t)
+                    moved = True
+        if not moved:
+            return
+
+
+@settings(deadline=None)  # a minute of two cores talking per example
+@given(_claims)
+@example([("h", "gossip", [("v", LEFT, 0, "v")]), ("v", "gossip", [("h", LEFT, 0, "h")])])
+@example([("v", "gossip", [("v", DEAD, 2**63 - 1, "a")]), ("h", "sync", [("v", SUSPECT, 3, "a")])])
+def test_a_victim_can_always_refute_what_one_peer_claims(claims):
+    """Whatever a single peer "a" tells the honest node "h" and the victim "v" about anyone,
+    at any incarnation up to 2^63 - 1 and with any origin, once it stops and h and v talk, h
+    sees v alive at v's own incarnation, and v never needed an incarnation it cannot send."""
+    ids = ["h", "v", "a"]  # "a" is the attacker: it has no core, it only sends
+    cores = {i: Membership(i, FAST, random.Random(k), 0.0, initial_members=Snapshot(ids))
+             for k, i in enumerate(["h", "v"])}
+    t = 0.0
+    for dest, kind, raw in claims:
+        ups = tuple(SwimUpdate(n, s_, inc, n if s_ == LEFT else o) for n, s_, inc, o in raw)
+        cores[dest].step("a", _wrap(kind, dest, ups), t)
+        _pump(cores, t)
+        t += 0.05
+        for c in cores.values():
+            c.tick(t)
+        _pump(cores, t)
+    assert cores["v"].incarnation <= INC_MAX
+    for _ in range(int(60 / 0.1)):  # a minute of h and v talking (a stays silent)
+        t += 0.1
+        for c in cores.values():
+            c.tick(t)
+        _pump(cores, t)
+    assert cores["h"].state_of("v") == (ALIVE, cores["v"].incarnation)
+    assert cores["v"].incarnation <= FAST.incarnation_window * len(claims) * 4
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["gossip", "sync", "ping"]),
+                          st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 5)),
+                                   min_size=1, max_size=64)), max_size=40))
+def test_one_peer_cannot_grow_the_member_table_beyond_its_cap(batches):
+    cfg = dataclasses.replace(FAST, max_introduced_per_peer=16)
+    m = Membership("h", cfg, random.Random(1), 0.0, initial_members=Snapshot(["h", "a", "b"]))
+    for t, (kind, raw) in enumerate(batches):
+        ups = tuple(SwimUpdate(f"fake{i}", ALIVE, inc, f"fake{i}") for i, inc in raw)
+        m.step("a", _wrap(kind, "h", ups), float(t))
+    assert len(list(m.members())) <= 3 + 16
+    # another peer may still introduce a real newcomer
+    m.step("b", SwimGossip((SwimUpdate("newcomer", ALIVE, 0, "newcomer"),)), 99.0)
+    assert m.state_of("newcomer") == (ALIVE, 0)
+
+
+def test_only_admitted_members_enter_and_a_join_seed_may_introduce_everyone():
+    cfg = dataclasses.replace(FAST, max_introduced_per_peer=2)
+    real = {f"r{i}" for i in range(10)} | {"h", "seed"}
+    m = Membership("h", cfg, random.Random(1), 0.0, admit=real.__contains__)
+    m.join(["seed"], 0.0)
+    m.ready()
+    members = (*(SwimUpdate(i, ALIVE, 0, i) for i in sorted(real - {"h"})),
+               SwimUpdate("invented", ALIVE, 0, "invented"))
+    m.step("seed", SwimSync(members=members), 1.0)  # the answer to our join: not capped
+    assert {n for n, _, _ in m.members()} == real
+    assert ("seed", "not-admitted") in m.ready().refused
+    m.step("seed", SwimSync(members=(SwimUpdate("r99", ALIVE, 0, "r99"),)), 2.0)
+    assert m.state_of("r99") is None  # not attested: never a member
+
+
+def test_claims_are_checked_against_the_sender():
+    m = _solo()
+    bad = [
+        ("m1", SwimGossip((SwimUpdate("m2", ALIVE, 1, "m3"),)), "origin"),  # alive by another
+        ("m1", SwimGossip((SwimUpdate("m2", SUSPECT, 0, "m2"),)), "origin"),  # self-accusation
+        ("m1", SwimGossip((SwimUpdate("m1", DEAD, 0, "m3"),)), "origin"),  # accusing itself
+        ("m1", SwimSync(members=(SwimUpdate("m2", DEAD, 0, "m3"),)), "origin"),  # not its view
+        ("m1", SwimGossip((SwimUpdate("m2", DEAD, 5000, "m1"),)), "incarnation-jump"),
+        ("m1", SwimGossip((SwimUpdate("m2", ALIVE, 2**63 - 1, "m2"),)), "incarnation-jump"),
+        ("m1", SwimPingReq(3, "nobody"), "ping-req-target"),
+        ("m1", SwimPingReq(3, "m1"), "ping-req-target"),
+    ]
+    for sender, msg, reason in bad:
+        m.step(sender, msg, 1.0)
+        r = m.ready()
+        assert r.refused == [(sender, reason)], (msg, r.refused)
+        assert m.state_of("m2") == (ALIVE, 0) and m.state_of("m1") == (ALIVE, 0)
+    # m2 itself may announce any incarnation of its own
+    m.step("m2", SwimGossip((SwimUpdate("m2", ALIVE, 2**40, "m2"),)), 2.0)
+    assert m.state_of("m2") == (ALIVE, 2**40)
+    for _ in range(6):
+        m.step("m1", SwimPingReq(4, "m3"), 3.0)
+    assert m.ready().refused.count(("m1", "ping-req-limit")) == 2
+
+
+def test_an_accusation_at_the_top_incarnation_is_refused_and_a_refutation_can_reach_it():
+    m = _solo()
+    m.step("m2", SwimGossip((SwimUpdate("m2", ALIVE, 2**63 - 2, "m2"),)), 1.0)
+    m.step("m1", SwimGossip((SwimUpdate("m2", SUSPECT, 2**63 - 1, "m1"),)), 1.0)
+    assert m.ready().refused == [("m1", "incarnation-cap")]
+    m.step("m1", SwimGossip((SwimUpdate("m2", SUSPECT, 2**63 - 2, "m1"),)), 1.0)
+    assert m.state_of("m2") == (SUSPECT, 2**63 - 2)
+    m.step("m3", SwimGossip((SwimUpdate("m2", ALIVE, 2**63 - 1, "m2"),)), 1.0)  # relayed refutation
+    assert m.state_of("m2") == (ALIVE, 2**63 - 1)
+    # a prober's own suspicion at the top is refuted by the node's own word, heard from it
+    m._apply(SwimUpdate("m2", SUSPECT, 2**63 - 1, "m0"), 2.0)
+    m.step("m2", SwimAck(77, (SwimUpdate("m2", ALIVE, 2**63 - 1, "m2"),)), 2.0)
+    assert m.state_of("m2") == (ALIVE, 2**63 - 1)
+    # and the node itself never passes the top, whatever it hears
+    v = Membership("v", FAST, random.Random(2), 0.0, initial_members=Snapshot(["v", "a"]),
+                   incarnation=2**63 - 1)
+    v.step("a", SwimGossip((SwimUpdate("v", DEAD, 2**63 - 1, "a"),)), 1.0)
+    assert v.incarnation == 2**63 - 1
+
+
+def test_acks_and_nacks_count_only_from_whom_we_asked():
+    m = _solo(cfg=dataclasses.replace(FAST, indirect_checks=2))
+    m.tick(m._next_probe_at)
+    (target, ping), = [(d, x) for d, x in m.ready().messages if type(x) is SwimPing]
+    liar = next(i for i in ("m1", "m2", "m3", "m4") if i != target)
+    m.step(liar, SwimAck(ping.seq), m._now)  # a forged ack would hide the target's failure
+    assert m.ready().refused == [(liar, "ack-sender")] and m._probe is not None
+    m.step(liar, SwimNack(ping.seq), m._now)
+    assert m.ready().refused == [(liar, "nack-sender")]
+    m.tick(m._probe.indirect_at)
+    helpers = sorted(d for d, x in m.ready().messages if type(x) is SwimPingReq)
+    m.step(helpers[0], SwimNack(ping.seq), m._now)
+    m.step(helpers[0], SwimNack(ping.seq), m._now)  # twice: counts once
+    assert m._probe.nacks == 1
+    m.step(helpers[1], SwimAck(ping.seq), m._now)  # an indirect ack comes from a helper
+    assert m._probe is None and m.state_of(target)[0] == ALIVE
+
+
+def test_one_peer_relaying_invented_confirmations_counts_once():
+    """Lifeguard shortens a suspicion with each independent confirmation: one peer inventing
+    origins adds its own accusation and one relayed confirmation, no more."""
+    m = _solo(8, cfg=dataclasses.replace(FAST, suspicion_mult=8))
+    m.step("m1", SwimGossip((SwimUpdate("m2", SUSPECT, 0, "m1"),)), 1.0)
+    forged = tuple(SwimUpdate("m2", SUSPECT, 0, f"m{i}") for i in (3, 4, 5, 6, 7))
+    m.step("m1", SwimGossip(forged), 1.0)
+    m.step("m1", SwimGossip(forged[::-1]), 1.0)
+    s = m._suspicions["m2"]
+    assert s.k >= 5 and len(s.confirmers) == 2
+    m.step("m3", SwimGossip(forged), 1.0)  # another peer relaying: one more
+    assert len(m._suspicions["m2"].confirmers) == 3

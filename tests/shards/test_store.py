@@ -138,7 +138,7 @@ def test_bad_input_is_refused_and_nothing_stored(tmp_path: Path, obj) -> None:
 
 def test_quota_is_checked_before_writing(tmp_path: Path, obj) -> None:
     _, sealed, fragments, _, frame = obj
-    st = make_store(tmp_path, quota=9_000)
+    st = _store_owner_share(tmp_path, quota=9_000, share=1.0)  # the holder's quota, one owner
     st.put(frame, 0, io.BytesIO(fragments[0]), sealed.shares[0])
     before = snapshot(tmp_path)
     with pytest.raises(QuotaExceeded, match="quota"):
@@ -405,3 +405,67 @@ def test_marks_without_a_shard_and_torn_marks_are_debris_at_start(tmp_path: Path
     again = make_store(tmp_path)
     assert sorted(p.name for p in placed.iterdir()) == [f"{oid.hex()}.0", f"{oid.hex()}.1"]
     assert again.placed(oid, 0) == ("fed", 3)
+
+
+# ----------------------------------------------------------------- per-owner quota, growing reservations
+
+
+def _store_owner_share(root: Path, quota: int, share: float) -> ShardStore:
+    return ShardStore(root, SECRET, quota_bytes=quota, receipt_key=_RECEIPT_KEY, holder_peer_id=PEER,
+                      chunk_bytes=1024, owner_share=share)
+
+
+def test_one_owner_fills_only_its_share_and_others_still_fit(tmp_path: Path) -> None:
+    greedy = signed_object(os.urandom(8000), k=1, n=8, chunk_size=512)  # 8 shards of one owner
+    other = signed_object(os.urandom(8000), k=1, n=2, chunk_size=512)
+    one = 8000 + 1024 + 4096 + 256  # roughly one sealed shard + manifest + metadata
+    st_ = _store_owner_share(tmp_path, quota=8 * one, share=0.25)
+    _, sealed, fragments, manifest, frame = greedy
+    stored = 0
+    with pytest.raises(store_mod.OwnerQuotaExceeded, match="share of the quota"):
+        for i in range(8):
+            st_.put(frame, i, io.BytesIO(fragments[i]), sealed.shares[i])
+            stored += 1
+    assert 1 <= stored < 8 and st_.owner_bytes(manifest.owner) <= st_.owner_quota_bytes
+    _, sealed2, fragments2, manifest2, frame2 = other
+    for i in range(2):  # another owner is not starved by the first one's attempts
+        st_.put(frame2, i, io.BytesIO(fragments2[i]), sealed2.shares[i])
+    again = _store_owner_share(tmp_path, quota=8 * one, share=0.25)  # accounting survives a restart
+    assert again.owner_bytes(manifest.owner) == st_.owner_bytes(manifest.owner)
+    assert again.owner_bytes(manifest2.owner) == st_.owner_bytes(manifest2.owner) > 0
+    st_.erase(manifest.object_id, 0, os.urandom(16))
+    assert st_.owner_bytes(manifest.owner) < again.owner_bytes(manifest.owner)
+
+
+def test_a_stalled_writer_reserves_what_it_received_not_what_it_declared(tmp_path: Path) -> None:
+    big = signed_object(os.urandom(200_000), k=1, n=1, chunk_size=4096)
+    _, sealed, fragments, manifest, frame = big
+    st_ = _store_owner_share(tmp_path, quota=1_000_000, share=0.5)
+    writer = st_.begin_put(frame, 0)  # the whole 200 kB fits, so the offer is accepted...
+    assert st_.owner_bytes(manifest.owner) < len(frame) + 4096 + 1024  # ...but not reserved up front
+    writer.write(fragments[0][:10_000])
+    held = st_.owner_bytes(manifest.owner)
+    assert 10_000 < held < 10_000 + len(frame) + 4096 + 1024
+    writer.abort()  # a stalled transfer reaped by its timeout: everything it held comes back
+    assert st_.owner_bytes(manifest.owner) == 0 and st_.health().used_bytes == 0
+    with st_.begin_put(frame, 0) as w:
+        w.write(fragments[0])
+        w.commit(sealed.shares[0])
+    assert st_.owner_bytes(manifest.owner) == st_.health().used_bytes > 200_000
+
+
+def test_an_offer_that_cannot_fit_is_refused_early_and_one_squeezed_out_midway(tmp_path: Path) -> None:
+    a = signed_object(os.urandom(60_000), k=1, n=1, chunk_size=4096)
+    b = signed_object(os.urandom(60_000), k=1, n=1, chunk_size=4096)
+    st_ = _store_owner_share(tmp_path, quota=100_000, share=1.0)
+    huge = signed_object(os.urandom(120_000), k=1, n=1, chunk_size=4096)
+    with pytest.raises(QuotaExceeded, match="quota"):
+        st_.begin_put(huge[4], 0)  # can never fit: refused before a byte moves
+    wa, wb = st_.begin_put(a[4], 0), st_.begin_put(b[4], 0)  # each fits alone: both accepted
+    wa.write(a[2][0])
+    with pytest.raises(QuotaExceeded):
+        wb.write(b[2][0])  # no room left for the second once the first took it
+    assert st_.owner_bytes(b[3].owner) == 0  # the refused writer released what it held
+    wa.commit(a[1].shares[0])
+    h = st_.health(scrub=True)
+    assert h.shards == 1 and h.used_bytes <= h.quota_bytes and h.corrupt == ()
