@@ -145,16 +145,13 @@ def _refuse_tag(_decoder: Any, tag: Any, *_: Any) -> Any:
     raise CborRefused("tag", f"tag {tag.tag}")
 
 
-def loads(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int | None = None,
-          str_keys: bool = False) -> Any:
+def loads(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int | None = None) -> Any:
     """Decode one strict, tag-free CBOR item: :func:`scan` first, then cbor2.
 
     Args:
         data: the encoded item.
         max_depth: see :func:`scan`.
         max_items: see :func:`scan`.
-        str_keys: map keys must be text or byte strings (no hash-flooding with composite
-            keys); wire messages use text keys only.
 
     Returns:
         Plain Python values: int, float, bool, None, bytes, str, list, dict.
@@ -166,8 +163,7 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int | None = No
     scan(data, max_depth=max_depth, max_items=max_items)
     try:
         return cbor2.loads(data, tag_hook=_refuse_tag, max_depth=max_depth + 1,
-                           allow_indefinite=False, allow_duplicate_keys=False,
-                           strict_hashable_types=str_keys)
+                           allow_indefinite=False, allow_duplicate_keys=False)
     except CborRefused:
         raise
     except RecursionError:

@@ -157,7 +157,7 @@ def encode(msg: Any) -> bytes:
 
 def _loads(data: bytes, max_items: int | None = None) -> Any:
     try:
-        return cbor_strict.loads(data, max_items=max_items, str_keys=True)
+        return cbor_strict.loads(data, max_items=max_items)
     except cbor_strict.CborRefused as exc:
         raise RemoteProtocolError(exc.reason, exc.detail) from None
 
