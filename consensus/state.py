@@ -40,6 +40,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import cbor2
 
+from consensus import cbor_strict
+
 MAX_SCORE = 1000
 MAX_ID_LEN = 256
 STATE_VERSION = 1
@@ -512,9 +514,10 @@ class CommandRegistry:
 
     def decode(self, data: bytes) -> Any:
         try:
-            raw = cbor2.loads(data)
-        except Exception as exc:
-            raise InvalidCommand(f"cbor: {type(exc).__name__}") from None
+            # Entries come off the wire (AppendEntries): no tag may build an object here.
+            raw = cbor_strict.loads(data)
+        except cbor_strict.CborRefused as exc:
+            raise InvalidCommand(f"cbor: {exc.reason}: {exc.detail}") from None
         if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], str):
             raise InvalidCommand("expected [kind, body]")
         spec = self._by_kind.get(raw[0])
@@ -634,11 +637,18 @@ def encode_state(state: SwarmState) -> bytes:
 
 
 def decode_state(data: bytes) -> SwarmState:
-    """Inverse of :func:`encode_state`. Raises InvalidCommand on malformed bytes."""
+    """Inverse of :func:`encode_state`.
+
+    State bytes come off the wire (state responses, snapshots), so they are decoded strictly
+    (``consensus/cbor_strict.py``): a CBOR tag anywhere is refused before any object is built.
+
+    Raises:
+        InvalidCommand: malformed bytes; the message starts with ``state tag:`` for a tag.
+    """
     try:
-        raw = cbor2.loads(data)
-    except Exception as exc:
-        raise InvalidCommand(f"state cbor: {type(exc).__name__}") from None
+        raw = cbor_strict.loads(data)
+    except cbor_strict.CborRefused as exc:
+        raise InvalidCommand(f"state {exc.reason}: {exc.detail}") from None
     if not isinstance(raw, dict) or raw.get("v") != STATE_VERSION:
         raise InvalidCommand("unknown state version")
     try:

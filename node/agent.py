@@ -47,6 +47,7 @@ from libp2p.abc import INetConn, INetStream, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.rcmgr import Direction
 
 from node.attestation.base import AttestationUnavailable, EvidenceProvider
 from node.attestation.engine import AttestationEngine, Outcome
@@ -58,8 +59,15 @@ from node.metrics import Counters
 from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, close_stream, read_message, reset_stream, write_message
-from overlay.handshake import Challenge, binding
-from overlay.host import HostOptions, build_host, expand_unspecified, public_key_of_peer
+from overlay.handshake import Challenge, binding, may_prove_to
+from overlay.host import (
+    HostOptions,
+    build_host,
+    expand_unspecified,
+    install_identify,
+    public_key_of_peer,
+    push_identify,
+)
 from overlay.messages import (
     ATTEST_PROTOCOL,
     GOODBYE_PROTOCOL,
@@ -89,6 +97,10 @@ PX_LIMIT = 64  # peers asked for per request
 MAX_DIALS_IN_FLIGHT = 16
 #: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
 UNREACHABLE = "unreachable: "
+#: Share of the handshake timeout a prover that accepted the connection waits for its own
+#: challenge of the dialler to pass before it answers (overlay/handshake.py rule 5); the
+#: rest is left for producing and sending evidence within the dialler's timeout.
+PROVE_WAIT_SHARE = 0.6
 
 
 class Agent:
@@ -143,6 +155,9 @@ class Agent:
         # Open inbound streams of gated protocols, per peer: cut when the peer's verdict fails.
         self._gated_streams: dict[str, set[INetStream]] = {}
         self._proving: set[str] = set()
+        # Set when a challenge of the peer ends (passed or not): wakes a prover waiting to
+        # answer that peer (overlay/handshake.py rule 5).
+        self._verdict_events: dict[str, trio.Event] = {}
         self._rng = random.Random(secrets.randbits(64))
         # How peers judged us, by peer id: their latest signed score record about us.
         self.records_about_us: dict[str, ScoreRecord] = {}
@@ -280,6 +295,7 @@ class Agent:
 
     # ================================================================== handlers
     def _register_handlers(self) -> None:
+        install_identify(self.host, self.peers.is_attested)
         self.set_handler(ATTEST_PROTOCOL, self._handle_attest, gated=False)
         self.set_handler(PEERS_PROTOCOL, self._handle_peers)
         self.set_handler(GOODBYE_PROTOCOL, self._handle_goodbye)
@@ -350,6 +366,12 @@ class Agent:
         try:
             reader = FrameReader(stream)
             challenge = await read_message(reader, AttestChallenge, timeout_s=timeout)
+            if not await self._may_prove_to(stream, pid, timeout * PROVE_WAIT_SHARE):
+                self.counters.inc("attest_withheld")
+                log.info("withheld our evidence from %s: it dialled us and has not passed our "
+                         "challenge", pid, extra={"peer": pid})
+                await reset_stream(stream)
+                return
             report_data = binding(challenge.nonce, self.public_key)
             try:
                 evidence = await trio.to_thread.run_sync(self.provider.get_evidence, report_data)
@@ -366,6 +388,30 @@ class Agent:
             await close_stream(stream)
         finally:
             self._proving.discard(pid)
+
+    async def _may_prove_to(self, stream: INetStream, pid: str, wait_s: float) -> bool:
+        """Rule 5 of overlay/handshake.py: True once this peer may see our evidence."""
+        with trio.move_on_after(wait_s):
+            while True:
+                if may_prove_to(peer_attested=self.peers.is_attested(pid),
+                                we_dialled=self._dialled(stream.muxed_conn.peer_id)):
+                    return True
+                ev = self._verdict_events.setdefault(pid, trio.Event())
+                await ev.wait()
+                if not self.peers.is_attested(pid):
+                    return False  # our challenge of it ended without a pass
+        return False
+
+    def _dialled(self, peer_id: ID) -> bool:
+        """Whether we hold a connection to ``peer_id`` that we opened."""
+        found = self.host.get_network().connections.get(peer_id) or []
+        conns = found if isinstance(found, list) else [found]
+        return any(getattr(c, "direction", None) == Direction.OUTBOUND for c in conns)
+
+    def _verdict_reached(self, pid: str) -> None:
+        ev = self._verdict_events.pop(pid, None)
+        if ev is not None:
+            ev.set()
 
     def _note_result_about_us(self, pid: str, result: AttestResult) -> None:
         rec = result.record
@@ -462,10 +508,14 @@ class Agent:
         was = self.peers.is_attested(pid)
         self.peers.on_attest_result(pid, accepted=accepted, reason=reason, now=self._now(), score=score,
                                     tee=kind, measurement=measurement, record_expires_at=expires_at)
+        self._verdict_reached(pid)
         if accepted:
             self.counters.inc("attest_ok")
             if not was:
                 log.info("peer %s attested (%s, score %d)", pid, kind, score, extra={"peer": pid})
+                if self._nursery is not None:
+                    # It heard only the minimal identify so far (overlay/host.py).
+                    self._nursery.start_soon(push_identify, self.host, ID.from_base58(pid))
         else:
             self.counters.inc("attest_rejected", reason.split(":")[0])
             log.warning("peer %s failed attestation: %s", pid, reason, extra={"peer": pid, "reason": reason})
@@ -478,6 +528,7 @@ class Agent:
         changed = self.peers.on_attest_missed(
             pid, reason, self._now(), max_missed=self.config.attestation.max_missed_reattestations,
             penalty=MISSED_REATTEST_PENALTY)
+        self._verdict_reached(pid)
         log.info("attestation of %s did not complete: %s", pid, reason, extra={"peer": pid})
         with contextlib.suppress(ValueError):  # a peer id that does not parse has no connection
             self._close_stale_connections(ID.from_base58(pid))

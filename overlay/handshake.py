@@ -19,6 +19,14 @@ Rules:
 3. The nonce is single use and dies with its stream; its issue time bounds the evidence age.
 4. Until a peer passes, it is quarantined (see ``overlay/peers.py``): only ping, identify and
    attest answer it.
+5. Minimal disclosure: evidence names the chip, its TCB and our measurement, so a prover
+   hands it only to a peer that has proven itself first. On each connection the side that
+   dialled proves at once (it chose whom to dial); the side that accepted reads the challenge,
+   then waits (within the handshake timeout) until its own challenge of the dialler has
+   passed, and only then answers; if it does not pass, it resets the stream without evidence.
+   The dialler's evidence does not wait on anything, so the two directions cannot deadlock,
+   and two nodes that dial each other at once both prove at once. An unattested peer that
+   dials us gets no evidence at all; see docs/protocols.md for what remains.
 
 This module holds the pure pieces (binding computation and checks); the trio code in
 ``node/agent.py`` moves the messages, and ``node/attestation/engine.py`` judges the evidence.
@@ -31,6 +39,16 @@ import hashlib
 import hmac
 
 from overlay.messages import NONCE_BYTES, AttestChallenge, AttestEvidence
+
+
+def may_prove_to(*, peer_attested: bool, we_dialled: bool) -> bool:
+    """Rule 5: may the prover send its evidence to this peer now?
+
+    Args:
+        peer_attested: our own challenge of this peer has passed (and not lapsed).
+        we_dialled: we hold a connection to the peer that we opened.
+    """
+    return peer_attested or we_dialled
 
 
 def binding(nonce: bytes, public_key: bytes) -> bytes:

@@ -5,31 +5,50 @@ deprecated SECIO, which an attested overlay must never negotiate. Noise is the d
 is selectable. Yamux is the muxer. A pre-shared key (libp2p private networks, XSalsa20) keeps
 outsiders from even completing the handshake. QUIC is used when a listen address asks for it
 (``/udp/<port>/quic-v1``).
+
+Identify (``/ipfs/id/1.0.0``) is ours, not py-libp2p's (:func:`install_identify`): its answer
+names the agent only as ``enclave-swarm`` (no library or version), and a peer we have not
+attested learns nothing it does not need to attest us: our public key (which the secure
+channel already gave it) and the protocols open to it (ping, identify, attest). No listen or
+observed addresses, no signed peer record, no list of our other protocols. Once we attest a
+peer we push it the full answer (``/ipfs/id/push/1.0.0``, :func:`push_identify`), which is how
+it learns our listen addresses for peer exchange.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import multiaddr
+import multiaddr.protocols
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.host.ping import ID as PING_ID
+from libp2p.identity.identify.identify import ID as IDENTIFY_ID
+from libp2p.identity.identify.identify import PROTOCOL_VERSION as IDENTIFY_PROTOCOL_VERSION
+from libp2p.identity.identify.pb.identify_pb2 import Identify
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_ID
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
 from libp2p.security.tls.transport import TLSTransport
+from libp2p.utils.varint import encode_uvarint
 
 from overlay.errors import LocalProtocolError
+from overlay.messages import ATTEST_PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +140,94 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
         connection_config=conn_cfg,
         enable_quic=quic,
     )
+
+
+# What identify says the agent is, to everyone: no library name or version to fingerprint.
+AGENT_VERSION = "enclave-swarm"
+# The only protocols an unattested peer hears of: those that answer it (overlay/peers.py).
+UNATTESTED_PROTOCOLS = (str(PING_ID), str(IDENTIFY_ID), ATTEST_PROTOCOL)
+IDENTIFY_TIMEOUT_S = 5.0
+
+
+def identify_message(host: IHost, *, attested: bool, observed: multiaddr.Multiaddr | None = None) -> Identify:
+    """Our identify answer for a peer: minimal unless ``attested`` (see the module rules)."""
+    msg = Identify(
+        protocol_version=IDENTIFY_PROTOCOL_VERSION,
+        agent_version=AGENT_VERSION,
+        public_key=host.get_public_key().serialize(),
+    )
+    if not attested:
+        msg.protocols.extend(UNATTESTED_PROTOCOLS)
+        return msg
+    msg.protocols.extend(sorted(str(p) for p in host.get_mux().get_protocols() if p is not None))
+    msg.listen_addrs.extend(a.decapsulate_code(multiaddr.protocols.P_P2P).to_bytes()
+                            for a in host.get_addrs())
+    if observed is not None:
+        msg.observed_addr = observed.to_bytes()
+    envelope, _ = env_to_send_in_RPC(host)
+    if envelope:
+        msg.signedPeerRecord = envelope
+    return msg
+
+
+def _observed_addr(stream: Any) -> multiaddr.Multiaddr | None:
+    try:
+        remote = stream.get_remote_address()
+        if not remote:
+            return None
+        ip, port = remote
+        ip = str(ip).removeprefix("::ffff:")
+        return multiaddr.Multiaddr(f"/{'ip6' if ':' in ip else 'ip4'}/{ip}/tcp/{int(port)}")
+    except Exception:  # transports differ in what they report; the field is optional
+        return None
+
+
+async def _send_identify(stream: Any, msg: Identify) -> None:
+    data = msg.SerializeToString()
+    with trio.move_on_after(IDENTIFY_TIMEOUT_S):
+        try:
+            await stream.write(encode_uvarint(len(data)) + data)
+            await stream.close()
+        except Exception as exc:  # libp2p raises several types for a stream that went away
+            log.debug("identify: %s", exc)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+
+
+def install_identify(host: IHost, is_attested: Callable[[str], bool]) -> None:
+    """Serve identify with :func:`identify_message` and keep libp2p's own pushes (sent when
+    our listen addresses change) to attested peers. ``is_attested(peer_id_base58)``."""
+
+    async def handle(stream: Any) -> None:
+        pid = str(stream.muxed_conn.peer_id)
+        attested = is_attested(pid)
+        await _send_identify(stream, identify_message(
+            host, attested=attested, observed=_observed_addr(stream) if attested else None))
+
+    host.set_stream_handler(IDENTIFY_ID, handle)
+
+    async def push_to_attested() -> None:
+        for peer_id in list(host.get_network().connections):
+            if is_attested(str(peer_id)):
+                await push_identify(host, peer_id)
+
+    # py-libp2p pushes its full identify to every connected peer when a listen address
+    # changes; this instance attribute replaces that with pushes to attested peers only.
+    if hasattr(host, "_push_identify_to_all_peers"):
+        host._push_identify_to_all_peers = push_to_attested
+
+
+async def push_identify(host: IHost, peer_id: ID) -> bool:
+    """Push our full identify to a peer we have just attested; False if it did not go out."""
+    with trio.move_on_after(IDENTIFY_TIMEOUT_S):
+        try:
+            stream = await host.new_stream(peer_id, [IDENTIFY_PUSH_ID])
+        except Exception as exc:  # libp2p raises several types when a peer is gone
+            log.debug("identify push to %s: %s", peer_id, exc)
+            return False
+        await _send_identify(stream, identify_message(host, attested=True))
+        return True
+    return False
 
 
 def parse_multiaddrs(values: Sequence[str]) -> list[multiaddr.Multiaddr]:

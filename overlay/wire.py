@@ -11,7 +11,12 @@ failure with a :class:`RemoteProtocolError` (never any other exception):
 
 1. size: the raw frame must not exceed the type's bound (or the global bound before the type
    is known);
-2. CBOR: cbor2 decodes with tags refused, so no tagged object constructor ever runs;
+2. CBOR: a strict pre-scan (``consensus/cbor_strict.py``) walks the item structure before
+   cbor2 sees a byte: any tag, anywhere, is refused with reason ``tag`` (cbor2 would build
+   objects for the tags it knows, e.g. compile a regular expression for tag 35, before any
+   hook runs); indefinite lengths, stray simple values, nesting deeper than
+   ``cbor_strict.MAX_DEPTH``, trailing bytes and more items than the expected types' schemas
+   allow are refused with reason ``cbor``; only then does cbor2 build plain values;
 3. envelope: a 3-element array of (known name, supported version, map);
 4. schema: exactly the declared fields, each of the declared type (recursively for nested
    messages, tuples and optionals), with per-field length bounds;
@@ -28,7 +33,7 @@ use a tuple of small message records, which keeps every key schema-checked.
 from __future__ import annotations
 
 import dataclasses
-import io
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -36,6 +41,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import cbor2
 
+from consensus import cbor_strict
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 
 # No single frame may exceed this, whatever the type; a type's own bound is usually smaller.
@@ -149,24 +155,35 @@ def encode(msg: Any) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-def _refuse_tag(_decoder: Any, tag: Any) -> Any:
-    raise RemoteProtocolError("cbor", f"tag {tag.tag} not allowed")
-
-
-def _loads(data: bytes) -> Any:
+def _loads(data: bytes, max_items: int | None = None) -> Any:
     try:
-        fp = io.BytesIO(data)
-        value = cbor2.CBORDecoder(fp, tag_hook=_refuse_tag).decode()
-        if fp.tell() != len(data):
-            # cbor2.loads ignores what follows the first item; a frame is exactly one item.
-            raise RemoteProtocolError("cbor", f"{len(data) - fp.tell()} trailing bytes after the message")
-        return value
-    except RemoteProtocolError:
-        raise
-    except RecursionError:
-        raise RemoteProtocolError("cbor", "nesting too deep") from None
-    except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
-        raise RemoteProtocolError("cbor", f"{type(exc).__name__}: {exc}"[:200]) from None
+        return cbor_strict.loads(data, max_items=max_items)
+    except cbor_strict.CborRefused as exc:
+        raise RemoteProtocolError(exc.reason, exc.detail) from None
+
+
+@functools.cache
+def _item_bound(tp: Any, max_items: int | None = None) -> int:
+    """The most CBOR data items a value of field type ``tp`` can have under its schema.
+
+    The strict scan refuses a frame with more items than this before cbor2 builds anything,
+    so a frame of many tiny items costs no more than the largest valid message of its type.
+    """
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return max((_item_bound(a, max_items) for a in get_args(tp) if a is not type(None)), default=1)
+    if origin is tuple:
+        n = DEFAULT_MAX_ITEMS if max_items is None else max_items
+        return 1 + n * _item_bound(get_args(tp)[0])
+    if isinstance(tp, type) and tp in _SPEC:
+        return 1 + sum(1 + _item_bound(t, m.get("max_items")) for _, t, m in _SPEC[tp].fields)
+    return 1
+
+
+def _frame_item_bound(classes: tuple[Any, ...]) -> int:
+    # 3: the envelope array, the name and the version. The slack lets a frame that is only a
+    # little off (an extra field) reach the schema check, whose reason says more.
+    return 2 * (3 + max(_item_bound(c) for c in classes)) + 64
 
 
 def _decode_nested(value: Any, cls: type[Any], where: str) -> Any:
@@ -283,7 +300,7 @@ def decode(data: bytes, expected: type[T] | tuple[type[Any], ...] | None = None)
 
     Raises:
         RemoteProtocolError: for every kind of bad input, with ``reason`` one of
-            ``size``, ``cbor``, ``envelope``, ``unexpected``, ``version``, ``schema``,
+            ``size``, ``tag``, ``cbor``, ``envelope``, ``unexpected``, ``version``, ``schema``,
             ``bounds``, ``invalid``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -295,7 +312,12 @@ def decode(data: bytes, expected: type[T] | tuple[type[Any], ...] | None = None)
         bound = max(_SPEC[c].max_bytes for c in expected)
     if len(data) > bound:
         raise RemoteProtocolError("size", f"frame of {len(data)} bytes > {bound}")
-    raw = _loads(bytes(data))
+    max_items = None
+    if isinstance(expected, type) and expected in _SPEC:
+        max_items = _frame_item_bound((expected,))
+    elif isinstance(expected, tuple) and expected:
+        max_items = _frame_item_bound(expected)
+    raw = _loads(bytes(data), max_items)
     if not isinstance(raw, list) or len(raw) != 3:
         raise RemoteProtocolError("envelope", "expected [name, version, body]")
     name, version, body = raw
