@@ -81,13 +81,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import trio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from libp2p.peer.id import ID
 
+from consensus import cbor_strict
 from consensus import messages as cm
 from consensus.manager import (
     ManagerPolicy,
@@ -1807,8 +1807,8 @@ def shutdown_node(agent: Any) -> None:
 def _kind_of(data: bytes) -> str:
     """The command kind of an entry payload ("" if it is not a command)."""
     try:
-        raw = cbor2.loads(data)
-    except Exception:
+        raw = cbor_strict.loads(data)
+    except Exception:  # not a command (or not even strict CBOR): no kind
         return ""
     return raw[0] if isinstance(raw, list) and raw and isinstance(raw[0], str) else ""
 

@@ -285,9 +285,12 @@ class ShardService:
             quota_bytes = int(st.f_bavail * st.f_frsize * DEFAULT_QUOTA_FRACTION)
         self._key = agent._identity
         self.public_key = raw_public_key(self._key)
+        # The storage secret sealed to the enclave's measurement where the TEE offers a sealing
+        # key (node/attestation/sealing.py); else derived from the identity key.
+        sealed = agent.data_dir.storage_secret() if agent.data_dir is not None else None
         self.store = ShardStore(
             self.root / "shards",
-            sealing_secret_from_identity(self._key),
+            sealed or sealing_secret_from_identity(self._key),
             quota_bytes=quota_bytes,
             receipt_key=self._key,
             holder_peer_id=agent.peer_id,
