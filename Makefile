@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel
+.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
@@ -23,7 +23,7 @@ demo: $(STAMP)
 # most tests are one busy interpreter each; the tests that start node processes all run on one
 # worker, one at a time (tests/conftest.py), so that at most one such federation runs at once.
 XDIST  ?= -n 2 --dist loadgroup
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 # The long suites (many seeds, big files); CI runs them after `make test`. One worker: these
@@ -32,6 +32,14 @@ test: $(STAMP)
 # workers, against 9 min and none with one).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
+
+# System tools the suite needs: tests/node/test_netns_mdns.py builds network namespaces with
+# `ip` (iproute2), which slim Debian images lack. Installed when missing on a root Debian
+# machine (the project's and CI's); elsewhere the test says why it skips.
+sysdeps:
+	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2; \
+	fi
 
 # Quick inner loop for developers: no separate processes, nothing slow.
 test-fast: $(STAMP)

@@ -61,18 +61,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from consensus.state import (
-    LEFT,
-    REVOKED,
-    SUSPECT,
     DropPlacement,
     Placement,
     PlaceShards,
-    RepairShard,
     ShardHolder,
     ShardRepaired,
     SwarmState,
 )
 from node.shards.gf256 import KeyShare
+from node.shards.holder_loss import first_lost, holder_loss, plan_repair
 from node.shards.manifest import Manifest, SignedManifest, open_manifest, sign_manifest
 from node.shards.messages import (
     NOT_MANAGER,
@@ -85,9 +82,10 @@ from node.shards.messages import (
     ShardPlace,
     ShardRepairDone,
 )
-from node.shards.placement import Candidate, PlacementError, choose_holders
+from node.shards.placement import PlacementError
 from node.shards.resharing import combine_contributions
 from node.shards.store import ShardNotFound, StoreError
+from node.shards.sweep import plan_sweep
 from overlay.errors import RemoteProtocolError
 from overlay.framing import close_stream
 from overlay.host import public_key_of_peer
@@ -291,22 +289,14 @@ class ManagedShards:
         return ShardManagerReply(rid, False, reason)
 
     def _lost(self, st: SwarmState, pid: str, now: float) -> str | None:
-        """Why holder ``pid`` counts as lost now, or None."""
-        m = st.member(pid)
-        if m is None:
-            return "not a member"
-        if m.status == REVOKED:
-            return f"revoked ({m.reason})" if m.reason else "revoked"
-        if m.status == LEFT:
-            return "left the swarm"
-        if pid == self.me or (m.status != SUSPECT and self.agent.peers.is_attested(pid)):
+        """Why holder ``pid`` counts as lost now, or None (rules in node/shards/holder_loss.py)."""
+        loss = holder_loss(st.member(pid), is_me=pid == self.me, attested=self.agent.peers.is_attested(pid),
+                           down_since=self._down_since.get(pid), now=now, grace_s=self.svc.repair_grace_s)
+        if loss.down_since is None:
             self._down_since.pop(pid, None)
-            return None
-        since = self._down_since.setdefault(pid, now)
-        if now - since < self.svc.repair_grace_s:
-            return None
-        what = "suspect" if m.status == SUSPECT else "unreachable or unattested"
-        return f"{what} for {now - since:.0f}s"
+        else:
+            self._down_since[pid] = loss.down_since
+        return loss.reason
 
     async def manager_tick(self) -> None:
         """Manager only: schedule the repair of every lost holder of every placement."""
@@ -320,51 +310,32 @@ class ManagedShards:
         for p in list(st.placements.values()):
             if proposed >= MAX_REPAIRS_PER_TICK:
                 break
-            for h in p.holders:
-                reason = self._lost(st, h.holder, now)
-                key = (p.object_id, h.index)
-                if reason is None or self._backoff.get(key, -math.inf) > now:
-                    continue
-                proposed += 1
-                if not await self._schedule(role, st, p, h, reason):
-                    self._backoff[key] = now + max(REBUILD_BACKOFF_S, self.svc.repair_grace_s)
-                break  # the placement's epoch moved: look at the object afresh next tick
+            due = first_lost(p, lambda pid: self._lost(st, pid, now), self._backoff, now)
+            if due is None:
+                continue
+            h, reason = due
+            proposed += 1
+            if not await self._schedule(role, st, p, h, reason):
+                self._backoff[(p.object_id, h.index)] = now + max(REBUILD_BACKOFF_S, self.svc.repair_grace_s)
 
     async def _schedule(self, role: ManagerRole, st: SwarmState, p: Placement, h: ShardHolder,
                         reason: str) -> bool:
-        holding = {x.holder for x in p.holders}
-        cands = []
-        for m in st.members.values():
-            if m.status != "admitted" or m.node_id in holding or m.node_id == p.owner:
-                continue
-            if m.node_id != self.me and not self.agent.peers.is_attested(m.node_id):
-                continue
-            cands.append(Candidate(m.node_id, m.score / 10, m.provider or m.node_id,
-                                   m.region or m.node_id, True, 2**62))
-        taken = []
-        for x in p.holders:
-            mm = st.member(x.holder)
-            if x.holder != h.holder and mm is not None:
-                taken.append((mm.provider or mm.node_id, mm.region or mm.node_id))
         try:
-            (new,) = choose_holders(cands, 1, min_score=float(self.agent.engine.policy.min_score),
-                                    need_bytes=0, seed=bytes.fromhex(p.object_id) + h.holder.encode(),
-                                    taken=taken)
+            cmd = plan_repair(st, p, h, reason, me=self.me, attested=self.agent.peers.is_attested,
+                              min_score=float(self.agent.engine.policy.min_score))
         except (PlacementError, ValueError) as exc:
             log.error("cannot repair shard %d of %s (holder %s %s): no new holder: %s",
                       h.index, p.object_id, h.holder, reason, exc)
             self.agent.counters.inc("shard_repair_failed", "no new holder")
             return False
-        ok, err = await role.command(
-            RepairShard(p.object_id, h.index, h.holder, new, p.epoch, reason[:200]),
-            timeout_s=self.svc.timeout_s)
+        ok, err = await role.command(cmd, timeout_s=self.svc.timeout_s)
         if not ok:
             log.info("repair of %s.%d not committed: %s", p.object_id, h.index, err)
             return False
         self._down_since.pop(h.holder, None)
         self.agent.counters.inc("shard_repair_scheduled")
         log.warning("manager: shard %d of %s moves from %s (%s) to %s", h.index, p.object_id, h.holder,
-                    reason, new)
+                    reason, cmd.new_holder)
         return True
 
     # ================================================================== the new holder's side
@@ -621,37 +592,18 @@ class ManagedShards:
         st, idx, fed = view
         store = svc.store
         infos, marks = await trio.to_thread.run_sync(lambda: (store.list_shards(), store.marks()))
-        present = set()
-        for info in infos:
-            oid, index = info.object_id, info.index
-            mark = marks.get((oid, index))
-            key = (oid.hex(), index)
-            present.add(key)
-            p = st.placements.get(key[0])
-            why: tuple[str, str] | None = None
-            if key in self._rebuilding:
-                pass
-            elif p is not None:
-                h = p.holder_of(index)
-                if h is not None and h.holder == self.me:
-                    if mark is None or mark[0] != fed:
-                        await trio.to_thread.run_sync(store.note_placed, oid, index, fed, idx)
-                elif h is not None and not h.pending:
-                    why = ("replaced", f"index {index} moved to {h.holder}")
-            elif mark is not None and mark[0] == fed and idx > mark[1]:
-                why = ("dropped", f"placed here at state index {mark[1]}, gone at {idx}")
-            if why is None:
-                self._stale_since.pop(key, None)
-                continue
-            since = self._stale_since.setdefault(key, now)
-            if now - since >= svc.repair_grace_s:
-                await trio.to_thread.run_sync(store.erase, oid, index, os.urandom(16))
-                self._stale_since.pop(key, None)
-                self.agent.counters.inc("shard_swept", why[0])
-                log.info("erased shard %d of %s, which the committed state no longer places here: "
-                         "%s, %s", index, key[0], *why)
-        for key in set(self._stale_since) - present:
-            del self._stale_since[key]
+        plan = plan_sweep(st, idx, fed, self.me, [(i.object_id, i.index) for i in infos], marks,
+                          self._rebuilding, self._stale_since, now, svc.repair_grace_s)
+        self._stale_since = plan.stale_since
+        for oid, index in plan.mark:
+            await trio.to_thread.run_sync(store.note_placed, oid, index, fed, idx)
+        for e in plan.erase:
+            await trio.to_thread.run_sync(store.erase, e.object_id, e.index, os.urandom(16))
+            # Only now: an erase that failed keeps its clock, so the next sweep retries it.
+            self._stale_since.pop((e.object_id.hex(), e.index), None)
+            self.agent.counters.inc("shard_swept", e.kind)
+            log.info("erased shard %d of %s, which the committed state no longer places here: "
+                     "%s, %s", e.index, e.object_id.hex(), e.kind, e.detail)
 
     def _federation_view(self) -> tuple[SwarmState, int, str] | None:
         """This node's committed view, its index and its federation id (None before it has one)."""

@@ -114,8 +114,12 @@ async def test_forged_and_stale_announcements_are_refused_and_counted(tmp_path):
         def forge(t: int) -> None:
             ann = ManagerAnnounce(term=t, commit_index=idx + 100, applied_index=idx + 100,
                                   state_digest=bytes(32), federation=fed_id)
-            assert forger.agent.gossip.publish(KIND_MANAGER, forger.agent.peer_id, encode(ann),
-                                               ttl_s=ANNOUNCE_TTL_S)
+            passed = {m.name: m.agent.gossip.refused for m in others}
+            forger.agent.gossip.publish(KIND_MANAGER, forger.agent.peer_id, encode(ann),
+                                        ttl_s=ANNOUNCE_TTL_S)
+            # The record is the forger's own and validly signed, so the record path hands it to
+            # every receiver (the bus delivers at once): only the manager role can refuse it.
+            assert all(m.agent.gossip.refused == passed[m.name] for m in others)
 
         def count(m: Member, reason: str) -> int:
             return m.agent.counters.get("announce_rejected", reason)
@@ -148,6 +152,19 @@ async def test_forged_and_stale_announcements_are_refused_and_counted(tmp_path):
                 continue
             assert m.agent.gossip.refused == before[m.name][0] + 1
             assert m.role.announcements["rejected"] == before[m.name][1]
+        # 5. the manager's own gossip refuses to publish (its record store full): the manager
+        #    counts it and does not take the announcement for published
+        lead = fed.leaders()[0]
+        real_publish = lead.agent.gossip.publish
+        lead.agent.gossip.publish = lambda *args, **kw: False
+        try:
+            published = lead.role.announcements["published"]
+            refused = lead.agent.counters.get("announce_publish_refused")
+            await commit_some(fed, 2)
+            await wait_until(lambda: lead.agent.counters.get("announce_publish_refused") > refused, 20)
+            assert lead.role.announcements["published"] == published
+        finally:
+            lead.agent.gossip.publish = real_publish
         # the legitimate manager is still followed, and commits still reach everyone by gossip
         await commit_some(fed, 5)
         target = fed.leaders()[0].role.state_index

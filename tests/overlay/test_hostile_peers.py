@@ -12,7 +12,9 @@ import os
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.host.exceptions import StreamFailure
 from libp2p.host.ping import PingService
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -63,8 +65,11 @@ async def test_plain_libp2p_peer_can_ping_but_gets_nothing_else(tmp_path):
     async def body(agent):
         rtts = await PingService(h.host).ping(agent.host.get_id(), 2)
         assert len(rtts) == 2
-        with trio.fail_after(10), pytest.raises(Exception):  # noqa: B017 - any libp2p failure
-            # The node resets the stream: the request gets no answer.
+        # The node resets the stream: the request gets no answer. Where the reset lands depends
+        # on timing: during protocol negotiation (StreamFailure, what loopback shows), or on the
+        # write or read after it (StreamReset / StreamClosed / end of stream). An answer, a
+        # hang (TooSlowError) or any other error fails the test.
+        with trio.fail_after(10), pytest.raises((StreamFailure, StreamReset, StreamClosed, EOFError)):
             stream = await h.host.new_stream(agent.host.get_id(), [PEERS_PROTOCOL])
             await stream.write(frame(encode(PeersRequest(10))))
             if not await stream.read(100):

@@ -6,6 +6,7 @@ import itertools
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -117,7 +118,6 @@ def test_k_minus_1_shares_fit_every_secret_exhaustively_k3(xs: tuple[int, int]) 
 
 def test_k_minus_1_shares_fit_every_secret_full_enumeration_k3() -> None:
     """All 2^24 degree-2 polynomials with one-byte coefficients, counted per (s, y1, y2)."""
-    np = pytest.importorskip("numpy")
     table = np.array([[mul(a, b) for b in range(256)] for a in range(256)], dtype=np.uint8)
     x1, x2 = 5, 0x53
     s, a1, a2 = (
