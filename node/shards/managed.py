@@ -332,7 +332,8 @@ class ManagedShards:
         if not ok:
             log.info("repair of %s.%d not committed: %s", p.object_id, h.index, err)
             return False
-        self._down_since.pop(h.holder, None)
+        # The holder's down clock keeps running: its other shards are just as lost (resetting
+        # it here made an unreachable holder's N shards wait N grace periods, one by one).
         self.agent.counters.inc("shard_repair_scheduled")
         log.warning("manager: shard %d of %s moves from %s (%s) to %s", h.index, p.object_id, h.holder,
                     reason, cmd.new_holder)

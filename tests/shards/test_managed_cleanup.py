@@ -277,9 +277,8 @@ async def test_at_most_the_cap_of_repairs_per_tick_and_a_failed_one_backs_off(no
     assert len({c.object_id for c in node.role.commands}) == cap + 3
 
 
-@pytest.mark.xfail(strict=True, reason="a successful repair resets the lost holder's down clock "
-                   "(ManagedShards._schedule pops _down_since), so an unreachable holder's other "
-                   "shards wait one more grace period each: N shards take N x grace")
+# Regression: a successful repair used to reset the lost holder's down clock, so an
+# unreachable holder's N shards were repaired one grace period apart (N x grace in all).
 async def test_every_shard_of_an_unreachable_holder_is_repaired_one_grace_period_after_it_went(
         node, autojump_clock) -> None:
     node.attested.update({"h0", "h1", "new"})
