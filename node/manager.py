@@ -1052,10 +1052,20 @@ class ManagerRole:
             return max(0, min(1000, int(statistics.median(recs)) * 10))
         return 1000
 
+    def _conf_certified(self) -> bool:
+        """Is our committed Raft configuration the one our latest certificate names? The next
+        voter change waits for it, so that followers can chain every configuration from the
+        previous one while that one's majority is alive (consensus/certificate.py)."""
+        latest = self.cert.chain.latest
+        return latest is not None and set(latest.checkpoint.voters) == set(self.cert.own_voters())
+
     def _reconcile_voters(self, st: SwarmState) -> None:
         node = self.node
         assert node is not None
         r = node.raft
+        if not self._conf_certified():
+            self.agent.counters.inc("conf_change_deferred", "uncertified")
+            return
         voters = set(r.conf.voters)
         council_ids = {}
         for n in st.council:
@@ -1401,7 +1411,9 @@ class ManagerRole:
         per voter); a new certificate is announced at once."""
         s = self.settings
         while True:
-            await trio.sleep(s.certify_interval_s)
+            # A configuration change is certified at once: the next change waits for it.
+            await trio.sleep(s.certify_interval_s if self._conf_certified()
+                             else s.announce_min_interval_s)
             if not self.is_leader() or self.dissolved:
                 continue
             latest = self.cert.chain.latest
