@@ -248,3 +248,18 @@ def test_a_table_schedules_many_jobs_like_single_calls() -> None:
         job = JobRequest(f"j{k}", 1 + k % 4, 1 + k % 2, Requirements(cores=1 + k % 2),
                          input_holders=(ids[k],), client=ids[-k - 1])
         assert table.schedule(job, k) == schedule(state, offers, job, k, measurements=meas)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([0, 1]), st.data())
+def test_large_worlds_with_ties_match_the_reference(seed: int, flat: int, data: st.DataObject) -> None:
+    """Hundreds of candidates, so the engine takes its sampled top-k path, including worlds where
+    most scores tie (the prefix must still be the top of the full ranking)."""
+    state, offers = _flat_world(300, providers=7) if flat else WORLD_300[:2]
+    meas = Measurements() if flat else WORLD_300[2]
+    job = data.draw(jobs(sorted(state.members)[:40]))
+    d = schedule(state, offers, job, seed, measurements=meas)
+    assert d == schedule_reference(state, offers, job, seed, measurements=meas)
+
+
+WORLD_300 = world(99, 300)
