@@ -40,6 +40,7 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import cbor2
 import numpy as np
 
 from consensus.state import ADMITTED, MAX_SCORE, SwarmState
@@ -782,6 +783,32 @@ def check_decision(decision: Decision, state: SwarmState, offers: Mapping[str, O
             diff.append(f"{len(decision.placements)} placements vs {len(again.placements)}")
         return False, "placements differ: " + "; ".join(diff[:MAX_EXAMPLES])
     return True, ""
+
+
+def inputs_digest(offers: Mapping[str, Offer], job: JobRequest,
+                  free: Mapping[str, tuple[int, int]] | None = None,
+                  measurements: Measurements | None = None) -> bytes:
+    """SHA-256 of everything a decision reads besides the committed state and the seed: the
+    offers, the free capacity, the measurements between any node and the job's targets, and the
+    job. The manager commits it with the decision; a node that holds inputs with the same digest
+    can re-run the decision with :func:`check_decision` (one that does not knows it cannot)."""
+    meas = measurements or Measurements()
+    targets = _targets(job)
+
+    def toward(table: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+        # Only what _rtt/_bw can read for this job: each target's row, and every node's entry
+        # for each target.
+        return {t: [dict(table.get(t, {})),
+                    {a: row[t] for a, row in table.items() if t in row}] for t in targets}
+
+    body = {
+        "offers": [dataclasses.astuple(offers[k]) for k in sorted(offers)],
+        "free": sorted((k, list(v)) for k, v in (free or {}).items()),
+        "rtt": toward(meas.rtt_ms),
+        "bw": toward(meas.bandwidth_kib_s),
+        "job": dataclasses.asdict(job),
+    }
+    return hashlib.sha256(cbor2.dumps(body, canonical=True)).digest()
 
 
 def offers_by_node(offers: Iterable[Offer]) -> dict[str, Offer]:

@@ -106,11 +106,14 @@ class Assignment:
 @dataclasses.dataclass(frozen=True)
 class AssignFragments:
     """Commit one scheduler decision (made at log index ``seed``): each listed replica, pending
-    until now, goes to its node. All or nothing: one unqualified node rejects the whole batch."""
+    until now, goes to its node. All or nothing: one unqualified node rejects the whole batch.
+    ``inputs_digest`` is ``consensus.scheduler.inputs_digest`` of the decision's inputs, so a
+    node holding the same inputs can re-run it (it is checked for shape only, not stored)."""
 
     job_id: str
     seed: int
     assignments: tuple[Assignment, ...]
+    inputs_digest: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +147,7 @@ class ReassignFragment:
     new_node: str
     reason: str
     seed: int = 0
+    inputs_digest: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +333,8 @@ def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
         raise Rejected(f"job {c.job_id} is {job['status']}")
     if not c.assignments:
         raise Rejected("no assignments")
+    if len(c.inputs_digest) not in (0, HASH_BYTES):
+        raise Rejected("inputs digest is SHA-256 (32 bytes)")
     for a in c.assignments:
         _assign(s, job, a.fragment, a.replica, a.node_id, c.seed)
     job["status"] = RUNNING
@@ -366,6 +372,8 @@ def _reassign(s: SwarmState, c: ReassignFragment) -> SwarmState:
     if job["status"] not in LIVE_JOB:
         raise Rejected(f"job {c.job_id} is {job['status']}")
     _text(c.reason, "reason", MAX_REASON)
+    if len(c.inputs_digest) not in (0, HASH_BYTES):
+        raise Rejected("inputs digest is SHA-256 (32 bytes)")
     rep = _replica(job, c.fragment, c.replica)
     if rep["node"] != c.old_node or rep["st"] == PENDING:
         raise Rejected(f"fragment {c.fragment} replica {c.replica} is not on {c.old_node[:64]}")

@@ -42,7 +42,7 @@ from typing import Any
 import cbor2
 
 from consensus.scheduler import MAX_FRAGMENTS, MAX_REDUNDANCY, WEIGHT_NAMES, Requirements, Weights
-from consensus.tasks import MAX_ATTEMPTS, MAX_REPLICAS_PER_JOB
+from consensus.tasks import MAX_ATTEMPTS, MAX_REPLICAS_PER_JOB, SubmitJob
 
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 256 * 1024
@@ -384,6 +384,18 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
     return JobSpec(SPEC_VERSION, mod, InputSpec(resolved_input, obj.lower()), SplitSpec(mode, fragments),
                    req, limits, redundancy, AggregationSpec(kind, reducer, bin_width), queue_timeout,
                    weights, max_attempts, name)
+
+
+def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequence[bytes],
+                   now_ms: int) -> SubmitJob:
+    """The command that commits ``spec`` as job ``job_id`` of client node ``owner``, once its
+    input was split into ``fragments`` (maybe fewer than asked), queued until the manager's clock
+    ``now_ms`` plus the spec's queue timeout."""
+    if not fragments:
+        raise ValueError("a job has at least one fragment")
+    return SubmitJob(job_id, owner, spec.digest(), spec.module_hash, len(fragments), spec.redundancy,
+                     spec.requirements, spec.weights, now_ms + 1000 * spec.queue_timeout_s,
+                     spec.max_attempts, spec.input.object_id, max(len(f) for f in fragments))
 
 
 def load_spec(path: Path | str, *, check_files: bool = True) -> JobSpec:

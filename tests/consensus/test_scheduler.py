@@ -263,3 +263,25 @@ def test_large_worlds_with_ties_match_the_reference(seed: int, flat: int, data: 
 
 
 WORLD_300 = world(99, 300)
+
+
+def test_the_inputs_digest_binds_every_input_a_decision_reads() -> None:
+    from consensus.scheduler import inputs_digest
+
+    state, offers, meas = WORLDS[2]
+    ids = sorted(state.members)
+    job = JobRequest("j", 2, 2, client=ids[0], input_holders=(ids[1],))
+    d0 = inputs_digest(offers, job, None, meas)
+    assert d0 == inputs_digest(dict(reversed(list(offers.items()))), job, None, meas)
+    first = sorted(offers)[0]
+    dearer = dataclasses.replace(offers[first], price_core_s=offers[first].price_core_s + 1)
+    changed = {**offers, first: dearer}
+    assert inputs_digest(changed, job, None, meas) != d0
+    assert inputs_digest(offers, job, {first: (1, 1)}, meas) != d0
+    assert inputs_digest(offers, dataclasses.replace(job, redundancy=1), None, meas) != d0
+    rtt = {a: dict(row) for a, row in meas.rtt_ms.items()}
+    rtt.setdefault(ids[5], {})[ids[0]] = 1234  # a measurement toward the client
+    assert inputs_digest(offers, job, None, Measurements(rtt, meas.bandwidth_kib_s)) != d0
+    rtt = {a: dict(row) for a, row in meas.rtt_ms.items()}
+    rtt.setdefault(ids[5], {})[ids[9]] = 1234  # between two nodes the job does not read
+    assert inputs_digest(offers, job, None, Measurements(rtt, meas.bandwidth_kib_s)) == d0

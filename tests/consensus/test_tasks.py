@@ -122,6 +122,7 @@ def test_assignment_rejections() -> None:
     refused(s, AssignFragments("j", 1, (Assignment(2, 0, "n1"),)), "no fragment 2")
     refused(s, AssignFragments("nope", 1, (Assignment(0, 0, "n1"),)), "unknown job")
     refused(s, AssignFragments("j", 1, ()), "no assignments")
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),), b"short"), "inputs digest")
     s, _ = apply(s, Join("tdx1", "p9", "eu", "tdx", 900, True))
     refused(s, AssignFragments("j", 1, (Assignment(0, 0, "tdx1"),)), "tee tdx not allowed")
     s = ok(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)))

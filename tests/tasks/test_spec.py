@@ -85,6 +85,23 @@ def test_a_full_spec_parses(work: Path) -> None:
     assert len(spec.digest()) == 32 and spec.digest() == load_spec(work / "job.toml").digest()
 
 
+def test_a_spec_becomes_a_submit_command_the_state_accepts(work: Path) -> None:
+    from consensus.state import Join, SwarmState, apply
+    from consensus.tasks import TASK_REGISTRY, job
+    from node.tasks.spec import submit_command
+
+    (work / "job.toml").write_text(GOOD)
+    spec = load_spec(work / "job.toml")
+    frags = split_input((work / "book.txt").read_bytes(), spec.split)
+    cmd = submit_command(spec, job_id="j1", owner="n0", fragments=frags, now_ms=1_000)
+    assert (cmd.fragments, cmd.redundancy, cmd.queue_deadline_ms) == (len(frags), 2, 121_000)
+    s, r = apply(SwarmState(), Join("n0", "p", "eu", "sev-snp", 900, True))
+    s, r = TASK_REGISTRY.apply(s, TASK_REGISTRY.decode(TASK_REGISTRY.encode(cmd)))
+    assert r.ok, r.error
+    committed = job(s, "j1")
+    assert committed is not None and committed["spec"] == spec.digest()
+
+
 def test_json_is_accepted_with_the_same_meaning(work: Path) -> None:
     import tomllib
 
