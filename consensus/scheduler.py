@@ -18,10 +18,11 @@ Three phases, as in the Kubernetes and Nomad schedulers:
    weights (:class:`Weights`, overridable per job); see ``score_components`` for the formulas;
 3. **select**: fragments are spread (each pick takes the eligible node with the fewest
    fragments of this decision so far, then the best rank), the ``r`` replicas of a fragment land
-   on distinct nodes of distinct providers (strict anti-affinity: a compromised or failing
-   provider never holds every copy), and a node takes another fragment only while its free
-   capacity allows. The rank is (score descending, then a 64-bit mix of the node id's hash with
-   the seed): equal scores break differently at each log index, yet identically everywhere.
+   on distinct nodes of distinct providers (strict anti-affinity: no provider, compromised or
+   failing, ever holds two copies of a fragment), and a node takes another fragment only while
+   its free capacity allows. The rank is (score descending, then a multiplicative hash of the
+   node id's hash XOR a mix of the seed): equal scores break differently at each log index, yet
+   identically everywhere.
 
 Rules
 -----
