@@ -1,0 +1,617 @@
+"""The replicated task state machine: jobs, their fragments' replicas, results.
+
+Theory of operation
+-------------------
+Tasks extend the swarm state machine (consensus/state.py) the way its docstring prescribes:
+command types registered through :meth:`CommandRegistry.extended` (:data:`TASK_REGISTRY` is the
+core registry plus these), data kept in ``SwarmState.ext["tasks"]`` as plain CBOR values (maps
+with text keys, arrays, integers, text, bytes, booleans, null), so snapshots and their digests
+need nothing new.
+
+A job is submitted (:class:`SubmitJob`, status ``queued``), its replicas are assigned from the
+scheduler's decision (:class:`AssignFragments`, ``running``), each assigned node reports one
+result per replica (:class:`FragmentResult`), a replica whose node died, was revoked, timed out
+or refused is moved (:class:`ReassignFragment`, attempts counted and bounded), and the manager
+closes the job (:class:`JobDone` only when every replica of every fragment has an accepted,
+agreeing result; :class:`JobFailed`, :class:`CancelJob`). :class:`DropJob` forgets a finished job.
+
+Each replica is ``pending`` (no node), ``assigned`` (a node runs it), ``done`` (its node's result
+accepted) or ``failed`` (its node reported an error: a trap, a limit). Times never enter: the
+queue deadline is a number the manager supplies and compares with its own clock.
+
+Rules
+-----
+- A replica is only ever assigned to a node that qualifies *in the committed state at that
+  index* for what the state can see: admitted (not suspect, revoked or gone), TEE kind, score,
+  region and provider allowed by the job, no other live replica of the same fragment on the
+  same node or provider, not a node that already failed this replica. Capacity, price and
+  accelerators are the scheduler's (verifiable with ``check_decision``), not the state's.
+- A result is accepted only from the node the replica is assigned to, while that node is
+  admitted, for a running job, once: anything else is rejected (deterministically).
+- No job is completed from a failed replica, a disagreement between replicas, or a result of a
+  node revoked since: :class:`JobDone` refuses; the manager reassigns or fails the job.
+- Bounded: at most :data:`MAX_JOBS` jobs in the state, :data:`MAX_REPLICAS_PER_JOB` replicas a
+  job, :data:`MAX_ATTEMPTS` assignments a replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from consensus.scheduler import (
+    MAX_FRAGMENT_BYTES,
+    MAX_FRAGMENTS,
+    MAX_REDUNDANCY,
+    JobRequest,
+    Requirements,
+    Want,
+    Weights,
+)
+from consensus.state import (
+    ADMITTED,
+    CORE_REGISTRY,
+    MAX_ID_LEN,
+    REVOKED,
+    CommandRegistry,
+    Rejected,
+    SwarmState,
+)
+
+SECTION = "tasks"
+MAX_JOBS = 256
+MAX_REPLICAS_PER_JOB = 4096
+MAX_ATTEMPTS = 16
+MAX_REASON = 500
+HASH_BYTES = 32
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+LIVE_JOB = (QUEUED, RUNNING)
+TERMINAL_JOB = (DONE, FAILED, CANCELLED)
+PENDING, ASSIGNED, R_DONE, R_FAILED = "pending", "assigned", "done", "failed"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitJob:
+    """Commit a job (status ``queued``). ``owner`` is the client's node, which receives the
+    result and may cancel; ``spec_digest``/``module_hash`` are SHA-256 of the validated spec and
+    of the module; ``queue_deadline_ms`` is the manager's clock value after which a job still
+    waiting for nodes fails (the manager's duty: the state reads no clock)."""
+
+    job_id: str
+    owner: str
+    spec_digest: bytes
+    module_hash: bytes
+    fragments: int
+    redundancy: int
+    requirements: Requirements
+    weights: Weights
+    queue_deadline_ms: int
+    max_attempts: int = 3
+    input_object: str = ""
+    fragment_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    fragment: int
+    replica: int
+    node_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AssignFragments:
+    """Commit one scheduler decision (made at log index ``seed``): each listed replica, pending
+    until now, goes to its node. All or nothing: one unqualified node rejects the whole batch.
+    ``inputs_digest`` is ``consensus.scheduler.inputs_digest`` of the decision's inputs, so a
+    node holding the same inputs can re-run it (it is checked for shape only, not stored)."""
+
+    job_id: str
+    seed: int
+    assignments: tuple[Assignment, ...]
+    inputs_digest: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentResult:
+    """The assigned node's (signature-checked) result for one replica: ``ok`` with the output's
+    hash and size, or not ``ok`` with ``error`` (a trap, a limit hit). The resource profile is
+    kept for ``jobs describe``."""
+
+    job_id: str
+    fragment: int
+    replica: int
+    node_id: str
+    ok: bool
+    output_hash: bytes
+    output_bytes: int
+    fuel_used: int
+    peak_memory_bytes: int
+    wall_ms: int
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReassignFragment:
+    """Move a replica off ``old_node`` (dead, revoked, timed out, refused, failed) to
+    ``new_node``, or back to pending with ``new_node == ""`` (nobody fits now)."""
+
+    job_id: str
+    fragment: int
+    replica: int
+    old_node: str
+    new_node: str
+    reason: str
+    seed: int = 0
+    inputs_digest: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelJob:
+    """The owner (or the manager) cancels a queued or running job."""
+
+    job_id: str
+    requester: str
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobDone:
+    """Every replica has an accepted result and they agree: ``result_hash`` of the aggregate."""
+
+    job_id: str
+    result_hash: bytes
+    result_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobFailed:
+    job_id: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DropJob:
+    """Forget a finished job (after its result was delivered), freeing its room in the state."""
+
+    job_id: str
+
+
+# --------------------------------------------------------------------------- plain-value helpers
+
+
+def _jobs(s: SwarmState) -> Mapping[str, Any]:
+    sec = s.ext.get(SECTION)
+    return sec["jobs"] if isinstance(sec, Mapping) else {}
+
+
+def _with_jobs(s: SwarmState, jobs: dict[str, Any]) -> SwarmState:
+    ext = dict(s.ext)
+    ext[SECTION] = {"jobs": jobs}
+    return dataclasses.replace(s, ext=ext)
+
+
+def _job(s: SwarmState, job_id: str) -> dict[str, Any]:
+    j = _jobs(s).get(job_id)
+    if j is None:
+        raise Rejected(f"unknown job {job_id[:64]}")
+    return dict(j)
+
+
+def _put(s: SwarmState, job_id: str, job: dict[str, Any]) -> SwarmState:
+    jobs = dict(_jobs(s))
+    jobs[job_id] = job
+    return _with_jobs(s, jobs)
+
+
+def _replica(job: Mapping[str, Any], f: int, r: int) -> dict[str, Any]:
+    if not (0 <= f < job["n"] and 0 <= r < job["r"]):
+        raise Rejected(f"no fragment {f} replica {r}")
+    return dict(job["frags"][f][r])
+
+
+def _set_replica(job: dict[str, Any], f: int, r: int, rep: dict[str, Any]) -> None:
+    """Copy on write: only the touched fragment's list is copied."""
+    frags = list(job["frags"])
+    frag = list(frags[f])
+    frag[r] = rep
+    frags[f] = frag
+    job["frags"] = frags
+
+
+def requirements_of(job: Mapping[str, Any]) -> Requirements:
+    q = job["req"]
+    return Requirements(tuple(q["tee_kinds"]), q["min_score"], q["cores"], q["memory_mib"],
+                        tuple(q["accelerators"]), tuple(q["regions"]), tuple(q["providers"]),
+                        q["max_price_core_s"], q["max_price_gib"])
+
+
+def weights_of(job: Mapping[str, Any]) -> Weights:
+    return Weights(**job["w"])
+
+
+def _plain(obj: Any) -> Any:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+def _text(value: str, what: str, limit: int = MAX_ID_LEN) -> None:
+    if not value or len(value) > limit:
+        raise Rejected(f"bad {what}")
+
+
+def qualifies(s: SwarmState, job: Mapping[str, Any], f: int, r: int, node_id: str) -> str:
+    """Why ``node_id`` may not take replica ``r`` of fragment ``f`` now ("" when it may): the
+    filters the committed state can check. See the module's rules."""
+    m = s.members.get(node_id)
+    if m is None:
+        return f"{node_id[:64]} is not a member"
+    if m.status != ADMITTED:
+        return f"{node_id} is {m.status}"
+    q = job["req"]
+    if q["tee_kinds"] and m.tee_kind not in q["tee_kinds"]:
+        return f"{node_id}: tee {m.tee_kind} not allowed"
+    if m.score < q["min_score"]:
+        return f"{node_id}: score {m.score} < {q['min_score']}"
+    if q["regions"] and m.region not in q["regions"]:
+        return f"{node_id}: region {m.region} not allowed"
+    if q["providers"] and m.provider not in q["providers"]:
+        return f"{node_id}: provider {m.provider} not allowed"
+    rep = job["frags"][f][r]
+    if node_id in rep["tried"]:
+        return f"{node_id} already ran fragment {f} replica {r}"
+    for k, other in enumerate(job["frags"][f]):
+        if k == r or other["st"] not in (ASSIGNED, R_DONE):
+            continue
+        if other["node"] == node_id:
+            return f"{node_id} already holds fragment {f} replica {k}"
+        om = s.members.get(other["node"])
+        if om is not None and om.provider == m.provider:
+            return f"{node_id}: provider {m.provider} already holds fragment {f} replica {k}"
+    return ""
+
+
+def _assign(s: SwarmState, job: dict[str, Any], f: int, r: int, node_id: str, seed: int) -> None:
+    _text(node_id, "node id")
+    rep = _replica(job, f, r)
+    if rep["st"] != PENDING:
+        raise Rejected(f"fragment {f} replica {r} is {rep['st']}, not pending")
+    why = qualifies(s, job, f, r, node_id)
+    if why:
+        raise Rejected(f"fragment {f} replica {r}: {why}")
+    if rep["attempts"] >= job["max_attempts"]:
+        raise Rejected(f"fragment {f} replica {r}: {rep['attempts']} attempts, the maximum")
+    rep.update(st=ASSIGNED, node=node_id, attempts=rep["attempts"] + 1, seed=seed,
+               tried=[*rep["tried"], node_id])
+    _set_replica(job, f, r, rep)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
+    _text(c.job_id, "job id")
+    _text(c.owner, "owner")
+    if c.job_id in _jobs(s):
+        raise Rejected(f"job {c.job_id} exists")
+    if len(_jobs(s)) >= MAX_JOBS:
+        raise Rejected(f"{MAX_JOBS} jobs in the state: drop finished ones first")
+    if len(c.spec_digest) != HASH_BYTES or len(c.module_hash) != HASH_BYTES:
+        raise Rejected("spec digest and module hash are SHA-256 (32 bytes)")
+    if not 1 <= c.fragments <= MAX_FRAGMENTS or not 1 <= c.redundancy <= MAX_REDUNDANCY:
+        raise Rejected("fragments or redundancy out of range")
+    if c.fragments * c.redundancy > MAX_REPLICAS_PER_JOB:
+        raise Rejected(f"{c.fragments} x {c.redundancy} replicas > {MAX_REPLICAS_PER_JOB}")
+    if not 1 <= c.max_attempts <= MAX_ATTEMPTS:
+        raise Rejected(f"max_attempts outside 1..{MAX_ATTEMPTS}")
+    problems = c.requirements.problems() + c.weights.problems()
+    if problems:
+        raise Rejected("; ".join(problems))
+    if c.queue_deadline_ms < 0 or len(c.input_object) > MAX_ID_LEN:
+        raise Rejected("bad deadline or input object")
+    if not 0 <= c.fragment_bytes <= MAX_FRAGMENT_BYTES:
+        raise Rejected("fragment_bytes out of range")
+    replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
+               "size": 0, "prof": [0, 0, 0], "err": ""}
+    job = {
+        "owner": c.owner, "spec": c.spec_digest, "module": c.module_hash, "n": c.fragments,
+        "r": c.redundancy, "req": _plain(c.requirements), "w": _plain(c.weights),
+        "deadline": c.queue_deadline_ms, "max_attempts": c.max_attempts, "input": c.input_object,
+        "frag_bytes": c.fragment_bytes, "status": QUEUED, "reason": "", "result": b"",
+        "result_bytes": 0, "done": 0,
+        "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
+    }
+    return _put(s, c.job_id, job)
+
+
+def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in LIVE_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    if not c.assignments:
+        raise Rejected("no assignments")
+    if len(c.inputs_digest) not in (0, HASH_BYTES):
+        raise Rejected("inputs digest is SHA-256 (32 bytes)")
+    for a in c.assignments:
+        _assign(s, job, a.fragment, a.replica, a.node_id, c.seed)
+    job["status"] = RUNNING
+    return _put(s, c.job_id, job)
+
+
+def _result(s: SwarmState, c: FragmentResult) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] != RUNNING:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    rep = _replica(job, c.fragment, c.replica)
+    if rep["st"] in (R_DONE, R_FAILED):
+        raise Rejected(f"fragment {c.fragment} replica {c.replica} already has a result")
+    if rep["st"] != ASSIGNED or rep["node"] != c.node_id:
+        raise Rejected(f"fragment {c.fragment} replica {c.replica} is not assigned to {c.node_id[:64]}")
+    m = s.members.get(c.node_id)
+    if m is None or m.status != ADMITTED:
+        raise Rejected(f"{c.node_id} is not admitted")
+    if c.ok and len(c.output_hash) != HASH_BYTES:
+        raise Rejected("output hash is SHA-256 (32 bytes)")
+    if not c.ok and (not c.error or c.output_hash):
+        raise Rejected("a failed result carries an error and no output")
+    if len(c.error) > MAX_REASON or min(c.output_bytes, c.fuel_used, c.peak_memory_bytes, c.wall_ms) < 0:
+        raise Rejected("bad result fields")
+    rep.update(st=R_DONE if c.ok else R_FAILED, out=c.output_hash, size=c.output_bytes,
+               prof=[c.fuel_used, c.peak_memory_bytes, c.wall_ms], err=c.error)
+    _set_replica(job, c.fragment, c.replica, rep)
+    if c.ok:
+        job["done"] += 1
+    return _put(s, c.job_id, job)
+
+
+def _reassign(s: SwarmState, c: ReassignFragment) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in LIVE_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    _text(c.reason, "reason", MAX_REASON)
+    if len(c.inputs_digest) not in (0, HASH_BYTES):
+        raise Rejected("inputs digest is SHA-256 (32 bytes)")
+    rep = _replica(job, c.fragment, c.replica)
+    if rep["node"] != c.old_node or rep["st"] == PENDING:
+        raise Rejected(f"fragment {c.fragment} replica {c.replica} is not on {c.old_node[:64]}")
+    if rep["st"] == R_DONE:
+        m = s.members.get(c.old_node)
+        if m is not None and m.status != REVOKED:
+            raise Rejected(f"fragment {c.fragment} replica {c.replica} is done on a node in good standing")
+        job["done"] -= 1
+    rep.update(st=PENDING, node="", out=b"", size=0, prof=[0, 0, 0], err="")
+    _set_replica(job, c.fragment, c.replica, rep)
+    if c.new_node:
+        _assign(s, job, c.fragment, c.replica, c.new_node, c.seed)
+    return _put(s, c.job_id, job)
+
+
+def _cancel(s: SwarmState, c: CancelJob) -> SwarmState:
+    job = _job(s, c.job_id)
+    if c.requester not in (job["owner"], s.manager_id) or not c.requester:
+        raise Rejected(f"{c.requester[:64]} may not cancel job {c.job_id}")
+    if job["status"] not in LIVE_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    if len(c.reason) > MAX_REASON:
+        raise Rejected("reason too long")
+    job.update(status=CANCELLED, reason=c.reason or f"cancelled by {c.requester}")
+    return _put(s, c.job_id, job)
+
+
+def incomplete(s: SwarmState, job: Mapping[str, Any]) -> str:
+    """Why ``job`` may not be completed now ("" when every replica has an accepted result from
+    a node not revoked since, and the replicas of each fragment agree)."""
+    for f, frag in enumerate(job["frags"]):
+        for r, rep in enumerate(frag):
+            if rep["st"] == R_FAILED:
+                return f"fragment {f} replica {r} failed on {rep['node']}: {rep['err']}"
+            if rep["st"] != R_DONE:
+                return f"fragment {f} replica {r} is {rep['st']}"
+            m = s.members.get(rep["node"])
+            if m is None or m.status == REVOKED:
+                return f"fragment {f} replica {r} was computed by {rep['node']}, revoked since"
+        if len({rep["out"] for rep in frag}) != 1:
+            return f"the replicas of fragment {f} disagree"
+    return ""
+
+
+def _done(s: SwarmState, c: JobDone) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] != RUNNING:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    why = incomplete(s, job)
+    if why:
+        raise Rejected(why)
+    if len(c.result_hash) != HASH_BYTES or c.result_bytes < 0:
+        raise Rejected("result hash is SHA-256 (32 bytes)")
+    job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes)
+    return _put(s, c.job_id, job)
+
+
+def _failed(s: SwarmState, c: JobFailed) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in LIVE_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    _text(c.reason, "reason", MAX_REASON)
+    job.update(status=FAILED, reason=c.reason)
+    return _put(s, c.job_id, job)
+
+
+def _drop(s: SwarmState, c: DropJob) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in TERMINAL_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    jobs = dict(_jobs(s))
+    del jobs[c.job_id]
+    return _with_jobs(s, jobs)
+
+
+TASK_COMMANDS: tuple[tuple[str, type, Any], ...] = (
+    ("submit-job", SubmitJob, _submit),
+    ("assign-fragments", AssignFragments, _assign_batch),
+    ("fragment-result", FragmentResult, _result),
+    ("reassign-fragment", ReassignFragment, _reassign),
+    ("cancel-job", CancelJob, _cancel),
+    ("job-done", JobDone, _done),
+    ("job-failed", JobFailed, _failed),
+    ("drop-job", DropJob, _drop),
+)
+
+
+def extend(registry: CommandRegistry) -> CommandRegistry:
+    """``registry`` plus the task commands (to combine with other extensions)."""
+    for kind, cls, handler in TASK_COMMANDS:
+        registry = registry.extended(kind, cls, handler)
+    return registry
+
+
+TASK_REGISTRY = extend(CORE_REGISTRY)
+
+
+# --------------------------------------------------------------------------- readers for the driver
+
+
+def jobs(s: SwarmState) -> Mapping[str, Mapping[str, Any]]:
+    """Every job record, by id (read-only plain values; see the module docstring)."""
+    return _jobs(s)
+
+
+def job(s: SwarmState, job_id: str) -> Mapping[str, Any] | None:
+    return _jobs(s).get(job_id)
+
+
+def replicas(s: SwarmState, job_id: str) -> Iterator[tuple[int, int, Mapping[str, Any]]]:
+    """(fragment, replica, record) of a job, in order."""
+    j = _jobs(s).get(job_id)
+    for f, frag in enumerate(j["frags"] if j else ()):
+        for r, rep in enumerate(frag):
+            yield f, r, rep
+
+
+def replicas_on(s: SwarmState, node_id: str) -> list[tuple[str, int, int]]:
+    """(job, fragment, replica) assigned to ``node_id`` in live jobs: what to reassign when it
+    dies or is revoked."""
+    return [(jid, f, r) for jid, j in sorted(_jobs(s).items()) if j["status"] in LIVE_JOB
+            for f, frag in enumerate(j["frags"]) for r, rep in enumerate(frag)
+            if rep["st"] == ASSIGNED and rep["node"] == node_id]
+
+
+def used_capacity(s: SwarmState) -> dict[str, tuple[int, int]]:
+    """(cores, MiB) reserved on each node by the replicas it runs: the scheduler's free capacity
+    is a node's offer minus this."""
+    out: dict[str, tuple[int, int]] = {}
+    for j in _jobs(s).values():
+        if j["status"] not in LIVE_JOB:
+            continue
+        cores, mem = j["req"]["cores"], j["req"]["memory_mib"]
+        for frag in j["frags"]:
+            for rep in frag:
+                if rep["st"] == ASSIGNED:
+                    c, m = out.get(rep["node"], (0, 0))
+                    out[rep["node"]] = (c + cores, m + mem)
+    return out
+
+
+def job_request(s: SwarmState, job_id: str, *, client: str = "", input_holders: tuple[str, ...] = (),
+                pending_only: bool = True) -> JobRequest:
+    """The scheduler's view of a committed job: its pending replicas as wants, each avoiding
+    the nodes that already tried it and the nodes and providers of its fragment's live replicas."""
+    j = _jobs(s)[job_id]
+    wants = []
+    for f, frag in enumerate(j["frags"]):
+        live = [rep["node"] for rep in frag if rep["st"] in (ASSIGNED, R_DONE)]
+        provs = sorted({s.members[n].provider for n in live if n in s.members})
+        for r, rep in enumerate(frag):
+            if rep["st"] == PENDING or not pending_only:
+                wants.append(Want(f, r, tuple(sorted(set(live) | set(rep["tried"]))), tuple(provs)))
+    return JobRequest(job_id, j["n"], j["r"], requirements_of(j), weights_of(j),
+                      client=client or j["owner"], input_holders=input_holders,
+                      fragment_bytes=j["frag_bytes"], wants=tuple(wants))
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def check_invariants(s: SwarmState) -> list[str]:
+    """Every violated invariant of the task section (empty when all hold). For the simulator and
+    the tests: no fragment lost (every replica of a live job is pending, assigned, done or
+    failed, with the node its state implies), none counted twice (the done count is the number
+    of done replicas; no two live replicas of a fragment on one node), results only from the
+    assigned node, attempts within bounds, a done job complete."""
+    out: list[str] = []
+    for jid, j in sorted(_jobs(s).items()):
+        if j["status"] not in LIVE_JOB + TERMINAL_JOB:
+            out.append(f"{jid}: unknown status {j['status']}")
+        if len(j["frags"]) != j["n"] or any(len(fr) != j["r"] for fr in j["frags"]):
+            out.append(f"{jid}: fragments lost: {len(j['frags'])} of {j['n']}")
+            continue
+        done = 0
+        for f, frag in enumerate(j["frags"]):
+            live_nodes = []
+            for r, rep in enumerate(frag):
+                where = f"{jid} fragment {f} replica {r}"
+                st = rep["st"]
+                if st not in (PENDING, ASSIGNED, R_DONE, R_FAILED):
+                    out.append(f"{where}: lost (state {st!r})")
+                if (st == PENDING) != (rep["node"] == ""):
+                    out.append(f"{where}: {st} with node {rep['node']!r}")
+                if st in (ASSIGNED, R_DONE):
+                    live_nodes.append(rep["node"])
+                if st == R_DONE:
+                    done += 1
+                    if len(rep["out"]) != HASH_BYTES:
+                        out.append(f"{where}: done without an output hash")
+                if st != PENDING and (not rep["tried"] or rep["tried"][-1] != rep["node"]):
+                    out.append(f"{where}: result or assignment from {rep['node']}, not the assigned node")
+                if not rep["attempts"] == len(rep["tried"]) <= j["max_attempts"]:
+                    out.append(f"{where}: {rep['attempts']} attempts, tried {len(rep['tried'])}")
+            if len(set(live_nodes)) != len(live_nodes):
+                out.append(f"{jid} fragment {f}: two live replicas on one node {live_nodes}")
+        if done != j["done"]:
+            out.append(f"{jid}: done count {j['done']} but {done} done replicas (counted twice?)")
+        if j["status"] == DONE and (done != j["n"] * j["r"] or len(j["result"]) != HASH_BYTES):
+            out.append(f"{jid}: done with {done} of {j['n'] * j['r']} replicas")
+        if j["status"] == QUEUED and any(rep["st"] != PENDING for fr in j["frags"] for rep in fr):
+            out.append(f"{jid}: queued with assigned replicas")
+    return out
+
+
+def check_transition(before: SwarmState, after: SwarmState) -> list[str]:
+    """Invariants of one applied command: every replica that gained a node got one that
+    qualified in ``before`` (the committed state at that index); every accepted result came
+    from the node assigned in ``before``, admitted then; a finished job never changes again."""
+    out: list[str] = []
+    old_jobs = _jobs(before)
+    for jid, j in _jobs(after).items():
+        old = old_jobs.get(jid)
+        if old is None:
+            continue
+        if old["status"] in TERMINAL_JOB and j != old:
+            out.append(f"{jid}: a {old['status']} job changed")
+            continue
+        # The probe job holds the other replicas as they were before, so a batch that placed two
+        # replicas of a fragment on one node or provider shows up on the second.
+        probe = {**old, "frags": [list(fr) for fr in old["frags"]]}
+        for f, frag in enumerate(j["frags"]):
+            for r, rep in enumerate(frag):
+                prev = old["frags"][f][r]
+                if rep["st"] == ASSIGNED and (prev["st"] != ASSIGNED or prev["node"] != rep["node"]):
+                    cleared = dict(prev, st=PENDING, node="") if prev["st"] != PENDING else prev
+                    probe["frags"][f][r] = cleared
+                    why = qualifies(before, probe, f, r, rep["node"])
+                    if why:
+                        out.append(f"{jid} fragment {f} replica {r}: assigned to a node that did not "
+                                   f"qualify: {why}")
+                    probe["frags"][f][r] = rep
+                if rep["st"] in (R_DONE, R_FAILED) and prev["st"] not in (R_DONE, R_FAILED):
+                    m = before.members.get(rep["node"])
+                    if prev["st"] != ASSIGNED or prev["node"] != rep["node"]:
+                        out.append(f"{jid} fragment {f} replica {r}: result from unassigned {rep['node']}")
+                    elif m is None or m.status != ADMITTED:
+                        out.append(f"{jid} fragment {f} replica {r}: result from non-admitted {rep['node']}")
+        if j["status"] == DONE and old["status"] != DONE and incomplete(before, old):
+            out.append(f"{jid}: completed while {incomplete(before, old)}")
+    return out

@@ -1,0 +1,205 @@
+"""The capability record: what a node offers for tasks, signed, gossiped beside its score record.
+
+Rules
+-----
+- Every field is bounded (wire schema + :meth:`CapabilityRecord.validate`); prices are integers
+  in micro-units (1 unit = 1_000_000) per core-second and per GiB moved: no floats reach the
+  scheduler, whose decisions every node must reproduce bit for bit.
+- ``signature`` is the issuer's Ed25519 signature over the canonical encoding of every other
+  field (as the score record's). The receiver must also check that ``issuer`` is the key of
+  ``node_id`` (the gossip driver's duty), then keep the record with the highest ``seq`` per node.
+- TEE kind, provider and region are *declared* here; the scheduler takes them from the committed
+  member record (attested, committed at join), and only cores, memory, accelerators and prices
+  from this record (:func:`to_offer`).
+- :func:`build_capability` is pure: config + detection in, record out. :func:`detect` is the only
+  part that reads the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from consensus.scheduler import MAX_PRICE, Offer
+from overlay.errors import RemoteProtocolError
+from overlay.messages import ED25519_PUBLIC_KEY_BYTES, MAX_PEER_ID_CHARS
+from overlay.wire import encode, message
+
+TEE_KINDS = ("sev-snp", "tdx", "sgx", "sim")
+MAX_CORES = 1024
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
+MAX_ACCELERATORS = 16
+MAX_NAME_CHARS = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+@message("capability-record", version=1, max_bytes=2048)
+@dataclasses.dataclass(frozen=True)
+class CapabilityRecord:
+    """A node's offer: resources for fragments, where it runs, and its prices.
+
+    ``seq`` orders a node's records (the newest wins; e.g. its clock in milliseconds when it
+    issued the record). ``cores``/``memory_mib`` are what it gives to fragments in total, not the
+    host's size. Prices in micro-units: ``price_core_s`` per core-second, ``price_gib`` per GiB
+    of input and output moved.
+    """
+
+    issuer: bytes = dataclasses.field(metadata={"len": ED25519_PUBLIC_KEY_BYTES})
+    node_id: str = dataclasses.field(metadata={"max_len": MAX_PEER_ID_CHARS})
+    seq: int = dataclasses.field(metadata={"min": 0, "max": 2**63 - 1})
+    cores: int = dataclasses.field(metadata={"min": 1, "max": MAX_CORES})
+    memory_mib: int = dataclasses.field(metadata={"min": 1, "max": MAX_MEMORY_MIB})
+    accelerators: tuple[str, ...] = dataclasses.field(
+        metadata={"max_items": MAX_ACCELERATORS, "max_len": MAX_NAME_CHARS})
+    tee_kind: str = dataclasses.field(metadata={"max_len": 16})
+    region: str = dataclasses.field(metadata={"max_len": MAX_NAME_CHARS})
+    provider: str = dataclasses.field(metadata={"max_len": MAX_NAME_CHARS})
+    price_core_s: int = dataclasses.field(metadata={"min": 0, "max": MAX_PRICE})
+    price_gib: int = dataclasses.field(metadata={"min": 0, "max": MAX_PRICE})
+    agent_version: str = dataclasses.field(metadata={"max_len": 32})
+    signature: bytes = dataclasses.field(metadata={"len": 64})
+
+    def validate(self) -> None:
+        """Semantic checks beyond the wire schema (raises RemoteProtocolError "invalid")."""
+        problems = capability_problems(self)
+        if problems:
+            raise RemoteProtocolError("invalid", "capability record: " + "; ".join(problems))
+
+
+def capability_problems(r: CapabilityRecord) -> list[str]:
+    """Every reason ``r`` is not a valid record (empty when valid); signature not checked."""
+    out = []
+    if not r.node_id:
+        out.append("empty node id")
+    if not 1 <= r.cores <= MAX_CORES:
+        out.append(f"cores {r.cores} outside 1..{MAX_CORES}")
+    if not 1 <= r.memory_mib <= MAX_MEMORY_MIB:
+        out.append(f"memory_mib {r.memory_mib} outside 1..{MAX_MEMORY_MIB}")
+    if r.tee_kind not in TEE_KINDS:
+        out.append(f"tee kind {r.tee_kind[:16]!r} not one of {', '.join(TEE_KINDS)}")
+    for name in ("region", "provider"):
+        v = getattr(r, name)
+        if v and (len(v) > MAX_NAME_CHARS or not _NAME.match(v)):
+            out.append(f"{name} {v[:MAX_NAME_CHARS]!r}: letters, digits and . _ : / - only")
+    if len(r.accelerators) > MAX_ACCELERATORS:
+        out.append(f"more than {MAX_ACCELERATORS} accelerators")
+    if any(len(a) > MAX_NAME_CHARS or not _NAME.match(a) for a in r.accelerators):
+        out.append("accelerator names: letters, digits and . _ : / - only")
+    if list(r.accelerators) != sorted(set(r.accelerators)):
+        out.append("accelerators must be sorted and distinct")
+    for name in ("price_core_s", "price_gib"):
+        if not 0 <= getattr(r, name) <= MAX_PRICE:
+            out.append(f"{name} outside 0..{MAX_PRICE}")
+    if not r.agent_version or not _NAME.match(r.agent_version):
+        out.append("bad agent version")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOfferConfig:
+    """What the operator declares (the ``[tasks]`` section of the node config).
+
+    cores / memory_mib: given to fragments in total; 0 means "what the host has, minus the
+    reserve". reserve_*: kept for the agent itself when sizing automatically. accelerators:
+    declared names (e.g. "nvidia-a100"); nothing is detected. region / provider: declared
+    placement labels (the committed member record is authoritative). Prices in micro-units.
+    """
+
+    cores: int = 0
+    memory_mib: int = 0
+    reserve_cores: int = 1
+    reserve_memory_mib: int = 512
+    accelerators: tuple[str, ...] = ()
+    region: str = ""
+    provider: str = ""
+    price_core_s: int = 0
+    price_gib: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not 0 <= self.cores <= MAX_CORES or not 0 <= self.reserve_cores <= MAX_CORES:
+            raise ValueError(f"tasks.cores / reserve_cores must be within 0..{MAX_CORES}")
+        if not 0 <= self.memory_mib <= MAX_MEMORY_MIB or not 0 <= self.reserve_memory_mib <= MAX_MEMORY_MIB:
+            raise ValueError(f"tasks.memory_mib / reserve_memory_mib must be within 0..{MAX_MEMORY_MIB}")
+        for name in ("price_core_s", "price_gib"):
+            if not 0 <= getattr(self, name) <= MAX_PRICE:
+                raise ValueError(f"tasks.{name} must be within 0..{MAX_PRICE} (micro-units)")
+        for name in ("region", "provider"):
+            v = getattr(self, name)
+            if v and (len(v) > MAX_NAME_CHARS or not _NAME.match(v)):
+                raise ValueError(f"tasks.{name}: letters, digits and . _ : / - only, at most 64")
+        if len(self.accelerators) > MAX_ACCELERATORS or any(
+                len(a) > MAX_NAME_CHARS or not _NAME.match(a) for a in self.accelerators):
+            raise ValueError(f"tasks.accelerators: at most {MAX_ACCELERATORS} names of letters, "
+                             "digits and . _ : / -")
+
+
+@dataclasses.dataclass(frozen=True)
+class Detected:
+    """What the host has (from :func:`detect`)."""
+
+    cores: int
+    memory_mib: int
+
+
+def detect() -> Detected:
+    """The host's usable cores (this process's CPU affinity) and total memory (/proc/meminfo;
+    1 GiB when unreadable)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    mem_mib = 1024
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem_mib = int(line.split()[1]) // 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    return Detected(max(1, cores), max(1, mem_mib))
+
+
+def build_capability(cfg: TaskOfferConfig, detected: Detected, *, node_id: str, tee_kind: str,
+                     seq: int, agent_version: str, issuer: bytes = bytes(32)) -> CapabilityRecord:
+    """The (unsigned: zero signature) record for this node: configured sizes, or the detected
+    ones minus the reserve (at least 1 core and 1 MiB), never more than the host has."""
+    cores = cfg.cores or detected.cores - cfg.reserve_cores
+    mem = cfg.memory_mib or detected.memory_mib - cfg.reserve_memory_mib
+    return CapabilityRecord(
+        issuer=issuer, node_id=node_id, seq=seq,
+        cores=max(1, min(cores, detected.cores, MAX_CORES)),
+        memory_mib=max(1, min(mem, detected.memory_mib, MAX_MEMORY_MIB)),
+        accelerators=tuple(sorted(set(cfg.accelerators))), tee_kind=tee_kind, region=cfg.region,
+        provider=cfg.provider, price_core_s=cfg.price_core_s, price_gib=cfg.price_gib,
+        agent_version=agent_version, signature=bytes(64))
+
+
+def _signed_bytes(r: CapabilityRecord) -> bytes:
+    return encode(dataclasses.replace(r, signature=bytes(64)))
+
+
+def sign_capability(key: Ed25519PrivateKey, record: CapabilityRecord) -> CapabilityRecord:
+    """``record`` issued and signed by ``key`` (the node's libp2p identity key)."""
+    unsigned = dataclasses.replace(record, issuer=key.public_key().public_bytes_raw(), signature=bytes(64))
+    return dataclasses.replace(unsigned, signature=key.sign(_signed_bytes(unsigned)))
+
+
+def verify_capability(record: CapabilityRecord) -> bool:
+    """True when the issuer's signature holds over every other field."""
+    try:
+        Ed25519PublicKey.from_public_bytes(record.issuer).verify(record.signature, _signed_bytes(record))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def to_offer(record: CapabilityRecord) -> Offer:
+    """The scheduler's view of a (verified) record."""
+    return Offer(record.node_id, record.cores, record.memory_mib, record.accelerators,
+                 record.price_core_s, record.price_gib)

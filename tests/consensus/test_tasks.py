@@ -1,0 +1,349 @@
+"""The task state machine: each rejection as a scenario, then random (and hostile) command
+sequences with the invariants checked after every step, through the registry's encode/decode."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus import tasks as T
+from consensus.scheduler import Offer, Requirements, Weights, check_decision, schedule
+from consensus.state import Join, Revoke, Suspect, SwarmState, apply, apply_entry, decode_state, encode_state
+from consensus.tasks import (
+    TASK_REGISTRY,
+    AssignFragments,
+    Assignment,
+    CancelJob,
+    DropJob,
+    FragmentResult,
+    JobDone,
+    JobFailed,
+    ReassignFragment,
+    SubmitJob,
+)
+
+H = hashlib.sha256(b"out").digest()
+H2 = hashlib.sha256(b"other").digest()
+
+
+def run(state: SwarmState, cmd: Any) -> tuple[SwarmState, str]:
+    """Apply through the wire form, as a replica does; check every invariant."""
+    data = TASK_REGISTRY.encode(cmd)
+    assert TASK_REGISTRY.decode(data) == cmd
+    new, res = TASK_REGISTRY.apply(state, TASK_REGISTRY.decode(data))
+    if not res.ok:
+        assert new is state
+    assert T.check_invariants(new) == []
+    assert T.check_transition(state, new) == []
+    return new, res.error
+
+
+def ok(state: SwarmState, cmd: Any) -> SwarmState:
+    new, err = run(state, cmd)
+    assert err == "", err
+    return new
+
+
+def refused(state: SwarmState, cmd: Any, why: str) -> None:
+    new, err = run(state, cmd)
+    assert why in err, err
+    assert new is state
+
+
+def swarm(n: int = 6, providers: int = 3) -> SwarmState:
+    s = SwarmState()
+    for i in range(n):
+        s, r = apply(s, Join(f"n{i}", f"p{i % providers}", "eu", "sev-snp", 900, True))
+        assert r.ok
+    return s
+
+
+def submit(job_id: str = "j", n: int = 2, r: int = 2, owner: str = "n0", **kw: Any) -> SubmitJob:
+    return SubmitJob(job_id, owner, hashlib.sha256(b"spec").digest(), hashlib.sha256(b"wasm").digest(),
+                     n, r, kw.pop("req", Requirements()), Weights(), 10_000, **kw)
+
+
+def result(f: int, r: int, node: str, out: bytes = H, job: str = "j") -> FragmentResult:
+    return FragmentResult(job, f, r, node, True, out, 3, 100, 4096, 5)
+
+
+def running() -> SwarmState:
+    """Job j: 2 fragments x 2 replicas on n1..n4 (providers p1 p2 p0 p1)."""
+    s = ok(swarm(), submit())
+    return ok(s, AssignFragments("j", 7, (Assignment(0, 0, "n1"), Assignment(0, 1, "n2"),
+                                          Assignment(1, 0, "n3"), Assignment(1, 1, "n4"))))
+
+
+def test_happy_path_and_snapshot_round_trip() -> None:
+    s = running()
+    for f, r, node in ((0, 0, "n1"), (0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
+        s = ok(s, result(f, r, node))
+    s = ok(s, JobDone("j", H2, 10))
+    assert T.job(s, "j")["status"] == T.DONE
+    assert decode_state(encode_state(s)) == s
+    s = ok(s, DropJob("j"))
+    assert T.jobs(s) == {}
+
+
+def test_submit_rejections() -> None:
+    s = ok(swarm(), submit())
+    refused(s, submit(), "exists")
+    refused(s, submit("k", n=0), "out of range")
+    refused(s, submit("k", n=4096, r=2), "replicas >")
+    refused(s, submit("k", max_attempts=0), "max_attempts")
+    refused(s, submit("k", req=Requirements(cores=0)), "cores 0")
+    refused(s, dataclasses.replace(submit("k"), spec_digest=b"x"), "32 bytes")
+    full = s
+    for i in range(T.MAX_JOBS - 1):
+        full, _ = TASK_REGISTRY.apply(full, submit(f"x{i}"))
+    refused(full, submit("one-more"), "jobs in the state")
+
+
+def test_assignment_rejections() -> None:
+    s = swarm()
+    s = ok(s, submit(req=Requirements(min_score=500, tee_kinds=("sev-snp",))))
+    s, _ = apply(s, Revoke("n5", "bad quote"))
+    s, _ = apply(s, Suspect("n4", "missed"))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n5"),)), "n5 is revoked")
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n4"),)), "n4 is suspect")
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "ghost"),)), "not a member")
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"), Assignment(0, 1, "n1"))),
+            "already holds fragment 0 replica 0")
+    # n1 and n4 share provider p1: replicas are anti-affine by provider.
+    s2 = ok(swarm(), submit())
+    refused(s2, AssignFragments("j", 1, (Assignment(0, 0, "n1"), Assignment(0, 1, "n4"))), "provider p1")
+    refused(s, AssignFragments("j", 1, (Assignment(2, 0, "n1"),)), "no fragment 2")
+    refused(s, AssignFragments("nope", 1, (Assignment(0, 0, "n1"),)), "unknown job")
+    refused(s, AssignFragments("j", 1, ()), "no assignments")
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),), b"short"), "inputs digest")
+    s, _ = apply(s, Join("tdx1", "p9", "eu", "tdx", 900, True))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "tdx1"),)), "tee tdx not allowed")
+    s = ok(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n2"),)), "is assigned, not pending")
+
+
+def test_low_score_region_and_provider_are_refused() -> None:
+    s = swarm()
+    s = ok(s, submit(req=Requirements(min_score=950)))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)), "score 900 < 950")
+    s = ok(swarm(), submit(req=Requirements(regions=("us",))))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)), "region eu")
+    s = ok(swarm(), submit(req=Requirements(providers=("p0",))))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)), "provider p1 not allowed")
+
+
+def test_result_rejections() -> None:
+    s = running()
+    refused(s, result(0, 0, "n2"), "not assigned to n2")
+    refused(s, result(0, 0, "n1", job="other"), "unknown job")
+    refused(s, dataclasses.replace(result(0, 0, "n1"), output_hash=b"short"), "32 bytes")
+    refused(s, FragmentResult("j", 0, 0, "n1", False, b"", 0, 0, 0, 0, ""), "carries an error")
+    s1 = ok(s, result(0, 0, "n1"))
+    refused(s1, result(0, 0, "n1"), "already has a result")
+    refused(s1, result(0, 0, "n1", out=H2), "already has a result")
+    revoked, _ = apply(s, Revoke("n2", "alarm"))
+    refused(revoked, result(0, 1, "n2"), "n2 is not admitted")
+    cancelled = ok(s, CancelJob("j", "n0"))
+    refused(cancelled, result(0, 0, "n1"), "job j is cancelled")
+    queued = ok(swarm(), submit())
+    refused(queued, result(0, 0, "n1"), "job j is queued")
+
+
+def test_a_failed_fragment_never_completes_the_job() -> None:
+    s = running()
+    s = ok(s, FragmentResult("j", 0, 0, "n1", False, b"", 0, 10**9, 0, 0, "fuel exhausted"))
+    for f, r, node in ((0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
+        s = ok(s, result(f, r, node))
+    refused(s, JobDone("j", H2, 1), "failed on n1: fuel exhausted")
+    s = ok(s, JobFailed("j", "fragment 0: fuel exhausted"))
+    refused(s, JobDone("j", H2, 1), "job j is failed")
+
+
+def test_disagreeing_replicas_and_revoked_results_block_completion() -> None:
+    s = running()
+    for f, r, node, out in ((0, 0, "n1", H), (0, 1, "n2", H2), (1, 0, "n3", H), (1, 1, "n4", H)):
+        s = ok(s, result(f, r, node, out))
+    refused(s, JobDone("j", H2, 1), "replicas of fragment 0 disagree")
+    s = running()
+    for f, r, node in ((0, 0, "n1"), (0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
+        s = ok(s, result(f, r, node))
+    s, _ = apply(s, Revoke("n3", "integrity alarm"))
+    refused(s, JobDone("j", H2, 1), "computed by n3, revoked since")
+    refused(s, ReassignFragment("j", 0, 0, "n1", "n5", "why not"), "done on a node in good standing")
+    s = ok(s, ReassignFragment("j", 1, 0, "n3", "n5", "n3 revoked"))
+    assert T.job(s, "j")["done"] == 3
+    s = ok(s, result(1, 0, "n5"))
+    s = ok(s, JobDone("j", H2, 1))
+
+
+def test_reassignment_counts_attempts_and_is_bounded() -> None:
+    s = ok(swarm(8, providers=8), submit(n=1, r=1, max_attempts=2))
+    s = ok(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)))
+    refused(s, ReassignFragment("j", 0, 0, "n2", "n3", "dead"), "not on n2")
+    refused(s, ReassignFragment("j", 0, 0, "n1", "n3", ""), "bad reason")
+    refused(s, ReassignFragment("j", 0, 0, "n1", "n1", "timeout"), "already ran")
+    s = ok(s, ReassignFragment("j", 0, 0, "n1", "n2", "timeout"))
+    refused(s, ReassignFragment("j", 0, 0, "n2", "n3", "refused"), "2 attempts, the maximum")
+    s = ok(s, ReassignFragment("j", 0, 0, "n2", "", "refused"))
+    rep = T.job(s, "j")["frags"][0][0]
+    assert rep["st"] == T.PENDING and rep["attempts"] == 2 and rep["tried"] == ["n1", "n2"]
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n3"),)), "the maximum")
+
+
+def test_cancel_and_fail_and_drop_rules() -> None:
+    s = running()
+    refused(s, CancelJob("j", "n3"), "may not cancel")
+    refused(s, DropJob("j"), "job j is running")
+    refused(s, JobFailed("j", ""), "bad reason")
+    s = ok(s, CancelJob("j", "n0", "changed my mind"))
+    refused(s, CancelJob("j", "n0"), "is cancelled")
+    refused(s, JobFailed("j", "late"), "is cancelled")
+    refused(s, ReassignFragment("j", 0, 0, "n1", "n5", "dead"), "is cancelled")
+    s = ok(s, DropJob("j"))
+    refused(s, DropJob("j"), "unknown job")
+
+
+def test_readers_for_the_driver() -> None:
+    s = running()
+    assert T.replicas_on(s, "n1") == [("j", 0, 0)]
+    assert T.used_capacity(s)["n1"] == (1, 64)
+    s = ok(s, ReassignFragment("j", 0, 0, "n1", "", "n1 died"))
+    req = T.job_request(s, "j")
+    assert [(w.fragment, w.replica) for w in req.wants or ()] == [(0, 0)]
+    w = (req.wants or ())[0]
+    assert "n1" in w.avoid_nodes and "n2" in w.avoid_nodes and w.avoid_providers == ("p2",)
+    offers = {m: Offer(m, 4, 4096) for m in s.members}
+    d = schedule(s, offers, req, seed=42)
+    assert d.ok and check_decision(d, s, offers, req) == (True, "")
+    s = ok(s, AssignFragments("j", 42, tuple(T.Assignment(p.fragment, p.replica, p.node_id)
+                                             for p in d.placements)))
+
+
+def test_undecodable_or_mistyped_commands_are_rejected_by_every_replica() -> None:
+    s = running()
+    data = TASK_REGISTRY.encode(result(0, 0, "n1"))
+    raw = cbor2.loads(data)
+    raw[1]["fragment"] = "0"
+    new, res = apply_entry(s, cbor2.dumps(raw), TASK_REGISTRY)
+    assert not res.ok and "expected int" in res.error and new is s
+
+
+# --------------------------------------------------------------------------- random sequences
+
+
+NODES = [f"n{i}" for i in range(8)]
+
+
+def random_command(rng: random.Random, s: SwarmState) -> Any:
+    """A command a manager, a hostile member or a confused client might propose."""
+    jobs = sorted(T.jobs(s)) or ["j0"]
+    jid = rng.choice([*jobs, "j0", "j1", "ghost"])
+    node = rng.choice([*NODES, "ghost"])
+    f, r = rng.randrange(3), rng.randrange(3)
+    k = rng.randrange(13)
+    if k == 12:
+        k = rng.choice([1, 3, 4])
+    if k == 0:
+        return submit(jid, n=rng.randrange(1, 4), r=rng.randrange(1, 3), owner=rng.choice(NODES),
+                      max_attempts=rng.randrange(1, 4))
+    if k == 1:
+        # A proper manager move: a pending replica to a node that qualifies now.
+        for j_id in rng.sample(jobs, len(jobs)):
+            j = T.job(s, j_id)
+            if j is None or j["status"] not in T.LIVE_JOB:
+                continue
+            for f2, r2, rep in T.replicas(s, j_id):
+                if rep["st"] == T.PENDING:
+                    for cand in rng.sample(NODES, len(NODES)):
+                        if not T.qualifies(s, j, f2, r2, cand):
+                            return AssignFragments(j_id, rng.randrange(100), (Assignment(f2, r2, cand),))
+    if k in (1, 2):
+        return AssignFragments(jid, rng.randrange(100), tuple(
+            Assignment(rng.randrange(3), rng.randrange(3), rng.choice(NODES))
+            for _ in range(rng.randrange(1, 4))))
+    if k in (3, 4, 5):
+        # Often the right node (so results get accepted), sometimes anyone.
+        j = T.job(s, jid)
+        if j is not None and rng.random() < 0.7 and f < j["n"] and r < j["r"]:
+            node = j["frags"][f][r]["node"] or node
+        good = rng.random() < 0.85
+        return FragmentResult(jid, f, r, node, good, (H if rng.random() < 0.9 else H2) if good else b"",
+                              1, 2, 3, 4, "" if good else "trap")
+    if k == 6:
+        j = T.job(s, jid)
+        old = j["frags"][f][r]["node"] if j is not None and f < j["n"] and r < j["r"] else node
+        return ReassignFragment(jid, f, r, old or node, rng.choice(["", *NODES]), "timeout")
+    if k == 7:
+        return CancelJob(jid, rng.choice([*NODES, ""]))
+    if k == 8:
+        return JobDone(jid, H, 10)
+    if k == 9:
+        return JobFailed(jid, "gave up")
+    if k == 10:
+        return DropJob(jid)
+    return rng.choice([Revoke(node, "alarm"), Suspect(node, "missed"),
+                       Join(f"x{rng.randrange(50)}", f"p{rng.randrange(3)}", "eu", "sev-snp", 900, True)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32))
+def test_random_sequences_keep_every_invariant(seed: int) -> None:
+    rng = random.Random(seed)
+    s = swarm(8, providers=4)
+    accepted = 0
+    for step in range(150):
+        cmd = random_command(rng, s)
+        new, res = TASK_REGISTRY.apply(s, cmd)
+        if res.ok:
+            accepted += 1
+        else:
+            assert new is s
+        assert T.check_invariants(new) == [], (step, cmd)
+        assert T.check_transition(s, new) == [], (step, cmd)
+        s = new
+        if step % 50 == 49:
+            assert decode_state(encode_state(s)) == s
+    assert accepted > 0
+
+
+def test_random_sequences_reach_completed_jobs() -> None:
+    """The generator is not too hostile to exercise the whole life cycle."""
+    finished = set()
+    for seed in range(30):
+        rng = random.Random(seed)
+        s = swarm(8, providers=4)
+        for _ in range(300):
+            s, _ = TASK_REGISTRY.apply(s, random_command(rng, s))
+            finished |= {j["status"] for j in T.jobs(s).values()}
+    assert {T.DONE, T.FAILED, T.CANCELLED, T.RUNNING} <= finished
+
+
+def test_the_transition_checker_catches_an_unqualified_assignment() -> None:
+    """check_transition is the simulator's oracle: a state edited around the handlers (as a
+    buggy handler would) is caught."""
+    s = running()
+    j = dict(T.job(s, "j"))
+    frags = [list(fr) for fr in j["frags"]]
+    frags[0][0] = dict(frags[0][0], node="n5", tried=["n5"])
+    j["frags"] = frags
+    revoked, _ = apply(s, Revoke("n5", "x"))
+    bad = dataclasses.replace(revoked, ext={"tasks": {"jobs": {"j": j}}})
+    assert any("did not qualify" in v for v in T.check_transition(revoked, bad))
+    frags[0][1] = dict(frags[0][1], st=T.R_DONE, out=H, node="n6", tried=["n6"])
+    j["done"] = 1
+    bad = dataclasses.replace(revoked, ext={"tasks": {"jobs": {"j": j}}})
+    assert any("unassigned" in v for v in T.check_transition(revoked, bad))
+    j["done"] = 2
+    assert any("counted twice" in v for v in T.check_invariants(bad))
+
+
+@pytest.mark.parametrize("kind", [k for k, _, _ in T.TASK_COMMANDS])
+def test_every_task_command_is_registered(kind: str) -> None:
+    assert kind in TASK_REGISTRY.kinds()
