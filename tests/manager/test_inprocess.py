@@ -240,7 +240,9 @@ async def test_dissolve_erases_every_node_and_stops_it(tmp_path):
 async def test_nodes_outside_the_council_follow_the_committed_state(tmp_path):
     # As the council of three takes shape, voters are removed again; one removed while it did
     # not hear it must learn it from a manager ahead of it (announcement or poll) and retire.
-    settings = dataclasses.replace(FAST, council_size=3)
+    # The fallback poll is set to an hour: every update must come by gossip (the real
+    # service: announcements, then a fetch of the certified state), and the test checks so.
+    settings = dataclasses.replace(FAST, council_size=3, follow_poll_s=3600.0)
     async with federation(tmp_path, 5, settings, gossip=True) as fed:
         await wait_until(lambda: settled(fed, 3), 60)
         lead = fed.leaders()[0]
@@ -265,6 +267,10 @@ async def test_nodes_outside_the_council_follow_the_committed_state(tmp_path):
             raise
         assert all(f.role.followed.members.keys() == lead.role.state.members.keys()
                    for f in followers)
+        for f in followers:  # the path taken: gossip only, never the poll
+            assert f.role.follow_updates["poll"] == 0, f.role.follow_updates
+            assert f.role.follow_updates["gossip"] > 0 and f.role._follow_via == "gossip"
+            assert f.role.announcements["accepted"] > 0
         await wait_until(lambda: all(f.role.decisions_verified > 0 for f in followers), 20)
         assert all(f.role.decisions_rejected == 0 for f in followers)
 
