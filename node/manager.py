@@ -1198,18 +1198,8 @@ class ManagerRole:
         ("gossip" or "poll") is what made us ask. Returns True on an answer."""
         _, idx = self.view()
         rid = self.node.id if self.node is not None else 0
-        timeout = self.agent.config.network.request_timeout_s
         try:
-            with trio.fail_after(timeout):
-                stream = await self.agent._open_stream(ID.from_base58(pid), STATE_PROTOCOL)
-                try:
-                    await write_message(stream, StateRequest(rid, idx), timeout_s=timeout)
-                    resp = await read_message(FrameReader(stream), StateResponse, timeout_s=timeout)
-                finally:
-                    await _reset(stream)
-        except trio.TooSlowError:
-            self.agent.counters.inc("state_poll_failed", "timeout")
-            return False
+            resp = await self._request(pid, StateRequest(rid, idx), StateResponse)
         except RemoteProtocolError as exc:
             self.agent.counters.inc("state_poll_failed", exc.reason)
             return False
@@ -1272,6 +1262,22 @@ class ManagerRole:
                 self.agent.counters.inc("decision_rejected", why)
                 log.warning("decision %d/%d from %s does not verify: %s", rec.term, rec.index,
                             pid, why, extra={"peer": pid})
+
+    async def _request(self, pid: str, msg: Any, reply_type: Any) -> Any:
+        """One request/response on ``/enclave-swarm/state/1.0.0`` with ``pid``, within the
+        network's request timeout. Raises RemoteProtocolError (reason ``timeout`` when the
+        whole exchange ran out of time)."""
+        timeout = self.agent.config.network.request_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                stream = await self.agent._open_stream(ID.from_base58(pid), STATE_PROTOCOL)
+                try:
+                    await write_message(stream, msg, timeout_s=timeout)
+                    return await read_message(FrameReader(stream), reply_type, timeout_s=timeout)
+                finally:
+                    await _reset(stream)
+        except trio.TooSlowError:
+            raise RemoteProtocolError("timeout", f"no answer from {pid} in {timeout:g}s") from None
 
     def _refuse_state(self, pid: str, reason: str, detail: str) -> None:
         """A served state we will not adopt: counted, logged with the sender (reported)."""
@@ -1427,18 +1433,8 @@ class ManagerRole:
     async def ask_vouch(self, pid: str, cp: Any, prev: Any) -> bytes:
         """Ask voter ``pid`` to vouch for checkpoint ``cp``; its signature, or b"" on refusal
         or failure (counted: ``certify_ask_failed{reason}``)."""
-        timeout = self.agent.config.network.request_timeout_s
         try:
-            with trio.fail_after(timeout):
-                stream = await self.agent._open_stream(ID.from_base58(pid), STATE_PROTOCOL)
-                try:
-                    await write_message(stream, CertifyRequest(cp, prev), timeout_s=timeout)
-                    reply = await read_message(FrameReader(stream), CertifyReply, timeout_s=timeout)
-                finally:
-                    await _reset(stream)
-        except trio.TooSlowError:
-            self.agent.counters.inc("certify_ask_failed", "timeout")
-            return b""
+            reply = await self._request(pid, CertifyRequest(cp, prev), CertifyReply)
         except RemoteProtocolError as exc:
             self.agent.counters.inc("certify_ask_failed", exc.reason)
             return b""
@@ -1612,19 +1608,11 @@ class ManagerRole:
         lead = self.leader_peer()
         if lead is None or lead == self.me:
             return ManagerReply(False, "no manager known", "")
-        timeout = self.agent.config.network.request_timeout_s
         try:
-            with trio.fail_after(timeout):
-                stream = await self.agent._open_stream(ID.from_base58(lead), STATE_PROTOCOL)
-                try:
-                    await write_message(stream, msg, timeout_s=timeout)
-                    reply: ManagerReply = await read_message(FrameReader(stream), ManagerReply,
-                                                             timeout_s=timeout)
-                finally:
-                    await _reset(stream)
-        except trio.TooSlowError:
-            return ManagerReply(False, "manager did not answer in time", "")
+            reply: ManagerReply = await self._request(lead, msg, ManagerReply)
         except RemoteProtocolError as exc:
+            if exc.reason == "timeout":
+                return ManagerReply(False, "manager did not answer in time", "")
             return ManagerReply(False, f"manager unreachable: {exc}", "")
         return reply
 
