@@ -41,6 +41,10 @@ async def test_a_local_revocation_is_not_spread_by_gossip(tmp_path):
     async with federation(tmp_path, 4, gossip=True) as agents:
         await wait_until(lambda: fully_attested(agents), 40)
         bad = agents[3]
+        # The others hold the peer's records first (a record that reached a node before that
+        # node had attested its issuer was refused, and comes back only by anti-entropy).
+        await wait_until(lambda: all(any(r.issuer == bad.peer_id for r in a.gossip.dissemination.records())
+                                     for a in agents[1:3]), 20)
         agents[0].revoke(bad.peer_id, "failed attestation on a manager's check")
         await wait_until(lambda: not agents[0].peers.is_attested(bad.peer_id), 10)
         d0 = agents[0].gossip.dissemination
