@@ -9,6 +9,7 @@ can and cannot do (docs/architecture.md, "Threat model")."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from libp2p.peer.id import ID
@@ -20,17 +21,42 @@ from overlay.wire import encode
 
 
 class Adversary:
-    """Wraps a running member (``tests.manager.helpers.Member``: agent + manager role)."""
+    """Wraps a running node: a ``tests.manager.helpers.Member`` (agent + manager role) or a
+    bare agent (gossip-only federations, ``tests.netutil.federation``)."""
 
     def __init__(self, member: Any) -> None:
         self.member = member
-        self.agent = member.agent
-        self.role = member.role
-        self.peer_id: str = member.agent.peer_id
+        self.agent = getattr(member, "agent", member)
+        self.role = getattr(member, "role", None)
+        self.peer_id: str = self.agent.peer_id
+
+    # ------------------------------------------------------------------ gossip
+    def forge_record(self, kind: str, subject: str, *, version: int | None = None,
+                     payload: bytes = b"forged", ttl_s: float = 600.0) -> Any:
+        """A record signed with its own (attested) identity: any slot, any version."""
+        now = time.time()
+        v = int(now * 1000) if version is None else version
+        return self.agent.gossip.signer.sign(kind, subject, v, now, now + ttl_s, payload)
+
+    def push_records(self, targets: Any, records: tuple[Any, ...]) -> None:
+        """Send ``records`` straight down its gossip streams to each target (past its own
+        dissemination core's checks)."""
+        from overlay.messages_gossip import GossipPush
+
+        for a in targets:
+            self.agent.gossip._send(a.peer_id, GossipPush(records))
+        self.agent.gossip._poke()
+
+    def send_gossip(self, targets: Any, *messages: Any) -> None:
+        """Send raw gossip-protocol messages (e.g. SWIM claims) to each target."""
+        for a in targets:
+            for m in messages:
+                self.agent.gossip._send(a.peer_id, m)
 
     # ------------------------------------------------------------------ what it serves
     def serve_state(self, response: Any) -> None:
         """Answer every state request with ``response`` (a StateResponse of its choosing)."""
+        assert self.role is not None, "a node without a manager role serves no state"
         self.role._state_reply = lambda pid, req: response
 
     # ------------------------------------------------------------------ what it sends

@@ -10,24 +10,19 @@ from __future__ import annotations
 import time
 
 from node.attestation.score import sign_record
-from node.gossip import GossipService
-from overlay.messages_gossip import GossipPush
 from overlay.records import KIND_MANAGER, KIND_REVOCATION, KIND_SCORE, Record
 from overlay.wire import encode
+from tests.adversary import Adversary
 from tests.netutil import federation, fully_attested, wait_until
 
 
-def _forge(attacker: GossipService, kind: str, subject: str, version: int | None = None,
+def _forge(attacker, kind: str, subject: str, version: int | None = None,
            payload: bytes = b"forged") -> Record:
-    now = time.time()
-    v = int(now * 1000) if version is None else version
-    return attacker.signer.sign(kind, subject, v, now, now + 600, payload)
+    return Adversary(attacker).forge_record(kind, subject, version=version, payload=payload)
 
 
 def _send_to_all(attacker, honest, records: tuple[Record, ...]) -> None:
-    for a in honest:
-        attacker.gossip._send(a.peer_id, GossipPush(records))
-    attacker.gossip._poke()
+    Adversary(attacker).push_records(honest, records)
 
 
 def _rejected(a, reason: str) -> int:
@@ -40,7 +35,7 @@ async def test_an_attested_peer_cannot_revoke_anyone_by_gossip(tmp_path):
         attacker, victim = agents[3], agents[1]
         honest = agents[:3]
         # The attack: a well-signed revocation record about an honest node, sent to everyone.
-        _send_to_all(attacker, honest, (_forge(attacker.gossip, KIND_REVOCATION, victim.peer_id),))
+        _send_to_all(attacker, honest, (_forge(attacker, KIND_REVOCATION, victim.peer_id),))
         await wait_until(lambda: all(_rejected(a, "revocation-not-manager") >= 1
                                      for a in honest), 20)
         # Nobody revoked the victim, nobody stored the record, the victim stays in everywhere.
@@ -98,8 +93,8 @@ async def test_an_attested_peer_cannot_squat_another_issuers_slot(tmp_path):
         sr = sign_record(attacker._identity, subject=owner.peer_id, score=1, kind="sim",
                          verdict="ok", evidence_hash=bytes(32), issued_at=time.time(), ttl_s=600)
         _send_to_all(attacker, honest, (
-            _forge(attacker.gossip, KIND_MANAGER, owner.peer_id, far),
-            _forge(attacker.gossip, KIND_SCORE, owner.peer_id, 2**62, encode(sr)),
+            _forge(attacker, KIND_MANAGER, owner.peer_id, far),
+            _forge(attacker, KIND_SCORE, owner.peer_id, 2**62, encode(sr)),
         ))
         await wait_until(lambda: all(_rejected(a, "subject-not-issuer") >= 1
                                      and _rejected(a, "version-too-far") >= 1 for a in honest), 20)
@@ -127,7 +122,7 @@ async def test_a_record_with_an_invalid_subject_does_not_cost_its_batch(tmp_path
         got: dict[str, list[str]] = {a.peer_id: [] for a in agents}
         for a in agents:
             a.gossip.subscribe("probe", lambda r, seen=got[a.peer_id]: seen.append(r.subject))
-        g = attacker.gossip
+        g = attacker
         batch = (
             _forge(g, "probe", agents[0].peer_id, payload=b"first"),
             # not a peer id: once enough to abort the rest of the batch on every receiver

@@ -9,6 +9,7 @@ victim alive, refutable, and their member tables to the attested peers."""
 from __future__ import annotations
 
 from overlay.messages_gossip import ALIVE, DEAD, SUSPECT, SwimGossip, SwimSync, SwimUpdate
+from tests.adversary import Adversary
 from tests.netutil import federation, fully_attested, wait_until
 
 TOP = 2**63 - 1
@@ -25,9 +26,8 @@ async def test_one_member_cannot_push_a_victim_past_refutation_or_invent_members
                 SwimUpdate(vid, ALIVE, TOP, vid))
         invented = tuple(SwimUpdate(f"12D3KooWinvented{i:05d}", ALIVE, 0, f"12D3KooWinvented{i:05d}")
                          for i in range(2000))
-        for dest in (honest.peer_id, agents[2].peer_id):
-            attacker.gossip._send(dest, SwimGossip(lies))
-            attacker.gossip._send(dest, SwimSync(members=invented))
+        Adversary(attacker).send_gossip((honest, agents[2]), SwimGossip(lies),
+                                        SwimSync(members=invented))
         # Until both lies have been dealt with: refused (counted), or believed.
         await wait_until(lambda: (honest.counters.get("swim_refused", "incarnation-jump") >= 2
                                   or honest.gossip.membership.state_of(vid)[1] > 1024)
