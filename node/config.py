@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,51 @@ class NetworkConfig:
     request_timeout_s: float = 10.0
 
 
+# Bounds of what a node may offer for tasks (node/tasks/capability.py enforces the same on the
+# wire; tests/tasks check that the two agree).
+TASK_MAX_CORES = 1024
+TASK_MAX_MEMORY_MIB = 16 * 1024 * 1024
+TASK_MAX_PRICE = 2**40
+TASK_MAX_ACCELERATORS = 16
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TasksConfig:
+    # Cores given to task fragments in total; 0 = the host's cores minus reserve_cores.
+    cores: int = 0
+    # Memory given to task fragments in total, MiB; 0 = the host's memory minus the reserve.
+    memory_mib: int = 0
+    # Kept for the agent itself when sizing automatically.
+    reserve_cores: int = 1
+    reserve_memory_mib: int = 512
+    # Declared accelerators (names such as "nvidia-a100"); nothing is detected.
+    accelerators: tuple[str, ...] = ()
+    # Declared placement labels (the member record committed at join is authoritative).
+    region: str = ""
+    provider: str = ""
+    # Prices in micro-units (1 unit = 1,000,000): per core-second, and per GiB moved.
+    price_core_s: int = 0
+    price_gib: int = 0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        for name, top in (("cores", TASK_MAX_CORES), ("reserve_cores", TASK_MAX_CORES),
+                          ("memory_mib", TASK_MAX_MEMORY_MIB),
+                          ("reserve_memory_mib", TASK_MAX_MEMORY_MIB),
+                          ("price_core_s", TASK_MAX_PRICE), ("price_gib", TASK_MAX_PRICE)):
+            if not 0 <= getattr(self, name) <= top:
+                raise ConfigError(f"tasks.{name} must be within 0..{top}")
+        for name in ("region", "provider"):
+            v = getattr(self, name)
+            if v and not _TASK_NAME.match(v):
+                raise ConfigError(f"tasks.{name}: letters, digits and . _ : / - only, at most 64")
+        if len(self.accelerators) > TASK_MAX_ACCELERATORS or any(
+                not _TASK_NAME.match(a) for a in self.accelerators):
+            raise ConfigError(f"tasks.accelerators: at most {TASK_MAX_ACCELERATORS} names of "
+                              "letters, digits and . _ : / -")
+
+
 @dataclasses.dataclass(frozen=True)
 class AttestationConfig:
     # TEE backend: auto | sim | sev-snp | tdx | sgx. auto picks the hardware that is present.
@@ -96,6 +142,7 @@ class NodeConfig:
     profile: str = "lan"
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     attestation: AttestationConfig = dataclasses.field(default_factory=AttestationConfig)
+    tasks: TasksConfig = dataclasses.field(default_factory=TasksConfig)
     # Log format on stderr: text | json. Level: debug | info | warning | error.
     log_format: str = "text"
     log_level: str = "info"
@@ -142,6 +189,7 @@ class NodeConfig:
         return cfg
 
     def validate(self) -> None:
+        self.tasks.validate()
         n, a = self.network, self.attestation
         if self.profile not in PROFILES:
             raise ConfigError(f"profile: unknown {self.profile!r}")
@@ -192,7 +240,7 @@ class NodeConfig:
             f'log_format = "{self.log_format}"',
             f'log_level = "{self.log_level}"',
         ]
-        for section in ("network", "attestation"):
+        for section in ("network", "attestation", "tasks"):
             out.append("")
             out.append(f"[{section}]")
             obj = getattr(self, section)

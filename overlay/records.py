@@ -65,8 +65,9 @@ KIND_SCORE = "score"
 KIND_REVOCATION = "revocation"
 KIND_MEMBERSHIP = "membership"
 KIND_MANAGER = "manager"
+KIND_CAPABILITY = "capability"  # what a node offers for tasks (node/tasks/offers.py)
 #: Kinds whose subject must be the issuer itself (a statement about oneself).
-SELF_KINDS = frozenset({KIND_MANAGER, KIND_MEMBERSHIP})
+SELF_KINDS = frozenset({KIND_MANAGER, KIND_MEMBERSHIP, KIND_CAPABILITY})
 #: Kinds only the committed manager may issue (the core's injected ``is_manager``).
 MANAGER_KINDS = frozenset({KIND_REVOCATION})
 

@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from consensus.scheduler import MAX_PRICE, Offer
+from node.config import TasksConfig
 from overlay.errors import RemoteProtocolError
 from overlay.messages import ED25519_PUBLIC_KEY_BYTES, MAX_PEER_ID_CHARS
 from overlay.wire import encode, message
@@ -100,45 +101,6 @@ def capability_problems(r: CapabilityRecord) -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskOfferConfig:
-    """What the operator declares (the ``[tasks]`` section of the node config).
-
-    cores / memory_mib: given to fragments in total; 0 means "what the host has, minus the
-    reserve". reserve_*: kept for the agent itself when sizing automatically. accelerators:
-    declared names (e.g. "nvidia-a100"); nothing is detected. region / provider: declared
-    placement labels (the committed member record is authoritative). Prices in micro-units.
-    """
-
-    cores: int = 0
-    memory_mib: int = 0
-    reserve_cores: int = 1
-    reserve_memory_mib: int = 512
-    accelerators: tuple[str, ...] = ()
-    region: str = ""
-    provider: str = ""
-    price_core_s: int = 0
-    price_gib: int = 0
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        if not 0 <= self.cores <= MAX_CORES or not 0 <= self.reserve_cores <= MAX_CORES:
-            raise ValueError(f"tasks.cores / reserve_cores must be within 0..{MAX_CORES}")
-        if not 0 <= self.memory_mib <= MAX_MEMORY_MIB or not 0 <= self.reserve_memory_mib <= MAX_MEMORY_MIB:
-            raise ValueError(f"tasks.memory_mib / reserve_memory_mib must be within 0..{MAX_MEMORY_MIB}")
-        for name in ("price_core_s", "price_gib"):
-            if not 0 <= getattr(self, name) <= MAX_PRICE:
-                raise ValueError(f"tasks.{name} must be within 0..{MAX_PRICE} (micro-units)")
-        for name in ("region", "provider"):
-            v = getattr(self, name)
-            if v and (len(v) > MAX_NAME_CHARS or not _NAME.match(v)):
-                raise ValueError(f"tasks.{name}: letters, digits and . _ : / - only, at most 64")
-        if len(self.accelerators) > MAX_ACCELERATORS or any(
-                len(a) > MAX_NAME_CHARS or not _NAME.match(a) for a in self.accelerators):
-            raise ValueError(f"tasks.accelerators: at most {MAX_ACCELERATORS} names of letters, "
-                             "digits and . _ : / -")
-
-
-@dataclasses.dataclass(frozen=True)
 class Detected:
     """What the host has (from :func:`detect`)."""
 
@@ -165,7 +127,7 @@ def detect() -> Detected:
     return Detected(max(1, cores), max(1, mem_mib))
 
 
-def build_capability(cfg: TaskOfferConfig, detected: Detected, *, node_id: str, tee_kind: str,
+def build_capability(cfg: TasksConfig, detected: Detected, *, node_id: str, tee_kind: str,
                      seq: int, agent_version: str, issuer: bytes = bytes(32)) -> CapabilityRecord:
     """The (unsigned: zero signature) record for this node: configured sizes, or the detected
     ones minus the reserve (at least 1 core and 1 MiB), never more than the host has."""
