@@ -213,8 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from overlay.discovery import BootstrapAddressError, split_p2p_addr
     from overlay.host import HostConfigError, read_psk
 
+    # stderr is the log from the start: with --log-format json every line must be a JSON
+    # record, the note about a new data dir included (the config may refine format and level).
+    setup_logging(args.log_format or "text", args.log_level or "info")
+    log = logging.getLogger("enclave_swarm.cli")
     dd = _data_dir(args)
-    init_note = None
     if not dd.exists():
         if dd.path.exists() and any(dd.path.iterdir()) and not dd.config_path.exists():
             raise CliError(f"{dd.path}: not an enclave-swarm data dir (no identity.key); refusing to use it")
@@ -223,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             dd.init(cfg)
         except DataDirError as exc:
             raise CliError(str(exc)) from None
-        init_note = f"initialised a new node in {dd.path}; {why}"
+        log.info("initialised a new node in %s; %s", dd.path, why)
     try:
         cfg = _apply_overrides(dd.load_config(), args)
         for b in cfg.network.bootstrap:
@@ -237,10 +240,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem:
         raise CliError(problem)
     setup_logging(cfg.log_format, cfg.log_level)
-    # From here on stderr is the log: with --log-format json every line must be a JSON record.
-    log = logging.getLogger("enclave_swarm.cli")
-    if init_note:
-        log.info("%s", init_note)
     try:
         dd.lock()
     except DataDirError as exc:
