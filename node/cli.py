@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -212,6 +213,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from overlay.discovery import BootstrapAddressError, split_p2p_addr
     from overlay.host import HostConfigError, read_psk
 
+    # stderr is the log from the start: with --log-format json every line must be a JSON
+    # record, the note about a new data dir included (the config may refine format and level).
+    setup_logging(args.log_format or "text", args.log_level or "info")
+    log = logging.getLogger("enclave_swarm.cli")
     dd = _data_dir(args)
     if not dd.exists():
         if dd.path.exists() and any(dd.path.iterdir()) and not dd.config_path.exists():
@@ -221,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             dd.init(cfg)
         except DataDirError as exc:
             raise CliError(str(exc)) from None
-        print(f"initialised a new node in {dd.path}; {why}", file=sys.stderr)
+        log.info("initialised a new node in %s; %s", dd.path, why)
     try:
         cfg = _apply_overrides(dd.load_config(), args)
         for b in cfg.network.bootstrap:
@@ -251,8 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 task_status.started()
                 async for sig in signals:
-                    print(f"received {signal.Signals(sig).name}, leaving the federation",
-                          file=sys.stderr, flush=True)
+                    log.info("received %s, leaving the federation", signal.Signals(sig).name)
                     agent.stop()
                     return
 
@@ -280,13 +284,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def node_request(args: argparse.Namespace, cmd: dict[str, Any]) -> dict[str, Any]:
-    from node.control import NotRunning, request
+    from node.control import BadAnswer, NotRunning, request
 
     dd = _data_dir(args)
     try:
         reply = request(dd.socket_path, cmd)
     except NotRunning:
         raise CliError(f"no node is running on {dd.path}") from None
+    except BadAnswer as exc:
+        raise CliError(f"cannot talk to a node on {dd.path}: {exc}") from None
     if not reply.get("ok"):
         raise CliError(str(reply.get("error", "the node refused the request")))
     return reply

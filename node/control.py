@@ -211,8 +211,19 @@ def _dispatch(agent: Agent, line: bytes) -> Any:
     raise RequestError("unknown-command", f"unknown command {cmd[:40]!r}")
 
 
+class BadAnswer(ValueError):
+    """The control socket cannot be used, or what answers on it is not a node (a ValueError,
+    as json.loads raised before: callers that catch ValueError keep working)."""
+
+
 def request(path: Path, cmd: dict[str, Any], *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """Blocking client for the CLI. Raises NotRunning when nobody answers."""
+    """Blocking client for the CLI.
+
+    Raises:
+        NotRunning: nobody answers (its message is the path alone when no socket listens there).
+        BadAnswer: the path cannot be used (too long for AF_UNIX, ...), or what answered did
+            not send a JSON object: the CLI says so in one line instead of a traceback.
+    """
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout_s)
     try:
@@ -229,9 +240,16 @@ def request(path: Path, cmd: dict[str, Any], *, timeout_s: float = 10.0) -> dict
             buf += chunk
     except TimeoutError:
         raise NotRunning(f"{path}: no answer within {timeout_s}s") from None
+    except OSError as exc:  # "AF_UNIX path too long", a reset connection, ...
+        raise BadAnswer(f"{path}: {exc.strerror or exc}") from None
     finally:
         s.close()
     if not buf:
         raise NotRunning(f"{path}: closed without an answer")
-    reply: dict[str, Any] = json.loads(buf)
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise BadAnswer(f"{path}: the answer is not JSON (not an enclave-swarm node?)") from None
+    if not isinstance(reply, dict):
+        raise BadAnswer(f"{path}: the answer is not a JSON object (not an enclave-swarm node?)")
     return reply

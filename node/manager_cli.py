@@ -90,21 +90,29 @@ def _owner_key(out: Path) -> int:
     pub_path = out.with_name(out.name + ".pub")
     try:
         write_new(out, priv, 0o600)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    try:
         write_new(pub_path, pub, 0o644)
     except DataDirError as exc:
+        # Never leave a private key whose public half is another key's (an operator would
+        # provision the wrong one): take back the key just written.
+        out.unlink()
         raise CliError(str(exc)) from None
     print(f"owner key {out}; provision {pub_path} as <data dir>/federation-owner.pub on every node")
     return EXIT_OK
 
 
 def cmd_leave(args: argparse.Namespace) -> int:
-    from node.control import NotRunning, request
+    from node.control import BadAnswer, NotRunning, request
 
     dd = _cli()._data_dir(args)
     try:
         reply = request(dd.socket_path, {"cmd": "leave", "reason": args.reason}, timeout_s=45)
     except NotRunning:
         raise CliError(f"no node is running on {dd.path}") from None
+    except BadAnswer as exc:
+        raise CliError(f"cannot talk to a node on {dd.path}: {exc}") from None
     if not reply.get("ok"):
         raise CliError(str(reply.get("error", "leave failed")))
     print("left the federation; the node is stopping")
