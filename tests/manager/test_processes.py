@@ -107,7 +107,8 @@ def federation(tmp_path):
 
 
 # Slow suite (make test-slow, in CI): make test keeps the process-level fail-over in
-# test_manager_demo_shows_the_successor, and leave and dissolve in-process (test_inprocess.py).
+# test_manager_demo_shows_the_successor, leave and dissolve on three processes
+# (test_operator_fast.py) and in-process (test_inprocess.py).
 @pytest.mark.slow
 def test_five_processes_elect_fail_over_restart_leave_and_dissolve(federation, tmp_path):
     nodes = federation(5)
