@@ -1,0 +1,102 @@
+"""The worker process: ``python -m node.workload.worker``, one fragment at a time.
+
+Started and owned by ``engine.WorkloadEngine``; it is the unit the engine kills (SIGKILL) when a
+fragment outlives its deadline plus grace, whatever the worker is doing.
+
+Protocol on the process's own stdin/stdout (which are moved to private descriptors at start, so
+that nothing else printed by this process, e.g. wasmtime-py's own diagnostics, can corrupt it):
+frames of a 4-byte big-endian length and a CBOR map, at most ``MAX_FRAME`` bytes.
+
+* worker -> engine, once at start: ``{"ready": True}``.
+* engine -> worker: ``{"module_sha256", "module", "input", "limits": {...}, "grants": {...}}``
+  (``"test_hang_s"`` too, honoured only when the environment sets
+  ``ENCLAVE_SWARM_WORKLOAD_TEST_HOOKS=1``: it sleeps outside wasm, so that tests can prove
+  the kill path).
+* worker -> engine: the reply of ``Runner.run`` plus ``"compiled": bool``.
+
+The engine is this process's only peer and is trusted; frames are still bounded and checked so
+that a bug cannot make the worker allocate without end. A malformed request ends the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, BinaryIO
+
+import cbor2
+
+from node.workload.frames import LEN, MAX_FRAME, TEST_HOOKS_ENV, encode_frame
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = f.read(n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(f: BinaryIO) -> dict[str, Any] | None:
+    head = _read_exact(f, LEN.size)
+    if head is None:
+        return None
+    (n,) = LEN.unpack(head)
+    if n > MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes exceeds {MAX_FRAME}")
+    data = _read_exact(f, n)
+    if data is None:
+        return None
+    body = cbor2.loads(data)
+    if not isinstance(body, dict):
+        raise ValueError("frame is not a map")
+    return body
+
+
+def main() -> int:
+    # Take the protocol pipes for ourselves; fd 0 becomes /dev/null, fd 1 goes to stderr.
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    from node.workload.limits import Grants, Limits
+    from node.workload.runner import Runner, write_input
+
+    hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
+    runner = Runner()
+    workdir = tempfile.mkdtemp(prefix="es-workload-")  # 0700
+    input_path = os.path.join(workdir, "stdin")
+    try:
+        proto_out.write(encode_frame({"ready": True}))
+        while True:
+            req = _read_frame(proto_in)
+            if req is None:
+                return 0
+            if hooks and req.get("test_hang_s"):
+                time.sleep(float(req["test_hang_s"]))
+            limits = Limits(**req["limits"])
+            limits.validate()
+            grants = Grants(**req["grants"])
+            module_sha256, module, data = req["module_sha256"], req["module"], req["input"]
+            if not all(isinstance(x, bytes) for x in (module_sha256, module, data)):
+                raise ValueError("module_sha256, module and input must be bytes")
+            write_input(input_path, data)
+            reply = runner.run(module_sha256, module, input_path, limits, grants)
+            reply["compiled"] = reply["compile_s"] > 0
+            proto_out.write(encode_frame(reply))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
