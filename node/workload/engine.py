@@ -21,10 +21,13 @@ Signing is not done here: the driver signs ``result_digest_payload(...)`` with t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -117,8 +120,10 @@ class EngineConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.recycle_after < 1:
             raise ValueError("recycle_after must be >= 1")
-        if self.max_module_bytes + self.max_input_bytes + _REPLY_OVERHEAD > MAX_FRAME:
-            raise ValueError(f"max_module_bytes + max_input_bytes must stay under {MAX_FRAME}")
+        if self.max_module_bytes + _REPLY_OVERHEAD > MAX_FRAME:
+            raise ValueError(f"max_module_bytes must stay under {MAX_FRAME}")
+        if self.max_input_bytes < 0:
+            raise ValueError("max_input_bytes must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,10 @@ class EngineStatistics:
 
 
 class _Worker:
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, input_path: str) -> None:
         self.process = process
+        self.input_path = input_path
+        self.modules: set[bytes] = set()  # hashes sent to this worker (a hint: it may evict)
         self.fragments = 0
         self.buf = bytearray()
 
@@ -167,6 +174,29 @@ class _WorkerBroken(Exception):
     pass
 
 
+# Inputs above these are written / hashed from a worker thread, not on the trio loop.
+_WRITE_INLINE_BYTES = 1024 * 1024
+_HASH_INLINE_BYTES = 64 * 1024
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _refused(data: bytes) -> Profile:
+    return Profile(input_sha256=_sha256(data))
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 class WorkloadEngine:
     """Runs fragments; use as ``async with WorkloadEngine(cfg) as engine: await engine.run(...)``.
 
@@ -187,6 +217,12 @@ class WorkloadEngine:
         self._compiles = 0
         self._fragments = 0
         self._closed = False
+        # Fragments reach workers as files in this private directory (0700), on tmpfs when the
+        # host has /dev/shm: the worker's module reads it as stdin (wasmtime-py's WASI stdin is
+        # a file), so the fragment crosses no pipe. Removed by aclose.
+        shm = "/dev/shm"  # noqa: S108 - a private mkdtemp below it, not a fixed name
+        self._dir = tempfile.mkdtemp(prefix="es-workload-",
+                                     dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None)
 
     async def __aenter__(self) -> WorkloadEngine:
         return self
@@ -207,6 +243,8 @@ class WorkloadEngine:
         idle, self._idle = self._idle, []
         for w in idle:
             await self._retire(w)
+        if self._running == 0:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     async def run(self, module: bytes, module_sha256: bytes, data: bytes, limits: Limits,
                   grants: Grants | None = None, *, test_hang_s: float = 0.0) -> Outcome:
@@ -221,17 +259,16 @@ class WorkloadEngine:
         grants = grants or Grants()
         if self._closed:
             raise RuntimeError("engine is closed")
-        input_sha256 = hashlib.sha256(data).digest()
         if len(module) > self.config.max_module_bytes:
             return Outcome(ErrorKind.BAD_MODULE, f"module of {len(module)} bytes exceeds "
-                           f"{self.config.max_module_bytes}", profile=Profile(input_sha256=input_sha256))
+                           f"{self.config.max_module_bytes}", profile=_refused(data))
         if hashlib.sha256(module).digest() != module_sha256:
             return Outcome(ErrorKind.HASH_MISMATCH,
                            f"module sha256 {hashlib.sha256(module).hexdigest()} differs from the expected "
-                           f"{module_sha256.hex()}; not compiled", profile=Profile(input_sha256=input_sha256))
+                           f"{module_sha256.hex()}; not compiled", profile=_refused(data))
         if len(data) > self.config.max_input_bytes:
             return Outcome(ErrorKind.INPUT_TOO_LARGE, f"input of {len(data)} bytes exceeds "
-                           f"{self.config.max_input_bytes}", profile=Profile(input_sha256=input_sha256))
+                           f"{self.config.max_input_bytes}", profile=_refused(data))
         self._waiting += 1
         acquired = False
         try:
@@ -240,45 +277,67 @@ class WorkloadEngine:
                 acquired = True
             if not acquired:
                 return Outcome(ErrorKind.BUSY, f"no slot free within {self.config.slot_wait_s} s",
-                               profile=Profile(input_sha256=input_sha256))
+                               profile=_refused(data))
         finally:
             self._waiting -= 1
         self._running += 1
         try:
-            return await self._run_in_worker(module, module_sha256, data, input_sha256, limits,
-                                             grants, test_hang_s)
+            return await self._run_in_worker(module, module_sha256, data, limits, grants, test_hang_s)
         finally:
             self._running -= 1
             self._slots.release()
+            if self._closed and self._running == 0:
+                shutil.rmtree(self._dir, ignore_errors=True)
 
-    async def _run_in_worker(self, module: bytes, module_sha256: bytes, data: bytes,
-                             input_sha256: bytes, limits: Limits, grants: Grants,
-                             test_hang_s: float) -> Outcome:
+    async def _run_in_worker(self, module: bytes, module_sha256: bytes, data: bytes, limits: Limits,
+                             grants: Grants, test_hang_s: float) -> Outcome:
         t0 = trio.current_time()
-        broken = Profile(input_sha256=input_sha256)
         try:
             worker = self._idle.pop() if self._idle else await self._spawn()
         except _WorkerBroken as e:
-            return Outcome(ErrorKind.WORKER_FAILED, f"cannot start a worker: {e}", profile=broken)
-        request: dict[str, Any] = {"module_sha256": module_sha256, "module": module, "input": data,
+            return Outcome(ErrorKind.WORKER_FAILED, f"cannot start a worker: {e}", profile=_refused(data))
+        # The module's bytes go only to a worker not known to hold it compiled; a worker that
+        # evicted it asks again (need_module).
+        request: dict[str, Any] = {"module_sha256": module_sha256,
+                                   "module": None if module_sha256 in worker.modules else module,
+                                   "input_path": worker.input_path,
                                    "limits": asdict(limits), "grants": asdict(grants)}
         if test_hang_s:
             request["test_hang_s"] = test_hang_s
         reply_max = limits.max_output_bytes + limits.max_stderr_bytes + _REPLY_OVERHEAD
         budget_s = limits.wall_time_s + self.config.kill_grace_s
         reply: dict[str, Any] | None = None
+        input_sha256 = b""
         failure = ""
         try:
             with trio.move_on_after(budget_s):
+                if len(data) > _WRITE_INLINE_BYTES:
+                    await trio.to_thread.run_sync(_write_private, worker.input_path, data)
+                else:
+                    _write_private(worker.input_path, data)
                 stdin = worker.process.stdin
                 assert stdin is not None
                 await stdin.send_all(encode_frame(request))
+                # Hash the fragment while the worker runs it (hashlib releases the GIL).
+                if len(data) > _HASH_INLINE_BYTES:
+                    input_sha256 = await trio.to_thread.run_sync(_sha256, data)
+                else:
+                    input_sha256 = _sha256(data)
                 reply = await worker.read_frame(reply_max)
+                if reply.get("need_module") is True:
+                    request["module"] = module
+                    await stdin.send_all(encode_frame(request))
+                    reply = await worker.read_frame(reply_max)
+                worker.modules.add(module_sha256)
             if reply is None:
                 failure = f"no answer within {limits.wall_time_s} s + {self.config.kill_grace_s} s grace"
         except (_WorkerBroken, trio.BrokenResourceError, trio.ClosedResourceError) as e:
             failure = str(e) or type(e).__name__
+        except OSError as e:
+            failure = f"cannot write the fragment for the worker: {e}"
         finally:
+            with contextlib.suppress(OSError):
+                os.unlink(worker.input_path)  # the fragment does not outlive its run
             if reply is None:
                 # A worker in an unknown state (timed out, broken, or our caller was cancelled
                 # mid-exchange) is never reused.
@@ -287,12 +346,12 @@ class WorkloadEngine:
         if reply is None:
             kind = ErrorKind.DEADLINE if failure.startswith("no answer") else ErrorKind.WORKER_FAILED
             return Outcome(kind, f"worker killed (SIGKILL): {failure}",
-                           profile=Profile(wall_s=engine_s, engine_s=engine_s, input_sha256=input_sha256))
+                           profile=Profile(wall_s=engine_s, engine_s=engine_s, input_sha256=_sha256(data)))
         try:
             outcome = self._outcome(reply, input_sha256, engine_s)
         except (KeyError, TypeError, ValueError) as e:
             await self._kill(worker)
-            return Outcome(ErrorKind.WORKER_FAILED, f"malformed reply: {e}", profile=broken)
+            return Outcome(ErrorKind.WORKER_FAILED, f"malformed reply: {e}", profile=_refused(data))
         worker.fragments += 1
         self._fragments += 1
         self._compiles += bool(reply.get("compiled"))
@@ -326,7 +385,7 @@ class WorkloadEngine:
             [sys.executable, "-m", "node.workload.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._started += 1
-        worker = _Worker(process)
+        worker = _Worker(process, os.path.join(self._dir, f"in-{self._started}"))
         ready: dict[str, Any] | None = None
         try:
             with trio.move_on_after(self.config.spawn_timeout_s):

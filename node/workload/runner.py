@@ -67,14 +67,31 @@ class Runner:
     cache_entries: int = 16
     engine: wasmtime.Engine = field(default_factory=make_engine)
     _cache: OrderedDict[bytes, _Compiled] = field(default_factory=OrderedDict)
+    _linker: wasmtime.Linker | None = None
+
+    def linker(self) -> wasmtime.Linker:
+        """WASI preview 1 defined once: a linker holds no store state, so every fragment's
+        store shares it (defining WASI costs more than a small fragment's run)."""
+        if self._linker is None:
+            self._linker = wasmtime.Linker(self.engine)
+            self._linker.define_wasi()
+        return self._linker
+
+    def has(self, module_sha256: bytes) -> bool:
+        """Whether the module is compiled and cached."""
+        return module_sha256 in self._cache
 
     def compile(self, module_sha256: bytes, module_bytes: bytes) -> tuple[_Compiled, float]:
         """The compiled module (cached by hash) and the seconds spent compiling (0 on a hit).
-        The caller has checked the hash. Raises wasmtime.WasmtimeError for a bad module."""
+        Raises wasmtime.WasmtimeError for a bad module, ValueError if the bytes of a module
+        not yet cached differ from ``module_sha256`` (checked again here, before compiling, so
+        that the cache never holds a module under another's hash)."""
         hit = self._cache.get(module_sha256)
         if hit is not None:
             self._cache.move_to_end(module_sha256)
             return hit, 0.0
+        if hashlib.sha256(module_bytes).digest() != module_sha256:
+            raise ValueError("module bytes do not match their sha256")
         t0 = time.perf_counter()
         module = wasmtime.Module(self.engine, module_bytes)
         compiled = _Compiled(
@@ -96,11 +113,11 @@ class Runner:
         reply: dict[str, Any] = {"kind": None, "message": "", "exit_code": 0, "stdout": b"",
                                  "stderr": b"", "stderr_dropped": 0, "fuel_used": 0,
                                  "memory_bytes": 0, "wall_s": 0.0, "compile_s": 0.0}
-        if hashlib.sha256(module_bytes).digest() != module_sha256:
-            reply.update(kind=ErrorKind.HASH_MISMATCH.value, message="module bytes do not match their sha256")
-            return reply
         try:
             compiled, reply["compile_s"] = self.compile(module_sha256, module_bytes)
+        except ValueError as e:
+            reply.update(kind=ErrorKind.HASH_MISMATCH.value, message=str(e))
+            return reply
         except wasmtime.WasmtimeError as e:
             reply.update(kind=ErrorKind.BAD_MODULE.value, message=f"does not compile: {_first_line(e)}")
             return reply
@@ -153,8 +170,7 @@ class Runner:
         # harmless, since the next run's deadline is set relative to the epoch it starts at.
         timer = threading.Timer(limits.wall_time_s, self.engine.increment_epoch)
         timer.daemon = True
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
+        linker = self.linker()
         memory: wasmtime.Memory | None = None
         t0 = time.perf_counter()
         timer.start()

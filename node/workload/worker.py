@@ -8,11 +8,15 @@ that nothing else printed by this process, e.g. wasmtime-py's own diagnostics, c
 frames of a 4-byte big-endian length and a CBOR map, at most ``MAX_FRAME`` bytes.
 
 * worker -> engine, once at start: ``{"ready": True}``.
-* engine -> worker: ``{"module_sha256", "module", "input", "limits": {...}, "grants": {...}}``
+* engine -> worker: ``{"module_sha256", "module", "input_path", "limits": {...}, "grants": {...}}``;
+  the engine wrote the fragment to ``input_path`` (in its private directory) and the module reads
+  it as its stdin: the fragment is not copied through the pipe nor re-encoded.
   (``"test_hang_s"`` too, honoured only when the environment sets
   ``ENCLAVE_SWARM_WORKLOAD_TEST_HOOKS=1``: it sleeps outside wasm, so that tests can prove
   the kill path).
-* worker -> engine: the reply of ``Runner.run`` plus ``"compiled": bool``.
+* worker -> engine: the reply of ``Runner.run`` plus ``"compiled": bool``; or, when the request
+  carried ``"module": None`` (the engine believes this worker has it compiled) and the module is
+  not in the cache, ``{"need_module": True}`` and the engine sends the request again with it.
 
 The engine is this process's only peer and is trusted; frames are still bounded and checked so
 that a bug cannot make the worker allocate without end. A malformed request ends the worker.
@@ -21,9 +25,7 @@ that a bug cannot make the worker allocate without end. A malformed request ends
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, BinaryIO
 
@@ -70,12 +72,10 @@ def main() -> int:
     sys.stdout = sys.stderr
 
     from node.workload.limits import Grants, Limits
-    from node.workload.runner import Runner, write_input
+    from node.workload.runner import Runner
 
     hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
     runner = Runner()
-    workdir = tempfile.mkdtemp(prefix="es-workload-")  # 0700
-    input_path = os.path.join(workdir, "stdin")
     try:
         proto_out.write(encode_frame({"ready": True}))
         while True:
@@ -87,15 +87,19 @@ def main() -> int:
             limits = Limits(**req["limits"])
             limits.validate()
             grants = Grants(**req["grants"])
-            module_sha256, module, data = req["module_sha256"], req["module"], req["input"]
-            if not all(isinstance(x, bytes) for x in (module_sha256, module, data)):
-                raise ValueError("module_sha256, module and input must be bytes")
-            write_input(input_path, data)
-            reply = runner.run(module_sha256, module, input_path, limits, grants)
+            module_sha256, module, input_path = req["module_sha256"], req["module"], req["input_path"]
+            if not (isinstance(module_sha256, bytes) and isinstance(module, bytes | None)
+                    and isinstance(input_path, str)):
+                raise ValueError("module_sha256 must be bytes, module bytes or None, input_path a str")
+            if module is None and not runner.has(module_sha256):
+                proto_out.write(encode_frame({"need_module": True}))
+                continue
+            reply = runner.run(module_sha256, module or b"", input_path, limits, grants)
             reply["compiled"] = reply["compile_s"] > 0
             proto_out.write(encode_frame(reply))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    except (KeyError, TypeError, ValueError) as e:
+        print(f"workload worker: malformed request: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

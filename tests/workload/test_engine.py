@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 
@@ -266,3 +267,29 @@ async def test_input_too_large() -> None:
     async with WorkloadEngine(EngineConfig(max_input_bytes=1000)) as engine:
         out = await engine.run(module, sha, b"x" * 1001, QUICK)
     assert out.error == ErrorKind.INPUT_TOO_LARGE
+
+
+async def test_worker_that_lacks_the_module_asks_for_it() -> None:
+    # The engine sends a module's bytes only to a worker not known to hold it; a worker that
+    # does not (evicted, or the engine's hint is wrong) answers need_module and gets them.
+    wc, wc_sha = examples.load("wordcount")
+    total, total_sha = examples.load("sum")
+    async with WorkloadEngine(EngineConfig(slots=1)) as engine:
+        assert (await engine.run(wc, wc_sha, b"a b a", QUICK)).ok
+        engine._idle[0].modules.add(total_sha)  # a wrong hint
+        out = await engine.run(total, total_sha, b"2\n3\n", QUICK)
+        stats = engine.statistics()
+    assert out.ok, out.message
+    assert json.loads(out.output) == {"sum": 5, "count": 2}
+    assert (stats.workers_started, stats.compiles) == (1, 2)
+
+
+async def test_fragment_files_do_not_outlive_their_run() -> None:
+    module, sha = examples.load("wordcount")
+    engine = WorkloadEngine()
+    directory = engine._dir
+    out = await engine.run(module, sha, b"secret fragment", QUICK)
+    assert out.ok
+    assert os.listdir(directory) == []
+    await engine.aclose()
+    assert not os.path.exists(directory)
