@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 from collections import Counter
 
 import pytest
@@ -199,9 +200,12 @@ async def test_runaway_worker_outside_wasm_is_killed_and_replaced() -> None:
     module, sha = examples.load("sum")
     config = EngineConfig(slots=1, kill_grace_s=0.5, test_hooks=True)
     async with WorkloadEngine(config) as engine:
+        assert (await engine.run(module, sha, b"1\n", QUICK)).ok
+        process = engine._idle[0].process
         out = await engine.run(module, sha, b"1\n", Limits(wall_time_s=0.2), test_hang_s=3600)
         assert out.error == ErrorKind.DEADLINE
         assert "SIGKILL" in out.message
+        assert process.returncode == -signal.SIGKILL
         assert engine.statistics().workers_killed == 1
         after = await engine.run(module, sha, b"1\n2\n", QUICK)
         stats = engine.statistics()
