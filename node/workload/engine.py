@@ -293,7 +293,14 @@ class WorkloadEngine:
                              grants: Grants, test_hang_s: float) -> Outcome:
         t0 = trio.current_time()
         try:
-            worker = self._idle.pop() if self._idle else await self._spawn()
+            worker = None
+            while self._idle and worker is None:
+                worker = self._idle.pop()
+                if worker.process.poll() is not None:  # died while idle: drop it
+                    await self._kill(worker)
+                    worker = None
+            if worker is None:
+                worker = await self._spawn()
         except _WorkerBroken as e:
             return Outcome(ErrorKind.WORKER_FAILED, f"cannot start a worker: {e}", profile=_refused(data))
         # The module's bytes go only to a worker not known to hold it compiled; a worker that
@@ -381,9 +388,12 @@ class WorkloadEngine:
             env[TEST_HOOKS_ENV] = "1"
         else:
             env.pop(TEST_HOOKS_ENV, None)
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "node.workload.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "node.workload.worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        except OSError as e:
+            raise _WorkerBroken(f"cannot start {sys.executable}: {e}") from e
         self._started += 1
         worker = _Worker(process, os.path.join(self._dir, f"in-{self._started}"))
         ready: dict[str, Any] | None = None

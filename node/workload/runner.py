@@ -97,7 +97,9 @@ class Runner:
         compiled = _Compiled(
             module=module,
             imports=tuple((imp.module, imp.name or "") for imp in module.imports),
+            # WASI's entry point takes and returns nothing; anything else cannot be called.
             has_start=any(exp.name == "_start" and isinstance(exp.type, wasmtime.FuncType)
+                          and not exp.type.params and not exp.type.results
                           for exp in module.exports),
         )
         took = time.perf_counter() - t0
@@ -126,7 +128,7 @@ class Runner:
             reply.update(kind=kind, message=why)
             return reply
         if not compiled.has_start:
-            reply.update(kind=ErrorKind.BAD_MODULE.value, message="exports no _start function")
+            reply.update(kind=ErrorKind.BAD_MODULE.value, message="exports no _start: [] -> []")
             return reply
         return self._run_compiled(compiled, input_path, limits, reply)
 
@@ -201,7 +203,8 @@ class Runner:
                 reply.update(kind=ErrorKind.MEMORY_LIMIT.value,
                              message=f"memory limit of {limits.memory_bytes} bytes: {text}")
             else:
-                reply.update(kind=ErrorKind.TRAP.value, message=f"instantiation failed: {text}")
+                # An import of the wrong type, a table above its cap: the module, not its run.
+                reply.update(kind=ErrorKind.BAD_MODULE.value, message=f"cannot instantiate: {text}")
         finally:
             timer.cancel()
             reply["wall_s"] = time.perf_counter() - t0

@@ -166,6 +166,9 @@ async def test_filesystem_is_closed_even_when_path_open_is_not_imported_directly
 @pytest.mark.parametrize(("text", "why"), [
     ('(module (import "env" "f" (func)) (func (export "_start")))', "env.f"),
     ('(module (func (export "main")))', "_start"),
+    ('(module (func (export "_start") (param i32)))', "_start"),
+    ('(module (import "wasi_snapshot_preview1" "fd_write" (func (param i64))) (func (export "_start")))',
+     "instantiate"),
 ])
 async def test_bad_modules(text: str, why: str) -> None:
     module, sha = wat(text)
@@ -297,3 +300,16 @@ async def test_fragment_files_do_not_outlive_their_run() -> None:
     assert os.listdir(directory) == []
     await engine.aclose()
     assert not os.path.exists(directory)
+
+
+async def test_a_worker_that_died_while_idle_is_replaced() -> None:
+    module, sha = examples.load("sum")
+    async with WorkloadEngine(EngineConfig(slots=1)) as engine:
+        assert (await engine.run(module, sha, b"1\n", QUICK)).ok
+        process = engine._idle[0].process
+        process.kill()
+        await process.wait()
+        out = await engine.run(module, sha, b"2\n", QUICK)
+        stats = engine.statistics()
+    assert out.ok, out.message
+    assert stats.workers_started == 2
