@@ -12,6 +12,7 @@ import cbor2
 
 MAX_FRAME = 1024**3
 TEST_HOOKS_ENV = "ENCLAVE_SWARM_WORKLOAD_TEST_HOOKS"
+PARENT_ENV = "ENCLAVE_SWARM_WORKLOAD_PARENT"  # the engine's pid: the worker dies with it
 LEN = struct.Struct(">I")
 
 

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any, BinaryIO
 
 import cbor2
 
-from node.workload.frames import LEN, MAX_FRAME, TEST_HOOKS_ENV, encode_frame
+from node.workload.frames import LEN, MAX_FRAME, PARENT_ENV, TEST_HOOKS_ENV, encode_frame
+
+ORPHAN_POLL_S = 0.5
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes | None:
@@ -61,7 +64,25 @@ def _read_frame(f: BinaryIO) -> dict[str, Any] | None:
     return body
 
 
+def _die_with_parent() -> None:
+    """Exit when the engine's process is gone, so that a worker stuck outside wasm cannot
+    outlive an agent that was killed (nobody else would kill it). A watchdog thread polls the
+    parent pid: PR_SET_PDEATHSIG would fire when the *thread* that spawned us exits, and trio
+    spawns processes from its short-lived worker threads."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(ORPHAN_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def main() -> int:
+    _die_with_parent()
     # Take the protocol pipes for ourselves; fd 0 becomes /dev/null, fd 1 goes to stderr.
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.fdopen(os.dup(1), "wb", buffering=0)

@@ -3,12 +3,15 @@ or granted, the hash check before compiling, a runaway worker killed, bounded co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import signal
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import trio
@@ -313,3 +316,66 @@ async def test_a_worker_that_died_while_idle_is_replaced() -> None:
         stats = engine.statistics()
     assert out.ok, out.message
     assert stats.workers_started == 2
+
+
+_ORPHAN_SCRIPT = """
+import functools, sys, trio
+from node.workload import EngineConfig, Limits, WorkloadEngine, examples
+
+async def main():
+    module, sha = examples.load("sum")
+    async with WorkloadEngine(EngineConfig(slots=1, test_hooks=True)) as engine:
+        assert (await engine.run(module, sha, b"1", Limits())).ok  # a started, idle worker
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(
+                engine.run, module, sha, b"1", Limits(wall_time_s=600), test_hang_s=3600))
+            while engine.statistics().running == 0:
+                await trio.sleep(0.01)
+            await trio.sleep(0.3)  # the request is with the worker, which now hangs outside wasm
+            print("hanging", flush=True)
+            await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_worker_dies_with_a_killed_agent() -> None:
+    # The agent's process is SIGKILLed while its worker hangs outside wasm: nobody is left to
+    # kill the worker, so it must die with its parent.
+    import subprocess
+
+    agent = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parents[2]))
+    workers: list[int] = []
+    try:
+        assert agent.stdout is not None
+        with trio.fail_after(30):
+            seen = b""
+            while b"hanging" not in seen:
+                chunk = await agent.stdout.receive_some(100)
+                assert chunk, "the agent script ended early"
+                seen += chunk
+        workers += [int(p) for task in Path(f"/proc/{agent.pid}/task").iterdir()
+                   for p in (task / "children").read_text().split()]
+        assert len(workers) == 1
+        agent.kill()
+        await agent.wait()
+
+        def gone() -> bool:
+            try:
+                state = Path(f"/proc/{workers[0]}/stat").read_text().split(")")[-1].split()[0]
+            except FileNotFoundError:
+                return True
+            return state == "Z"  # dead, waiting for init to reap it
+
+        await wait_until(gone, timeout_s=10)
+    finally:
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
+        for pid in workers:  # leave no orphan behind when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await agent.stdout.aclose()  # type: ignore[union-attr]
