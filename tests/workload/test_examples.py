@@ -88,3 +88,15 @@ def test_sum_refuses_a_bad_record(runner: Runner, input_path: str) -> None:
     assert reply["exit_code"] == 1
     assert b"line 3" in reply["stderr"]
     assert reply["stdout"] == b""
+
+
+def test_runner_checks_the_hash_again_before_compiling(input_path: str) -> None:
+    # Defence in depth: the worker never compiles (nor caches) bytes under another's hash.
+    runner = Runner()
+    module, sha = examples.load("sum")
+    other = examples.hashes()["wordcount"]
+    write_input(input_path, b"1\n")
+    reply = runner.run(other, module, input_path, Limits(), Grants())
+    assert reply["kind"] == "hash_mismatch"
+    assert not runner.has(other)
+    assert runner.run(sha, module, input_path, Limits(), Grants())["kind"] is None
