@@ -351,8 +351,11 @@ class WorkloadEngine:
                 await self._kill(worker)
         engine_s = trio.current_time() - t0
         if reply is None:
-            kind = ErrorKind.DEADLINE if failure.startswith("no answer") else ErrorKind.WORKER_FAILED
-            return Outcome(kind, f"worker killed (SIGKILL): {failure}",
+            if failure.startswith("no answer"):
+                kind, text = ErrorKind.DEADLINE, f"worker killed (SIGKILL): {failure}"
+            else:
+                kind, text = ErrorKind.WORKER_FAILED, f"worker failed (and was killed): {failure}"
+            return Outcome(kind, text,
                            profile=Profile(wall_s=engine_s, engine_s=engine_s, input_sha256=_sha256(data)))
         try:
             outcome = self._outcome(reply, input_sha256, engine_s)

@@ -379,3 +379,26 @@ async def test_worker_dies_with_a_killed_agent() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         await agent.stdout.aclose()  # type: ignore[union-attr]
+
+
+async def test_worker_crash_mid_fragment_is_worker_failed() -> None:
+    # A worker that dies under a fragment (a wasmtime crash, the OOM killer): reported as such,
+    # not as the module's fault, and the next fragment gets a new worker.
+    forever, forever_sha = examples.load("forever")
+    total, total_sha = examples.load("sum")
+    outcomes = []
+    async with WorkloadEngine(EngineConfig(slots=1)) as engine:
+        assert (await engine.run(total, total_sha, b"1\n", QUICK)).ok
+        process = engine._idle[0].process
+
+        async def endless() -> None:
+            outcomes.append(await engine.run(forever, forever_sha, b"", Limits(fuel=10**13, wall_time_s=60)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(endless)
+            await wait_until(lambda: engine.statistics().running == 1)
+            process.kill()
+        after = await engine.run(total, total_sha, b"2\n", QUICK)
+    assert outcomes[0].error == ErrorKind.WORKER_FAILED
+    assert "closed its pipe" in outcomes[0].message
+    assert after.ok
