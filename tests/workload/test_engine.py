@@ -400,5 +400,5 @@ async def test_worker_crash_mid_fragment_is_worker_failed() -> None:
             process.kill()
         after = await engine.run(total, total_sha, b"2\n", QUICK)
     assert outcomes[0].error == ErrorKind.WORKER_FAILED
-    assert "closed its pipe" in outcomes[0].message
+    assert outcomes[0].message.startswith("worker failed")
     assert after.ok
