@@ -36,7 +36,7 @@ from typing import Any
 import cbor2
 import trio
 
-from node.workload.frames import LEN, MAX_FRAME, PARENT_ENV, TEST_HOOKS_ENV, encode_frame
+from node.workload.frames import DIR_ENV, LEN, MAX_FRAME, PARENT_ENV, TEST_HOOKS_ENV, encode_frame
 from node.workload.limits import ErrorKind, Grants, Limits
 
 RESULT_DOMAIN = b"enclave-swarm/task-result/v1\x00"
@@ -388,6 +388,7 @@ class WorkloadEngine:
         root = str(Path(__file__).resolve().parent.parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env[PARENT_ENV] = str(os.getpid())
+        env[DIR_ENV] = self._dir
         if self.config.test_hooks:
             env[TEST_HOOKS_ENV] = "1"
         else:

@@ -13,6 +13,7 @@ import cbor2
 MAX_FRAME = 1024**3
 TEST_HOOKS_ENV = "ENCLAVE_SWARM_WORKLOAD_TEST_HOOKS"
 PARENT_ENV = "ENCLAVE_SWARM_WORKLOAD_PARENT"  # the engine's pid: the worker dies with it
+DIR_ENV = "ENCLAVE_SWARM_WORKLOAD_DIR"  # the engine's fragment directory, removed if it dies
 LEN = struct.Struct(">I")
 
 

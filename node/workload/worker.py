@@ -25,6 +25,7 @@ that a bug cannot make the worker allocate without end. A malformed request ends
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO
 
 import cbor2
 
-from node.workload.frames import LEN, MAX_FRAME, PARENT_ENV, TEST_HOOKS_ENV, encode_frame
+from node.workload.frames import DIR_ENV, LEN, MAX_FRAME, PARENT_ENV, TEST_HOOKS_ENV, encode_frame
 
 ORPHAN_POLL_S = 0.5
 
@@ -66,16 +67,22 @@ def _read_frame(f: BinaryIO) -> dict[str, Any] | None:
 
 def _die_with_parent() -> None:
     """Exit when the engine's process is gone, so that a worker stuck outside wasm cannot
-    outlive an agent that was killed (nobody else would kill it). A watchdog thread polls the
-    parent pid: PR_SET_PDEATHSIG would fire when the *thread* that spawned us exits, and trio
-    spawns processes from its short-lived worker threads."""
+    outlive an agent that was killed (nobody else would kill it), removing the engine's fragment
+    files first (nobody else would remove them). A watchdog thread polls the parent pid:
+    PR_SET_PDEATHSIG would fire when the *thread* that spawned us exits, and trio spawns
+    processes from its short-lived worker threads."""
     parent = os.environ.get(PARENT_ENV, "")
     if not parent.isdigit():
         return
 
+    # The engine's fragment directory: nobody else is left to remove the fragments in it.
+    fragments = os.environ.get(DIR_ENV, "")
+
     def watch() -> None:
         while os.getppid() == int(parent):
             time.sleep(ORPHAN_POLL_S)
+        if fragments and os.path.basename(fragments).startswith("es-workload-"):
+            shutil.rmtree(fragments, ignore_errors=True)
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

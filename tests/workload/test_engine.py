@@ -332,7 +332,7 @@ async def main():
             while engine.statistics().running == 0:
                 await trio.sleep(0.01)
             await trio.sleep(0.3)  # the request is with the worker, which now hangs outside wasm
-            print("hanging", flush=True)
+            print("hanging", engine._dir, flush=True)
             await trio.sleep_forever()
 
 trio.run(main)
@@ -342,7 +342,7 @@ trio.run(main)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_worker_dies_with_a_killed_agent() -> None:
     # The agent's process is SIGKILLed while its worker hangs outside wasm: nobody is left to
-    # kill the worker, so it must die with its parent.
+    # kill the worker nor to remove the fragment files, so the worker does both.
     import subprocess
 
     agent = await trio.lowlevel.open_process(
@@ -353,13 +353,15 @@ async def test_worker_dies_with_a_killed_agent() -> None:
         assert agent.stdout is not None
         with trio.fail_after(30):
             seen = b""
-            while b"hanging" not in seen:
+            while b"\n" not in seen:
                 chunk = await agent.stdout.receive_some(100)
                 assert chunk, "the agent script ended early"
                 seen += chunk
         workers += [int(p) for task in Path(f"/proc/{agent.pid}/task").iterdir()
                    for p in (task / "children").read_text().split()]
         assert len(workers) == 1
+        fragments = Path(seen.split()[1].decode())
+        assert fragments.is_dir() and list(fragments.iterdir())  # the hung fragment's file
         agent.kill()
         await agent.wait()
 
@@ -371,6 +373,7 @@ async def test_worker_dies_with_a_killed_agent() -> None:
             return state == "Z"  # dead, waiting for init to reap it
 
         await wait_until(gone, timeout_s=10)
+        assert not fragments.exists()  # the worker removed the dead agent's fragments
     finally:
         if agent.returncode is None:
             agent.kill()
