@@ -55,10 +55,10 @@ workloads: $(STAMP)
 	@command -v $(WASI_CC) >/dev/null && command -v wasm-ld >/dev/null \
 	  && test -f /usr/lib/wasm32-wasi/libc.a \
 	  && test -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a 2>/dev/null)" \
-	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-	       clang lld wasi-libc libclang-rt-dev-wasm32 2>/dev/null \
-	    || DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc \
-	       "libclang-rt-$$(clang --version | sed -n 's/.*version \([0-9]*\).*/\1/p;q')-dev-wasm32"; }
+	  || { apt-get update -q \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	       "libclang-rt-$$(clang --version | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -n1)-dev-wasm32"; }
 	@for src in $(WORKLOADS)/*.c; do \
 	  echo "  CC  $$src"; $(WASI_CC) $(WASI_CFLAGS) -o "$${src%.c}.wasm" "$$src" || exit 1; done
 	@for src in $(WORKLOADS)/*.wat; do \
