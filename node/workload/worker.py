@@ -65,6 +65,13 @@ def _read_frame(f: BinaryIO) -> dict[str, Any] | None:
     return body
 
 
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    # A raw (unbuffered) write may be partial; the engine reads exactly one frame's length.
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view) or 0:]
+
+
 def _die_with_parent() -> None:
     """Exit when the engine's process is gone, so that a worker stuck outside wasm cannot
     outlive an agent that was killed (nobody else would kill it), removing the engine's fragment
@@ -105,7 +112,7 @@ def main() -> int:
     hooks = os.environ.get(TEST_HOOKS_ENV) == "1"
     runner = Runner()
     try:
-        proto_out.write(encode_frame({"ready": True}))
+        _write_all(proto_out, encode_frame({"ready": True}))
         while True:
             req = _read_frame(proto_in)
             if req is None:
@@ -120,14 +127,16 @@ def main() -> int:
                     and isinstance(input_path, str)):
                 raise ValueError("module_sha256 must be bytes, module bytes or None, input_path a str")
             if module is None and not runner.has(module_sha256):
-                proto_out.write(encode_frame({"need_module": True}))
+                _write_all(proto_out, encode_frame({"need_module": True}))
                 continue
             reply = runner.run(module_sha256, module or b"", input_path, limits, grants)
             reply["compiled"] = reply["compile_s"] > 0
-            proto_out.write(encode_frame(reply))
+            _write_all(proto_out, encode_frame(reply))
     except (KeyError, TypeError, ValueError) as e:
         print(f"workload worker: malformed request: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return 0  # the engine went away (or killed us mid-reply): nothing left to answer
 
 
 if __name__ == "__main__":
