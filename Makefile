@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps
+.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
@@ -52,6 +52,27 @@ bench: $(STAMP)
 # `enclave-swarm sim` uses it automatically while the sources are unchanged.
 sim-accel: $(STAMP)
 	$(PY) -m sim.accel
+
+# The example workloads (node/workload/examples): C built with clang for wasm32-wasi against
+# wasi-libc, WAT assembled by wasmtime; the .wasm files and SHA256SUMS are committed so that
+# nothing else needs a compiler. Installs clang, lld and wasi-libc (Debian) when missing.
+WORKLOADS := node/workload/examples
+WASI_CC   ?= clang
+WASI_CFLAGS := --target=wasm32-wasi -O2 -Wall -Wextra -Werror -Wl,--strip-all
+workloads: $(STAMP)
+	@command -v $(WASI_CC) >/dev/null && command -v wasm-ld >/dev/null \
+	  && test -f /usr/lib/wasm32-wasi/libc.a \
+	  && test -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a 2>/dev/null)" \
+	  || { apt-get update -q \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q clang lld wasi-libc \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	       "libclang-rt-$$(clang --version | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -n1)-dev-wasm32"; }
+	@for src in $(WORKLOADS)/*.c; do \
+	  echo "  CC  $$src"; $(WASI_CC) $(WASI_CFLAGS) -o "$${src%.c}.wasm" "$$src" || exit 1; done
+	@for src in $(WORKLOADS)/*.wat; do \
+	  echo "  WAT $$src"; $(PY) -c 'import sys, wasmtime; open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' \
+	    "$$src" "$${src%.wat}.wasm" || exit 1; done
+	cd $(WORKLOADS) && sha256sum *.wasm > SHA256SUMS
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check node overlay consensus sim tests bench
