@@ -61,6 +61,12 @@ class NodeProcess:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.addrs: list[str] = []
 
+    @property
+    def name(self) -> str:
+        """The node's label for people: its data dir's name (``node3``), the same in every
+        step, whichever nodes a step kills."""
+        return self.data_dir.name
+
     def wait_listening(self, timeout_s: float) -> list[str]:
         """Read the full listen addresses the node prints once it is up."""
         assert self.proc.stdout is not None

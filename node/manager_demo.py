@@ -36,16 +36,19 @@ def _agreed(statuses: list[dict[str, Any] | None], min_council: int = 1) -> str 
     return None
 
 
-def council_table(statuses: list[dict[str, Any] | None], title: str) -> Table:
+def council_table(statuses: list[dict[str, Any] | None], title: str,
+                  names: list[str] | None = None) -> Table:
+    """One row per node; ``names`` labels the rows (default: their positions)."""
     table = Table(title=title)
     for col in ("node", "peer id", "role", "term", "manager", "commit index"):
         table.add_column(col)
     for i, s in enumerate(statuses):
+        name = names[i] if names is not None else str(i)
         if s is None:
-            table.add_row(str(i), "-", "[red]down[/red]", "-", "-", "-")
+            table.add_row(name, "-", "[red]down[/red]", "-", "-", "-")
             continue
         role = s.get("role", "-")
-        table.add_row(str(i), "…" + s["peer_id"][-10:],
+        table.add_row(name, "…" + s["peer_id"][-10:],
                       f"[bold green]{role}[/bold green]" if role == "manager" else role,
                       str(s.get("term")), "…" + str(s.get("manager"))[-10:],
                       str(s.get("commit_index")))
@@ -70,10 +73,11 @@ def run_manager_demo(nodes: list[NodeProcess], console: Any) -> bool:
     if manager is None:
         console.print(f"[red]no manager with {need} council voters agreed on in time[/red]")
         return False
-    console.print(council_table(statuses, "council before the crash"))
+    names = [p.name for p in nodes]
+    console.print(council_table(statuses, "council before the crash", names))
     idx = next(i for i, s in enumerate(statuses) if s and s["peer_id"] == manager)
     old_term = statuses[idx]["term"]  # type: ignore[index]
-    console.print(f"Manager is node{idx} (…{manager[-10:]}, term {old_term}). "
+    console.print(f"Manager is {nodes[idx].name} (…{manager[-10:]}, term {old_term}). "
                   f"[bold red]SIGKILL[/bold red] it.")
     t0 = time.monotonic()
     nodes[idx].signal(signal.SIGKILL)
@@ -94,8 +98,8 @@ def run_manager_demo(nodes: list[NodeProcess], console: Any) -> bool:
         console.print("[red]no successor took over in time[/red]")
         return False
     j = next(i for i, s in enumerate(statuses) if s and s["peer_id"] == successor)
-    console.print(council_table(statuses, "council after the crash"))
-    console.print(f"Successor: node{j} (…{successor[-10:]}), term "
+    console.print(council_table(statuses, "council after the crash", names))
+    console.print(f"Successor: {nodes[j].name} (…{successor[-10:]}), term "
                   f"{statuses[j]['term']}, agreed by every survivor "  # type: ignore[index]
                   f"{elapsed:.2f}s after the kill.")
     return True

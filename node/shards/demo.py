@@ -75,7 +75,7 @@ def run_shard_demo(nodes: list[NodeProcess], console: Console) -> bool:
         digest = hashlib.sha256(src.read_bytes()).hexdigest()
         console.print(
             f"[bold]Data sovereignty[/bold]: storing a {DEMO_FILE_BYTES:,}-byte file 3-of-5 "
-            f"(sha256 {digest[:16]}…) from node0"
+            f"(sha256 {digest[:16]}…) from {owner.name}"
         )
         t0 = time.monotonic()
         r = _cli("put", str(src), "--shards", "5", "--threshold", "3", "--data-dir", str(owner.data_dir))
@@ -90,7 +90,7 @@ def run_shard_demo(nodes: list[NodeProcess], console: Console) -> bool:
         obj = next(o for o in _ls(owner) if o["object_id"] == oid)
         holders = [h["peer_id"] for h in obj["holders"]]
         for h in obj["holders"]:
-            name = f"node{nodes.index(by_peer[h['peer_id']])}" if h["peer_id"] in by_peer else "?"
+            name = by_peer[h["peer_id"]].name if h["peer_id"] in by_peer else "?"
             console.print(f"  shard {h['index']} → {name} (…{h['peer_id'][-10:]})")
 
         def kill(pids: list[str]) -> None:
@@ -99,7 +99,7 @@ def run_shard_demo(nodes: list[NodeProcess], console: Console) -> bool:
                 p.signal(signal.SIGKILL)
                 p.wait(10)
                 console.print(
-                    f"  [red]SIGKILL[/red] node{nodes.index(p)} (holder of shard {holders.index(pid)})"
+                    f"  [red]SIGKILL[/red] {p.name} (holder of shard {holders.index(pid)})"
                 )
 
         first_two = holders[:2]

@@ -233,12 +233,21 @@ def test_manager_demo_shows_the_successor(federation):
     while not all_mutually_attested([p.status() for p in nodes]):
         assert time.monotonic() < deadline, "the federation did not attest"
         time.sleep(0.2)
+    ids = {p.name: p.status()["peer_id"] for p in nodes}
     out = io.StringIO()
     ok = run_manager_demo(nodes, Console(file=out, width=140))
     assert ok, out.getvalue()
     text = out.getvalue()
     assert "council before the crash" in text and "Successor: node" in text
     assert sum(p.proc.poll() is not None for p in nodes) == 1  # only the old manager is down
+    # Every node is labelled by its own name (data dir), whichever nodes are down: the
+    # labels and the peer ids printed beside them belong together.
+    import re
+
+    found = re.findall(r"(?:Manager is|Successor:) (node\d+) \(…(\w+)", text)
+    assert len(found) == 2, text
+    for label, tail in found:
+        assert ids[label].endswith(tail), (label, tail, ids)
 
 
 # Slow suite (make test-slow, in CI); the same behaviour runs in make test
