@@ -99,3 +99,42 @@ def summary(r: dict[str, Any]) -> str:
         f"invariants checked={inv['checked']} violations={inv['violation_count']} "
         f"liveness converged={r['liveness']['converged']}",
     ])
+
+
+def plot(w: TasksWorld, path: str) -> None:
+    """Replicas running over virtual time with the crashes and revocations marked, and each
+    completed job's makespan, as a PNG (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from consensus.tasks import ASSIGNED, jobs
+
+    m = w.manager
+    xs, running = [], []
+    for e in m.log:
+        xs.append(e.time_s)
+        running.append(sum(1 for j in jobs(m.states[e.index]).values()
+                           for frag in j["frags"] for rep in frag if rep["st"] == ASSIGNED))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7))
+    ax1.step(xs, running, where="post", color="tab:blue", label="replicas running")
+    for i, (t, kind, node) in enumerate(w.fault_times):
+        ax1.axvline(t, color="tab:red" if kind == "revoke" else "tab:orange", linestyle="--",
+                    linewidth=1, label=None if i else "crash (orange) / revocation (red)")
+        ax1.annotate(f"{kind} {node}", (t, max(running, default=1)), rotation=90, fontsize=7,
+                     va="top", ha="right")
+    ax1.set_xlabel("virtual time (s)")
+    ax1.set_ylabel("replicas assigned")
+    ax1.set_title(f"tasks, {w.cfg.nodes} nodes, {w.cfg.jobs} jobs x {w.cfg.fragments} fragments "
+                  f"x {w.cfg.redundancy}, seed {w.cfg.seed}")
+    ax1.legend(loc="upper right")
+    done = sorted((w.submitted[j], t - w.submitted[j], j)
+                  for j, (st, t) in w.finished.items() if st == "done")
+    ax2.barh(range(len(done)), [d for _, d, _ in done], left=[s for s, _, _ in done], color="tab:green")
+    ax2.set_yticks(range(len(done)), [j for _, _, j in done], fontsize=6)
+    ax2.set_xlabel("virtual time (s): submission to JobDone")
+    ax2.set_title("makespan of each completed job")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -207,6 +207,7 @@ class TasksWorld:
         self.finished: dict[str, tuple[str, float]] = {}  # job -> (status, time)
         self.late_rejected = 0
         self.stuck_events = 0
+        self.fault_times: list[tuple[float, str, str]] = []  # (time, crash|revoke, node)
         self.counts = {"reassigned": 0, "timeouts": 0, "traps": 0, "crashes": 0, "revocations": 0}
         # Lazily imported: invariants read the world.
         from sim.tasks.invariants import TaskInvariants
@@ -356,6 +357,7 @@ class TasksWorld:
         if node is None:
             return
         self.crashed[node] = self.now
+        self.fault_times.append((self.now, "crash", node))
         self.counts["crashes"] += 1
         self._at(self.now + self.cfg.detect_s, "detect", node)
 
@@ -376,6 +378,7 @@ class TasksWorld:
             self.inv.violation(f"Revoke {node} refused: {res.error}")
             return
         self.counts["revocations"] += 1
+        self.fault_times.append((self.now, "revoke", node))
         self._move_all(node, "revoked", done_too=True)
 
     def _move_all(self, node: str, reason: str, *, done_too: bool) -> None:
