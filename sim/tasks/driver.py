@@ -43,6 +43,8 @@ from consensus.tasks import (
     used_capacity,
 )
 
+PLACED, UNPLACEABLE, REFUSED = "placed", "unplaceable", "refused"
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
@@ -113,22 +115,24 @@ class Manager:
         table = CandidateTable(view, self.offers, free, self.measurements)
         return table.schedule(request, self.next_index), free
 
-    def assign(self, job_id: str, now_s: float) -> tuple[bool, str]:
+    def assign(self, job_id: str, now_s: float) -> tuple[str, str]:
         """Place every pending replica of ``job_id`` in one decision and commit it. Returns
-        (committed and accepted, why not)."""
+        (``placed``, "") or (``unplaceable`` / ``refused``, why): ``unplaceable`` is the
+        scheduler finding no placement (nothing committed), ``refused`` the state machine
+        rejecting a committed decision (a driver bug)."""
         request = job_request(self.state, job_id)
         if not request.wants:
-            return True, ""
+            return PLACED, ""
         d, free = self.decide(request)
         if not d.ok:
             self.decisions.append(DecisionRecord(self.next_index, d, request, free, False))
-            return False, d.explain()
+            return UNPLACEABLE, d.explain()
         cmd = AssignFragments(job_id, d.seed,
                               tuple(Assignment(p.fragment, p.replica, p.node_id) for p in d.placements),
                               inputs_digest(self.offers, request, free, self.measurements))
         self.decisions.append(DecisionRecord(self.next_index, d, request, free, True))
         res = self.propose(cmd, now_s)
-        return res.ok, res.error
+        return (PLACED, "") if res.ok else (REFUSED, res.error)
 
     def reassign(self, job_id: str, f: int, r: int, old_node: str, reason: str,
                  now_s: float) -> tuple[str, Result]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import consensus.tasks
 from consensus.tasks import AssignFragments, FragmentResult, ReassignFragment
@@ -48,6 +50,20 @@ def test_invariants_hold_through_crashes_and_revocations(seed):
     for e in w.manager.log:
         if isinstance(e.command, AssignFragments) and e.ok:
             assert e.command.seed == e.index
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), nodes=st.integers(8, 40), jobs=st.integers(1, 6),
+       fragments=st.integers(1, 6), redundancy=st.integers(1, 3), crashes=st.integers(0, 2),
+       revocations=st.integers(0, 2))
+def test_any_small_world_keeps_every_invariant_and_ends(seed, nodes, jobs, fragments, redundancy,
+                                                        crashes, revocations):
+    r = run(seed, nodes=nodes, jobs=jobs, fragments=fragments, redundancy=redundancy,
+            crashes=crashes, revocations=revocations)
+    assert r["invariants"]["violations"] == [], r["invariants"]["violations"][:3]
+    assert r["liveness"]["converged"]
+    t = r["tasks"]
+    assert t["completed"] + t["failed"] == jobs and t["lost"] == 0 and t["duplicated"] == 0
 
 
 def test_late_results_of_moved_replicas_are_rejected_not_counted():
