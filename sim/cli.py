@@ -21,6 +21,8 @@ from sim.council.world import SCENARIOS as COUNCIL_SCENARIOS
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
 from sim.tasks.world import SCENARIOS as TASK_SCENARIOS
 
+# given/write_json live in sim.cliutil (the scenario families' cli modules import them from
+# there, never from this dispatcher); re-exported for existing callers.
 __all__ = ["add_arguments", "given", "main", "run", "write_json"]
 
 
