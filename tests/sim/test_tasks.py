@@ -4,6 +4,7 @@ checker must catch; the CLI."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -116,10 +117,27 @@ def test_checker_catches_an_unqualified_assignment_the_state_machine_let_through
     view: the suspect node gets replicas. The state machine's own transition check shares the
     broken qualification and sees nothing; this checker's independent one catches it."""
     monkeypatch.setattr(consensus.tasks, "qualifies", lambda *a: "")
-    r = run(1, bug="stale-view")
-    v = r["invariants"]["violations"]
+    v = run(2, bug="stale-view")["invariants"]["violations"]
     assert any("assigned to a node that was suspect at that commit" in x for x in v), v[:5]
+    assert any("assigned to a node that was revoked at that commit" in x for x in v), v[:5]
     assert not any("did not qualify" in x for x in v)  # check_transition is blinded
+
+
+def test_sim_tasks_is_pure():
+    """No trio, libp2p, sockets or global randomness in sim/tasks (time only in the world,
+    for the report's wall time)."""
+    forbidden = {"trio", "libp2p", "socket", "asyncio", "threading", "node", "overlay", "secrets"}
+    for path in sorted((ROOT / "sim" / "tasks").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for n in ast.walk(tree):
+            names = ([a.name for a in n.names] if isinstance(n, ast.Import)
+                     else [n.module or ""] if isinstance(n, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+                assert name != "time" or path.name == "world.py", f"{path.name} imports time"
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id == "random"):
+                assert n.func.attr == "Random", f"{path.name} uses the global random generator"
 
 
 def test_checker_catches_a_result_counted_twice():
