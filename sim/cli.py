@@ -4,20 +4,26 @@ The lead wires :func:`add_arguments` and :func:`run` into the main CLI; ``python
 the same thing standalone. The first line of output is always ``SEED=<seed>``, so any run can
 be replayed with ``--seed``. The manager-council scenarios (``manager-crash``,
 ``manager-partition``, ``rotation``, ``flaky-network``) run :mod:`sim.council` instead of the
-membership world, and take ``--runs``/``--jobs`` for many seeded runs in one report.
+membership world, and take ``--runs``/``--jobs`` for many seeded runs in one report. The
+``tasks`` scenario (jobs, fragments, crashes and revocations mid-job) runs :mod:`sim.tasks`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 from typing import Any
 
 from sim import accel
+from sim.cliutil import given, write_json
 from sim.council.world import SCENARIOS as COUNCIL_SCENARIOS
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
+from sim.tasks.world import SCENARIOS as TASK_SCENARIOS
+
+# given/write_json live in sim.cliutil (the scenario families' cli modules import them from
+# there, never from this dispatcher); re-exported for existing callers.
+__all__ = ["add_arguments", "given", "main", "run", "write_json"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness-deadline-s", type=float, default=None,
                         help="virtual seconds allowed to converge after the heal (default 60; "
                              "council scenarios: 5)")
-    parser.add_argument("--scenario", choices=SCENARIOS + COUNCIL_SCENARIOS, default="steady",
+    parser.add_argument("--scenario", choices=SCENARIOS + COUNCIL_SCENARIOS + TASK_SCENARIOS,
+                        default="steady",
                         help="membership: " + ", ".join(SCENARIOS) + "; manager council: "
-                             + ", ".join(COUNCIL_SCENARIOS))
+                             + ", ".join(COUNCIL_SCENARIOS) + "; task flow: "
+                             + ", ".join(TASK_SCENARIOS))
     parser.add_argument("--partition-shape", choices=PARTITION_SHAPES, default=None,
                         help="default halves (manager-partition: isolate the manager)")
     parser.add_argument("--profile", choices=("lan", "wan"), default="lan")
@@ -60,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="council scenarios: worker processes for --runs (same report)")
     parser.add_argument("--term-limit-s", type=float, default=None,
                         help="council scenarios: hand the manager role over after this long")
+    parser.add_argument("--task-jobs", type=int, default=None,
+                        help="tasks scenario: jobs submitted (default 20)")
+    parser.add_argument("--fragments", type=int, default=None,
+                        help="tasks scenario: fragments per job (default 8)")
+    parser.add_argument("--redundancy", type=int, default=None,
+                        help="tasks scenario: replicas per fragment (default 2)")
     accel.add_engine_argument(parser)
 
 
@@ -81,21 +95,6 @@ def _progress(enabled: bool, unit: str = "virtual s") -> tuple[Any, Any]:
     return prog, update
 
 
-def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
-    """The options among ``names`` that were set (default None means "the world's default")."""
-    return {n: v for n in names if (v := getattr(args, n)) is not None}
-
-
-def write_json(report: dict[str, Any], dest: str | None) -> None:
-    """Write ``report`` as JSON to the file ``dest`` (``-``: stdout; None: nowhere)."""
-    text = json.dumps(report, indent=2, sort_keys=True)
-    if dest == "-":
-        print(text)
-    elif dest:
-        with open(dest, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``. Returns 0 if no invariant was violated and
     the liveness phase converged, 1 otherwise, 2 on bad arguments."""
@@ -111,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
         unit = "runs" if args.runs > 1 else "virtual s"
         return council_cli.run(args, seed, _progress(not args.no_progress, unit))
+    if args.scenario in TASK_SCENARIOS:
+        from sim.tasks import cli as tasks_cli
+
+        return tasks_cli.run(args, seed, _progress(not args.no_progress))
     prog, update = _progress(not args.no_progress)
     # Options left unset keep SimConfig's defaults (the council world has its own).
     cfg = SimConfig(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sim.cli import given, write_json
+from sim.cliutil import given, write_json
 from sim.council.report import run_many
 from sim.council.world import CouncilConfig
 

@@ -1,0 +1,140 @@
+"""The tasks run report (JSON-serialisable) and its human summary.
+
+``tasks`` holds the figures issue 11 asks for: ``jobs``, ``fragments``, ``completed``,
+``reassigned``, ``lost``, ``duplicated``, ``makespan_p50_s``, ``makespan_p99_s`` (a job's
+makespan: submission to ``JobDone``, virtual seconds); ``invariants`` the checks and the
+violations; ``liveness`` whether every job ended (done or failed) within ``duration_s``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from consensus.tasks import DONE, FAILED
+from sim.report import percentile
+
+if TYPE_CHECKING:
+    from sim.tasks.world import TasksWorld
+
+REPORT_VERSION = 1
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def makespans(w: TasksWorld) -> list[float]:
+    """Submission to completion of every completed job, in job order."""
+    return [t - w.submitted[jid] for jid, (st, t) in sorted(w.finished.items()) if st == "done"]
+
+
+def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
+    cfg, inv = w.cfg, w.inv
+    spans = makespans(w)
+    statuses = [st for st, _ in w.finished.values()]
+    log = w.manager.log
+    decisions = w.manager.decisions
+    ended = len(w.finished) == len(w.job_specs)
+    return {
+        "report_version": REPORT_VERSION,
+        "kind": "tasks",
+        "seed": cfg.seed,
+        "scenario": cfg.scenario,
+        "nodes": cfg.nodes,
+        "bug": cfg.bug,
+        "virtual_time_s": _r(w.now),
+        "wall_time_s": round(wall_s, 3),
+        "speedup_x": round(w.now / wall_s, 1) if wall_s > 0 else None,
+        "trace_digest": w.trace_digest(),
+        "tasks": {
+            "jobs": cfg.jobs,
+            "fragments": cfg.jobs * cfg.fragments,
+            "redundancy": cfg.redundancy,
+            "completed": statuses.count(DONE),
+            "failed": statuses.count(FAILED),
+            "reassigned": w.counts["reassigned"],
+            "lost": inv.lost_fragments(),
+            "duplicated": inv.duplicated,
+            "makespan_p50_s": _r(percentile(spans, 0.5)),
+            "makespan_p99_s": _r(percentile(spans, 0.99)),
+            "makespan_max_s": _r(max(spans)) if spans else None,
+        },
+        "faults": {
+            "crashes": w.counts["crashes"],
+            "revocations": w.counts["revocations"],
+            "timeouts": w.counts["timeouts"],
+            "traps": w.counts["traps"],
+            "late_results_rejected": w.late_rejected,
+        },
+        "log": {
+            "entries": len(log),
+            "rejected": sum(1 for e in log if not e.ok),
+            "decisions": len(decisions),
+            "decisions_unplaceable": sum(1 for d in decisions if not d.decision.ok),
+        },
+        "invariants": {
+            "checked": inv.checked,
+            "violation_count": inv.violation_count,
+            "violations": list(inv.violations),
+        },
+        "liveness": {"converged": ended, "jobs_ended": len(w.finished)},
+    }
+
+
+def summary(r: dict[str, Any]) -> str:
+    """The lines printed after a run."""
+    t, f, inv = r["tasks"], r["faults"], r["invariants"]
+
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}s"
+
+    return "\n".join([
+        f"scenario={r['scenario']} nodes={r['nodes']} virtual={r['virtual_time_s']}s "
+        f"wall={r['wall_time_s']}s ({r['speedup_x']}x) trace={r['trace_digest']}",
+        f"jobs={t['jobs']} fragments={t['fragments']} x{t['redundancy']} completed={t['completed']} "
+        f"failed={t['failed']} reassigned={t['reassigned']} lost={t['lost']} "
+        f"duplicated={t['duplicated']} makespan p50={s(t['makespan_p50_s'])} "
+        f"p99={s(t['makespan_p99_s'])} | crashes={f['crashes']} revocations={f['revocations']} "
+        f"timeouts={f['timeouts']} traps={f['traps']} late_rejected={f['late_results_rejected']}",
+        f"invariants checked={inv['checked']} violations={inv['violation_count']} "
+        f"liveness converged={r['liveness']['converged']}",
+    ])
+
+
+def plot(w: TasksWorld, path: str) -> None:
+    """Replicas running over virtual time with the crashes and revocations marked, and each
+    completed job's makespan, as a PNG (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from consensus.tasks import ASSIGNED, jobs
+
+    m = w.manager
+    xs, running = [], []
+    for e in m.log:
+        xs.append(e.time_s)
+        running.append(sum(1 for j in jobs(m.states[e.index]).values()
+                           for frag in j["frags"] for rep in frag if rep["st"] == ASSIGNED))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7))
+    ax1.step(xs, running, where="post", color="tab:blue", label="replicas running")
+    for i, (t, kind, node) in enumerate(w.fault_times):
+        ax1.axvline(t, color="tab:red" if kind == "revoke" else "tab:orange", linestyle="--",
+                    linewidth=1, label=None if i else "crash (orange) / revocation (red)")
+        ax1.annotate(f"{kind} {node}", (t, max(running, default=1)), rotation=90, fontsize=7,
+                     va="top", ha="right")
+    ax1.set_xlabel("virtual time (s)")
+    ax1.set_ylabel("replicas assigned")
+    ax1.set_title(f"tasks, {w.cfg.nodes} nodes, {w.cfg.jobs} jobs x {w.cfg.fragments} fragments "
+                  f"x {w.cfg.redundancy}, seed {w.cfg.seed}")
+    ax1.legend(loc="upper right")
+    done = sorted((w.submitted[j], t - w.submitted[j], j)
+                  for j, (st, t) in w.finished.items() if st == "done")
+    ax2.barh(range(len(done)), [d for _, d, _ in done], left=[s for s, _, _ in done], color="tab:green")
+    ax2.set_yticks(range(len(done)), [j for _, _, j in done], fontsize=6)
+    ax2.set_xlabel("virtual time (s): submission to JobDone")
+    ax2.set_title("makespan of each completed job")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
