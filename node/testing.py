@@ -11,9 +11,11 @@ re-export what moved here).
 Timing values of the multi-node tests
 -------------------------------------
 
-Every interval a multi-node test depends on is set here, and only here; the test helpers
-re-export these functions. Base: ``NodeConfig.local_test()`` (re-attest 2 s, handshake 5 s,
-unattested deadline 10 s, ping 1 s, peer exchange 1 s) and
+The intervals the multi-node tests share are set here, and the test helpers re-export these
+functions; a test that needs another value overrides it in the test itself, next to its reason
+(e.g. tests/node/test_loop_health.py, tests/node/test_hostile_wire.py). Base:
+``NodeConfig.local_test()`` (re-attest 2 s, handshake 5 s, unattested deadline 10 s, ping 1 s,
+peer exchange 1 s) and
 ``ManagerSettings.for_profile("local_test")`` (tick 20 ms, election 15 ticks, heartbeat 3
 ticks, reconcile 0.2 s, follow poll 3 s). Why each override is what it is:
 
@@ -33,8 +35,9 @@ attest_deadline_s (local_config)          10 s -> 5 s      a peer that connects 
                                                            no test needs exactly 5 s)
 handshake_timeout_s (local_config)        5 s -> 3 s       a peer that stalls an exchange is
                                                            counted as a miss within 3 s; still
-                                                           ~30x one exchange on an idle loop
-                                                           (0.1 s, ``python -m bench reattest``)
+                                                           50-150x one exchange (20-60 ms, the
+                                                           challenge-now arm of ``python -m
+                                                           bench reattest``, load 5)
 ping_interval_s, peer_exchange_interval_s 1 s -> 0.5 s     nodes bootstrapped from node 0 find
 (local_config)                                             each other and learn RTTs in about a
                                                            second; fine for 2-4 nodes, too busy
