@@ -70,9 +70,7 @@ def _raw_peer(role: str, tmp: Path, addr: str, mib: int) -> int:
     ``send`` connects to ``addr`` and prints MB/s for ``mib`` MiB over one stream."""
     import trio
 
-    sys.path.insert(0, str(_root()))
-    from tests.netutil import make_agent
-    from tests.shards_net.helpers import shard_config
+    from node.testing import make_agent, shard_config
 
     async def main() -> None:
         boot = (addr,) if role == "send" else ()

@@ -1,4 +1,8 @@
-"""Real in-process nodes (tests/netutil.py) with the manager role installed."""
+"""Real in-process nodes (node/testing.py) with the manager role installed.
+
+The intervals these federations run with (``FAST``, ``_council_config``, ``_gossip_config``)
+are defined in node/testing.py, whose module docstring says why each value is what it is.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,20 @@ from typing import Any
 import trio
 
 from node.agent import Agent
-from node.config import NodeConfig
 from node.manager import ManagerRole, ManagerSettings
-from tests.netutil import crash_in_process, local_config, make_agent, run_in_process
+from node.testing import (
+    council_config,
+    crash_in_process,
+    gossip_config,
+    make_agent,
+    manager_test_settings,
+    run_in_process,
+)
 
-FAST = dataclasses.replace(ManagerSettings.for_profile("local_test"), reconcile_s=0.1,
-                           follow_poll_s=0.2)
+FAST = manager_test_settings()
+# Kept under their old names for the tests that import them (node/testing.py has the why).
+_council_config = council_config
+_gossip_config = gossip_config
 
 
 @dataclasses.dataclass
@@ -135,40 +147,6 @@ class _BusNode:
                 continue
             for cb in node.subscribers.get(rec.kind, ()):
                 cb(rec)
-
-
-def _council_config() -> NodeConfig:
-    """In-process council nodes without gossip: ping every 2 s, peer exchange every 1 s and
-    re-attestation every 2 s instead of netutil's 0.5 s, 0.5 s and 1 s. These tests are about
-    the council, not about how fast a crash is seen (a crash closes the connections at once);
-    with 1 s re-attestation a score record lives 3 s, and a loop stalled that long by a
-    loaded machine (two pytest workers on two cores) quarantines live members as unreachable
-    and tears the Raft links the test depends on (see ``_gossip_config`` for why a busy loop
-    stalls)."""
-    cfg = local_config()
-    net = dataclasses.replace(cfg.network, ping_interval_s=2.0, peer_exchange_interval_s=1.0)
-    att = dataclasses.replace(cfg.attestation, reattest_interval_s=2.0)
-    return dataclasses.replace(cfg, network=net, attestation=att)
-
-
-def _gossip_config() -> NodeConfig:
-    """In-process nodes that also run gossip: ping every 5 s and peer exchange every 2 s
-    instead of 0.5 s; re-attestation every 4 s instead of 1 s (score records live 3
-    intervals; each attestation also publishes a score record that gossip spreads), with
-    5 s instead of 3 s for one exchange.
-
-    All the nodes of one test share one trio loop, and py-libp2p's yamux/Noise read loop
-    takes about six scheduler passes per frame it receives, so each connection carries only
-    a few dozen frames a second when the loop is busy. Every stream opened costs about 16
-    frames (SYN/ACK, two multistream-select round trips, a window update per read, the
-    close), so netutil's 0.5 s ping and peer-exchange intervals plus SWIM and dissemination
-    keep the connections at capacity: frames queue, opening a stream takes seconds, pings
-    and attestations time out, and spurious quarantines cut Raft links for reasons unrelated
-    to what is tested."""
-    cfg = local_config()
-    net = dataclasses.replace(cfg.network, ping_interval_s=5.0, peer_exchange_interval_s=2.0)
-    att = dataclasses.replace(cfg.attestation, reattest_interval_s=4.0, handshake_timeout_s=5.0)
-    return dataclasses.replace(cfg, network=net, attestation=att)
 
 
 @asynccontextmanager

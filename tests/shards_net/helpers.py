@@ -1,4 +1,9 @@
-"""In-process federations of real libp2p nodes with the shard service attached."""
+"""In-process federations of real libp2p nodes with the shard service attached.
+
+``shard_config`` and ``manager_settings`` (the intervals these federations run with) are
+defined in node/testing.py, whose module docstring says why each value is what it is (it also
+explains the repair tick, grace and message timeout passed to the shard service below).
+"""
 
 from __future__ import annotations
 
@@ -12,31 +17,20 @@ from typing import Any
 import trio
 
 from node.agent import Agent
-from node.config import NodeConfig
 from node.shards import service as shard_service
 from node.shards.service import ShardService
-from tests.netutil import (
+from node.testing import (
     crash_in_process,
     fully_attested,
-    local_config,
     make_agent,
     run_in_process,
+    shard_config,
     wait_until,
 )
+from node.testing import shard_manager_settings as manager_settings
 
-
-def shard_config() -> NodeConfig:
-    """tests.netutil's loopback config, re-attesting every 5 s instead of every second, pinging
-    every 2 s and exchanging peers every 1 s instead of every 0.5 s: a federation of 6-7 nodes
-    in one interpreter, moving megabytes, on a loaded 2-core machine (two pytest workers), must
-    not lose its attestations to scheduling delays (score records live 3 intervals), and every
-    stream a background loop opens costs the shared event loop about 16 frames (see
-    tests/manager/helpers.py's ``_gossip_config``). Until a peer's first ping, its RTT is
-    unknown and sorts last among the holders a get asks first."""
-    cfg = local_config()
-    net = dataclasses.replace(cfg.network, ping_interval_s=2.0, peer_exchange_interval_s=1.0)
-    att = dataclasses.replace(cfg.attestation, reattest_interval_s=5.0)
-    return dataclasses.replace(cfg, network=net, attestation=att)
+__all__ = ["ManagedFederation", "Node", "managed_federation", "manager_settings", "shard_config",
+           "shard_federation", "write_random"]
 
 
 @asynccontextmanager
@@ -86,18 +80,6 @@ def write_random(path: Path, size: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------- with a manager
-
-
-def manager_settings() -> Any:
-    """The local_test manager profile with a 5-seat council (two members may be down at once
-    and a quorum remains), no fsync (a dozen Raft logs on one loaded disk), and 2-4 s election
-    timeouts: seven nodes sealing and moving shards in one interpreter stall it for longer than
-    local_test's 0.3 s, and the council would hold elections instead of committing."""
-    from node.manager import ManagerSettings
-
-    return dataclasses.replace(ManagerSettings.for_profile("local_test"), council_size=5, reconcile_s=0.1,
-                               follow_poll_s=0.2, fsync=False, tick_s=0.05, election_tick=40,
-                               heartbeat_tick=4)
 
 
 @dataclasses.dataclass
