@@ -65,6 +65,13 @@ MAX_REPLICAS_PER_JOB = 4096
 MAX_ATTEMPTS = 16
 MAX_REASON = 500
 HASH_BYTES = 32
+KEEP_FINISHED = 32  # finished jobs kept in the state (oldest dropped by the manager beyond this)
+MAX_NAME = 200
+MAX_FUEL = 10**15
+MAX_LIMIT_MEMORY_MIB = 64 * 1024
+MAX_WALL_TIME_MS = 24 * 3600 * 1000
+MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+AGGREGATION_KINDS = ("concat", "sum", "count", "mean", "min", "max", "histogram", "merge-counts")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 LIVE_JOB = (QUEUED, RUNNING)
@@ -76,11 +83,38 @@ PENDING, ASSIGNED, R_DONE, R_FAILED = "pending", "assigned", "done", "failed"
 
 
 @dataclasses.dataclass(frozen=True)
+class JobLimits:
+    """Per fragment: WASM fuel, linear memory, wall-clock time and output size (what every agent
+    running one of the job's fragments enforces; node/tasks/spec.py ``Limits`` validated them)."""
+
+    fuel: int = 10_000_000_000
+    memory_mib: int = 256
+    wall_time_ms: int = 60_000
+    max_output_bytes: int = 16 * 1024 * 1024
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 1 <= self.fuel <= MAX_FUEL:
+            out.append(f"fuel outside 1..{MAX_FUEL}")
+        if not 1 <= self.memory_mib <= MAX_LIMIT_MEMORY_MIB:
+            out.append(f"memory_mib outside 1..{MAX_LIMIT_MEMORY_MIB}")
+        if not 1 <= self.wall_time_ms <= MAX_WALL_TIME_MS:
+            out.append(f"wall_time_ms outside 1..{MAX_WALL_TIME_MS}")
+        if not 0 <= self.max_output_bytes <= MAX_OUTPUT_BYTES:
+            out.append(f"max_output_bytes outside 0..{MAX_OUTPUT_BYTES}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class SubmitJob:
     """Commit a job (status ``queued``). ``owner`` is the client's node, which receives the
     result and may cancel; ``spec_digest``/``module_hash`` are SHA-256 of the validated spec and
     of the module; ``queue_deadline_ms`` is the manager's clock value after which a job still
-    waiting for nodes fails (the manager's duty: the state reads no clock)."""
+    waiting for nodes fails (the manager's duty: the state reads no clock).
+
+    ``input_hashes`` (SHA-256 of each fragment, or empty) is what the agents check the fragment
+    they fetch against and sign; ``limits`` what they enforce; ``aggregation`` (a built-in kind
+    of node/tasks/aggregate.py) and ``bin_width`` how the manager combines the outputs."""
 
     job_id: str
     owner: str
@@ -94,6 +128,11 @@ class SubmitJob:
     max_attempts: int = 3
     input_object: str = ""
     fragment_bytes: int = 0
+    input_hashes: tuple[bytes, ...] = ()
+    limits: JobLimits = JobLimits()
+    aggregation: str = "concat"
+    bin_width: str = ""
+    name: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +177,9 @@ class FragmentResult:
 @dataclasses.dataclass(frozen=True)
 class ReassignFragment:
     """Move a replica off ``old_node`` (dead, revoked, timed out, refused, failed) to
-    ``new_node``, or back to pending with ``new_node == ""`` (nobody fits now)."""
+    ``new_node``, or back to pending with ``new_node == ""`` (nobody fits now). A replica already
+    done moves only if its node was revoked, or with ``output_lost`` (its node, in good standing,
+    can no longer hand its output over: it died or restarted before the manager had it)."""
 
     job_id: str
     fragment: int
@@ -148,6 +189,7 @@ class ReassignFragment:
     reason: str
     seed: int = 0
     inputs_digest: bytes = b""
+    output_lost: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,10 +231,16 @@ def _jobs(s: SwarmState) -> Mapping[str, Any]:
     return sec["jobs"] if isinstance(sec, Mapping) else {}
 
 
-def _with_jobs(s: SwarmState, jobs: dict[str, Any]) -> SwarmState:
+def _with_jobs(s: SwarmState, jobs: dict[str, Any], seq: int | None = None) -> SwarmState:
     ext = dict(s.ext)
-    ext[SECTION] = {"jobs": jobs}
+    ext[SECTION] = {"jobs": jobs, "seq": _seq(s) if seq is None else seq}
     return dataclasses.replace(s, ext=ext)
+
+
+def _seq(s: SwarmState) -> int:
+    """Jobs submitted so far (each job's ``seq`` orders jobs by submission)."""
+    sec = s.ext.get(SECTION)
+    return int(sec.get("seq", 0)) if isinstance(sec, Mapping) else 0
 
 
 def _job(s: SwarmState, job_id: str) -> dict[str, Any]:
@@ -232,6 +280,10 @@ def requirements_of(job: Mapping[str, Any]) -> Requirements:
 
 def weights_of(job: Mapping[str, Any]) -> Weights:
     return Weights(**job["w"])
+
+
+def limits_of(job: Mapping[str, Any]) -> JobLimits:
+    return JobLimits(**job["limits"])
 
 
 def _plain(obj: Any) -> Any:
@@ -314,6 +366,16 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         raise Rejected("bad deadline or input object")
     if not 0 <= c.fragment_bytes <= MAX_FRAGMENT_BYTES:
         raise Rejected("fragment_bytes out of range")
+    if c.input_hashes and (len(c.input_hashes) != c.fragments
+                           or any(len(h) != HASH_BYTES for h in c.input_hashes)):
+        raise Rejected("input hashes: one SHA-256 (32 bytes) per fragment")
+    problems = c.limits.problems()
+    if problems:
+        raise Rejected("limits: " + "; ".join(problems))
+    if c.aggregation not in AGGREGATION_KINDS:
+        raise Rejected(f"unknown aggregation {c.aggregation[:64]!r}")
+    if len(c.bin_width) > 64 or len(c.name) > MAX_NAME:
+        raise Rejected("bin width or name too long")
     replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
                "size": 0, "prof": [0, 0, 0], "err": ""}
     job = {
@@ -323,8 +385,12 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         "frag_bytes": c.fragment_bytes, "status": QUEUED, "reason": "", "result": b"",
         "result_bytes": 0, "done": 0,
         "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
+        "inputs": list(c.input_hashes), "limits": _plain(c.limits), "agg": c.aggregation,
+        "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1,
     }
-    return _put(s, c.job_id, job)
+    jobs = dict(_jobs(s))
+    jobs[c.job_id] = job
+    return _with_jobs(s, jobs, seq=_seq(s) + 1)
 
 
 def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
@@ -379,7 +445,7 @@ def _reassign(s: SwarmState, c: ReassignFragment) -> SwarmState:
         raise Rejected(f"fragment {c.fragment} replica {c.replica} is not on {c.old_node[:64]}")
     if rep["st"] == R_DONE:
         m = s.members.get(c.old_node)
-        if m is not None and m.status != REVOKED:
+        if m is not None and m.status != REVOKED and not c.output_lost:
             raise Rejected(f"fragment {c.fragment} replica {c.replica} is done on a node in good standing")
         job["done"] -= 1
     rep.update(st=PENDING, node="", out=b"", size=0, prof=[0, 0, 0], err="")
@@ -481,6 +547,13 @@ def jobs(s: SwarmState) -> Mapping[str, Mapping[str, Any]]:
 
 def job(s: SwarmState, job_id: str) -> Mapping[str, Any] | None:
     return _jobs(s).get(job_id)
+
+
+def finished_to_drop(s: SwarmState, keep: int = KEEP_FINISHED) -> list[str]:
+    """The finished jobs beyond the newest ``keep`` (by submission), oldest first: what the
+    manager drops (their owners hold the results)."""
+    done = sorted((j["seq"], jid) for jid, j in _jobs(s).items() if j["status"] in TERMINAL_JOB)
+    return [jid for _, jid in done[:max(0, len(done) - keep)]]
 
 
 def replicas(s: SwarmState, job_id: str) -> Iterator[tuple[int, int, Mapping[str, Any]]]:

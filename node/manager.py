@@ -118,6 +118,7 @@ from consensus.state import (
     decode_state,
     encode_state,
 )
+from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
 from node.manager_cert import CertState
 from node.manager_wire import (
@@ -726,7 +727,7 @@ class ManagerRole:
     def _apply(self, e: cm.Entry) -> None:
         ok, error = True, ""
         if e.kind == cm.ENTRY_NORMAL and e.data:
-            self.state, res = apply_entry(self.state, e.data)
+            self.state, res = apply_entry(self.state, e.data, TASK_REGISTRY)
             ok, error = res.ok, res.error
             if not ok:
                 log.debug("entry %d rejected by the state machine: %s", e.index, error)
@@ -957,7 +958,7 @@ class ManagerRole:
     async def command(self, cmd: Any, timeout_s: float = 10.0) -> tuple[bool, str]:
         """Propose a swarm-state command and wait for its outcome (manager only)."""
         try:
-            term, index = await self.propose(CORE_REGISTRY.encode(cmd))
+            term, index = await self.propose(TASK_REGISTRY.encode(cmd))
         except ProposalDropped as exc:
             return False, str(exc)
         return await self.wait_applied(term, index, timeout_s)
@@ -965,7 +966,7 @@ class ManagerRole:
     async def _control(self, cmd: Any) -> None:
         """One control-plane proposal at a time from the reconcile loop."""
         try:
-            self._control_pending = await self.propose(CORE_REGISTRY.encode(cmd))
+            self._control_pending = await self.propose(TASK_REGISTRY.encode(cmd))
         except ProposalDropped as exc:
             log.debug("control proposal dropped: %s", exc)
 

@@ -24,7 +24,8 @@ log = logging.getLogger("enclave_swarm.runtime")
 # Components that plug into a node: each module has ``attach(agent, data_dir)``, which may add
 # services (Agent.add_service), protocol handlers (Agent.set_handler), status fields
 # (Agent.add_status) and control commands (node.control.register_command).
-EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.shards.service", "node.tasks.offers"]
+EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.shards.service", "node.tasks.offers",
+                         "node.tasks.service"]
 
 
 class SetupError(Exception):

@@ -42,7 +42,16 @@ from typing import Any
 import cbor2
 
 from consensus.scheduler import MAX_FRAGMENTS, MAX_REDUNDANCY, WEIGHT_NAMES, Requirements, Weights
-from consensus.tasks import MAX_ATTEMPTS, MAX_REPLICAS_PER_JOB, SubmitJob
+from consensus.tasks import (
+    MAX_ATTEMPTS,
+    MAX_FUEL,
+    MAX_LIMIT_MEMORY_MIB,
+    MAX_OUTPUT_BYTES,
+    MAX_REPLICAS_PER_JOB,
+    MAX_WALL_TIME_MS,
+    JobLimits,
+    SubmitJob,
+)
 
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 256 * 1024
@@ -51,10 +60,7 @@ OBJECT_ID_HEX_CHARS = 32  # node/shards/crypto.py OBJECT_ID_BYTES = 16, as hex
 SPLIT_MODES = ("bytes", "records", "files")
 BUILTIN_AGGREGATIONS = ("concat", "sum", "count", "mean", "min", "max", "histogram", "merge-counts")
 AGGREGATIONS = (*BUILTIN_AGGREGATIONS, "wasm")
-MAX_FUEL = 10**15
-MAX_LIMIT_MEMORY_MIB = 64 * 1024
-MAX_WALL_TIME_S = 24 * 3600
-MAX_OUTPUT_BYTES = 256 * 1024 * 1024
+MAX_WALL_TIME_S = MAX_WALL_TIME_MS // 1000
 MAX_QUEUE_TIMEOUT_S = 7 * 24 * 3600
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
@@ -390,12 +396,17 @@ def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequenc
                    now_ms: int) -> SubmitJob:
     """The command that commits ``spec`` as job ``job_id`` of client node ``owner``, once its
     input was split into ``fragments`` (maybe fewer than asked), queued until the manager's clock
-    ``now_ms`` plus the spec's queue timeout."""
+    ``now_ms`` plus the spec's queue timeout. Each fragment's SHA-256 is committed with it."""
     if not fragments:
         raise ValueError("a job has at least one fragment")
+    lim = spec.limits
     return SubmitJob(job_id, owner, spec.digest(), spec.module_hash, len(fragments), spec.redundancy,
                      spec.requirements, spec.weights, now_ms + 1000 * spec.queue_timeout_s,
-                     spec.max_attempts, spec.input.object_id, max(len(f) for f in fragments))
+                     spec.max_attempts, spec.input.object_id, max(len(f) for f in fragments),
+                     input_hashes=tuple(hashlib.sha256(f).digest() for f in fragments),
+                     limits=JobLimits(lim.fuel, lim.memory_mib, lim.wall_time_ms, lim.max_output_bytes),
+                     aggregation=spec.aggregation.kind, bin_width=spec.aggregation.bin_width,
+                     name=spec.name)
 
 
 def load_spec(path: Path | str, *, check_files: bool = True) -> JobSpec:

@@ -1,0 +1,143 @@
+"""In-process federations of real nodes running the whole task flow: gossip (offers), the
+manager role, the shard service and the task service, on loopback (node/testing.py says why
+the intervals are what they are)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from consensus import tasks as ct
+from node.agent import Agent
+from node.config import TasksConfig
+from node.shards import service as shard_service
+from node.tasks import offers as offers_mod
+from node.tasks import service as task_service
+from node.tasks.service import TaskService
+from node.testing import (
+    crash_in_process,
+    fully_attested,
+    gossip_config,
+    make_agent,
+    run_in_process,
+    shard_manager_settings,
+    wait_until,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "node" / "workload" / "examples"
+
+
+def task_config(i: int) -> Any:
+    cfg = gossip_config()
+    return dataclasses.replace(cfg, tasks=TasksConfig(cores=2, memory_mib=4096, provider=f"p{i}",
+                                                      region="r1"))
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    agent: Agent
+    tasks: TaskService
+    role: Any
+    scope: trio.CancelScope | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.agent.peer_id)
+
+
+class TaskFederation:
+    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+        self.tmp, self.nursery = tmp, nursery
+        self.nodes: list[Node] = []
+
+    async def start(self, name: str, i: int) -> Node:
+        from node.manager import ManagerRole
+
+        boot = next((n.agent.full_addrs()[0] for n in self.nodes
+                     if not (n.scope and n.scope.cancel_called)), None)
+        a = make_agent(self.tmp, name, config=task_config(i), bootstrap=(boot,) if boot else (),
+                       gossip=True)
+        path = self.tmp / name
+        path.mkdir(parents=True, exist_ok=True)
+        role = ManagerRole(a, path, shard_manager_settings())
+        role.install()
+        shard_service.attach(a, path, quota_bytes=1 << 30, repair_grace_s=2.0,
+                             message_timeout_s=10.0, repair_tick_s=0.2)
+        offers_mod.attach(a)
+        svc = task_service.attach(a, path)
+        node = Node(name, a, svc, role)
+        node.scope = await run_in_process(self.nursery, a)
+        self.nodes.append(node)
+        return node
+
+    async def crash(self, node: Node) -> None:
+        assert node.scope is not None
+        await crash_in_process(node.agent, node.scope)
+
+    def alive(self) -> list[Node]:
+        return [n for n in self.nodes if not (n.scope and n.scope.cancel_called)]
+
+    def leader(self) -> Node | None:
+        leaders = [n for n in self.alive() if n.role.is_leader()]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def by_peer(self, pid: str) -> Node:
+        return next(n for n in self.nodes if n.peer_id == pid)
+
+    def ready(self) -> bool:
+        """Every node admitted in every view, one manager known to all, and the manager holds
+        every node's offer."""
+        nodes = self.alive()
+        ids = {n.peer_id for n in nodes}
+        lead = self.leader()
+        if lead is None or len(lead.agent.offers.offers()) < len(nodes):
+            return False
+        for n in nodes:
+            st, _ = n.role.view()
+            if not all((m := st.member(i)) is not None and m.status == "admitted" for i in ids):
+                return False
+            if n.tasks.manager_peer() != lead.peer_id:
+                return False
+        return True
+
+
+@asynccontextmanager
+async def task_federation(tmp: Path, n: int) -> AsyncIterator[TaskFederation]:
+    async with trio.open_nursery() as nursery:
+        fed = TaskFederation(tmp, nursery)
+        try:
+            for i in range(n):
+                await fed.start(f"n{i}", i)
+            await wait_until(lambda: fully_attested([x.agent for x in fed.nodes]), 90)
+            await wait_until(fed.ready, 120)
+            yield fed
+        finally:
+            for x in fed.nodes:
+                x.agent.stop()
+            nursery.cancel_scope.cancel()
+
+
+def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
+              aggregation: str = "concat", redundancy: int = 1, extra: str = "") -> Path:
+    wasm = EXAMPLES / f"{module}.wasm"
+    digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
+    spec = tmp / f"{module}-job.toml"
+    spec.write_text(
+        f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n'
+        f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
+        f'[input]\npath = "{tmp / "input"}"\n'
+        f'[split]\nmode = "{split}"\nfragments = {fragments}\n'
+        f'[aggregation]\nkind = "{aggregation}"\n{extra}')
+    return spec
+
+
+def committed(fed: TaskFederation, job_id: str) -> Any:
+    lead = fed.leader()
+    return ct.job(lead.role.state, job_id) if lead is not None else None

@@ -1,0 +1,113 @@
+"""The task flow end to end on real in-process nodes: submit, place, run, collect, aggregate,
+deliver; an agent killed mid-job; a failing fragment."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from consensus import tasks as ct
+from node.testing import wait_until
+from tests.tasks_net.helpers import committed, task_federation, write_job
+
+
+def _words(text: bytes) -> dict[str, int]:
+    return dict(Counter(text.decode().split()))
+
+
+async def test_wordcount_job_runs_across_the_federation(tmp_path):
+    text = b"".join(b"the quick brown fox jumps over the lazy dog %d\n" % (i % 7) for i in range(400))
+    (tmp_path / "input").write_bytes(text)
+    spec = write_job(tmp_path, "wordcount", fragments=6, split="records", aggregation="merge-counts")
+    async with task_federation(tmp_path, 3) as fed:
+        owner = fed.nodes[1]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 60)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.DONE, own.reason
+        assert json.loads(own.result_path.read_bytes()) == _words(text)
+        j = committed(fed, job_id)
+        nodes = {rep["node"] for frag in j["frags"] for rep in frag}
+        assert len(nodes) >= 2  # spread over the federation
+        assert ct.check_invariants(fed.leader().role.state) == []
+
+
+async def _running_on(fed, job_id: str, avoid: set[str]) -> str:
+    """A node (not in ``avoid``) that runs an assigned replica of the job right now."""
+    found: list[str] = []
+
+    def pred() -> bool:
+        j = committed(fed, job_id)
+        if j is None:
+            return False
+        for frag in j["frags"]:
+            for rep in frag:
+                node = rep["node"]
+                if rep["st"] == ct.ASSIGNED and node not in avoid:
+                    run = [r for r in fed.by_peer(node).tasks.executor.runs.values()
+                           if r.req.job_id == job_id and r.finished is None]
+                    if run:
+                        found.append(node)
+                        return True
+        return False
+
+    await wait_until(pred, 60, 0.02)
+    return found[0]
+
+
+async def test_an_agent_killed_mid_job_has_its_fragments_reassigned(tmp_path):
+    data = bytes(range(256)) * 120  # 30 KiB: 6 fragments of ~0.3 s each on slowcat
+    (tmp_path / "input").write_bytes(data)
+    spec = write_job(tmp_path, "slowcat", fragments=6)
+    async with task_federation(tmp_path, 4) as fed:
+        owner, lead = fed.nodes[1], fed.leader()
+        job_id = await owner.tasks.owner.submit(str(spec))
+        victim = await _running_on(fed, job_id, {owner.peer_id, lead.peer_id})
+        await fed.crash(fed.by_peer(victim))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 120)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.DONE, own.reason
+        assert own.result_path.read_bytes() == data
+        j = committed(fed, job_id)
+        moved = [rep for frag in j["frags"] for rep in frag if victim in rep["tried"]]
+        assert moved and all(rep["node"] != victim and rep["attempts"] >= 2 for rep in moved)
+        assert fed.leader().tasks.duty.stats["reassigned"] >= 1
+        assert ct.check_invariants(fed.leader().role.state) == []
+
+
+async def test_the_manager_fails_over_mid_job_and_the_successor_finishes_it(tmp_path):
+    data = bytes(range(256)) * 160  # 40 KiB over 8 fragments
+    (tmp_path / "input").write_bytes(data)
+    spec = write_job(tmp_path, "slowcat", fragments=8)
+    async with task_federation(tmp_path, 5) as fed:
+        old = fed.leader()
+        owner = next(n for n in fed.nodes if n is not old)
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await _running_on(fed, job_id, set())
+        await fed.crash(old)
+        await wait_until(lambda: fed.leader() is not None and fed.leader() is not old, 60)
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 120)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.DONE, own.reason
+        assert own.result_path.read_bytes() == data
+        st = fed.leader().role.state
+        j = ct.job(st, job_id)
+        assert j["done"] == 8 and ct.check_invariants(st) == []
+
+
+async def test_a_failing_fragment_fails_the_job_and_the_others_run_to_the_end(tmp_path):
+    # sum.wasm: numbers, one per line; fragment 1 gets a line that is not a number.
+    lines = [b"%d" % i for i in range(60)]
+    lines[25] = b"not-a-number"
+    (tmp_path / "input").write_bytes(b"\n".join(lines) + b"\n")
+    spec = write_job(tmp_path, "sum", fragments=3, split="records", aggregation="sum")
+    async with task_federation(tmp_path, 3) as fed:
+        owner = fed.nodes[0]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 60)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.FAILED and own.result_path is None
+        j = committed(fed, job_id)
+        states = [frag[0]["st"] for frag in j["frags"]]
+        assert states.count(ct.R_FAILED) == 1 and states.count(ct.R_DONE) == 2
+        assert "fragment 1" in own.reason
