@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/enclave-swarm demo --nodes 7
+	$(VENV)/bin/enclave-swarm demo --nodes 8
 
 # Everything but the suites marked slow (kept under 10 minutes on 2 cores). Two pytest workers:
 # most tests are one busy interpreter each; the tests that start node processes all run on one

@@ -38,8 +38,10 @@ class DemoStep:
 
 
 DEMO_STEPS = [
-    # The manager step kills the manager; the shard step then runs on the nodes still alive.
+    # The manager step kills the manager, the task step one agent; the shard step then runs on
+    # the nodes still alive (it needs six: `make demo` starts eight).
     DemoStep("manager", "node.manager_demo", "run_manager_demo", 3),
+    DemoStep("tasks", "node.tasks.demo", "run_task_demo", 3),
     DemoStep("data shards", "node.shards.demo", "run_shard_demo", 6),
 ]
 

@@ -101,6 +101,10 @@ class OwnerSide:
             raise TaskError(str(exc), exc.errors) from None
         if input_path and object_hex:
             raise TaskError("give an input file or a stored object, not both")
+        if spec.aggregation.kind not in ct.AGGREGATION_KINDS:
+            raise TaskError(f"aggregation {spec.aggregation.kind!r} (a reducer module) is not run by "
+                            "the task flow yet: use a built-in aggregation "
+                            f"({', '.join(ct.AGGREGATION_KINDS)})")
         module = await trio.to_thread.run_sync(_read_module, spec)
         fragments = await self._fragments(spec, input_path, object_hex)
         job_id = secrets.token_hex(8)
