@@ -210,6 +210,8 @@ class ManagerDuty:
                 for n, o in offers.items()}
         req = ct.job_request(st, jid)
         decision = schedule(st, offers, req, idx, free, meas)
+        if not decision.ok:
+            req, decision = self._wave(st, offers, req, idx, free, meas, decision)
         if decision.ok:
             cmd = ct.AssignFragments(jid, idx, tuple(ct.Assignment(p.fragment, p.replica, p.node_id)
                                                      for p in decision.placements),
@@ -225,6 +227,24 @@ class ManagerDuty:
         running = any(rep["st"] == ct.ASSIGNED for _, _, rep in ct.replicas(st, jid))
         if time.time() * 1000 > j["deadline"] and not running:
             await self._fail(jid, f"no placement within the queue timeout: {decision.explain()}")
+
+    @staticmethod
+    def _wave(st: Any, offers: Any, req: Any, idx: int, free: Any, meas: Any, decision: Any) -> Any:
+        """More replicas pending than the free capacity holds: place the first ones that fit
+        (in (fragment, replica) order; at most as many as there are free slots, halving until
+        a decision succeeds), the rest once capacity frees up. The scheduler stays all or
+        nothing per request, so each wave is one verifiable decision."""
+        wants = list(req.wants or ())
+        q = req.requirements
+        slots = sum(max(0, min(c // max(1, q.cores), m // max(1, q.memory_mib))) for c, m in free.values())
+        k = min(len(wants) - 1, slots)
+        while k >= 1:
+            sub = dataclasses.replace(req, wants=tuple(wants[:k]))
+            d = schedule(st, offers, sub, idx, free, meas)
+            if d.ok:
+                return sub, d
+            k //= 2
+        return req, decision
 
     # ------------------------------------------------------------------ 2. dispatch and track
     def _track_replicas(self, st: Any, jid: str, j: Any, now: float) -> set[tuple[str, int, int]]:

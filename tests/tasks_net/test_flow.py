@@ -111,3 +111,18 @@ async def test_a_failing_fragment_fails_the_job_and_the_others_run_to_the_end(tm
         states = [frag[0]["st"] for frag in j["frags"]]
         assert states.count(ct.R_FAILED) == 1 and states.count(ct.R_DONE) == 2
         assert "fragment 1" in own.reason
+
+
+async def test_more_fragments_than_free_slots_run_in_waves(tmp_path):
+    # 3 nodes x 2 cores: at most 6 replicas at once; 20 fragments must still all run.
+    text = b"".join(b"alpha beta gamma %d\n" % (i % 11) for i in range(2000))
+    (tmp_path / "input").write_bytes(text)
+    spec = write_job(tmp_path, "wordcount", fragments=20, split="records", aggregation="merge-counts")
+    async with task_federation(tmp_path, 3) as fed:
+        owner = fed.nodes[2]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 90)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.DONE, own.reason
+        assert json.loads(own.result_path.read_bytes()) == _words(text)
+        assert fed.leader().tasks.duty.stats["placed"] == 20
