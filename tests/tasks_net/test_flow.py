@@ -126,3 +126,19 @@ async def test_more_fragments_than_free_slots_run_in_waves(tmp_path):
         assert own.status == ct.DONE, own.reason
         assert json.loads(own.result_path.read_bytes()) == _words(text)
         assert fed.leader().tasks.duty.stats["placed"] == 20
+
+
+async def test_a_cancelled_job_stops_on_its_agents_and_is_never_done(tmp_path):
+    (tmp_path / "input").write_bytes(bytes(range(256)) * 400)  # 100 KiB: ~1 s per fragment
+    spec = write_job(tmp_path, "slowcat", fragments=6)
+    async with task_federation(tmp_path, 3) as fed:
+        owner = fed.nodes[0]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await _running_on(fed, job_id, set())
+        await owner.tasks.owner.cancel(job_id, "changed my mind")
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status == ct.CANCELLED, 30)
+        assert owner.tasks.owner.jobs[job_id].result_path is None
+        j = committed(fed, job_id)
+        assert j["status"] == ct.CANCELLED and "changed my mind" in j["reason"]
+        await wait_until(lambda: not any(r.req.job_id == job_id and r.finished is None
+                                         for n in fed.nodes for r in n.tasks.executor.runs.values()), 30)
