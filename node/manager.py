@@ -167,7 +167,9 @@ RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the counci
 OWNER_KEY_FILE = "federation-owner.pub"
 SETTINGS_FILE = "manager.toml"
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
-                            "suspect", "reinstate"})
+                            "suspect", "reinstate",
+                            # the scheduler's decisions (consensus/tasks.py), signed like the rest
+                            "assign-fragments", "reassign-fragment", "job-failed"})
 
 
 # =============================================================================== settings
