@@ -72,6 +72,7 @@ MAX_LIMIT_MEMORY_MIB = 64 * 1024
 MAX_WALL_TIME_MS = 24 * 3600 * 1000
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 AGGREGATION_KINDS = ("concat", "sum", "count", "mean", "min", "max", "histogram", "merge-counts")
+REDUCER = "wasm"  # the aggregation by a reducer module (its hash committed with the job)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 LIVE_JOB = (QUEUED, RUNNING)
@@ -114,7 +115,8 @@ class SubmitJob:
 
     ``input_hashes`` (SHA-256 of each fragment, or empty) is what the agents check the fragment
     they fetch against and sign; ``limits`` what they enforce; ``aggregation`` (a built-in kind
-    of node/tasks/aggregate.py) and ``bin_width`` how the manager combines the outputs."""
+    of node/tasks/aggregate.py, or ``wasm`` with ``reducer_hash``, the SHA-256 of a reducer
+    module) and ``bin_width`` how the manager combines the outputs."""
 
     job_id: str
     owner: str
@@ -133,6 +135,7 @@ class SubmitJob:
     aggregation: str = "concat"
     bin_width: str = ""
     name: str = ""
+    reducer_hash: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,8 +375,11 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
     problems = c.limits.problems()
     if problems:
         raise Rejected("limits: " + "; ".join(problems))
-    if c.aggregation not in AGGREGATION_KINDS:
+    if c.aggregation not in (*AGGREGATION_KINDS, REDUCER):
         raise Rejected(f"unknown aggregation {c.aggregation[:64]!r}")
+    if (c.aggregation == REDUCER) != (len(c.reducer_hash) == HASH_BYTES) or (
+            c.reducer_hash and len(c.reducer_hash) != HASH_BYTES):
+        raise Rejected("a reducer module's SHA-256 (32 bytes) comes with aggregation 'wasm' only")
     if len(c.bin_width) > 64 or len(c.name) > MAX_NAME:
         raise Rejected("bin width or name too long")
     replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
@@ -386,7 +392,7 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         "result_bytes": 0, "done": 0,
         "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
         "inputs": list(c.input_hashes), "limits": _plain(c.limits), "agg": c.aggregation,
-        "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1,
+        "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1, "reducer": c.reducer_hash,
     }
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job

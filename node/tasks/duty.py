@@ -48,6 +48,8 @@ from node.tasks.wire import (
     AssignRequest,
     CancelRequest,
     DeliverRequest,
+    FetchReply,
+    FetchRequest,
     LogEntry,
     LogsReply,
     LogsRequest,
@@ -56,7 +58,8 @@ from node.tasks.wire import (
     TaskReply,
     failure_digest,
 )
-from node.workload import result_digest_payload
+from node.workload import Grants, Limits, result_digest_payload
+from node.workload.limits import MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES
 from overlay.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -81,6 +84,12 @@ class _Track:
     last_error: str = ""
 
 
+class _CombineFailed(Exception):
+    def __init__(self, msg: str, *, final: bool) -> None:
+        super().__init__(msg)
+        self.final = final
+
+
 class ManagerDuty:
     def __init__(self, svc: TaskService) -> None:
         self.svc = svc
@@ -91,6 +100,7 @@ class ManagerDuty:
         self.track: dict[tuple[str, int, int], _Track] = {}
         self.waiting: dict[str, str] = {}
         self.results: dict[str, bytes] = {}
+        self.reducers: dict[bytes, bytes] = {}
         self.delivered: set[str] = set()
         self.deliver_next: dict[str, tuple[float, float]] = {}
         self.busy: set[str] = set()
@@ -493,15 +503,55 @@ class ManagerDuty:
         if outputs is None:
             return  # step 2 collects the missing ones
         try:
-            result = await trio.to_thread.run_sync(
-                functools.partial(aggregate, j["agg"], outputs, bin_width=j["bw"]))
-        except AggregationError as exc:
-            await self._fail(jid, f"aggregation ({j['agg']}) failed: {exc}")
+            result = await self._combine(jid, j, outputs)
+        except _CombineFailed as exc:
+            if exc.final:
+                await self._fail(jid, f"aggregation ({j['agg']}) failed: {exc}")
             return
         ok, _ = await self._command(ct.JobDone(jid, hashlib.sha256(result).digest(), len(result)))
         if ok:
             self.results[jid] = result
             self.stats["done"] += 1
+
+    async def _combine(self, jid: str, j: Any, outputs: list[bytes]) -> bytes:
+        """The job's aggregation of ``outputs`` (fragment order): built in, or its reducer module
+        run here in the workload engine under the job's limits, on the outputs framed as
+        (4-byte little-endian length, bytes) records. Raises _CombineFailed (``final`` when
+        the job must fail; not when the reducer could not be had from the owner yet)."""
+        if j["agg"] != ct.REDUCER:
+            try:
+                return await trio.to_thread.run_sync(
+                    functools.partial(aggregate, j["agg"], outputs, bin_width=j["bw"]))
+            except (AggregationError, ValueError) as exc:
+                raise _CombineFailed(str(exc), final=True) from None
+        reducer = await self._reducer(jid, j)
+        framed = b"".join(len(o).to_bytes(4, "little") + o for o in outputs)
+        lim = j["limits"]
+        # The fragment limits, but room for the whole result (the engine's largest output).
+        limits = Limits(fuel=lim["fuel"], memory_bytes=min(MAX_MEMORY_BYTES, lim["memory_mib"] << 20),
+                        wall_time_s=lim["wall_time_ms"] / 1000, max_output_bytes=MAX_OUTPUT_BYTES)
+        outcome = await self.svc.engine.run(reducer, j["reducer"], framed, limits, Grants())
+        if not outcome.ok:
+            raise _CombineFailed(f"the reducer failed: {outcome.error}: {outcome.message}", final=True)
+        return outcome.output
+
+    async def _reducer(self, jid: str, j: Any) -> bytes:
+        got = self.reducers.get(j["reducer"])
+        if got is not None:
+            return got
+        try:
+            reply, blob = await self.svc.request(j["owner"], FetchRequest(jid, 0, 0, False, True),
+                                                 FetchReply, timeout_s=max(self.svc.timeout(), 30.0))
+        except RemoteProtocolError as exc:
+            raise _CombineFailed(f"the owner did not serve the reducer: {exc}", final=False) from None
+        if not reply.ok:
+            raise _CombineFailed(f"the owner refused the reducer: {reply.error}", final=False)
+        if hashlib.sha256(blob).digest() != j["reducer"]:
+            raise _CombineFailed("the owner's reducer does not match the committed hash", final=True)
+        self.reducers[j["reducer"]] = blob
+        while len(self.reducers) > 16:
+            del self.reducers[next(iter(self.reducers))]
+        return blob
 
     def _outputs(self, jid: str, j: Any) -> list[bytes] | None:
         out = []
@@ -533,9 +583,8 @@ class ManagerDuty:
                 if outputs is None:
                     return
                 try:
-                    got = await trio.to_thread.run_sync(
-                        functools.partial(aggregate, j["agg"], outputs, bin_width=j["bw"]))
-                except AggregationError as exc:
+                    got = await self._combine(jid, j, outputs)
+                except _CombineFailed as exc:
                     log.error("job %s: the outputs no longer aggregate: %s", jid, exc)
                     return
                 if hashlib.sha256(got).digest() != j["result"]:

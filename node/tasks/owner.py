@@ -83,6 +83,7 @@ class OwnedJob:
     result_path: Path | None = None
     result: bytes | None = None   # when there is no data dir
     served: int = 0
+    reducer: bytes = b""
 
 
 class OwnerSide:
@@ -101,17 +102,17 @@ class OwnerSide:
             raise TaskError(str(exc), exc.errors) from None
         if input_path and object_hex:
             raise TaskError("give an input file or a stored object, not both")
-        if spec.aggregation.kind not in ct.AGGREGATION_KINDS:
-            raise TaskError(f"aggregation {spec.aggregation.kind!r} (a reducer module) is not run by "
-                            "the task flow yet: use a built-in aggregation "
-                            f"({', '.join(ct.AGGREGATION_KINDS)})")
-        module = await trio.to_thread.run_sync(_read_module, spec)
+        module = await trio.to_thread.run_sync(_read_module, spec.module.path, spec.module.sha256)
+        reducer = b""
+        if spec.aggregation.module is not None:
+            m = spec.aggregation.module
+            reducer = await trio.to_thread.run_sync(_read_module, m.path, m.sha256)
         fragments = await self._fragments(spec, input_path, object_hex)
         job_id = secrets.token_hex(8)
         cmd = submit_command(spec, job_id=job_id, owner=self.svc.me, fragments=fragments, now_ms=0)
         if len(self.jobs) >= MAX_OWNED:
             self._forget_finished()
-        self.jobs[job_id] = OwnedJob(job_id, spec, module, fragments, time.time())
+        self.jobs[job_id] = OwnedJob(job_id, spec, module, fragments, time.time(), reducer=reducer)
         req = SubmitRequest(ct.TASK_REGISTRY.encode(cmd), spec.queue_timeout_s)
         try:
             reply = await self.ask_manager(req, TaskReply, timeout_s=30.0)
@@ -204,6 +205,11 @@ class OwnerSide:
         if job is None:
             self.agent.counters.inc("task_fetch_refused", "unknown-job")
             return FetchReply(False, f"no job {req.job_id} here"), b""
+        if req.reducer:
+            if not self.svc.may_direct(pid) or not job.reducer:
+                self.agent.counters.inc("task_fetch_refused", "not-manager")
+                return FetchReply(False, f"the reducer of job {req.job_id} goes to its manager only"), b""
+            return FetchReply(True, "", len(job.reducer), 0), job.reducer
         if req.fragment >= len(job.fragments):
             self.agent.counters.inc("task_fetch_refused", "no-fragment")
             return FetchReply(False, f"job {req.job_id} has no fragment {req.fragment}"), b""
@@ -254,7 +260,7 @@ class OwnerSide:
             else:
                 job.result = data
         job.status, job.reason = req.status, req.reason
-        job.fragments, job.module = [], b""   # the input is no longer needed
+        job.fragments, job.module, job.reducer = [], b"", b""   # the input is no longer needed
         log.info("job %s %s%s", req.job_id, req.status, f": {req.reason}" if req.reason else "",
                  extra={"job": req.job_id})
         return TaskReply(True)
@@ -354,10 +360,10 @@ class OwnerSide:
         return {"jobs": by}
 
 
-def _read_module(spec: JobSpec) -> bytes:
-    data = _read_bounded(Path(spec.module.path), MAX_MODULE_BYTES)
-    if hashlib.sha256(data).hexdigest() != spec.module.sha256:
-        raise TaskError(f"module {spec.module.path} does not match its sha256 in the spec")
+def _read_module(path: str, sha256_hex: str) -> bytes:
+    data = _read_bounded(Path(path), MAX_MODULE_BYTES)
+    if hashlib.sha256(data).hexdigest() != sha256_hex:
+        raise TaskError(f"module {path} does not match its sha256 in the spec")
     return data
 
 

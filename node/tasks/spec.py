@@ -406,7 +406,9 @@ def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequenc
                      input_hashes=tuple(hashlib.sha256(f).digest() for f in fragments),
                      limits=JobLimits(lim.fuel, lim.memory_mib, lim.wall_time_ms, lim.max_output_bytes),
                      aggregation=spec.aggregation.kind, bin_width=spec.aggregation.bin_width,
-                     name=spec.name)
+                     name=spec.name,
+                     reducer_hash=(bytes.fromhex(spec.aggregation.module.sha256)
+                                   if spec.aggregation.module is not None else b""))
 
 
 def load_spec(path: Path | str, *, check_files: bool = True) -> JobSpec:

@@ -120,12 +120,14 @@ class AssignRequest:
 @dataclasses.dataclass(frozen=True)
 class FetchRequest:
     """Agent -> owner: the module (when ``module``) and fragment ``fragment`` of ``job_id``, for
-    replica ``replica`` assigned to the sender. Answered by a :class:`FetchReply`."""
+    replica ``replica`` assigned to the sender. Manager -> owner, with ``reducer``: the job's
+    reducer module (as the reply's module; no fragment). Answered by a :class:`FetchReply`."""
 
     job_id: str = field(metadata=_JOB)
     fragment: int = field(metadata=_NAT)
     replica: int = field(metadata=_NAT)
     module: bool = True
+    reducer: bool = False
 
     def validate(self) -> None:
         _job_id_ok(self.job_id)

@@ -134,8 +134,16 @@ def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
         f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
         f'[input]\npath = "{tmp / "input"}"\n'
         f'[split]\nmode = "{split}"\nfragments = {fragments}\n'
-        f'[aggregation]\nkind = "{aggregation}"\n{extra}')
+        f'[aggregation]\nkind = "{aggregation}"\n{_reducer(aggregation)}{extra}')
     return spec
+
+
+def _reducer(aggregation: str) -> str:
+    """kind = "wasm": the example reducer u64sum.wasm."""
+    if aggregation != "wasm":
+        return ""
+    wasm = EXAMPLES / "u64sum.wasm"
+    return f'module = "{wasm}"\nsha256 = "{hashlib.sha256(wasm.read_bytes()).hexdigest()}"\n'
 
 
 def committed(fed: TaskFederation, job_id: str) -> Any:

@@ -142,3 +142,16 @@ async def test_a_cancelled_job_stops_on_its_agents_and_is_never_done(tmp_path):
         assert j["status"] == ct.CANCELLED and "changed my mind" in j["reason"]
         await wait_until(lambda: not any(r.req.job_id == job_id and r.finished is None
                                          for n in fed.nodes for r in n.tasks.executor.runs.values()), 30)
+
+
+async def test_a_reducer_module_combines_the_outputs(tmp_path):
+    data = bytes(range(256)) * 37 + b"tail"
+    (tmp_path / "input").write_bytes(data)
+    spec = write_job(tmp_path, "bytecount", fragments=5, aggregation="wasm")
+    async with task_federation(tmp_path, 3) as fed:
+        owner = fed.nodes[1]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 60)
+        own = owner.tasks.owner.jobs[job_id]
+        assert own.status == ct.DONE, own.reason
+        assert int.from_bytes(own.result_path.read_bytes(), "little") == len(data)

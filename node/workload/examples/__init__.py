@@ -10,6 +10,10 @@ and rewrites ``SHA256SUMS``. The modules are committed, so running them needs no
   ``noisy`` (1 MiB of stderr), ``trap`` (``unreachable``): the limits at work.
 * ``clock``, ``random``, ``open``: import a WASI function of a capability (clock, random,
   filesystem) that a job must grant, or that is never granted.
+* ``slowcat``: burns 65,536 loop iterations per input byte, then echoes its input (tests kill
+  agents while it runs).
+* ``bytecount`` and ``u64sum``: a mapper (input length, 8-byte little-endian) and its reducer
+  module (aggregation ``wasm``).
 """
 
 from __future__ import annotations
