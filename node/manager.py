@@ -436,6 +436,8 @@ class ManagerRole:
         self.follow_updates = {"gossip": 0, "poll": 0}
         self.announcements = {"published": 0, "accepted": 0, "rejected": 0}
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Observers of every entry our Raft node applies: (index, payload, accepted).
+        self.entry_hooks: list[Callable[[int, bytes, bool], None]] = []
         self.rng = random.Random(secrets.randbits(64))
         self.cert = CertState(self)
         self.public_key_of = _peer_key
@@ -735,6 +737,11 @@ class ManagerRole:
                 log.debug("entry %d rejected by the state machine: %s", e.index, error)
         self.state_index = e.index
         self.cert.remember(e.index, self.state)
+        for hook in self.entry_hooks:
+            try:
+                hook(e.index, e.data, ok)
+            except Exception:  # an observer's bug must never stop the state machine
+                log.exception("entry hook %r failed at index %d", hook, e.index)
         if e.index in self._waited:
             self._waited.discard(e.index)
             self._results[e.index] = (e.term, ok, error)

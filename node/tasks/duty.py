@@ -44,6 +44,7 @@ from consensus import tasks as ct
 from consensus.scheduler import Measurements, inputs_digest, schedule
 from consensus.state import ADMITTED, REVOKED
 from node.tasks.aggregate import AggregationError, aggregate
+from node.tasks.verify import free_capacity
 from node.tasks.wire import (
     AssignRequest,
     CancelRequest,
@@ -215,9 +216,7 @@ class ManagerDuty:
         offers = offers_src.offers() if offers_src is not None else {}
         meas_fn = getattr(offers_src, "measurements", None)
         meas = meas_fn() if meas_fn is not None else Measurements()
-        used = ct.used_capacity(st)
-        free = {n: (o.cores - used.get(n, (0, 0))[0], o.memory_mib - used.get(n, (0, 0))[1])
-                for n, o in offers.items()}
+        free = free_capacity(st, offers)
         req = ct.job_request(st, jid)
         decision = schedule(st, offers, req, idx, free, meas)
         if not decision.ok:

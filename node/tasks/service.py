@@ -69,6 +69,7 @@ class TaskService:
         from node.tasks.duty import ManagerDuty
         from node.tasks.executor import Executor
         from node.tasks.owner import OwnerSide
+        from node.tasks.verify import DecisionCheck
 
         self.agent = agent
         self.data_path = Path(data_path) if data_path is not None else None
@@ -78,6 +79,7 @@ class TaskService:
         self.owner = OwnerSide(self)
         self.executor = Executor(self)
         self.duty = ManagerDuty(self)
+        self.check = DecisionCheck(self)
 
     # ------------------------------------------------------------------ views
     @property
@@ -201,7 +203,7 @@ class TaskService:
 
     def status(self) -> dict[str, Any]:
         return {"owner": self.owner.status(), "agent": self.executor.status(),
-                "manager": self.duty.status()}
+                "manager": self.duty.status(), "decisions": dict(self.check.stats)}
 
 
 def _slots(agent: Any) -> int:
@@ -230,6 +232,9 @@ def attach(agent: Any, data_dir: Any = None) -> TaskService:
     agent.add_service(svc.run)
     agent.add_status("tasks", svc.status)
     agent.tasks = svc
+    role = svc.role
+    if role is not None:  # council members re-run the manager's placements (node/tasks/verify.py)
+        role.entry_hooks.append(svc.check.on_entry)
     from node.tasks.owner import register_control_commands
 
     register_control_commands()

@@ -92,12 +92,12 @@ class TaskFederation:
         return next(n for n in self.nodes if n.peer_id == pid)
 
     def ready(self) -> bool:
-        """Every node admitted in every view, one manager known to all, and the manager holds
-        every node's offer."""
+        """Every node admitted in every view, one manager known to all, and every node holds
+        every node's offer (so that council members can re-run the manager's placements)."""
         nodes = self.alive()
         ids = {n.peer_id for n in nodes}
         lead = self.leader()
-        if lead is None or len(lead.agent.offers.offers()) < len(nodes):
+        if lead is None or any(set(n.agent.offers.offers()) != ids for n in nodes):
             return False
         for n in nodes:
             st, _ = n.role.view()

@@ -30,6 +30,10 @@ async def test_wordcount_job_runs_across_the_federation(tmp_path):
         nodes = {rep["node"] for frag in j["frags"] for rep in frag}
         assert len(nodes) >= 2  # spread over the federation
         assert ct.check_invariants(fed.leader().role.state) == []
+        # the other council members re-ran the manager's placement and found it the scheduler's
+        others = [n for n in fed.nodes if n is not fed.leader()]
+        await wait_until(lambda: all(n.tasks.check.stats["verified"] >= 1 for n in others), 10)
+        assert all(n.tasks.check.stats["mismatch"] == 0 for n in fed.nodes)
 
 
 async def _running_on(fed, job_id: str, avoid: set[str]) -> str:
