@@ -316,8 +316,6 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
                     fragments = max(1, min(n, MAX_FRAGMENTS))
             elif not ip.is_file():
                 errs.add("input.path", f"{ipath} is not a readable file")
-        elif mode == "files":
-            errs.add("split.mode", "files needs the directory: parse with check_files")
 
     rq = _table(raw, "requirements", errs, ("tee_kinds", "min_score", "cores", "memory_mib",
                                             "accelerators", "regions", "providers",

@@ -133,8 +133,8 @@ def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
         f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n'
         f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
         f'[input]\npath = "{tmp / "input"}"\n'
-        f'[split]\nmode = "{split}"\nfragments = {fragments}\n'
-        f'[aggregation]\nkind = "{aggregation}"\n{_reducer(aggregation)}{extra}')
+        f'[split]\nmode = "{split}"\n' + (f'fragments = {fragments}\n' if split != "files" else "")
+        + f'[aggregation]\nkind = "{aggregation}"\n{_reducer(aggregation)}{extra}')
     return spec
 
 
