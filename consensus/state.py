@@ -44,6 +44,7 @@ from consensus import cbor_strict
 
 MAX_SCORE = 1000
 MAX_ID_LEN = 256
+MAX_LABEL = 64  # provider and region names (node/tasks/capability.py MAX_NAME_CHARS)
 STATE_VERSION = 1
 
 ADMITTED = "admitted"
@@ -244,6 +245,18 @@ class RecordScore:
 
 
 @dataclasses.dataclass(frozen=True)
+class SetLabels:
+    """The placement labels of a member: the provider and region it declares in its capability
+    record (the ``[tasks]`` section of its config). Self-declared, not attested: they steer
+    anti-affinity, council diversity and a job's allowed providers and regions, and a member that
+    lies about them only fools those (docs/tasks.md)."""
+
+    node_id: str
+    provider: str
+    region: str
+
+
+@dataclasses.dataclass(frozen=True)
 class SetCouncil:
     size: int
 
@@ -363,6 +376,15 @@ def _leave(s: SwarmState, c: Leave) -> SwarmState:
     m = _need(s, c.node_id, ACTIVE)
     return _with_member(s, dataclasses.replace(m, status=LEFT),
                         council=_drop_from_council(s, c.node_id))
+
+
+def _set_labels(s: SwarmState, c: SetLabels) -> SwarmState:
+    m = _need(s, c.node_id, (ADMITTED, SUSPECT))
+    if not c.provider or len(c.provider) > MAX_LABEL or len(c.region) > MAX_LABEL:
+        raise Rejected(f"a provider of 1..{MAX_LABEL} characters and a region of at most {MAX_LABEL}")
+    if (m.provider, m.region) == (c.provider, c.region):
+        raise Rejected("labels unchanged")
+    return _with_member(s, dataclasses.replace(m, provider=c.provider, region=c.region))
 
 
 def _record_score(s: SwarmState, c: RecordScore) -> SwarmState:
@@ -597,6 +619,7 @@ CORE_REGISTRY = CommandRegistry({
     "repair-shard": (RepairShard, _repair_shard),
     "shard-repaired": (ShardRepaired, _shard_repaired),
     "announce-manager": (AnnounceManager, _announce),
+    "set-labels": (SetLabels, _set_labels),
 })
 
 

@@ -112,6 +112,7 @@ from consensus.state import (
     RecordScore,
     Revoke,
     SetCouncil,
+    SetLabels,
     SwarmState,
     apply_entry,
     choose_council,
@@ -167,7 +168,7 @@ RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the counci
 OWNER_KEY_FILE = "federation-owner.pub"
 SETTINGS_FILE = "manager.toml"
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
-                            "suspect", "reinstate",
+                            "suspect", "reinstate", "set-labels",
                             # the scheduler's decisions (consensus/tasks.py), signed like the rest
                             "assign-fragments", "reassign-fragment", "job-failed"})
 
@@ -1039,6 +1040,11 @@ class ManagerRole:
                 if score != m.score:
                     await self._control(RecordScore(p.peer_id, score, m.score_epoch + 1))
                     return
+        for m in sorted(st.members.values(), key=lambda m: m.node_id):
+            labels = self._labels_of(m.node_id)
+            if m.status in (ADMITTED, SUSPECT) and labels is not None and labels != (m.provider, m.region):
+                await self._control(SetLabels(m.node_id, *labels))
+                return
         cands = [Candidate(m.node_id, m.score, m.provider, m.region)
                  for m in st.members.values() if m.status == ADMITTED]
         if tuple(st.council) != choose_council(cands, self.settings.council_size, sitting=st.council):
@@ -1046,10 +1052,20 @@ class ManagerRole:
             return
         self._reconcile_voters(st)
 
+    def _labels_of(self, pid: str) -> tuple[str, str] | None:
+        """(provider, region) as ``pid`` declares them in its capability record (provider: its
+        peer id when it declares none), or None while we hold no record of it."""
+        offers = getattr(self.agent, "offers", None)
+        cap = offers.record(pid) if offers is not None else None
+        if cap is None:
+            return None
+        return (cap.provider or pid), cap.region
+
     def _join_cmd(self, pid: str, score: int, tee: str = "") -> Join:
         if pid == self.me:
             tee = str(self.agent.provider.kind)
-        return Join(node_id=pid, provider=pid, region="", tee_kind=tee or "unknown",
+        provider, region = self._labels_of(pid) or (pid, "")
+        return Join(node_id=pid, provider=provider, region=region, tee_kind=tee or "unknown",
                     score=max(0, min(1000, score)), attested=True)
 
     def _own_score(self) -> int:

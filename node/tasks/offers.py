@@ -136,6 +136,11 @@ class Offers:
         return node_id == self.agent.peer_id or (peers.is_attested(node_id)
                                                  and not peers.is_revoked(node_id))
 
+    def record(self, node_id: str) -> CapabilityRecord | None:
+        """The newest capability record of ``node_id`` while it is live here (else None)."""
+        cap = self._held.get(node_id)
+        return cap if cap is not None and self._live(node_id) else None
+
     def offers(self) -> dict[str, Offer]:
         """The newest offer of every node attested and unrevoked here now (ours included)."""
         return {n: to_offer(c) for n, c in self._held.items() if self._live(n)}

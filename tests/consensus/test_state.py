@@ -68,6 +68,18 @@ def test_lifecycle_and_rejections_leave_state_unchanged() -> None:
         assert not r.ok and s2 is s, bad
 
 
+def test_labels_change_only_for_an_active_member_within_bounds() -> None:
+    s = joined("a", "b")
+    s, r = apply(s, S.SetLabels("a", "aws", "eu-west"))
+    assert r.ok and (s.members["a"].provider, s.members["a"].region) == ("aws", "eu-west")
+    s, r = apply(s, Revoke("b", "integrity alarm"))
+    for bad in (S.SetLabels("a", "aws", "eu-west"), S.SetLabels("a", "", "x"),
+                S.SetLabels("a", "p" * 65, ""), S.SetLabels("a", "p", "r" * 65),
+                S.SetLabels("b", "gcp", ""), S.SetLabels("zz", "gcp", "")):
+        s2, r = apply(s, bad)
+        assert not r.ok and s2 is s, bad
+
+
 def test_scores_need_increasing_epochs() -> None:
     s = joined("a")
     s, r = apply(s, RecordScore("a", 300, 1))
@@ -168,7 +180,7 @@ def test_commands_round_trip_through_the_registry() -> None:
             RecordScore("a", 5, 6), SetCouncil(5), PlaceShards("o", (ShardHolder(0, "a"),)),
             PlaceShards("o", (ShardHolder(0, "a"),), "b", 1, 2, b"\x07" * 32, 4),
             S.RepairShard("o", 0, "a", "c", 4, "lost"), S.ShardRepaired("o", 0, "c"),
-            S.AnnounceManager(3, "a")]
+            S.AnnounceManager(3, "a"), S.SetLabels("a", "aws", "eu-west")]
     for c in cmds:
         assert CORE_REGISTRY.decode(CORE_REGISTRY.encode(c)) == c
 
@@ -214,6 +226,7 @@ def test_random_command_streams_are_deterministic_and_snapshot_exactly(seed: int
             PlaceShards("o", tuple(ShardHolder(i, h) for i, h in enumerate(rng.sample(names, 2)))),
             S.RepairShard("o", rng.randrange(2), rng.choice(names), n, rng.randrange(3), "lost"),
             S.ShardRepaired("o", rng.randrange(2), n),
+            S.SetLabels(n, f"q{rng.randrange(3)}", f"r{rng.randrange(2)}"),
         ]))
     a = b = SwarmState()
     for c in cmds:

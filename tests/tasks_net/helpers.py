@@ -92,16 +92,19 @@ class TaskFederation:
         return next(n for n in self.nodes if n.peer_id == pid)
 
     def ready(self) -> bool:
-        """Every node admitted in every view, one manager known to all, and every node holds
-        every node's offer (so that council members can re-run the manager's placements)."""
+        """Every node admitted in every view with the provider it declares, one manager known to
+        all, and every node holds every node's offer (so that council members can re-run the
+        manager's placements)."""
         nodes = self.alive()
         ids = {n.peer_id for n in nodes}
         lead = self.leader()
         if lead is None or any(set(n.agent.offers.offers()) != ids for n in nodes):
             return False
+        labels = {n.peer_id: n.agent.config.tasks.provider for n in nodes}
         for n in nodes:
             st, _ = n.role.view()
-            if not all((m := st.member(i)) is not None and m.status == "admitted" for i in ids):
+            if not all((m := st.member(i)) is not None and m.status == "admitted"
+                       and m.provider == labels[i] for i in ids):
                 return False
             if n.tasks.manager_peer() != lead.peer_id:
                 return False

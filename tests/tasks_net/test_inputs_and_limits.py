@@ -64,10 +64,10 @@ async def test_a_job_whose_only_qualified_node_dies_fails_saying_why(tmp_path):
     (tmp_path / "input").write_bytes(bytes(range(256)) * 160)  # 40 KiB: ~0.6 s a fragment
     async with task_federation(tmp_path, 3) as fed:
         owner, only = fed.nodes[0], fed.nodes[2]
-        # a member's provider is the one committed at admission (its peer id on these nodes)
+        # providers as the nodes declare them ([tasks] provider = "p<i>"), committed as labels
         spec = write_job(tmp_path, "slowcat", fragments=4)
         spec.write_text(spec.read_text().replace("redundancy = 1\n", "redundancy = 1\nqueue_timeout_s = 1\n")
-                        + f'[requirements]\nproviders = ["{only.peer_id}"]\n')
+                        + '[requirements]\nproviders = ["p2"]\n')
         job_id = await owner.tasks.owner.submit(str(spec))
         await wait_until(lambda: any(r.req.job_id == job_id for r in only.tasks.executor.runs.values()), 30)
         await fed.crash(only)
