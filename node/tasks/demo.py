@@ -61,10 +61,10 @@ def _text() -> bytes:
 
 
 def local_count(text: bytes) -> bytes:
-    """What ``merge-counts`` of the word counts gives: the JSON object of every word's count,
-    keys sorted, compact (node/tasks/aggregate.py)."""
+    """What ``merge-counts`` of the word counts gives, computed here: the JSON object of every
+    word's count, keys sorted, compact, one line (node/tasks/aggregate.py)."""
     counts = Counter(text.decode().split())
-    return json.dumps(dict(sorted(counts.items())), separators=(",", ":")).encode()
+    return (json.dumps(dict(sorted(counts.items())), separators=(",", ":")) + "\n").encode()
 
 
 def run_task_demo(nodes: list[NodeProcess], console: Console) -> bool:
