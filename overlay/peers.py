@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 ALIVE, LEFT, REVOKED = "alive", "left", "revoked"
+MIN_TRANSFER_BYTES = 64 * 1024  # smaller transfers say more about the RTT than the bandwidth
 
 
 @dataclasses.dataclass
@@ -31,6 +32,7 @@ class PeerState:
     tee: str | None = None
     score: int | None = None
     rtt_ms: float | None = None
+    kib_s: float | None = None  # transfer rate observed from/to this peer (see on_transfer)
     last_attested_at: float | None = None  # last success
     last_attempt_at: float | None = None
     last_verdict: str | None = None
@@ -51,6 +53,7 @@ class PeerState:
             "tee": self.tee,
             "score": self.score,
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "kib_s": None if self.kib_s is None else round(self.kib_s),
             "last_attested_at": self.last_attested_at,
             "last_attested_ago_s": None if self.last_attested_at is None
             else round(now - self.last_attested_at, 3),
@@ -255,6 +258,17 @@ class PeerTable:
         if p is not None:
             # Smoothed like TCP's SRTT (RFC 6298, alpha = 1/8) so one slow ping does not jump.
             p.rtt_ms = rtt_ms if p.rtt_ms is None else p.rtt_ms + (rtt_ms - p.rtt_ms) / 8
+
+    def on_transfer(self, peer_id: str, nbytes: int, seconds: float) -> bool:
+        """A transfer of ``nbytes`` with ``peer_id`` took ``seconds``: smooth it into the peer's
+        observed rate (alpha = 1/4). Transfers under :data:`MIN_TRANSFER_BYTES` measure the round
+        trip more than the link and are ignored, as are non-positive times. True when taken."""
+        p = self._peers.get(peer_id)
+        if p is None or nbytes < MIN_TRANSFER_BYTES or not seconds > 0:
+            return False
+        rate = nbytes / 1024 / seconds
+        p.kib_s = rate if p.kib_s is None else p.kib_s + (rate - p.kib_s) / 4
+        return True
 
     def on_goodbye(self, peer_id: str) -> None:
         p = self._peers.get(peer_id)

@@ -1210,6 +1210,7 @@ class ShardService:
             await self._send(stream, ShardChallengeResponse(rid, sig))
             h = hashlib.sha256()
             got = 0
+            began = trio.current_time()
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 while got < m.fragment_size:
@@ -1229,6 +1230,7 @@ class ShardService:
                     await self._send(stream, ShardAck(rid, True, "", got))
             if not hmac.compare_digest(h.digest(), m.fragment_hashes[index]):
                 raise FragmentCorrupt(index, "hash mismatch on receipt")
+            self.agent.peers.on_transfer(holder, got, trio.current_time() - began)
             if want_share:
                 msg = await self._recv(reader, (ShardKeyShare, ShardAck))
                 if isinstance(msg, ShardAck):

@@ -11,6 +11,13 @@ Rules
 - TEE kind, provider and region are *declared* here; the scheduler takes them from the committed
   member record (attested, committed at join), and only cores, memory, accelerators and prices
   from this record (:func:`to_offer`).
+- ``links`` are the node's *measurements*: for up to :data:`MAX_LINKS` attested peers, its
+  smoothed ping RTT (whole milliseconds) and the transfer rate it observed (KiB/s), as its peer
+  table holds them (``overlay/peers.py``). The scheduler reads them as
+  ``consensus.scheduler.Measurements`` (:func:`measurements_of`); every node derives the same
+  table from the same gossiped records, so a council member re-running a placement uses the
+  manager's figures. A link is claimed by its publisher alone: a liar can only make itself look
+  nearer or faster, which gets it more work whose results are checked, never trusted.
 - :func:`build_capability` is pure: config + detection in, record out. :func:`detect` is the only
   part that reads the host.
 """
@@ -20,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from consensus.scheduler import MAX_PRICE, Offer
+from consensus.scheduler import MAX_PRICE, Measurements, Offer
 from node.config import TasksConfig
 from overlay.errors import RemoteProtocolError
 from overlay.messages import ED25519_PUBLIC_KEY_BYTES, MAX_PEER_ID_CHARS
@@ -36,9 +44,23 @@ MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
 MAX_ACCELERATORS = 16
 MAX_NAME_CHARS = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+MAX_LINKS = 24                 # peers whose RTT/bandwidth one record carries (fits the gossip payload)
+MAX_LINK_RTT_MS = 60_000
+MAX_LINK_KIB_S = 2**40
 
 
-@message("capability-record", version=1, max_bytes=2048)
+@message("capability-link", version=1, max_bytes=128)
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """What the publisher measured toward ``peer``: smoothed ping RTT in whole milliseconds
+    and the transfer rate it observed in KiB/s (None when it has not measured that yet)."""
+
+    peer: str = dataclasses.field(metadata={"max_len": MAX_PEER_ID_CHARS})
+    rtt_ms: int | None = dataclasses.field(metadata={"min": 0, "max": MAX_LINK_RTT_MS})
+    kib_s: int | None = dataclasses.field(metadata={"min": 1, "max": MAX_LINK_KIB_S})
+
+
+@message("capability-record", version=2, max_bytes=4096)
 @dataclasses.dataclass(frozen=True)
 class CapabilityRecord:
     """A node's offer: resources for fragments, where it runs, and its prices.
@@ -46,7 +68,8 @@ class CapabilityRecord:
     ``seq`` orders a node's records (the newest wins; e.g. its clock in milliseconds when it
     issued the record). ``cores``/``memory_mib`` are what it gives to fragments in total, not the
     host's size. Prices in micro-units: ``price_core_s`` per core-second, ``price_gib`` per GiB
-    of input and output moved.
+    of input and output moved. ``links``: the publisher's measurements toward its peers, sorted
+    by peer id, distinct, never itself.
     """
 
     issuer: bytes = dataclasses.field(metadata={"len": ED25519_PUBLIC_KEY_BYTES})
@@ -62,6 +85,7 @@ class CapabilityRecord:
     price_core_s: int = dataclasses.field(metadata={"min": 0, "max": MAX_PRICE})
     price_gib: int = dataclasses.field(metadata={"min": 0, "max": MAX_PRICE})
     agent_version: str = dataclasses.field(metadata={"max_len": 32})
+    links: tuple[Link, ...] = dataclasses.field(metadata={"max_items": MAX_LINKS})
     signature: bytes = dataclasses.field(metadata={"len": 64})
 
     def validate(self) -> None:
@@ -97,6 +121,13 @@ def capability_problems(r: CapabilityRecord) -> list[str]:
             out.append(f"{name} outside 0..{MAX_PRICE}")
     if not r.agent_version or not _NAME.match(r.agent_version):
         out.append("bad agent version")
+    peers = [lk.peer for lk in r.links]
+    if len(peers) > MAX_LINKS:
+        out.append(f"more than {MAX_LINKS} links")
+    if peers != sorted(set(peers)) or r.node_id in peers or "" in peers:
+        out.append("links must name distinct peers other than the publisher, sorted")
+    if any(lk.rtt_ms is None and lk.kib_s is None for lk in r.links):
+        out.append("a link must carry a rtt or a rate")
     return out
 
 
@@ -127,10 +158,68 @@ def detect() -> Detected:
     return Detected(max(1, cores), max(1, mem_mib))
 
 
+def choose_links(node_id: str, measured: Iterable[tuple[str, float | None, float | None]]
+                 ) -> tuple[Link, ...]:
+    """The links a record carries, from ``(peer, rtt_ms, kib_s)`` measurements: the peers with
+    an observed rate first, then the nearest by RTT (ties by peer id), at most
+    :data:`MAX_LINKS`, returned sorted by peer id. Values are rounded and clamped to the wire's
+    bounds; a peer with neither figure, and the node itself, are left out. Pure."""
+    links = []
+    for peer, rtt, rate in measured:
+        if peer == node_id or not peer:
+            continue
+        r = None if rtt is None else max(0, min(round(rtt), MAX_LINK_RTT_MS))
+        k = None if rate is None else max(1, min(round(rate), MAX_LINK_KIB_S))
+        if r is not None or k is not None:
+            links.append(Link(peer, r, k))
+    links.sort(key=lambda lk: (lk.kib_s is None, MAX_LINK_RTT_MS + 1 if lk.rtt_ms is None
+                               else lk.rtt_ms, lk.peer))
+    kept = {lk.peer: lk for lk in links[:MAX_LINKS]}
+    return tuple(kept[p] for p in sorted(kept))
+
+
+RTT_FLOOR_MS = 5            # below this, RTTs differ by noise: compared as equal
+RATE_FLOOR_KIB_S = 1024      # likewise for rates
+
+
+def links_moved(published: tuple[Link, ...], now: tuple[Link, ...]) -> bool:
+    """Do ``now``'s links differ enough from the ``published`` ones to publish again early?
+    Yes when a peer or a figure appeared or went, or a figure doubled or halved against the
+    published one (with floors, so loopback noise of a fraction of a millisecond never counts).
+    The comparison is always against what was published: a figure drifting slowly across a
+    boundary publishes once, not on every wobble. Pure."""
+    if [lk.peer for lk in published] != [lk.peer for lk in now]:
+        return True
+
+    def moved(a: int | None, b: int | None, floor: int) -> bool:
+        if a is None or b is None:
+            return a is not b
+        a, b = max(a, floor), max(b, floor)
+        return a >= 2 * b or b >= 2 * a
+
+    return any(moved(p.rtt_ms, n.rtt_ms, RTT_FLOOR_MS) or moved(p.kib_s, n.kib_s, RATE_FLOOR_KIB_S)
+               for p, n in zip(published, now, strict=True))
+
+
+def measurements_of(records: Iterable[CapabilityRecord]) -> Measurements:
+    """The scheduler's measurement table from (verified) capability records."""
+    rtt: dict[str, dict[str, int]] = {}
+    bw: dict[str, dict[str, int]] = {}
+    for rec in records:
+        for lk in rec.links:
+            if lk.rtt_ms is not None:
+                rtt.setdefault(rec.node_id, {})[lk.peer] = lk.rtt_ms
+            if lk.kib_s is not None:
+                bw.setdefault(rec.node_id, {})[lk.peer] = lk.kib_s
+    return Measurements(rtt, bw)
+
+
 def build_capability(cfg: TasksConfig, detected: Detected, *, node_id: str, tee_kind: str,
-                     seq: int, agent_version: str, issuer: bytes = bytes(32)) -> CapabilityRecord:
+                     seq: int, agent_version: str, issuer: bytes = bytes(32),
+                     links: tuple[Link, ...] = ()) -> CapabilityRecord:
     """The (unsigned: zero signature) record for this node: configured sizes, or the detected
-    ones minus the reserve (at least 1 core and 1 MiB), never more than the host has."""
+    ones minus the reserve (at least 1 core and 1 MiB), never more than the host has; ``links``
+    from :func:`choose_links`."""
     cores = cfg.cores or detected.cores - cfg.reserve_cores
     mem = cfg.memory_mib or detected.memory_mib - cfg.reserve_memory_mib
     return CapabilityRecord(
@@ -139,7 +228,7 @@ def build_capability(cfg: TasksConfig, detected: Detected, *, node_id: str, tee_
         memory_mib=max(1, min(mem, detected.memory_mib, MAX_MEMORY_MIB)),
         accelerators=tuple(sorted(set(cfg.accelerators))), tee_kind=tee_kind, region=cfg.region,
         provider=cfg.provider, price_core_s=cfg.price_core_s, price_gib=cfg.price_gib,
-        agent_version=agent_version, signature=bytes(64))
+        agent_version=agent_version, links=links, signature=bytes(64))
 
 
 def _signed_bytes(r: CapabilityRecord) -> bytes:

@@ -214,8 +214,7 @@ class ManagerDuty:
             return
         offers_src = getattr(self.agent, "offers", None)
         offers = offers_src.offers() if offers_src is not None else {}
-        meas_fn = getattr(offers_src, "measurements", None)
-        meas = meas_fn() if meas_fn is not None else Measurements()
+        meas = offers_src.measurements() if offers_src is not None else Measurements()
         free = free_capacity(st, offers)
         req = ct.job_request(st, jid)
         decision = schedule(st, offers, req, idx, free, meas)

@@ -2,10 +2,13 @@
 
 Theory of operation
 -------------------
-- **Publish.** At start and every :data:`REFRESH_S` the node publishes its capability record
+- **Publish.** At start, every :data:`REFRESH_S`, and early (at most every
+  :data:`CHECK_S`) when its measurements moved (a peer measured or gone, a figure doubled or
+  halved: ``capability.links_moved``), the node publishes its capability record
   (``node/tasks/capability.py``: built from the ``[tasks]`` config and what the host has,
   signed with the node's identity key, ``seq`` = milliseconds of the wall clock so that a
-  restarted node's record supersedes its old one) as a gossip record of kind ``capability``
+  restarted node's record supersedes its old one, ``links`` = the RTT and transfer rate its
+  peer table measured toward its attested peers) as a gossip record of kind ``capability``
   (``overlay/records.py``: a self kind, subject = issuer), living :data:`TTL_S`.
 - **Receive.** The dissemination core has already checked the gossip record (its signature,
   an attested and unrevoked issuer, subject = issuer, bounds). The payload is then decoded
@@ -13,8 +16,10 @@ Theory of operation
   peer's key, its own signature verifies, and its ``seq`` is newer than the one held.
   Anything else is dropped, logged and counted (``capability_rejected{reason}``).
 - **Read.** :meth:`Offers.offers` gives the scheduler the newest offer of every node that is
-  attested and unrevoked here now (ours included), as ``consensus.scheduler.Offer``; status
-  shows them under ``capabilities``.
+  attested and unrevoked here now (ours included), as ``consensus.scheduler.Offer``;
+  :meth:`Offers.measurements` the links of those same records as the scheduler's
+  ``Measurements`` (so every node that holds the same records holds the same table, which a
+  council member needs to re-run a placement). Status shows them under ``capabilities``.
 
 A node can lie about its own resources and prices (nothing measures them yet): the scheduler
 takes TEE kind, provider and region from the attested, committed member record instead, and
@@ -29,11 +34,15 @@ from typing import Any
 
 import trio
 
-from consensus.scheduler import Offer
+from consensus.scheduler import Measurements, Offer
 from node.tasks.capability import (
     CapabilityRecord,
+    Link,
     build_capability,
+    choose_links,
     detect,
+    links_moved,
+    measurements_of,
     sign_capability,
     to_offer,
     verify_capability,
@@ -46,6 +55,7 @@ from overlay.wire import decode, encode
 log = logging.getLogger("enclave_swarm.tasks")
 
 REFRESH_S = 60.0     # republish this often (a changed config shows within one period)
+CHECK_S = 2.0        # look this often whether the measurements moved enough to republish
 TTL_S = 3 * REFRESH_S
 MAX_OFFERS = 65536   # nodes whose offer we keep (one each; attested peers only)
 AGENT_VERSION = "0.1.0"
@@ -64,8 +74,16 @@ class Offers:
         a = self.agent
         seq = int((time.time() if now is None else now) * 1000)
         rec = build_capability(a.config.tasks, detect(), node_id=a.peer_id,
-                               tee_kind=str(a.provider.kind), seq=seq, agent_version=AGENT_VERSION)
+                               tee_kind=str(a.provider.kind), seq=seq, agent_version=AGENT_VERSION,
+                               links=self.links())
         return sign_capability(a._identity, rec)
+
+    def links(self) -> tuple[Link, ...]:
+        """What this node measured toward its attested, unrevoked peers (its peer table)."""
+        peers = self.agent.peers
+        return choose_links(self.agent.peer_id, ((p.peer_id, p.rtt_ms, p.kib_s)
+                                                 for p in peers.attested()
+                                                 if not peers.is_revoked(p.peer_id)))
 
     def publish(self) -> bool:
         rec = self.own_record()
@@ -79,11 +97,17 @@ class Offers:
         return ok
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Publish at start, then every :data:`REFRESH_S`."""
+        """Publish at start, then every :data:`REFRESH_S`, or sooner when the links moved."""
         task_status.started()
         while True:
             self.publish()
-            await trio.sleep(REFRESH_S)
+            last = trio.current_time()
+            while trio.current_time() - last < REFRESH_S:
+                await trio.sleep(CHECK_S)
+                held = self._held.get(self.agent.peer_id)
+                if held is None or links_moved(held.links, self.links()):
+                    self.agent.counters.inc("capability_republished", "links-moved")
+                    break
 
     # ------------------------------------------------------------------ receive
     def on_record(self, rec: Record) -> None:
@@ -145,11 +169,16 @@ class Offers:
         """The newest offer of every node attested and unrevoked here now (ours included)."""
         return {n: to_offer(c) for n, c in self._held.items() if self._live(n)}
 
+    def measurements(self) -> Measurements:
+        """The links of the offers :meth:`offers` returns, as the scheduler's table."""
+        return measurements_of(c for n, c in self._held.items() if self._live(n))
+
     def status(self) -> dict[str, Any]:
         return {n: {"cores": c.cores, "memory_mib": c.memory_mib, "tee": c.tee_kind,
                     "accelerators": list(c.accelerators), "region": c.region,
                     "provider": c.provider, "price_core_s": c.price_core_s,
-                    "price_gib": c.price_gib, "seq": c.seq}
+                    "price_gib": c.price_gib, "seq": c.seq,
+                    "links": {lk.peer: {"rtt_ms": lk.rtt_ms, "kib_s": lk.kib_s} for lk in c.links}}
                 for n, c in sorted(self._held.items()) if self._live(n)}
 
 

@@ -138,9 +138,11 @@ class TaskService:
                     reply = await read_message(reader, reply_type, timeout_s=timeout)
                     data = b""
                     if isinstance(reply, FetchReply) and reply.ok:
+                        began = trio.current_time()
                         data = await read_blob(reader, reply.module_bytes + reply.data_bytes,
                                                reply.module_bytes + reply.data_bytes,
                                                timeout_s=timeout)
+                        self.agent.peers.on_transfer(pid, len(data), trio.current_time() - began)
                     return reply, data
                 finally:
                     await reset_stream(stream)
@@ -153,10 +155,13 @@ class TaskService:
         reader = FrameReader(stream)
         msg = await read_message(reader, TASK_REQUESTS, timeout_s=timeout)
         blob = b""
+        began = trio.current_time()
         if isinstance(msg, ResultReport):
             blob = await read_blob(reader, msg.output_bytes, MAX_OUTPUT_BYTES, timeout_s=timeout)
         elif isinstance(msg, DeliverRequest):
             blob = await read_blob(reader, msg.result_bytes, MAX_RESULT_BYTES, timeout_s=timeout)
+        if blob:  # a rate observed: the bytes came in after their header
+            self.agent.peers.on_transfer(pid, len(blob), trio.current_time() - began)
         reply, data = await self.serve(pid, msg, blob)
         await write_message(stream, reply, timeout_s=timeout)
         if data:

@@ -72,9 +72,8 @@ class DecisionCheck:
         if at_seed is None or offers_src is None:
             verdict, why = "unverifiable", "no state at the seed here"
         else:
-            meas_fn = getattr(offers_src, "measurements", None)
             verdict, why = check_assignment(cmd, at_seed, offers_src.offers(),
-                                            meas_fn() if meas_fn is not None else Measurements())
+                                            offers_src.measurements())
         self.stats[verdict] += 1
         self.svc.agent.counters.inc("task_decision", verdict)
         if verdict == "mismatch":

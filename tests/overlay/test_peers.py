@@ -107,3 +107,21 @@ def test_revoked_peer_is_never_attested_again():
     t.on_connected("a", [], 4)
     ok(t, "a", 5)
     assert not t.is_attested("a")
+
+
+def test_rtt_and_rate_are_smoothed_and_small_transfers_ignored():
+    from overlay.peers import MIN_TRANSFER_BYTES
+
+    t = PeerTable()
+    t.on_connected("a", [], 0)
+    t.on_rtt("a", 8.0)
+    t.on_rtt("a", 16.0)
+    assert t.get("a").rtt_ms == 9.0  # 8 + (16 - 8) / 8
+    assert not t.on_transfer("a", MIN_TRANSFER_BYTES - 1, 0.001)  # a round trip, not a rate
+    assert not t.on_transfer("a", 1 << 20, 0.0) and not t.on_transfer("nobody", 1 << 20, 1.0)
+    assert t.get("a").kib_s is None
+    assert t.on_transfer("a", 1 << 20, 1.0)
+    assert t.get("a").kib_s == 1024.0
+    assert t.on_transfer("a", 1 << 20, 0.5)
+    assert t.get("a").kib_s == 1024.0 + (2048.0 - 1024.0) / 4
+    assert t.get("a").to_json(0)["kib_s"] == 1280

@@ -16,6 +16,9 @@ async def test_put_then_get_bit_exact(tmp_path):
         out = tmp_path / "out.bin"
         got = await owner.get(bytes.fromhex(res["object_id"]), out)
         assert out.read_bytes() == data and got["size"] == len(data)
+        # each fragment fetched (~1 MiB) is an observed rate to its holder (the scheduler's
+        # bandwidth figure: docs/tasks.md, "Measurements")
+        assert sum((agents[0].peers.get(h).kib_s or 0) > 0 for h in res["holders"]) >= 3
         listing = owner.ls()
         assert listing[0]["health"] == "healthy"
         assert all(h["last_verified"] for h in listing[0]["holders"])

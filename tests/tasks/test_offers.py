@@ -46,7 +46,8 @@ async def test_every_node_learns_every_offer_and_refuses_forged_ones(tmp_path):
         own = attacker.agent.offers.own_record()
         # 1. an offer in the victim's name, signed by the attacker (its own gossip slot)
         claim = sign_capability(attacker.agent._identity,
-                                dataclasses.replace(own, node_id=victim.peer_id, memory_mib=1))
+                                dataclasses.replace(own, node_id=victim.peer_id, memory_mib=1,
+                                                    links=()))
         # 2. its own slot, but the inner record carries the victim's key and a stale signature
         stolen_key = dataclasses.replace(own, issuer=victim.public_key, seq=own.seq + 10)
         # 3. its own slot and key, the fields changed after signing

@@ -52,6 +52,21 @@ class Node:
         return str(self.agent.peer_id)
 
 
+def measured(nodes: list[Node]) -> bool:
+    """Every node holds, for every node, the same capability record (same seq), and it carries
+    the RTT its publisher measured to every other node."""
+    ids = {n.peer_id for n in nodes}
+    for m in nodes:
+        recs = [n.agent.offers.record(m.peer_id) for n in nodes]
+        if any(r is None for r in recs) or len({r.seq for r in recs if r is not None}) != 1:
+            return False
+        first = recs[0]
+        assert first is not None
+        if {lk.peer for lk in first.links if lk.rtt_ms is not None} < ids - {m.peer_id}:
+            return False
+    return True
+
+
 class TaskFederation:
     def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
         self.tmp, self.nursery = tmp, nursery
@@ -93,12 +108,14 @@ class TaskFederation:
 
     def ready(self) -> bool:
         """Every node admitted in every view with the provider it declares, one manager known to
-        all, and every node holds every node's offer (so that council members can re-run the
-        manager's placements)."""
+        all, and every node holds every node's offer, the same one, with an RTT to every other
+        node (so that council members can re-run the manager's placements)."""
         nodes = self.alive()
         ids = {n.peer_id for n in nodes}
         lead = self.leader()
         if lead is None or any(set(n.agent.offers.offers()) != ids for n in nodes):
+            return False
+        if not measured(nodes):
             return False
         labels = {n.peer_id: n.agent.config.tasks.provider for n in nodes}
         for n in nodes:

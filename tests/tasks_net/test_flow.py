@@ -159,3 +159,32 @@ async def test_a_reducer_module_combines_the_outputs(tmp_path):
         own = owner.tasks.owner.jobs[job_id]
         assert own.status == ct.DONE, own.reason
         assert int.from_bytes(own.result_path.read_bytes(), "little") == len(data)
+
+
+async def test_fetch_rates_become_published_measurements(tmp_path):
+    """The scheduler's bandwidth figures are transfers the nodes observed: an agent that fetched
+    a 256 KiB fragment from the owner publishes its rate in its capability record, and every
+    node's measurement table then holds that figure (and an RTT between every pair)."""
+    (tmp_path / "input").write_bytes(bytes(range(256)) * 2048)  # 512 KiB
+    spec = write_job(tmp_path, "bytecount", fragments=2, aggregation="wasm")
+    async with task_federation(tmp_path, 3) as fed:
+        ids = {n.peer_id for n in fed.nodes}
+        for n in fed.nodes:  # the harness waited for every RTT to be published
+            rtt = n.agent.offers.measurements().rtt_ms
+            assert all(set(rtt[a]) == ids - {a} for a in ids)
+        owner = fed.nodes[1]
+        job_id = await owner.tasks.owner.submit(str(spec))
+        await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 60)
+        assert owner.tasks.owner.jobs[job_id].status == ct.DONE
+        ran = {rep["node"] for frag in committed(fed, job_id)["frags"] for rep in frag} - {owner.peer_id}
+        assert ran  # two fragments over three nodes with spread: at least one ran elsewhere
+        for pid in ran:
+            assert (fed.by_peer(pid).agent.peers.get(owner.peer_id).kib_s or 0) > 0
+
+        def published() -> bool:
+            return all(n.agent.offers.measurements().bandwidth_kib_s.get(pid, {}).get(owner.peer_id, 0) > 0
+                       for n in fed.nodes for pid in ran)
+
+        await wait_until(published, 30)
+        assert all(n.agent.counters.get("capability_republished", "links-moved") >= 1
+                   for n in fed.nodes if n.peer_id in ran)
