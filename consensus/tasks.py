@@ -40,6 +40,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from consensus import budgets
 from consensus.scheduler import (
     MAX_FRAGMENT_BYTES,
     MAX_FRAGMENTS,
@@ -540,7 +541,9 @@ def extend(registry: CommandRegistry) -> CommandRegistry:
     return registry
 
 
-TASK_REGISTRY = extend(CORE_REGISTRY)
+# The manager's registry: the core commands, the task commands and the privacy-budget ledger's
+# (consensus/budgets.py), which private jobs spend from.
+TASK_REGISTRY = budgets.extend(extend(CORE_REGISTRY))
 
 
 # --------------------------------------------------------------------------- readers for the driver

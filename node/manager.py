@@ -169,7 +169,9 @@ SETTINGS_FILE = "manager.toml"
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
                             "suspect", "reinstate", "set-labels",
                             # the scheduler's decisions (consensus/tasks.py), signed like the rest
-                            "assign-fragments", "reassign-fragment", "job-failed"})
+                            "assign-fragments", "reassign-fragment", "job-failed",
+                            # a privacy-budget charge (consensus/budgets.py)
+                            "charge-budget"})
 
 
 # =============================================================================== settings
