@@ -29,7 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.consensus.cluster import Cluster, SimConfig
+from sim.council.cluster import Cluster, SimConfig
 
 TICK_MS = 10
 HEARTBEAT_MS = 50

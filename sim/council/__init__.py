@@ -2,7 +2,7 @@
 
 Modules: ``world`` (the council world: production Raft, swarm state machine and manager
 policy over :mod:`sim.net`, with crashes, torn writes, partitions, clock drift), ``driver``
-(the simulated disk and the manager's duties, shared with ``tests/consensus/cluster.py``),
+(the simulated disk and the manager's duties, shared with ``sim/council/cluster.py``),
 ``invariants`` (Raft safety checks run on every event's outputs), ``report`` (one run's
 report and many seeded runs folded into one).
 """

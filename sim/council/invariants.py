@@ -1,7 +1,7 @@
 """Raft safety invariants, checked incrementally on every output of every simulated event.
 
 One checker serves the council world (:mod:`sim.council.world`) and the consensus test harness
-(``tests/consensus/cluster.py``). The driver calls it at the points of the Ready cycle where
+(``sim/council/cluster.py``). The driver calls it at the points of the Ready cycle where
 each rule can be seen, so every check is O(1) or O(entries in the output):
 
 =================== ============================================================= ==========

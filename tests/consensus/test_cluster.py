@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.consensus.cluster import Cluster, SimConfig
+from sim.council.cluster import Cluster, SimConfig
 from tests.consensus.linearizability import HistOp, check
 
 

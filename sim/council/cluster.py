@@ -121,8 +121,11 @@ class StoreDisk:
     def __init__(self, directory: Path, initial: Persisted) -> None:
         from node.raftstore import RaftStore
 
-        self._open = lambda: RaftStore(directory, initial)
-        self.store = self._open()
+        def open_store() -> RaftStore:
+            return RaftStore(directory, initial)
+
+        self._open = open_store
+        self.store = open_store()
 
     def persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
