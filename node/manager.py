@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import random
@@ -75,25 +74,18 @@ import secrets
 import shutil
 import statistics
 import time
-import tomllib
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from libp2p.peer.id import ID
 
 from consensus import cbor_strict
 from consensus import messages as cm
 from consensus.manager import (
     ManagerPolicy,
-    SignedDecision,
-    check_decision,
-    command_digest,
     decide,
     sign_decision,
 )
@@ -121,6 +113,19 @@ from consensus.state import (
 from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
 from node.manager_cert import CertState
+from node.manager_checks import (
+    FOUNDER_RAFT_ID,
+    _close,
+    _peer_key,
+    _reset,
+    check_announcement,
+    check_dissolve_order,
+    federation_id,
+    load_owner_key,
+    verify_decision,
+    verify_ed25519,
+)
+from node.manager_settings import ANNOUNCE_TTL_S, ManagerSettings
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
     MAX_DECISION_ENTRY_BYTES,
@@ -139,33 +144,26 @@ from node.manager_wire import (
     StateRequest,
     StateResponse,
     TransferRequest,
-    dissolve_payload,
 )
 from node.raftstore import RaftStore
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, write_message
-from overlay.host import public_key_of_peer
 from overlay.records import KIND_MANAGER, Record
 from overlay.wire import decode, encode
 
 log = logging.getLogger("enclave_swarm.manager")
 
 INITIAL_STATE = encode_state(SwarmState())
-FOUNDER_RAFT_ID = 1
 INBOX = 4096                 # inbound raft messages buffered for the driver
 OUTBOX = 2048                # outbound raft messages buffered per peer
 STREAM_IDLE_S = 600.0        # an inbound raft stream with no frame for this long is closed
 SEND_TIMEOUT_S = 1.0         # writing a batch on an open raft stream
 # Opening a raft stream gets the network's request timeout instead (see _open_raft_stream).
-DISSOLVE_MAX_AGE_S = 600     # a dissolve order older (or this far in the future) is refused
 LEAVE_TIMEOUT_S = 30.0
 ANNOUNCE_QUEUE = 64          # received announcements awaiting the follower task
-ANNOUNCE_TTL_S = 60.0        # an announcement record expires (everywhere) after this long
 HINT_QUEUE = 16              # revocation hints awaiting a state fetch
 REFUSED_MEMORY = 256         # issuers whose refused announcement terms we remember
 RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the council for good
-OWNER_KEY_FILE = "federation-owner.pub"
-SETTINGS_FILE = "manager.toml"
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
                             "suspect", "reinstate", "set-labels",
                             # the scheduler's decisions (consensus/tasks.py), signed like the rest
@@ -174,196 +172,7 @@ DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-
                             "charge-budget"})
 
 
-# =============================================================================== settings
-@dataclasses.dataclass(frozen=True)
-class ManagerSettings:
-    """Timing and policy of the manager role. Every Raft timeout is ``ticks * tick_s``.
-
-    Attributes:
-        tick_s: Raft tick. election_tick / heartbeat_tick: in ticks (election timeout is
-            drawn from ``[election_tick, 2 * election_tick)``).
-        term_limit_s: how long one manager leads before handing over.
-        council_size: voters wanted in the Raft council.
-        reconcile_s: period of the manager's council/lifecycle loop.
-        follow_poll_s: period of the fallback poll of the committed state by non-voters (and
-            voters without a leader), skipped while gossiped announcements keep arriving.
-        announce_min_interval_s: the manager announces a new term/commit index by gossip at
-            most this often.
-        announce_refresh_s: the manager re-announces at least this often when nothing changes.
-        certify_interval_s: the manager certifies its applied state (one request per voter,
-            node/manager_cert.py) at most this often; followers adopt certified states only.
-        snapshot_every: applied entries between two snapshots (log compaction).
-        fsync: fsync the Raft log before sending (only a benchmark turns this off).
-        founder: "auto" (no Raft state and no bootstrap address), "yes" or "no".
-        federation: the federation id (founder's peer id) this node may join; "" = the first
-            one whose certified state it is served (trust on first use, see
-            docs/architecture.md).
-    """
-
-    tick_s: float = 0.05
-    election_tick: int = 20
-    heartbeat_tick: int = 2
-    term_limit_s: float = 600.0
-    council_size: int = 5
-    reconcile_s: float = 0.5
-    follow_poll_s: float = 10.0
-    announce_min_interval_s: float = 0.25
-    announce_refresh_s: float = 5.0
-    certify_interval_s: float = 1.0
-    snapshot_every: int = 8192
-    fsync: bool = True
-    max_entries_per_msg: int = 512
-    max_inflight_msgs: int = 64
-    founder: str = "auto"
-    federation: str = ""
-
-    def validate(self) -> None:
-        if not 0.001 <= self.tick_s <= 10:
-            raise ValueError("tick_s must be within 0.001..10")
-        if self.heartbeat_tick < 1 or self.election_tick <= self.heartbeat_tick:
-            raise ValueError("need 1 <= heartbeat_tick < election_tick")
-        if self.term_limit_s <= 0 or self.reconcile_s <= 0 or self.follow_poll_s <= 0:
-            raise ValueError("term_limit_s, reconcile_s and follow_poll_s must be positive")
-        if not 0 < self.announce_min_interval_s <= self.announce_refresh_s <= ANNOUNCE_TTL_S / 4:
-            raise ValueError("need 0 < announce_min_interval_s <= announce_refresh_s "
-                             f"<= {ANNOUNCE_TTL_S / 4:g}")
-        if not self.announce_min_interval_s <= self.certify_interval_s <= self.announce_refresh_s:
-            raise ValueError("need announce_min_interval_s <= certify_interval_s <= announce_refresh_s")
-        if not 1 <= self.council_size <= 64:
-            raise ValueError("council_size must be within 1..64")
-        if self.snapshot_every < 16:
-            raise ValueError("snapshot_every must be >= 16")
-        if self.founder not in ("auto", "yes", "no"):
-            raise ValueError("founder must be auto, yes or no")
-
-    @classmethod
-    def for_profile(cls, profile: str) -> ManagerSettings:
-        if profile == "local_test":
-            # Many nodes on one machine: fast elections, short terms.
-            return cls(tick_s=0.02, election_tick=15, heartbeat_tick=3, term_limit_s=60.0,
-                       reconcile_s=0.2, follow_poll_s=3.0, announce_min_interval_s=0.1,
-                       announce_refresh_s=2.0, certify_interval_s=0.5)
-        if profile == "wan":
-            return cls(tick_s=0.1, election_tick=20, heartbeat_tick=2, term_limit_s=600.0,
-                       announce_min_interval_s=0.5, announce_refresh_s=10.0, certify_interval_s=2.0)
-        return cls()  # lan: 50 ms ticks, 1-2 s election timeout, 10 min terms
-
-    @classmethod
-    def load(cls, data_path: Path, profile: str) -> ManagerSettings:
-        """The profile's settings, overridden by ``<data dir>/manager.toml`` if present."""
-        base = cls.for_profile(profile)
-        path = data_path / SETTINGS_FILE
-        if not path.exists():
-            return base
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kw: dict[str, Any] = {}
-        for k, v in raw.items():
-            if k not in fields:
-                raise ValueError(f"{path}: unknown setting {k!r}")
-            default = getattr(base, k)
-            if isinstance(default, bool) != isinstance(v, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(v, (int, float))) or (
-                    isinstance(default, str) and not isinstance(v, str)):
-                raise ValueError(f"{path}: {k} must be like {default!r}")
-            kw[k] = float(v) if isinstance(default, float) else v
-        out = dataclasses.replace(base, **kw)
-        out.validate()
-        return out
-
-
-# =============================================================================== helpers
-def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _peer_key(peer_id: str) -> bytes | None:
-    try:
-        return public_key_of_peer(peer_id)
-    except Exception:  # malformed base58 / multihash
-        return None
-
-
-def verify_decision(rec: DecisionRecord, state: SwarmState) -> str | None:
-    """Check a signed decision against the committed state: signed by the manager recorded
-    for its term (only the latest term is recorded in the state). None = valid."""
-    return check_decision(
-        SignedDecision(rec.term, rec.index, command_digest(rec.entry), rec.signer, rec.signature),
-        entry_term=rec.term, entry_data=rec.entry,
-        manager_of_term=_manager_of_term(state),
-        public_key_of=_peer_key, verify=verify_ed25519)
-
-
-def _manager_of_term(state: SwarmState) -> Callable[[int], str | None]:
-    return lambda t: state.manager_id if t == state.manager_term and t else None
-
-
-def check_announcement(term: int, issuer: str, state: SwarmState) -> str | None:
-    """Is ``issuer`` the legitimate manager of ``term`` according to the committed ``state``
-    (the same rule as for signed decisions)? None = yes, else a short reason. The record's
-    signature by ``issuer`` was checked by the dissemination core."""
-    if term < state.manager_term:
-        return "stale-term"
-    if term > state.manager_term:
-        return "term-not-committed"
-    if _manager_of_term(state)(term) != issuer:
-        return "not-the-manager"
-    return None
-
-
-def federation_id(state: SwarmState) -> str | None:
-    """The founder's peer id (raft id 1): names the federation in dissolve orders."""
-    m = state.by_raft_id(FOUNDER_RAFT_ID)
-    return m.node_id if m else None
-
-
-def load_owner_key(data_path: Path) -> Ed25519PublicKey | None:
-    path = data_path / OWNER_KEY_FILE
-    if not path.exists():
-        return None
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path}: not an Ed25519 public key")
-    return key
-
-
-def check_dissolve_order(order: DissolveOrder, owner: Ed25519PublicKey | None,
-                         federation: str | None, now: float) -> str | None:
-    """None if ``order`` is a valid dissolve order for ``federation``, else why not."""
-    if owner is None:
-        return f"no federation owner key ({OWNER_KEY_FILE}) provisioned"
-    if federation is None:
-        return "this node does not know its federation yet"
-    if order.federation != federation:
-        return "order is for another federation"
-    if abs(now - order.issued_at) > DISSOLVE_MAX_AGE_S:
-        return "order is stale or from the future"
-    try:
-        owner.verify(order.signature, dissolve_payload(order.federation, order.issued_at))
-    except (InvalidSignature, ValueError):
-        return "bad owner signature"
-    return None
-
-
-async def _reset(stream: Any) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        with contextlib.suppress(Exception):
-            await stream.reset()
-
-
-async def _close(stream: Any) -> None:
-    with trio.move_on_after(2), contextlib.suppress(Exception):
-        await stream.close()
-
-
+# =============================================================================== registry of roles
 _ROLES: weakref.WeakKeyDictionary[Any, ManagerRole] = weakref.WeakKeyDictionary()
 
 

@@ -82,7 +82,7 @@ class CertState:
     def checkpoint_at(self, index: int) -> Checkpoint | None:
         """Our checkpoint of the state we applied at ``index`` (None if we cannot name it:
         not applied, forgotten, compacted past, or a voter we cannot map to a peer id)."""
-        from node.manager import federation_id
+        from node.manager_checks import federation_id
 
         node = self.role.node
         st = self.history.get(index)
@@ -209,7 +209,7 @@ class CertState:
     # ------------------------------------------------------------------ follower side
     def anchor(self) -> tuple[str, int, tuple[str, ...]]:
         """(federation, index, voters) this node trusts, to verify a served chain from."""
-        from node.manager import federation_id
+        from node.manager_checks import federation_id
 
         role = self.role
         st, idx = role.view()

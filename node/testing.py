@@ -108,7 +108,7 @@ from node.config import NodeConfig
 from node.measure import agent_measurement
 
 if TYPE_CHECKING:
-    from node.manager import ManagerSettings
+    from node.manager_settings import ManagerSettings
 
 # ----------------------------------------------------------------------------- configurations
 
@@ -174,7 +174,7 @@ def shard_config() -> NodeConfig:
 def manager_test_settings() -> ManagerSettings:
     """The local_test manager profile with a 0.1 s reconcile loop and a 0.2 s fallback poll
     of the committed state (``FAST`` in tests/manager/helpers.py; table above)."""
-    from node.manager import ManagerSettings
+    from node.manager_settings import ManagerSettings
 
     return dataclasses.replace(ManagerSettings.for_profile("local_test"), reconcile_s=0.1,
                                follow_poll_s=0.2)
@@ -185,7 +185,7 @@ def shard_manager_settings() -> ManagerSettings:
     and a quorum remains), no fsync (a dozen Raft logs on one loaded disk), and 2-4 s election
     timeouts: seven nodes sealing and moving shards in one interpreter stall it for longer than
     local_test's 0.3 s, and the council would hold elections instead of committing."""
-    from node.manager import ManagerSettings
+    from node.manager_settings import ManagerSettings
 
     return dataclasses.replace(ManagerSettings.for_profile("local_test"), council_size=5,
                                reconcile_s=0.1, follow_poll_s=0.2, fsync=False, tick_s=0.05,

@@ -85,7 +85,7 @@ class Adversary:
 
     def self_certified(self, st: SwarmState, index: int, voters: tuple[str, ...]) -> Certificate:
         """A certificate for ``st`` at ``index`` naming ``voters``, vouched by itself alone."""
-        from node.manager import federation_id
+        from node.manager_checks import federation_id
 
         cp = Checkpoint(federation_id(st) or "", index, state_digest(encode_state(st)),
                         tuple(sorted(voters)), st.manager_term, st.manager_id)

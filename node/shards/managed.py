@@ -608,7 +608,7 @@ class ManagedShards:
 
     def _federation_view(self) -> tuple[SwarmState, int, str] | None:
         """This node's committed view, its index and its federation id (None before it has one)."""
-        from node.manager import federation_id
+        from node.manager_checks import federation_id
 
         role = self.role()
         if role is None:

@@ -411,7 +411,7 @@ class ManagerDuty:
         return TaskReply(True)
 
     def _check_result(self, pid: str, rep: ResultReport, output: bytes, j: Any) -> tuple[str, str] | None:
-        from node.manager import _peer_key, verify_ed25519
+        from node.manager_checks import _peer_key, verify_ed25519
 
         where = f"job {rep.job_id} fragment {rep.fragment} replica {rep.replica}"
         if j is None:

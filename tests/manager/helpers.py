@@ -15,7 +15,8 @@ from typing import Any
 import trio
 
 from node.agent import Agent
-from node.manager import ManagerRole, ManagerSettings
+from node.manager import ManagerRole
+from node.manager_settings import ManagerSettings
 from node.testing import (
     council_config,
     crash_in_process,

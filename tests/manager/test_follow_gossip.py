@@ -12,7 +12,8 @@ import time
 import pytest
 import trio
 
-from node.manager import ANNOUNCE_TTL_S, RETIRED_FILE
+from node.manager import RETIRED_FILE
+from node.manager_settings import ANNOUNCE_TTL_S
 from node.manager_wire import ManagerAnnounce
 from overlay.records import KIND_MANAGER, Ed25519Signer
 from overlay.wire import encode

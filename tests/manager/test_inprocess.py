@@ -16,7 +16,7 @@ from libp2p.peer.id import ID
 from consensus import messages as cm
 from consensus.state import LEFT, REVOKED
 from node.attestation.simulated import SimulatedProvider
-from node.manager import verify_decision
+from node.manager_checks import verify_decision
 from node.manager_wire import DissolveOrder, dissolve_payload
 from node.measure import agent_measurement
 from tests.manager.helpers import FAST, ManagerLog, commit_some, federation, settled

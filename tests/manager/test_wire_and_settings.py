@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from consensus import messages as cm
 from consensus.certificate import Certificate, Checkpoint, Vouch
 from consensus.state import SwarmState, decode_state
-from node.manager import ManagerSettings, check_announcement, check_dissolve_order, load_owner_key
+from node.manager_checks import check_announcement, check_dissolve_order, load_owner_key
+from node.manager_settings import ManagerSettings
 from node.manager_wire import (
     STATE_REQUESTS,
     CertifyReply,
@@ -181,7 +182,8 @@ def test_only_a_verdict_becomes_a_revocation_not_an_unreachable_peer(tmp_path, m
     """A re-attestation that never completed (stream failure, timeout, expired record) is a
     crash or a slow link: the manager rides it out. Only refused evidence is revoked."""
     from node.attestation.engine import Outcome
-    from node.manager import ManagerRole, ManagerSettings
+    from node.manager import ManagerRole
+    from node.manager_settings import ManagerSettings
     from tests.netutil import make_agent
 
     agent = make_agent(tmp_path, "m")
