@@ -194,14 +194,6 @@ def _dispatch(agent: Agent, line: bytes) -> Any:
     cmd = req["cmd"]
     if cmd == "status":
         return {"ok": True, "status": agent.status()}
-    if cmd == "reload-policy":
-        from node.runtime import reload_policy
-
-        try:
-            summary = reload_policy(agent)
-        except ValueError as exc:
-            return {"ok": False, "error": str(exc)}
-        return {"ok": True, "policy": summary}
     if cmd == "stop":
         agent.stop()
         return {"ok": True}

@@ -1587,12 +1587,6 @@ class ManagerRole:
             # Keep the lock: the driver must never touch the erased store again.
             await trio.sleep_forever()
 
-    async def check_perf(self, n: int, window: int, timeout_s: float) -> dict[str, Any]:
-        """The council's commit rate under load (node/manager_control.py ``check_perf``)."""
-        from node.manager_control import check_perf
-
-        return await check_perf(self, n, window, timeout_s)
-
 
 def shutdown_node(agent: Any) -> None:
     """Stop the node for good (after a leave or a dissolution); ``enclave-swarm run`` exits
@@ -1611,11 +1605,9 @@ def _kind_of(data: bytes) -> str:
 
 # =============================================================================== extension
 def attach(agent: Any, data_dir: Any) -> ManagerRole:
-    """node.runtime extension: give the node its manager role and control commands."""
+    """node.runtime extension: give the node its manager role (its control commands are the
+    next extension's, node/manager_control.py)."""
     settings = ManagerSettings.load(Path(data_dir.path), agent.config.profile)
     role = ManagerRole(agent, Path(data_dir.path), settings)
     role.install()
-    from node.manager_control import register_control_commands
-
-    register_control_commands()
     return role

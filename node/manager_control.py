@@ -11,6 +11,7 @@ import trio
 
 from consensus.raft import ProposalDropped
 from consensus.state import CORE_REGISTRY, RecordScore
+from node.control import register_command
 from node.manager import ManagerRole, role_of, shutdown_node
 from node.manager_wire import DissolveOrder
 
@@ -61,9 +62,12 @@ async def check_perf(role: ManagerRole, n: int, window: int, timeout_s: float) -
             **({} if done == n else {"error": "leadership changed or timed out"})}
 
 
-def register_control_commands() -> None:
-    from node.control import register_command
+def attach(agent: Any, data_dir: Any = None) -> None:
+    """node.runtime extension (after node.manager): the manager's control commands."""
+    register_control_commands()
 
+
+def register_control_commands() -> None:
     register_command("manager-info", _cmd_info)
     register_command("manager-transfer", _cmd_transfer)
     register_command("leave", _cmd_leave)
@@ -115,4 +119,4 @@ async def _cmd_check_perf(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "n, window and timeout_s must be numbers"}
     if not 1 <= n <= 1_000_000 or not 1 <= window <= 4096 or not 0 < timeout_s <= 600:
         return {"ok": False, "error": "n 1..1e6, window 1..4096, timeout_s 0..600"}
-    return await role_of(agent).check_perf(n, window, timeout_s)
+    return await check_perf(role_of(agent), n, window, timeout_s)

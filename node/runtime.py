@@ -12,6 +12,7 @@ from node.attestation.engine import AttestationEngine
 from node.attestation.policy import Policy, PolicyError, load_policy
 from node.attestation.simulated import SimulatedProvider, SimulatedVerifier
 from node.config import NodeConfig
+from node.control import register_command
 from node.datadir import DataDir
 from node.measure import agent_measurement
 
@@ -24,8 +25,8 @@ log = logging.getLogger("enclave_swarm.runtime")
 # Components that plug into a node: each module has ``attach(agent, data_dir)``, which may add
 # services (Agent.add_service), protocol handlers (Agent.set_handler), status fields
 # (Agent.add_status) and control commands (node.control.register_command).
-EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.shards.service", "node.tasks.offers",
-                         "node.tasks.service"]
+EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.manager_control", "node.shards.service",
+                         "node.tasks.offers", "node.tasks.service"]
 
 
 class SetupError(Exception):
@@ -171,6 +172,19 @@ def _self_measurement(provider: EvidenceProvider, cfg: NodeConfig) -> bytes | No
 
     verdict = v.verify(ev, at=datetime.now(UTC))
     return verdict.claims.measurement if verdict.claims else None
+
+
+def _cmd_reload_policy(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
+    """Control command ``reload-policy`` (registered below: node/control.py imports nothing
+    from here, so agent -> control and runtime -> agent, control form no circle)."""
+    try:
+        summary = reload_policy(agent)
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "policy": summary}
+
+
+register_command("reload-policy", _cmd_reload_policy)
 
 
 def reload_policy(agent: Agent) -> dict[str, Any]:

@@ -44,6 +44,7 @@ COMPILED = (
     "overlay/dissemination.py",
     "overlay/records.py",
     "sim/world.py",
+    "sim/events.py",
     "sim/net.py",
     "sim/sizes.py",
     "sim/invariants.py",
@@ -115,9 +116,10 @@ def snapshot_dir() -> Path | None:
 
 def running_compiled() -> bool:
     """Whether this interpreter runs the compiled world (i.e. inside a snapshot)."""
-    import sim.world
+    import importlib.util
 
-    return not (sim.world.__file__ or "").endswith(".py")
+    spec = importlib.util.find_spec("sim.world")  # where it loads from, without importing it
+    return spec is not None and not (spec.origin or "").endswith(".py")
 
 
 def build(*, quiet: bool = False) -> Path:

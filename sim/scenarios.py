@@ -30,6 +30,18 @@ from typing import TYPE_CHECKING
 
 from overlay.messages_gossip import GossipPush
 from overlay.records import KIND_SCORE, SimSigner
+from sim.events import (
+    A_CHURN,
+    A_INJECT,
+    A_LEAVE,
+    A_PARTITION,
+    A_PAUSE,
+    A_PUBLISH,
+    A_RESTART,
+    A_SLOW,
+    EV_ACTION,
+    EV_DELIVER,
+)
 
 if TYPE_CHECKING:
     from sim.world import World
@@ -39,8 +51,6 @@ PARTITION_SHAPES = ("halves", "isolate", "random-cut", "bridge")
 
 
 def setup(w: World) -> None:
-    from sim.world import A_CHURN, A_INJECT, A_PARTITION, A_PUBLISH, A_SLOW, EV_ACTION
-
     cfg = w.cfg
     name = cfg.scenario
     if name not in SCENARIOS:
@@ -112,8 +122,6 @@ def partition(w: World, shape: str) -> None:
 
 
 def churn_step(w: World, t: float, node: int | None = None) -> None:
-    from sim.world import A_CHURN, A_LEAVE, A_PAUSE, A_RESTART, EV_ACTION
-
     if not w.churn_on:
         return
     rng = w.fault_rng
@@ -146,8 +154,6 @@ def _crash_step(w: World, t: float, node: int | None) -> None:
     The victim restarts only after it was detected, so no crash is cut short by its restart:
     a restart before detection would drop the slowest detections from the figures.
     """
-    from sim.world import A_CHURN, A_RESTART, EV_ACTION
-
     if node is None:
         cand = w._live_sample(1, exclude=w.manager)
         if cand:
@@ -195,6 +201,4 @@ def inject(w: World, kind: int, t: float) -> None:
         w.injected_after_revocation += 1
     if kind in (0, 1):
         w.invariants.bogus.add(rec)
-    from sim.world import EV_DELIVER
-
     w.push(t, EV_DELIVER, dst.idx, via.idx, GossipPush((rec,)))

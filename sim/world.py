@@ -35,27 +35,27 @@ from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.membership import Membership, MembershipConfig, Snapshot
 from overlay.messages_gossip import ALL_MESSAGES, DEAD, SUSPECT, SWIM_MESSAGES, SwimPing
 from overlay.records import KIND_REVOCATION, KIND_SCORE, Record, SimSigner, SimVerifier
+from sim import report, scenarios
+from sim.events import (
+    A_CHURN,
+    A_CRASH,
+    A_HEAL,
+    A_INJECT,
+    A_LEAVE,
+    A_PARTITION,
+    A_PAUSE,
+    A_PUBLISH,
+    A_RESTART,
+    A_SAMPLE,
+    A_SLOW,
+    A_WORKLOAD,
+    EV_ACTION,
+    EV_DELIVER,
+    EV_TICK,
+)
 from sim.invariants import Invariants
 from sim.net import LinkProfile, Network
 from sim.sizes import wire_size
-
-EV_DELIVER = 0
-EV_TICK = 1
-EV_ACTION = 2
-
-# Actions (EV_ACTION's ``a``).
-A_PUBLISH = 0  # b: kind (0 score, 1 revocation about node c)
-A_CRASH = 1  # b: node
-A_RESTART = 2  # b: node
-A_PAUSE = 3  # b: node, c: duration
-A_LEAVE = 4  # b: node
-A_PARTITION = 5  # b: shape name
-A_HEAL = 6
-A_SLOW = 7  # b: node, c: max extra inbound delay
-A_INJECT = 8  # b: 0 forged signature, 1 unattested issuer, 2 revoked issuer
-A_SAMPLE = 9  # periodic sampler (progress, convergence)
-A_CHURN = 10  # one churn step (b: None, or the crash scenario's victim to check on)
-A_WORKLOAD = 11  # recurring score update
 
 _MASK = (1 << 64) - 1
 _FNV = 0x100000001B3
@@ -484,7 +484,6 @@ class World:
     # ------------------------------------------------------------------ actions
 
     def _action(self, a: int, b: Any, c: Any, t: float) -> None:
-        from sim import scenarios  # scenario logic lives there; imported lazily (cycle)
 
         if a == A_WORKLOAD:
             if self.workload_on and self.cfg.updates_per_s > 0:
@@ -588,7 +587,6 @@ class World:
     # ------------------------------------------------------------------ run
 
     def run(self) -> dict[str, Any]:
-        from sim import report, scenarios
 
         wall0 = time.perf_counter()
         cfg = self.cfg

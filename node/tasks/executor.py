@@ -14,7 +14,7 @@ Rules
   ``result_digest_payload(job, fragment, module, input, output)`` (a failure's "output" is
   ``failure_digest`` of its error) and reported to the manager with its resource profile and
   bounded stderr; the output follows as chunks.
-- Finished results are kept :data:`~node.tasks.service.KEEP_RESULTS_S` (at most
+- Finished results are kept :data:`KEEP_RESULTS_S` (at most
   :data:`MAX_KEPT_BYTES` of outputs), so that a new manager can collect them again.
 """
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("enclave_swarm.tasks")
 
+KEEP_RESULTS_S = 600.0     # a finished result is kept this long for a manager to collect
 MAX_KEPT_BYTES = 1024 * 1024 * 1024
 MAX_RUNS = 4096
 FETCH_ATTEMPTS = 5
@@ -207,7 +208,6 @@ class Executor:
 
     async def run(self) -> None:
         """Forget finished results after KEEP_RESULTS_S, and beyond MAX_KEPT_BYTES (oldest first)."""
-        from node.tasks.service import KEEP_RESULTS_S
 
         while True:
             await trio.sleep(5.0)

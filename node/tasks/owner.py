@@ -86,11 +86,16 @@ class OwnedJob:
     reducer: bytes = b""
 
 
+# Each node's owner side, by peer id, for the control commands below (they receive the agent).
+_SIDES: dict[str, OwnerSide] = {}
+
+
 class OwnerSide:
     def __init__(self, svc: TaskService) -> None:
         self.svc = svc
         self.agent = svc.agent
         self.jobs: dict[str, OwnedJob] = {}
+        _SIDES[str(self.agent.peer_id)] = self
 
     # ------------------------------------------------------------------ submit
     async def submit(self, spec_path: str, input_path: str | None = None,
@@ -396,9 +401,7 @@ def _write_result(root: Path, job_id: str, data: bytes) -> Path:
 
 
 def _owner(agent: Any) -> OwnerSide:
-    from node.tasks.service import service_of
-
-    return service_of(agent).owner
+    return _SIDES[str(agent.peer_id)]
 
 
 def _fail(exc: Exception) -> dict[str, Any]:

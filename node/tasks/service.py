@@ -17,7 +17,7 @@ Every node plays up to three parts in a job, each in its own module:
 Jobs and their assignments live in the replicated state (consensus/tasks.py), so a new manager
 carries on from the committed state: it probes every assigned replica again, and agents hand
 their kept results over again. Bytes (modules, fragments, outputs, results) never enter the
-state: the owner keeps the input, agents keep their outputs for :data:`KEEP_RESULTS_S`, and the
+state: the owner keeps the input, agents keep their outputs for ``executor.KEEP_RESULTS_S``, and the
 manager keeps what it collected.
 
 All of it rides on ``/enclave-swarm/task/1.0.0`` (node/tasks/wire.py): one request and one reply
@@ -58,7 +58,6 @@ from overlay.framing import FrameReader, close_stream, read_message, reset_strea
 
 log = logging.getLogger("enclave_swarm.tasks")
 
-KEEP_RESULTS_S = 600.0
 
 
 class TaskService:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sim.cliutil import given, write_json
-from sim.council.report import run_many
+from sim.council.runs import run_many
 from sim.council.world import CouncilConfig
 
 Progress = Callable[[float, float], None]

@@ -71,6 +71,7 @@ from sim.council.driver import (
     revoked_voter,
 )
 from sim.council.invariants import RaftInvariants
+from sim.council.report import build
 from sim.net import LinkProfile, Network
 from sim.world import derive_seed
 
@@ -719,8 +720,6 @@ class CouncilWorld:
 
     def run(self) -> dict[str, Any]:
         """Safety phase with the scenario's faults, then heal and require a manager."""
-        from sim.council.report import build
-
         wall0 = time.perf_counter()
         cfg = self.cfg
         total = self.duration_s + cfg.liveness_deadline_s

@@ -16,6 +16,7 @@ import trio
 
 from node.agent import Agent
 from node.manager import ManagerRole
+from node.manager_control import check_perf
 from node.manager_settings import ManagerSettings
 from node.testing import (
     council_config,
@@ -201,7 +202,7 @@ async def commit_some(fed: Fed, n: int, timeout_s: float = 30.0) -> Member:
         while True:
             leaders = fed.leaders()
             if leaders:
-                r = await leaders[0].role.check_perf(n, min(n, 64), timeout_s)
+                r = await check_perf(leaders[0].role, n, min(n, 64), timeout_s)
                 if r["ok"]:
                     return leaders[0]
             await trio.sleep(0.1)
