@@ -97,6 +97,7 @@ class ManagerDuty:
         self.agent = svc.agent
         self.nursery: trio.Nursery | None = None
         self.outputs: dict[tuple[str, int, int], bytes] = {}
+        self.moving: set[tuple[str, int, int]] = set()   # replicas whose reassignment is in flight
         self.logs: dict[str, dict[tuple[int, int], LogEntry]] = {}
         self.track: dict[tuple[str, int, int], _Track] = {}
         self.waiting: dict[str, str] = {}
@@ -267,10 +268,14 @@ class ManagerDuty:
                 node = rep["node"]
                 if rep["st"] == ct.ASSIGNED:
                     pass
-                elif rep["st"] == ct.R_DONE and not fragment_output:
+                elif rep["st"] == ct.R_DONE:
                     m = st.members.get(node)
                     if m is not None and m.status == REVOKED and j["status"] in ct.LIVE_JOB:
+                        # Its output is void, held here or not: the replica runs again elsewhere
+                        # (JobDone refuses a revoked node's replica).
                         self._spawn(self._reassign, key, node, f"{node} was revoked")
+                        continue
+                    if fragment_output:
                         continue
                 else:
                     continue
@@ -337,11 +342,18 @@ class ManagerDuty:
 
     async def _reassign(self, key: tuple[str, int, int], node: str, why: str, *,
                         output_lost: bool = False) -> None:
-        jid, f, r = key
-        ok, _ = await self._command(ct.ReassignFragment(jid, f, r, node, "", why[:500],
-                                                        output_lost=output_lost))
+        if key in self.moving:
+            return  # already being moved (a round spawned it while the command was in flight)
+        self.moving.add(key)
+        try:
+            jid, f, r = key
+            ok, _ = await self._command(ct.ReassignFragment(jid, f, r, node, "", why[:500],
+                                                            output_lost=output_lost))
+        finally:
+            self.moving.discard(key)
         self.track.pop(key, None)
         if ok:
+            self.outputs.pop(key, None)  # the replica moved: what its old node sent is void
             self.stats["reassigned"] += 1
             self.agent.counters.inc("task_reassigned", "output-lost" if output_lost else "lost")
             log.warning("job %s fragment %d replica %d moved off %s: %s", jid, f, r, node, why,

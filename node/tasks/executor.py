@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from consensus import tasks as ct
 from node.tasks.wire import (
     MAX_STDERR_BYTES,
     AssignRequest,
@@ -98,9 +99,17 @@ class Executor:
         return TaskReply(True, "", "accepted")
 
     def on_cancel(self, pid: str, req: CancelRequest) -> bool:
-        """The manager cancels a job: stop and forget its replicas here. True if it directs us."""
+        """The manager cancels a job: stop and forget its replicas here. True if it directs us:
+        the manager we know, or a council member once our committed view has the job ended (a
+        council member that is not the manager cannot stop a running job)."""
         if not self.svc.may_direct(pid):
             return False
+        if pid != self.svc.manager_peer() and pid != self.svc.view().manager_id:
+            j = ct.job(self.svc.view(), req.job_id)
+            if j is not None and j["status"] not in ct.TERMINAL_JOB:
+                self.svc.refuse("task_refused", "not-manager", pid,
+                                f"cancel of running job {req.job_id} from a council member")
+                return False
         for key in [k for k in self.runs if k[0] == req.job_id]:
             run = self.runs.pop(key)
             if run.finished is None:

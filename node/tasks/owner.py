@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -229,6 +230,23 @@ class OwnerSide:
         job.served += 1
         return FetchReply(True, "", len(module), len(data)), module + data
 
+    async def _committed_end(self, req: DeliverRequest) -> str:
+        """"" when our view of the committed state (waiting up to VIEW_WAIT_S for a lagging
+        view) shows ``req.job_id`` ended with ``req.status`` and, for a done job, the result
+        digest ``req.result_hash``; else why not."""
+        deadline = time.monotonic() + VIEW_WAIT_S
+        while True:
+            j = ct.job(self.svc.view(), req.job_id)
+            if j is not None and j["status"] in ct.TERMINAL_JOB:
+                if j["status"] != req.status:
+                    return f"job {req.job_id} is {j['status']} in the committed state, not {req.status}"
+                if req.status == ct.DONE and not hmac.compare_digest(j["result"], req.result_hash):
+                    return f"the result digest of {req.job_id} is not the committed one"
+                return ""
+            if time.monotonic() > deadline:
+                return f"job {req.job_id} has not ended in the committed state"
+            await trio.sleep(0.05)
+
     async def _assigned(self, pid: str, req: FetchRequest) -> str:
         """"" when our view of the committed state assigns the replica to ``pid`` (waiting up
         to VIEW_WAIT_S for a lagging view), else why not."""
@@ -246,7 +264,7 @@ class OwnerSide:
                         f"assigned to {pid} in the committed state")
             await trio.sleep(0.05)
 
-    def on_deliver(self, pid: str, req: DeliverRequest, data: bytes) -> TaskReply:
+    async def on_deliver(self, pid: str, req: DeliverRequest, data: bytes) -> TaskReply:
         job = self.jobs.get(req.job_id)
         if job is None:
             return self.svc.refuse("task_deliver_refused", "unknown-job", pid, f"no job {req.job_id} here")
@@ -255,6 +273,12 @@ class OwnerSide:
                                    f"result of {req.job_id} from a node that is not the manager")
         if job.status in ct.TERMINAL_JOB:
             return TaskReply(True, "", "already delivered")
+        # Adopt nothing on the sender's word: the committed state must say the job ended so,
+        # and a result must hash to the digest JobDone committed (a council member that is
+        # not the manager, or a compromised manager, cannot hand us another result).
+        why = await self._committed_end(req)
+        if why:
+            return self.svc.refuse("task_deliver_refused", "not-committed", pid, why)
         if req.status == ct.DONE:
             if hashlib.sha256(data).digest() != req.result_hash:
                 return self.svc.refuse("task_deliver_refused", "bad-hash", pid,

@@ -178,7 +178,7 @@ class TaskService:
         if isinstance(msg, ResultReport):
             return await self.duty.on_result(pid, msg, blob), b""
         if isinstance(msg, DeliverRequest):
-            return self.owner.on_deliver(pid, msg, blob), b""
+            return await self.owner.on_deliver(pid, msg, blob), b""
         if isinstance(msg, CancelRequest):
             # From the job's owner to the manager, or from the manager to an agent.
             reply = await self.duty.on_cancel(pid, msg)
