@@ -59,6 +59,16 @@ async def test_sum() -> None:
     assert json.loads(out.output) == {"sum": -0.5, "count": 3}
 
 
+async def test_noop_reads_all_its_input_and_writes_nothing() -> None:
+    module, sha = examples.load("noop")
+    async with WorkloadEngine() as engine:
+        small = await engine.run(module, sha, b"", QUICK)
+        big = await engine.run(module, sha, os.urandom(100_000), QUICK)  # 25 reads of 4 KiB
+    assert small.ok and big.ok, (small.message, big.message)
+    assert small.output == big.output == b""
+    assert big.profile.fuel_used > small.profile.fuel_used  # it did read the whole input
+
+
 async def test_fuel_limit_stops_the_endless_loop() -> None:
     module, sha = examples.load("forever")
     async with WorkloadEngine() as engine:

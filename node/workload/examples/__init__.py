@@ -8,6 +8,8 @@ and rewrites ``SHA256SUMS``. The modules are committed, so running them needs no
 * ``sum``: one number per line in, ``{"sum": S, "count": N}`` out (``sum``/``mean``).
 * ``forever`` (never ends), ``hog`` (allocates without bound), ``flood`` (writes without end),
   ``noisy`` (1 MiB of stderr), ``trap`` (``unreachable``): the limits at work.
+* ``slowcat`` (a run time chosen by the input's size, then the input back) and ``noop``
+  (reads its input, writes nothing): the task flow's tests and benchmark.
 * ``clock``, ``random``, ``open``: import a WASI function of a capability (clock, random,
   filesystem) that a job must grant, or that is never granted.
 * ``slowcat``: burns 65,536 loop iterations per input byte, then echoes its input (tests kill
