@@ -56,13 +56,20 @@ REPORT_FOR_S = 120.0
 
 @dataclasses.dataclass
 class _Run:
+    """One replica on this node. The times are ``time.monotonic()``: accepted (``started``),
+    module and fragment in hand and checked (``fetched``), run and signed (``finished``), and
+    first taken by a manager (``reported``); ``python -m bench tasks`` reads them to say where
+    a job's time goes."""
+
     req: AssignRequest
     scope: trio.CancelScope
     started: float
     report: ResultReport | None = None
     output: bytes = b""
+    fetched: float | None = None
     finished: float | None = None
     reported_to: str = ""
+    reported: float | None = None
 
 
 class Executor:
@@ -133,6 +140,7 @@ class Executor:
             except _Unavailable as exc:
                 self._finish(key, run, _failure(req, "input", str(exc), self.agent), b"")
             else:
+                run.fetched = time.monotonic()
                 limits = Limits(fuel=req.fuel, memory_bytes=req.memory_mib * 1024 * 1024,
                                 wall_time_s=req.wall_time_ms / 1000.0,
                                 max_output_bytes=req.max_output_bytes,
@@ -207,6 +215,8 @@ class Executor:
                 else:
                     if reply.ok:
                         run.reported_to = target
+                        if run.reported is None:
+                            run.reported = time.monotonic()
                         return
                     if reply.detail not in ("not-manager", "busy"):
                         log.warning("result of job %s fragment %d refused by %s: %s", key[0],

@@ -11,6 +11,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import tasks as ct
+from node.tasks.testing import committed, task_federation, write_job
 from node.tasks.wire import (
     CancelRequest,
     DeliverRequest,
@@ -21,7 +22,6 @@ from node.tasks.wire import (
 )
 from node.testing import wait_until
 from node.workload import result_digest_payload
-from tests.tasks_net.helpers import committed, task_federation, write_job
 
 LONG = 15.0  # the owner waits up to VIEW_WAIT_S (10 s) for its view before refusing
 

@@ -10,8 +10,8 @@ from collections import Counter
 
 from consensus import tasks as ct
 from node.shards.service import service_of
+from node.tasks.testing import committed, task_federation, write_job
 from node.testing import wait_until
-from tests.tasks_net.helpers import committed, task_federation, write_job
 
 
 async def _finished(owner, job_id: str, timeout_s: float = 60):

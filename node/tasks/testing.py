@@ -1,6 +1,6 @@
-"""In-process federations of real nodes running the whole task flow: gossip (offers), the
-manager role, the shard service and the task service, on loopback (node/testing.py says why
-the intervals are what they are)."""
+"""In-process federations of real nodes running the whole task flow, for the tests and the
+benchmarks: gossip (offers), the manager role, the shard service and the task service, on
+loopback (node/testing.py says why the intervals are what they are)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from node.testing import (
     wait_until,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "node" / "workload" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "workload" / "examples"
 
 
 def task_config(i: int) -> Any:
@@ -45,6 +45,7 @@ class Node:
     agent: Agent
     tasks: TaskService
     role: Any
+    offers: offers_mod.Offers
     scope: trio.CancelScope | None = None
 
     @property
@@ -57,7 +58,7 @@ def measured(nodes: list[Node]) -> bool:
     the RTT its publisher measured to every other node."""
     ids = {n.peer_id for n in nodes}
     for m in nodes:
-        recs = [n.agent.offers.record(m.peer_id) for n in nodes]
+        recs = [n.offers.record(m.peer_id) for n in nodes]
         if any(r is None for r in recs) or len({r.seq for r in recs if r is not None}) != 1:
             return False
         first = recs[0]
@@ -68,8 +69,9 @@ def measured(nodes: list[Node]) -> bool:
 
 
 class TaskFederation:
-    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+    def __init__(self, tmp: Path, nursery: trio.Nursery, settings: Any = None) -> None:
         self.tmp, self.nursery = tmp, nursery
+        self.settings = settings or shard_manager_settings()  # the manager role's (ManagerSettings)
         self.nodes: list[Node] = []
 
     async def start(self, name: str, i: int) -> Node:
@@ -81,13 +83,13 @@ class TaskFederation:
                        gossip=True)
         path = self.tmp / name
         path.mkdir(parents=True, exist_ok=True)
-        role = ManagerRole(a, path, shard_manager_settings())
+        role = ManagerRole(a, path, self.settings)
         role.install()
         shard_service.attach(a, path, quota_bytes=1 << 30, repair_grace_s=2.0,
                              message_timeout_s=10.0, repair_tick_s=0.2)
-        offers_mod.attach(a)
+        offers = offers_mod.attach(a)
         svc = task_service.attach(a, path)
-        node = Node(name, a, svc, role)
+        node = Node(name, a, svc, role, offers)
         node.scope = await run_in_process(self.nursery, a)
         self.nodes.append(node)
         return node
@@ -113,7 +115,7 @@ class TaskFederation:
         nodes = self.alive()
         ids = {n.peer_id for n in nodes}
         lead = self.leader()
-        if lead is None or any(set(n.agent.offers.offers()) != ids for n in nodes):
+        if lead is None or any(set(n.offers.offers()) != ids for n in nodes):
             return False
         if not measured(nodes):
             return False
@@ -129,9 +131,11 @@ class TaskFederation:
 
 
 @asynccontextmanager
-async def task_federation(tmp: Path, n: int) -> AsyncIterator[TaskFederation]:
+async def task_federation(tmp: Path, n: int, settings: Any = None) -> AsyncIterator[TaskFederation]:
+    """``n`` nodes, every one attested by every other, one manager known to all, every offer
+    and measurement everywhere (``TaskFederation.ready``); ``settings``: the manager role's."""
     async with trio.open_nursery() as nursery:
-        fed = TaskFederation(tmp, nursery)
+        fed = TaskFederation(tmp, nursery, settings)
         try:
             for i in range(n):
                 await fed.start(f"n{i}", i)
@@ -145,14 +149,17 @@ async def task_federation(tmp: Path, n: int) -> AsyncIterator[TaskFederation]:
 
 
 def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
-              aggregation: str = "concat", redundancy: int = 1, extra: str = "") -> Path:
+              aggregation: str = "concat", redundancy: int = 1, extra: str = "",
+              input_path: Path | None = None) -> Path:
+    """A job spec in ``tmp`` (named after the module: a second call replaces it) over
+    ``input_path`` (default ``tmp/input``); ``extra`` is appended (more TOML tables)."""
     wasm = EXAMPLES / f"{module}.wasm"
     digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
     spec = tmp / f"{module}-job.toml"
     spec.write_text(
         f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n'
         f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
-        f'[input]\npath = "{tmp / "input"}"\n'
+        f'[input]\npath = "{input_path or tmp / "input"}"\n'
         f'[split]\nmode = "{split}"\n' + (f'fragments = {fragments}\n' if split != "files" else "")
         + f'[aggregation]\nkind = "{aggregation}"\n{_reducer(aggregation)}{extra}')
     return spec

@@ -1,0 +1,371 @@
+"""The task flow on real in-process nodes: one job's overhead, and fragments per second.
+
+    python -m bench tasks                                   # via the runner (quick: 10 jobs, 300 fragments)
+    python -m bench.bench_tasks --jobs 20 --fragments 1000  # the issue's figures
+    python -m bench.bench_tasks --only overhead --jobs 5    # one part
+
+Nodes: ``node.tasks.testing.task_federation`` (real py-libp2p on loopback, the simulated TEE, gossip,
+the manager role with its council, the shard and task services, each node offering 2 cores);
+all in this process, on this machine's cores.
+
+- **Overhead**: 3 nodes, the owner, the manager and the agent all different (the job requires
+  the agent's provider). A one-fragment ``noop`` job (node/workload/examples/noop.wat: reads
+  its 64-byte input, writes nothing), from ``submit`` until the owner holds the result, ``--jobs``
+  times after one untimed job (the agent's worker started, the module compiled). Baselines in
+  the same run, before every job: one task-protocol request/response between two of the same
+  nodes (a ``LogsRequest`` from the owner to the manager: a new attested stream, one message
+  each way), and one council commit (``check_perf(1)`` on the manager). Where the time goes is
+  read from the outside: the manager's committed state, polled every millisecond (the job
+  committed, its replica assigned, its result, the job done), the agent's run times
+  (``Executor.runs``: accepted, fetched, finished, reported; the engine's own profile) and the
+  owner's job status.
+- **Throughput**: 6 nodes, one ``wordcount`` job of ``--fragments`` fragments (records of a
+  generated text, ``merge-counts``) after a warm-up job of 24 fragments. Printed: fragments per
+  second over the makespan (submit to result), the makespan against the ideal (the engine work
+  the committed state records, the replicas' profile ``wall_ms``, summed and divided by the 6
+  nodes), and, as a baseline in the same run, the same fragments through one workload engine
+  in this process with as many slots as the machine has cores (what the hardware does with no
+  federation around it). The committed state is sampled every 20 ms for the results' rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+POLL_S = 0.001
+TERM_LIMIT_S = 3600.0  # no manager hand-over mid-run (local_test's 60 s would move the role)
+
+
+def _settings() -> Any:
+    import dataclasses
+
+    from node.testing import shard_manager_settings
+
+    return dataclasses.replace(shard_manager_settings(), term_limit_s=TERM_LIMIT_S)
+
+
+async def _commit_once(lead: Any) -> dict[str, Any]:
+    from node.manager_control import check_perf
+
+    return await check_perf(lead.role, 1, 1, 5.0)
+
+
+def _q(xs: list[float], p: int) -> float:
+    """The p-th percentile (inclusive method: within the measured range)."""
+    if len(xs) == 1:
+        return xs[0]
+    return statistics.quantiles(xs, n=100, method="inclusive")[p - 1]
+
+
+def _text(n: int, seed: int = 11) -> bytes:
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 10)))
+             for _ in range(2000)]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(vocab).encode()
+        out += b"\n" if rng.random() < 0.1 else b" "
+    return bytes(out[:n - 1]) + b"\n"
+
+
+# ----------------------------------------------------------------------------- overhead
+
+PHASES = (
+    ("submit", "owner reads spec + module, asks the manager, which commits submit-job"),
+    ("placement", "the manager schedules and commits assign-fragments"),
+    ("dispatch", "the manager sends the assignment; the agent accepts it"),
+    ("fetch", "the agent fetches module + fragment from the owner, checks both hashes"),
+    ("run", "the workload engine runs the fragment; the agent signs the result"),
+    ("report", "the agent reports; the manager checks and commits fragment-result"),
+    ("aggregate", "the manager aggregates and commits job-done"),
+    ("deliver", "the manager delivers the result to the owner"),
+)
+
+
+async def _one_job(fed: Any, owner: Any, agent: Any, spec: Path) -> dict[str, float]:
+    """Run one job; the phases' durations (s), its total, and the engine's in-worker time."""
+    from consensus import tasks as ct
+
+    lead = fed.leader()
+    known = set(ct.jobs(lead.role.state))
+    marks: dict[str, float] = {}
+    jid_box: list[str] = []
+
+    async def watch() -> None:
+        while "delivered" not in marks:
+            now = time.monotonic()
+            jobs = ct.jobs(lead.role.state)
+            new = [j for j in jobs if j not in known]
+            if new:
+                j = jobs[new[0]]
+                marks.setdefault("committed", now)
+                rep = j["frags"][0][0]
+                if rep["st"] != ct.PENDING:
+                    marks.setdefault("assigned", now)
+                if rep["st"] in (ct.R_DONE, ct.R_FAILED):
+                    marks.setdefault("result", now)
+                if j["status"] in ct.TERMINAL_JOB:
+                    marks.setdefault("done", now)
+            if jid_box:
+                own = owner.tasks.owner.jobs.get(jid_box[0])
+                if own is not None and own.status in ct.TERMINAL_JOB:
+                    marks["delivered"] = now
+            await trio.sleep(POLL_S)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        t0 = time.monotonic()
+        jid = await owner.tasks.owner.submit(str(spec))
+        jid_box.append(jid)
+        with trio.fail_after(60):
+            while "delivered" not in marks:
+                await trio.sleep(POLL_S)
+    own = owner.tasks.owner.jobs[jid]
+    if own.status != ct.DONE:
+        raise RuntimeError(f"job {jid} {own.status}: {own.reason}")
+    run = agent.tasks.executor.runs[(jid, 0, 0)]
+    if run.report is None or run.fetched is None or run.finished is None or run.reported is None:
+        raise RuntimeError(f"job {jid}: the agent's run is incomplete")
+    points = [t0, marks["committed"], marks["assigned"], run.started, run.fetched, run.finished,
+              marks["result"], marks["done"], marks["delivered"]]
+    out = {name: b - a for (name, _), a, b in zip(PHASES, points[:-1], points[1:], strict=True)}
+    out["total"] = marks["delivered"] - t0
+    out["engine_in_worker"] = run.report.wall_ms / 1000
+    out["agent_report_rtt"] = run.reported - run.finished
+    return out
+
+
+async def _rtt(owner: Any, lead: Any, jid: str) -> float:
+    from node.tasks.wire import LogsReply, LogsRequest
+
+    t0 = time.monotonic()
+    reply, _ = await owner.tasks.request(lead.peer_id, LogsRequest(jid, 0), LogsReply)
+    dt = time.monotonic() - t0
+    if not reply.ok:
+        raise RuntimeError(f"logs request refused: {reply.error}")
+    return dt
+
+
+async def overhead(tmp: Path, jobs: int) -> dict[str, Any]:
+    from node.tasks.testing import task_federation, write_job
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "input").write_bytes(b"x" * 63 + b"\n")
+    async with task_federation(tmp, 3, _settings()) as fed:
+        lead = fed.leader()
+        assert lead is not None
+        owner, agent = [n for n in fed.nodes if n is not lead]
+        # The harness gives each node a provider of its own (task_config): the job requires the
+        # agent's, so that the owner, the manager and the agent are three different nodes.
+        spec = write_job(tmp, "noop", fragments=1,
+                         extra=f'[requirements]\nproviders = ["{agent.agent.config.tasks.provider}"]\n')
+        await _one_job(fed, owner, agent, spec)  # warm: worker started, module compiled
+        last = next(iter(owner.tasks.owner.jobs))
+        rows: list[dict[str, float]] = []
+        rtts: list[float] = []
+        commits: list[float] = []
+        for i in range(jobs):
+            if fed.leader() is not lead:
+                raise RuntimeError("the manager changed during the benchmark")
+            for _ in range(3):
+                rtts.append(await _rtt(owner, lead, last))
+            perf = await _commit_once(lead)
+            if not perf.get("ok"):
+                raise RuntimeError(f"check_perf: {perf}")
+            commits.append(perf["elapsed_s"])
+            row = await _one_job(fed, owner, agent, spec)
+            rows.append(row)
+            print(f"  job {i + 1}/{jobs}: {row['total'] * 1000:.0f} ms "
+                  f"(round trip {statistics.median(rtts[-3:]) * 1000:.1f} ms, "
+                  f"commit {commits[-1] * 1000:.1f} ms)", flush=True)
+    keys = [name for name, _ in PHASES] + ["total", "engine_in_worker", "agent_report_rtt"]
+    ms = {k: {"median": round(1000 * statistics.median([r[k] for r in rows]), 1),
+              "p90": round(1000 * _q([r[k] for r in rows], 90), 1)} for k in keys}
+    return {"jobs": jobs, "phases_ms": ms,
+            "round_trip_ms": {"median": round(1000 * statistics.median(rtts), 2),
+                              "p90": round(1000 * _q(rtts, 90), 2), "n": len(rtts)},
+            "commit_ms": {"median": round(1000 * statistics.median(commits), 2),
+                          "p90": round(1000 * _q(commits, 90), 2), "n": len(commits)}}
+
+
+def _print_overhead(r: dict[str, Any]) -> None:
+    ph, rtt, com = r["phases_ms"], r["round_trip_ms"], r["commit_ms"]
+    tot = ph["total"]
+    print(f"one-fragment noop job, submit to result, {r['jobs']} jobs (3 nodes: owner, manager, "
+          f"agent all different):")
+    print(f"  job            : median {tot['median']:7.1f} ms, p90 {tot['p90']:7.1f} ms")
+    print(f"  baseline, one task-protocol round trip owner -> manager: median {rtt['median']:.1f} ms, "
+          f"p90 {rtt['p90']:.1f} ms")
+    print(f"  ratio job / round trip (medians): {tot['median'] / rtt['median']:.1f}x")
+    print(f"  reference, one council commit (check_perf 1): median {com['median']:.1f} ms, "
+          f"p90 {com['p90']:.1f} ms (the job commits 4 entries)")
+    print("  where the time goes (median / p90 ms; medians need not add up to the total's):")
+    for name, what in PHASES:
+        print(f"    {name:<10} {ph[name]['median']:7.1f} {ph[name]['p90']:7.1f}  {what}")
+    print(f"    (of run: the engine's in-worker time {ph['engine_in_worker']['median']:.1f} ms; "
+          f"of report: the agent's report round trip {ph['agent_report_rtt']['median']:.1f} ms)")
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+async def _direct(fragments: list[bytes], slots: int) -> float:
+    """Seconds for ``fragments`` through one WorkloadEngine with ``slots`` slots, warm."""
+    from node.workload import EngineConfig, Limits, WorkloadEngine, examples
+
+    module, sha = examples.load("wordcount")
+    limits = Limits(wall_time_s=60)
+    async with WorkloadEngine(EngineConfig(slots=slots)) as engine:
+        async with trio.open_nursery() as nursery:  # warm every slot's worker
+            for f in fragments[:slots]:
+                nursery.start_soon(engine.run, module, sha, f, limits)
+        t0 = time.monotonic()
+        lim = trio.CapacityLimiter(slots * 2)
+
+        async def one(f: bytes) -> None:
+            async with lim:
+                out = await engine.run(module, sha, f, limits)
+                if not out.ok:
+                    raise RuntimeError(out.message)
+
+        async with trio.open_nursery() as nursery:
+            for f in fragments:
+                nursery.start_soon(one, f)
+        return time.monotonic() - t0
+
+
+async def throughput(tmp: Path, fragments: int, fragment_bytes: int, owner_kind: str) -> dict[str, Any]:
+    from consensus import tasks as ct
+    from node.tasks.spec import SplitSpec, split_input
+    from node.tasks.testing import task_federation, write_job
+
+    nodes = 6
+    tmp.mkdir(parents=True, exist_ok=True)
+    text = _text(fragments * fragment_bytes)
+    frags = split_input(text, SplitSpec("records", fragments))
+    direct_s = await _direct(frags, os.cpu_count() or 1)
+    (tmp / "input").write_bytes(text)
+    (tmp / "warm").write_bytes(_text(24 * fragment_bytes, seed=12))
+    async with task_federation(tmp, nodes, _settings()) as fed:
+        lead = fed.leader()
+        assert lead is not None
+        council = lead.role.state.council
+        owner = next(n for n in fed.nodes
+                     if n is not lead and (n.peer_id in council) == (owner_kind == "council"))
+        warm = write_job(tmp, "wordcount", fragments=24, split="records", aggregation="merge-counts",
+                         input_path=tmp / "warm")
+        jid = await owner.tasks.owner.submit(str(warm))
+        with trio.fail_after(120):
+            while owner.tasks.owner.jobs[jid].status not in ct.TERMINAL_JOB:
+                await trio.sleep(0.05)
+        spec = write_job(tmp, "wordcount", fragments=fragments, split="records",
+                         aggregation="merge-counts")
+        samples: list[tuple[float, int]] = []
+        t0 = time.monotonic()
+        jid = await owner.tasks.owner.submit(str(spec))
+        submitted = time.monotonic() - t0
+        own = owner.tasks.owner.jobs[jid]
+        while own.status not in ct.TERMINAL_JOB:
+            now = fed.leader()
+            j = ct.job(now.role.state, jid) if now is not None else None
+            if j is not None:
+                samples.append((time.monotonic() - t0, j["done"]))
+            await trio.sleep(0.02)
+        if fed.leader() is not lead:
+            raise RuntimeError("the manager changed during the benchmark")
+        makespan = time.monotonic() - t0
+        if own.status != ct.DONE:
+            raise RuntimeError(f"job {jid} {own.status}: {own.reason}")
+        j = ct.job(lead.role.state, jid)
+        reps = [rep for frag in j["frags"] for rep in frag]
+        work_s = sum(rep["prof"][2] for rep in reps) / 1000
+        decisions = len({rep["seed"] for rep in reps})
+        per_node: dict[str, int] = {}
+        for rep in reps:
+            per_node[rep["node"]] = per_node.get(rep["node"], 0) + 1
+        attempts = sum(rep["attempts"] for rep in reps)
+        duty = dict(lead.tasks.duty.stats)
+    # steady rate: between 10 % and 90 % of the results
+    lo = next(t for t, d in samples if d >= 0.1 * len(reps))
+    hi = next(t for t, d in samples if d >= 0.9 * len(reps))
+    return {"fragments": len(reps), "nodes": nodes, "fragment_bytes": fragment_bytes,
+            "makespan_s": round(makespan, 2), "submit_s": round(submitted, 3),
+            "fragments_per_s": round(len(reps) / makespan, 1),
+            "steady_fragments_per_s": round(0.8 * len(reps) / (hi - lo), 1) if hi > lo else None,
+            "engine_work_s": round(work_s, 2), "ideal_s": round(work_s / nodes, 2),
+            "makespan_over_ideal": round(makespan / (work_s / nodes), 1) if work_s else None,
+            "mean_engine_ms": round(1000 * work_s / len(reps), 2),
+            "decisions": decisions, "attempts": attempts, "per_node": sorted(per_node.values()),
+            "duty": duty, "direct_engine_s": round(direct_s, 2),
+            "direct_fragments_per_s": round(len(frags) / direct_s, 1),
+            "cores": os.cpu_count()}
+
+
+def _print_throughput(r: dict[str, Any]) -> None:
+    print(f"one wordcount job of {r['fragments']} fragments (~{r['fragment_bytes']} B each) over "
+          f"{r['nodes']} nodes, 2 slots each, on {r['cores']} cores:")
+    print(f"  makespan {r['makespan_s']:.2f} s (submit {r['submit_s']:.2f} s): "
+          f"{r['fragments_per_s']:.1f} fragments/s (between 10 % and 90 % of the results: "
+          f"{r['steady_fragments_per_s']} /s)")
+    print(f"  engine work in the committed profiles: {r['engine_work_s']:.2f} s "
+          f"({r['mean_engine_ms']:.2f} ms a fragment); ideal = work / {r['nodes']} nodes = "
+          f"{r['ideal_s']:.2f} s; makespan / ideal = {r['makespan_over_ideal']}x")
+    print(f"  baseline, the same fragments through one engine in this process ({r['cores']} slots): "
+          f"{r['direct_engine_s']:.2f} s = {r['direct_fragments_per_s']:.0f} fragments/s; "
+          f"federation / engine alone = {r['fragments_per_s'] / r['direct_fragments_per_s']:.3f}x")
+    print(f"  {r['decisions']} placement decisions, {r['attempts']} assignments; fragments per node "
+          f"{r['per_node']}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="bench_tasks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=10, help="overhead: timed one-fragment jobs")
+    ap.add_argument("--fragments", type=int, default=300, help="throughput: fragments in the job")
+    ap.add_argument("--fragment-bytes", type=int, default=1024)
+    ap.add_argument("--owner", choices=("council", "follower"), default="council",
+                    help="throughput: the job's owner sits on the council, or follows it")
+    ap.add_argument("--only", choices=("overhead", "throughput"), default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
+        if args.only in (None, "overhead"):
+            t = time.monotonic()
+            report["overhead"] = trio.run(overhead, Path(tmp) / "overhead", args.jobs)
+            report["overhead"]["wall_s"] = round(time.monotonic() - t, 1)
+            _print_overhead(report["overhead"])
+        if args.only in (None, "throughput"):
+            t = time.monotonic()
+            report["throughput"] = trio.run(throughput, Path(tmp) / "throughput", args.fragments,
+                                            args.fragment_bytes, args.owner)
+            report["throughput"]["wall_s"] = round(time.monotonic() - t, 1)
+            _print_throughput(report["throughput"])
+    report["load_average_at_end"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    from node.logs import setup_logging
+
+    setup_logging("text", "error")  # the figures, not the nodes' logs
+    raise SystemExit(main(sys.argv[1:]))
