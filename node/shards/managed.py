@@ -68,6 +68,7 @@ from consensus.state import (
     ShardRepaired,
     SwarmState,
 )
+from node.shards.errors import ShardServiceError
 from node.shards.gf256 import KeyShare
 from node.shards.holder_loss import first_lost, holder_loss, plan_repair
 from node.shards.manifest import Manifest, SignedManifest, open_manifest, sign_manifest
@@ -359,8 +360,6 @@ class ManagedShards:
                 nursery.start_soon(self._rebuild_and_report, p, h.index, fed, seen_at)
 
     async def _rebuild_and_report(self, p: Placement, index: int, fed: str, seen_at: int) -> None:
-        from node.shards.service import ShardServiceError
-
         key = (p.object_id, index)
         oid = bytes.fromhex(p.object_id)
         try:
@@ -387,8 +386,6 @@ class ManagedShards:
 
     async def rebuild(self, p: Placement, j: int) -> dict[str, Any]:
         """Regenerate shard ``j`` of ``p`` here from k settled holders (see module docstring)."""
-        from node.shards.service import ShardServiceError
-
         svc = self.svc
         oid = bytes.fromhex(p.object_id)
         start = trio.current_time()
@@ -431,8 +428,6 @@ class ManagedShards:
 
     async def _fetch_manifest(self, oid: bytes, owner: bytes, sources: list[tuple[int, str]]
                               ) -> tuple[bytes, Manifest]:
-        from node.shards.service import ShardServiceError
-
         errors = []
         for _, pid in sorted(sources, key=lambda s: self.svc._rtt(s[1])):
             if self.svc._holder_problem(pid):
@@ -465,8 +460,6 @@ class ManagedShards:
     async def _reshare(self, oid: bytes, j: int, helpers_x: tuple[int, ...],
                        by_x: dict[int, str]) -> KeyShare:
         """Coordinate the masked-Lagrange regeneration of our share at x = j + 1."""
-        from node.shards.service import ShardServiceError
-
         svc = self.svc
         session = os.urandom(16)
         target = j + 1
@@ -672,8 +665,6 @@ class ManagedShards:
                     nursery.start_soon(self._erase_quietly, e.peer_id, oid, e.index)
 
     async def _erase_quietly(self, pid: str, oid: bytes, index: int) -> None:
-        from node.shards.service import ShardServiceError
-
         try:
             await self.svc.erase_on(pid, oid, index)
             log.info("erased the replaced shard %s.%d on %s", oid.hex(), index, pid)

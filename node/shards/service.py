@@ -81,6 +81,7 @@ from node.shards.crypto import (
     combine_and_open,
     seal_and_split,
 )
+from node.shards.errors import FetchFailed, HolderFailure, ShardServiceError
 from node.shards.gf256 import KeyShare, ShareError
 from node.shards.managed import ManagedShards
 from node.shards.manifest import (
@@ -170,26 +171,6 @@ _SEALING_INFO = b"enclave-swarm/shard-store/sealing-secret/v1"
 _Finish = Callable[[Any, bytes], Awaitable[None]]
 _FIRST = (ShardOffer, ShardRequest, ShardErase, ReshareInvite, ReshareMaskSeed, ReshareContribution,
           ShardPlace, ShardDrop, ShardRepairDone, ShardManifestGet, RepairInvite)
-
-
-class ShardServiceError(Exception):
-    """A put/get/rm/repair that could not be done; the message says why, for the operator."""
-
-
-@dataclasses.dataclass
-class HolderFailure:
-    index: int
-    peer_id: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"shard {self.index} on {self.peer_id}: {self.reason}"
-
-
-class FetchFailed(ShardServiceError):
-    def __init__(self, index: int, peer_id: str, reason: str) -> None:
-        super().__init__(f"shard {index} on {peer_id}: {reason}")
-        self.failure = HolderFailure(index, peer_id, reason)
 
 
 @dataclasses.dataclass

@@ -163,7 +163,8 @@ class OwnerSide:
 
     async def _object(self, object_hex: str) -> bytes:
         """A stored object, rebuilt from its holders as ``get`` does."""
-        from node.shards.service import ShardServiceError, service_of
+        from node.shards.errors import ShardServiceError
+        from node.shards.service import service_of
 
         try:
             oid = bytes.fromhex(object_hex)

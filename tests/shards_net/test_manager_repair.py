@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from node.attestation.base import AttestationUnavailable
+from node.shards.errors import FetchFailed
 from node.shards.messages import RepairInvite, ShardAck, ShardDrop, ShardManagerReply, ShardRepairDone
-from node.shards.service import FetchFailed, Job
+from node.shards.service import Job
 from tests.netutil import fully_attested, wait_until
 from tests.shards_net.helpers import managed_federation, write_random
 

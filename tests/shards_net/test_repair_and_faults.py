@@ -8,10 +8,11 @@ import os
 import pytest
 import trio
 
+from node.shards.errors import FetchFailed, ShardServiceError
 from node.shards.gf256 import KeyShare, interpolate_at
 from node.shards.manifest import SignedManifest
 from node.shards.messages import ShardAck, ShardChunk, ShardKeyShare, ShardOffer, ShardOfferReply
-from node.shards.service import SHARD_PROTOCOL, FetchFailed, Job, ShardServiceError
+from node.shards.service import SHARD_PROTOCOL, Job
 from overlay.wire import decode
 from tests.netutil import make_agent, wait_until
 from tests.shards_net.helpers import shard_federation, write_random
