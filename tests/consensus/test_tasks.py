@@ -347,3 +347,74 @@ def test_the_transition_checker_catches_an_unqualified_assignment() -> None:
 @pytest.mark.parametrize("kind", [k for k, _, _ in T.TASK_COMMANDS])
 def test_every_task_command_is_registered(kind: str) -> None:
     assert kind in TASK_REGISTRY.kinds()
+
+
+# --------------------------------------------------------------------------- the job's newer fields
+
+_hash = st.binary(min_size=32, max_size=32)
+_any_bytes = st.binary(max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 6), hashes=st.lists(_any_bytes, max_size=7),
+       fuel=st.integers(-1, T.MAX_FUEL + 1), mem=st.integers(-1, 1 << 20),
+       wall=st.integers(-1, 10**9), out=st.integers(-1, 1 << 40),
+       agg=st.sampled_from([*T.AGGREGATION_KINDS, T.REDUCER, "median", ""]),
+       reducer=st.one_of(st.just(b""), _hash, _any_bytes), bw=st.text(max_size=70),
+       name=st.text(max_size=300))
+def test_submit_accepts_exactly_the_valid_newer_fields(n, hashes, fuel, mem, wall, out, agg, reducer,
+                                                       bw, name):
+    """input_hashes, limits, aggregation, reducer_hash, bin_width and name: a job is committed
+    exactly when each is valid (checked against an independent statement of the rules), and a
+    committed job carries them through the wire form and a snapshot."""
+    limits = T.JobLimits(fuel, mem, wall, out)
+    cmd = submit("k", n=n, r=1, input_hashes=tuple(hashes), limits=limits, aggregation=agg,
+                 reducer_hash=reducer, bin_width=bw, name=name)
+    valid = ((not hashes or (len(hashes) == n and all(len(h) == 32 for h in hashes)))
+             and limits.problems() == []
+             and agg in (*T.AGGREGATION_KINDS, T.REDUCER)
+             and (agg == T.REDUCER) == (len(reducer) == 32) and (not reducer or len(reducer) == 32)
+             and len(bw) <= 64 and len(name) <= T.MAX_NAME)
+    s = swarm()
+    new, err = run(s, cmd)
+    assert (err == "") == valid, err
+    if valid:
+        j = T.job(new, "k")
+        assert (j["inputs"], j["agg"], j["reducer"], j["bw"], j["name"]) == (
+            list(hashes), agg, reducer, bw, name)
+        assert j["limits"] == dataclasses.asdict(limits)
+        assert decode_state(encode_state(new)) == new
+
+
+def test_a_done_replica_moves_only_with_its_output_lost_or_its_node_revoked() -> None:
+    s = running()
+    s = ok(s, result(0, 0, "n1"))
+    refused(s, ReassignFragment("j", 0, 0, "n1", "", "probe failed"), "good standing")
+    moved = ok(s, ReassignFragment("j", 0, 0, "n1", "", "its output is gone", output_lost=True))
+    assert T.job(moved, "j")["frags"][0][0]["st"] == T.PENDING and T.job(moved, "j")["done"] == 0
+    s2, r = apply(s, Revoke("n1", "integrity"), TASK_REGISTRY)
+    assert r.ok
+    moved = ok(s2, ReassignFragment("j", 0, 0, "n1", "", "n1 was revoked"))
+    assert T.job(moved, "j")["frags"][0][0]["node"] == ""
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["done", "failed", "cancelled", "running"]), min_size=1, max_size=40),
+       st.integers(0, 10))
+def test_finished_jobs_beyond_keep_are_dropped_oldest_first(fates, keep) -> None:
+    """``finished_to_drop`` names the finished jobs beyond the newest ``keep`` by submission
+    order, oldest first, and never a live one."""
+    s = swarm()
+    for i, fate in enumerate(fates):
+        jid = f"j{i}"
+        s = ok(s, submit(jid, n=1, r=1))
+        if fate == "done":
+            s = ok(s, AssignFragments(jid, 1, (Assignment(0, 0, "n1"),)))
+            s = ok(s, result(0, 0, "n1", job=jid))
+            s = ok(s, JobDone(jid, H2, 1))
+        elif fate == "failed":
+            s = ok(s, JobFailed(jid, "no"))
+        elif fate == "cancelled":
+            s = ok(s, CancelJob(jid, "n0", "no"))
+    finished = [f"j{i}" for i, fate in enumerate(fates) if fate != "running"]
+    assert T.finished_to_drop(s, keep) == finished[:max(0, len(finished) - keep)]
