@@ -22,8 +22,22 @@ from node.tasks.wire import (
 )
 from node.testing import wait_until
 from node.workload import result_digest_payload
+from overlay.errors import RemoteProtocolError
 
 LONG = 15.0  # the owner waits up to VIEW_WAIT_S (10 s) for its view before refusing
+
+
+async def _ask(attacker, pid: str, msg, reply_type, **kw):
+    """The attacker's request, tried again when the stream itself could not be had (a loaded
+    machine): what is tested is the answer, not py-libp2p's stream set-up."""
+    for attempt in range(3):
+        try:
+            return await attacker.tasks.request(pid, msg, reply_type, **kw)
+        except RemoteProtocolError as exc:
+            if exc.reason not in ("stream", "timeout") or attempt == 2:
+                raise
+            await trio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def _roles(fed):
@@ -58,7 +72,7 @@ async def _forge(attacker, lead, job_id: str, j, f: int, r: int, output: bytes, 
     sig = key.sign(result_digest_payload(job_id, f, module, inp, out_hash))
     rep = ResultReport(job_id, f, r, True, "", "", module, inp, out_hash, len(output), 1, 65536, 1, b"",
                        sig)
-    reply, _ = await attacker.tasks.request(lead.peer_id, rep, TaskReply, blob=output)
+    reply, _ = await _ask(attacker, lead.peer_id, rep, TaskReply, blob=output)
     return reply
 
 
@@ -92,7 +106,7 @@ async def test_a_council_member_cannot_forge_results_fetch_others_fragments_or_s
         victim = next(n for n in (lead, owner) if any(
             k[0] == job_id and run.finished is None for k, run in n.tasks.executor.runs.items()))
         running = {k for k, run in victim.tasks.executor.runs.items() if k[0] == job_id}
-        await attacker.tasks.request(victim.peer_id, CancelRequest(job_id, "stop"), TaskReply)
+        await _ask(attacker, victim.peer_id, CancelRequest(job_id, "stop"), TaskReply)
         assert victim.agent.counters.get("task_refused", "not-manager") >= 1
         assert running <= set(victim.tasks.executor.runs)  # nothing stopped or forgotten
 
@@ -106,13 +120,13 @@ async def test_a_council_member_cannot_forge_results_fetch_others_fragments_or_s
 
         async def fetch() -> None:
             # 5. another node's fragment, from the owner: refused, no byte sent
-            got["fetch"] = await attacker.tasks.request(
+            got["fetch"] = await _ask(attacker,
                 owner.peer_id, FetchRequest(job_id, fo, ro, True, False), FetchReply, timeout_s=LONG)
 
         async def deliver() -> None:
             # 6. a "result" handed to the owner by a council member that is not the manager
             fake = b"not the result"
-            got["deliver"] = await attacker.tasks.request(
+            got["deliver"] = await _ask(attacker,
                 owner.peer_id, DeliverRequest(parked, ct.DONE, "", hashlib.sha256(fake).digest(),
                                               len(fake)), TaskReply, blob=fake, timeout_s=LONG)
 
@@ -124,14 +138,14 @@ async def test_a_council_member_cannot_forge_results_fetch_others_fragments_or_s
         assert owner.agent.counters.get("task_fetch_refused", "not-assigned") >= 1
         reply, _ = got["deliver"]  # type: ignore[misc]
         assert not reply.ok and reply.detail == "not-committed"
-        assert owner.agent.counters.get("task_deliver_refused", "not-committed") == 1
+        assert owner.agent.counters.get("task_deliver_refused", "not-committed") >= 1
         assert owner.tasks.owner.jobs[parked].status == ct.QUEUED
         assert committed(fed, parked)["status"] == ct.QUEUED
         # 7. ... or cancels the owner's job at the manager
         before = refused("task_cancel_refused", "not-owner")
-        reply, _ = await attacker.tasks.request(lead.peer_id, CancelRequest(parked, "mine now"), TaskReply)
+        reply, _ = await _ask(attacker, lead.peer_id, CancelRequest(parked, "mine now"), TaskReply)
         assert not reply.ok and reply.detail == "not-owner"
-        assert refused("task_cancel_refused", "not-owner") == before + 1
+        assert refused("task_cancel_refused", "not-owner") >= before + 1
         assert committed(fed, parked)["status"] == ct.QUEUED
         await owner.tasks.owner.cancel(parked, "parked on purpose")
 
@@ -150,7 +164,7 @@ async def test_a_council_member_cannot_forge_results_fetch_others_fragments_or_s
         await wait_until(lambda: committed(fed, job2)["status"] == ct.CANCELLED, 30)
         reply = await _forge(attacker, lead, job2, j2, f2, r2, b"late")
         assert not reply.ok and reply.detail == "cancelled"
-        assert refused("task_result_refused", "cancelled") == 1
+        assert refused("task_result_refused", "cancelled") >= 1
 
 
 async def test_a_revoked_nodes_finished_replicas_are_run_again_elsewhere(tmp_path):
