@@ -120,15 +120,15 @@ async def test_a_council_member_cannot_forge_results_fetch_others_fragments_or_s
 
         async def fetch() -> None:
             # 5. another node's fragment, from the owner: refused, no byte sent
-            got["fetch"] = await _ask(attacker,
-                owner.peer_id, FetchRequest(job_id, fo, ro, True, False), FetchReply, timeout_s=LONG)
+            got["fetch"] = await _ask(attacker, owner.peer_id, FetchRequest(job_id, fo, ro, True, False),
+                                      FetchReply, timeout_s=LONG)
 
         async def deliver() -> None:
             # 6. a "result" handed to the owner by a council member that is not the manager
             fake = b"not the result"
-            got["deliver"] = await _ask(attacker,
-                owner.peer_id, DeliverRequest(parked, ct.DONE, "", hashlib.sha256(fake).digest(),
-                                              len(fake)), TaskReply, blob=fake, timeout_s=LONG)
+            forged = DeliverRequest(parked, ct.DONE, "", hashlib.sha256(fake).digest(), len(fake))
+            got["deliver"] = await _ask(attacker, owner.peer_id, forged, TaskReply, blob=fake,
+                                        timeout_s=LONG)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
