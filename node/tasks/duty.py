@@ -75,6 +75,12 @@ DELIVER_BACKOFF_S = (0.5, 30.0)
 MAX_QUEUE_TIMEOUT_S = 7 * 24 * 3600
 
 
+def _slots(req: Any, free: Any) -> int:
+    """Replicas of ``req``'s size the free capacity holds, over every offer."""
+    q = req.requirements
+    return sum(max(0, min(c // max(1, q.cores), m // max(1, q.memory_mib))) for c, m in free.values())
+
+
 @dataclasses.dataclass
 class _Track:
     node: str
@@ -218,9 +224,22 @@ class ManagerDuty:
         meas = offers_src.measurements() if offers_src is not None else Measurements()
         free = free_capacity(st, offers)
         req = ct.job_request(st, jid)
-        decision = schedule(st, offers, req, idx, free, meas)
-        if not decision.ok:
-            req, decision = self._wave(st, offers, req, idx, free, meas, decision)
+        slots = _slots(req, free)
+        if slots == 0 and any(rep["st"] == ct.ASSIGNED for _, _, rep in ct.replicas(st, jid)):
+            # Full, and this job runs: its next wave is placed when a result frees a slot.
+            self.waiting[jid] = f"{len(req.wants or ())} replicas wait for free capacity"
+            return
+        wave = None
+        if len(req.wants or ()) > slots:
+            # More pending than the free capacity holds: the whole request cannot fit, so do
+            # not pay for scheduling it (O(pending) at every round of a large job).
+            wave = self._wave(st, offers, req, idx, free, meas)
+        if wave is not None:
+            req, decision = wave
+        else:
+            decision = schedule(st, offers, req, idx, free, meas)
+            if not decision.ok:
+                req, decision = self._wave(st, offers, req, idx, free, meas) or (req, decision)
         if decision.ok:
             cmd = ct.AssignFragments(jid, idx, tuple(ct.Assignment(p.fragment, p.replica, p.node_id)
                                                      for p in decision.placements),
@@ -238,22 +257,21 @@ class ManagerDuty:
             await self._fail(jid, f"no placement within the queue timeout: {decision.explain()}")
 
     @staticmethod
-    def _wave(st: Any, offers: Any, req: Any, idx: int, free: Any, meas: Any, decision: Any) -> Any:
+    def _wave(st: Any, offers: Any, req: Any, idx: int, free: Any, meas: Any) -> Any:
         """More replicas pending than the free capacity holds: place the first ones that fit
         (in (fragment, replica) order; at most as many as there are free slots, halving until
         a decision succeeds), the rest once capacity frees up. The scheduler stays all or
-        nothing per request, so each wave is one verifiable decision."""
+        nothing per request, so each wave is one verifiable decision. None when not even one
+        replica fits."""
         wants = list(req.wants or ())
-        q = req.requirements
-        slots = sum(max(0, min(c // max(1, q.cores), m // max(1, q.memory_mib))) for c, m in free.values())
-        k = min(len(wants) - 1, slots)
+        k = min(len(wants) - 1, _slots(req, free))
         while k >= 1:
             sub = dataclasses.replace(req, wants=tuple(wants[:k]))
             d = schedule(st, offers, sub, idx, free, meas)
             if d.ok:
                 return sub, d
             k //= 2
-        return req, decision
+        return None
 
     # ------------------------------------------------------------------ 2. dispatch and track
     def _track_replicas(self, st: Any, jid: str, j: Any, now: float) -> set[tuple[str, int, int]]:
