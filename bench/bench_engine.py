@@ -16,7 +16,6 @@ end-to-end time per fragment).
 from __future__ import annotations
 
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -25,19 +24,14 @@ from pathlib import Path
 
 import trio
 
+from bench.text import words
+
 FRAGMENT_BYTES = 1024 * 1024
 RUNS = 30
 
 
 def _text(n: int) -> bytes:
-    rng = random.Random(11)
-    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 10)))
-             for _ in range(5000)]
-    out = bytearray()
-    while len(out) < n:
-        out += rng.choice(vocab).encode()
-        out += b"\n" if rng.random() < 0.1 else b" "
-    return bytes(out[:n])
+    return words(n, vocabulary=5000)
 
 
 class _Direct:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,8 @@ import trio
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.text import words
 
 POLL_S = 0.001
 TERM_LIMIT_S = 3600.0  # no manager hand-over mid-run (local_test's 60 s would move the role)
@@ -72,14 +73,7 @@ def _q(xs: list[float], p: int) -> float:
 
 
 def _text(n: int, seed: int = 11) -> bytes:
-    rng = random.Random(seed)
-    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 10)))
-             for _ in range(2000)]
-    out = bytearray()
-    while len(out) < n:
-        out += rng.choice(vocab).encode()
-        out += b"\n" if rng.random() < 0.1 else b" "
-    return bytes(out[:n - 1]) + b"\n"
+    return words(n, seed=seed)
 
 
 # ----------------------------------------------------------------------------- overhead

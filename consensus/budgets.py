@@ -181,9 +181,7 @@ BUDGET_COMMANDS: tuple[tuple[str, type, Any], ...] = (
 
 def extend(registry: CommandRegistry) -> CommandRegistry:
     """``registry`` plus the budget commands."""
-    for kind, cls, handler in BUDGET_COMMANDS:
-        registry = registry.extended(kind, cls, handler)
-    return registry
+    return registry.extended_all(BUDGET_COMMANDS)
 
 
 # --------------------------------------------------------------------------- readers

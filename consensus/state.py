@@ -525,6 +525,13 @@ class CommandRegistry:
             raise ValueError("commands must be frozen dataclasses")
         return CommandRegistry({**self._by_kind, kind: (cls, handler)})
 
+    def extended_all(self, commands: Sequence[tuple[str, type, Handler]]) -> CommandRegistry:
+        """A registry with every ``(kind, class, handler)`` of ``commands`` added, in order."""
+        registry = self
+        for kind, cls, handler in commands:
+            registry = registry.extended(kind, cls, handler)
+        return registry
+
     def kinds(self) -> tuple[str, ...]:
         return tuple(sorted(self._by_kind))
 

@@ -536,9 +536,7 @@ TASK_COMMANDS: tuple[tuple[str, type, Any], ...] = (
 
 def extend(registry: CommandRegistry) -> CommandRegistry:
     """``registry`` plus the task commands (to combine with other extensions)."""
-    for kind, cls, handler in TASK_COMMANDS:
-        registry = registry.extended(kind, cls, handler)
-    return registry
+    return registry.extended_all(TASK_COMMANDS)
 
 
 # The manager's registry: the core commands, the task commands and the privacy-budget ledger's
