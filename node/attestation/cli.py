@@ -34,7 +34,12 @@ __all__ = ["add_verify_arguments", "cmd_verify", "run_verify"]
 
 
 class _UsageError(Exception):
-    pass
+    """The command line itself is wrong (a flag, a value, a path that cannot be read): exit 2."""
+
+
+class _Refused(Exception):
+    """An input that was read but does not parse (evidence, a certificate, a policy): exit 1,
+    as for any other refused input."""
 
 
 def _read(path: str | Path, what: str) -> bytes:
@@ -63,7 +68,7 @@ def _cert_ders(data: bytes, what: str) -> list[bytes]:
     try:
         return [_certs.der(c) for c in _certs.load_any(data)]
     except _certs.CertError as e:
-        raise _UsageError(f"{what}: {e}") from e
+        raise _Refused(f"{what}: {e}") from e
 
 
 def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
@@ -83,7 +88,7 @@ def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
         try:
             verifier = SnpVerifier(extra_arks=extra)
         except (ValueError, _certs.CertError) as e:
-            raise _UsageError(f"--root: {e}") from e
+            raise _Refused(f"--root: {e}") from e
         return verifier, Evidence(kind, blob, tuple(certs))
     from node.attestation.dcap import Collateral, DcapVerifier
 
@@ -99,7 +104,7 @@ def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
     try:
         verifier = DcapVerifier(kind, collateral=collateral, root_pem=root_pem)
     except (ValueError, _certs.CertError) as e:
-        raise _UsageError(f"--root: {e}") from e
+        raise _Refused(f"--root: {e}") from e
     return verifier, Evidence(kind, blob)
 
 
@@ -115,7 +120,7 @@ def _bundle(blob: bytes, path: str | Path) -> tuple[Evidence, bytes | None]:
         if "nonce" in doc and "public_key" in doc:
             expected = binding(bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["public_key"]))
     except (ValueError, KeyError, TypeError) as e:
-        raise _UsageError(f"{path}: not a valid evidence bundle ({type(e).__name__}: {e})") from None
+        raise _Refused(f"{path}: not a valid evidence bundle ({type(e).__name__}: {e})") from None
     return evidence, expected
 
 
@@ -132,7 +137,8 @@ def cmd_verify(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Verify one evidence file; print the verdict; return the exit status (0, 1 or 2).
+    """Verify one evidence file; print the verdict; return the exit status: 0 accepted, 1
+    rejected or an input that does not parse, 2 a usage error.
 
     Args:
         evidence_path: raw SNP report or DCAP quote.
@@ -157,8 +163,12 @@ def cmd_verify(
         else:
             expected_rd = None
             detected = detect_kind(blob)
+            if detected is None and (vcek is not None or chain is not None):
+                # The certificates say SEV-SNP: let its parser name what is wrong (a corrupted
+                # version, a bad length...) in a REJECT verdict.
+                detected = TeeKind.SEV_SNP
             if detected is None:
-                raise _UsageError(f"{evidence_path}: not an SEV-SNP report, DCAP quote or evidence bundle")
+                raise _Refused(f"{evidence_path}: not an SEV-SNP report, DCAP quote or evidence bundle")
             kind = detected
             verifier, evidence = _build(kind, blob, vcek=vcek, chain=chain, root=root,
                                         collateral_dir=collateral_dir)
@@ -170,11 +180,16 @@ def cmd_verify(
                 raise _UsageError(f"--policy: policy support unavailable ({e})") from e
             try:
                 pol = policy_mod.load_policy(policy)
-            except (OSError, ValueError) as e:
+            except OSError as e:
                 raise _UsageError(f"--policy: {e}") from e
+            except ValueError as e:
+                raise _Refused(f"--policy: {e}") from e
     except _UsageError as e:
         print(f"enclave-swarm: {e}", file=err)
         return 2
+    except _Refused as e:
+        print(f"enclave-swarm: {e}", file=err)
+        return 1
     verdict: Verdict = verifier.verify(evidence, at=when)
     if (expected_rd is not None and verdict.claims is not None
             and not hmac.compare_digest(verdict.claims.report_data, expected_rd)):

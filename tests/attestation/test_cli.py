@@ -62,7 +62,7 @@ def test_dcap_accept_and_root_override() -> None:
     rc, out, _ = run(TDX, at=AT, root=str(V / "google-go-tdx-guest/trusted_root.pem"))
     assert rc == 0
     rc, out, _ = run(TDX, at=AT, root=str(V / "google-go-sev-guest/ask_ark_genoa.pem"))
-    assert rc == 2  # two certificates: not a single root
+    assert rc == 1  # two certificates: not a single root (an input that does not parse)
 
 
 def test_dcap_collateral_dir(tmp_path: Path) -> None:
@@ -84,9 +84,7 @@ def test_human_output() -> None:
 @pytest.mark.parametrize("args,kw,msg", [
     (("/nonexistent/evidence",), {}, "cannot read evidence"),
     ((SNP,), {"at": "yesterday"}, "--at: not an ISO 8601 time"),
-    ((str(V / "README.md"),), {}, "not an SEV-SNP report, DCAP quote"),
     ((SNP,), {"vcek": "/nonexistent"}, "cannot read VCEK"),
-    ((SNP,), {"vcek": str(V / "README.md")}, "--vcek: not a DER certificate"),
     ((SNP,), {"collateral_dir": "/tmp"}, "--collateral applies to DCAP quotes only"),
     ((TDX,), {"vcek": VCEK}, "--vcek/--chain apply to SEV-SNP reports only"),
     ((TDX,), {"collateral_dir": "/nonexistent"}, "--collateral: collateral directory not found"),
@@ -95,6 +93,27 @@ def test_usage_errors_exit_2(args, kw, msg) -> None:
     rc, out, err = run(*args, **kw)
     assert rc == 2 and out == ""
     assert err.startswith("enclave-swarm: ") and msg in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,kw,msg", [
+    ((str(V / "README.md"),), {}, "not an SEV-SNP report, DCAP quote"),
+    ((SNP,), {"vcek": str(V / "README.md")}, "--vcek: not a DER certificate"),
+])
+def test_inputs_that_do_not_parse_exit_1(args, kw, msg) -> None:
+    rc, out, err = run(*args, **kw)
+    assert rc == 1 and out == ""
+    assert err.startswith("enclave-swarm: ") and msg in err and err.count("\n") == 1
+
+
+def test_a_corrupted_report_given_with_its_vcek_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    """The certificates say SEV-SNP: the report's own parser names what is wrong (exit 1), not
+    a usage error (exit 2) saying it is no report at all."""
+    blob = bytearray(read("google-go-sev-guest/attestation.bin"))
+    blob[0:4] = (99).to_bytes(4, "little")  # the version field
+    bad = tmp_path / "report.bin"
+    bad.write_bytes(bytes(blob))
+    rc, out, _ = run(str(bad), vcek=VCEK, chain=CHAIN, at=AT)
+    assert rc == 1 and json.loads(out)["reason"] == "format: unsupported report version 99"
 
 
 def test_policy_hook(tmp_path: Path) -> None:
@@ -109,7 +128,7 @@ def test_policy_hook(tmp_path: Path) -> None:
     assert rc == 0 and json.loads(out)["policy"] == {"allowed": True, "failed_rules": []}
     p.write_text("no_such_key = 1\n")
     rc, _, err = run(SNP, vcek=VCEK, chain=CHAIN, at=AT, policy=str(p))
-    assert rc == 2 and err.startswith("enclave-swarm: --policy:")
+    assert rc == 1 and err.startswith("enclave-swarm: --policy:")  # read, but does not parse
 
 
 def test_argparse_wiring(capsys) -> None:
