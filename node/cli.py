@@ -317,6 +317,8 @@ def print_status(status: dict[str, Any]) -> None:
                   f"attested peers={status['attested_peers']}/{len(status['peers'])}")
     for a in status["addrs"]:
         console.print(f"  {a}")
+    for line in status_summary(status):
+        console.print(line)
     table = Table(show_lines=False)
     for col in ("peer", "attested", "tee", "score", "rtt ms", "last attested", "state", "verdict"):
         table.add_column(col)
@@ -329,6 +331,29 @@ def print_status(status: dict[str, Any]) -> None:
             "-" if ago is None else f"{ago:.0f}s ago", p.get("state", "-"),
             (p.get("verdict") or "-")[:60])
     console.print(table)
+
+
+def status_summary(status: dict[str, Any]) -> list[str]:
+    """What the JSON status says beyond the peer table, a line each: the manager, the term and
+    this node's role; its shards; its jobs and fragments (the parts a node runs without omitted)."""
+    out = []
+    if "role" in status:
+        mgr = status.get("manager") or "unknown"
+        out.append(f"role {status['role']}  manager {mgr[-12:] if mgr != 'unknown' else mgr}  "
+                   f"term {status.get('term')}  commit {status.get('commit_index')}  "
+                   f"council {len(status.get('council') or [])}")
+    sh = status.get("shards")
+    if isinstance(sh, dict):
+        out.append(f"shards held {sh.get('shards_held', 0)} ({sh.get('store_used_bytes', 0):,} of "
+                   f"{sh.get('store_quota_bytes', 0):,} bytes)  objects owned {sh.get('objects_owned', 0)}")
+    ts = status.get("tasks")
+    if isinstance(ts, dict):
+        jobs = (ts.get("owner") or {}).get("jobs") or {}
+        agent = ts.get("agent") or {}
+        owned = ", ".join(f"{n} {k}" for k, n in sorted(jobs.items())) or "none"
+        out.append(f"jobs owned: {owned}  fragments here: {agent.get('running', 0)} running, "
+                   f"{agent.get('succeeded', 0)} succeeded, {agent.get('failed', 0)} failed")
+    return out
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

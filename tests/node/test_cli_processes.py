@@ -67,6 +67,10 @@ def test_three_nodes_join_attest_and_show_in_status(nodes):
         assert p["score"] == 90
     human = cli("status", "--data-dir", str(a.data_dir))
     assert human.returncode == 0 and "attested peers=2/2" in human.stdout
+    # the summary of what the JSON has beyond the peer table: role, manager and term; shards; jobs
+    st_a = status_json(a)
+    assert f"role {st_a['role']}" in human.stdout and f"term {st_a['term']}" in human.stdout
+    assert "shards held 0" in human.stdout and "jobs owned: none" in human.stdout
 
 
 def test_sigkilled_node_restarts_with_same_identity_and_is_reattested(nodes, tmp_path):
