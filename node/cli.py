@@ -110,7 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         from sim.cli import add_arguments as add_sim_arguments
 
         add_sim_arguments(p)
+
+    p = sub.add_parser("completion", help="print a shell completion script for every subcommand",
+                       description="Print the completion script: `source <(enclave-swarm completion "
+                                   "bash)`, or write it to /etc/bash_completion.d/enclave-swarm.")
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The completion script of this very parser (shtab walks it: subcommands, their flags and
+    choices), so it never falls behind the commands."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "init": cmd_init, "run": cmd_run, "status": cmd_status, "demo": cmd_demo,
         "attest": cmd_attest, "sim": cmd_sim, "reload-policy": cmd_reload, "stop": cmd_stop,
-        **_EXTRA_COMMANDS,
+        "completion": cmd_completion, **_EXTRA_COMMANDS,
     }[args.command]
     try:
         rc: int = handler(args)
