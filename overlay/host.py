@@ -47,6 +47,7 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
 from libp2p.security.tls.transport import TLSTransport
 from libp2p.utils.varint import encode_uvarint
 
+from overlay import libp2p_fixes
 from overlay.errors import LocalProtocolError
 from overlay.messages import ATTEST_PROTOCOL
 
@@ -108,9 +109,13 @@ def read_psk(path: str | Path) -> str:
 def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
     """Create (but do not start) a libp2p host with our transport choices.
 
+    Our fixes to py-libp2p (overlay/libp2p_fixes.py) are installed first: the process-wide ones
+    by ``libp2p_fixes.apply()`` (idempotent), the per-host ones below.
+
     Raises:
         HostConfigError: an invalid listen address or option.
     """
+    libp2p_fixes.apply()
     kp = libp2p_keypair(key)
     if opts.security == "noise":
         noise_key = create_x25519_key_pair().private_key

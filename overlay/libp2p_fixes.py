@@ -1,0 +1,271 @@
+"""Every fix we make to py-libp2p, in one place, pinned to py-libp2p 0.8.1.
+
+Rules:
+1. This module is the only place that changes py-libp2p's behaviour. Each fix names the
+   upstream defect (file, function) in its docstring and is written so it could be proposed
+   upstream as it stands: a subclass overriding the defective method, or a class handed to the
+   library through its own extension points (``new_host(muxer_opt=..., sec_opt=...)``, the
+   host's ``multiselect_client``).
+2. Where the library reaches a class only through a module global, :func:`apply` replaces that
+   global with our subclass, and the fix's docstring says so. Those are process-wide; the rest
+   is wired per host by ``overlay.host.build_host``.
+3. The fixes are written against 0.8.1's source. Importing this module with any other version
+   raises :class:`Libp2pVersionError` (the node CLI exits 1 with its message): a silent
+   mismatch between a copied method and a changed library is worse than no fix.
+4. Wire compatibility: nothing here changes what goes on the wire in a way an unpatched
+   py-libp2p (or go-libp2p) peer cannot read; tests/overlay/test_libp2p_fixes.py runs a patched
+   host against an unpatched one in a subprocess.
+
+Theory of operation, by payoff (docs/libp2p.md has the figures):
+- ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+PINNED_LIBP2P_VERSION = "0.8.1"
+
+
+class Libp2pVersionError(ImportError):
+    """The installed py-libp2p is not the version these fixes were written against.
+
+    An ``ImportError``: the check runs when this module is imported, and a caller that cannot
+    import its networking stack has the same remedy (install the pinned version)."""
+
+
+def check_version(version: str | None = None) -> None:
+    """Raise :class:`Libp2pVersionError` unless py-libp2p ``PINNED_LIBP2P_VERSION`` is
+    installed (``version`` overrides the installed one, for tests)."""
+    if version is None:
+        try:
+            version = importlib.metadata.version("libp2p")
+        except importlib.metadata.PackageNotFoundError:
+            version = "none"
+    if version != PINNED_LIBP2P_VERSION:
+        raise Libp2pVersionError(
+            f"py-libp2p {version} is installed, but enclave-swarm's fixes to py-libp2p "
+            f"(overlay/libp2p_fixes.py) are written against py-libp2p {PINNED_LIBP2P_VERSION}; "
+            f"install libp2p=={PINNED_LIBP2P_VERSION}")
+
+
+check_version()  # before importing the internals the fixes below subclass
+
+import libp2p  # noqa: E402
+import trio  # noqa: E402
+from libp2p.abc import INetConn  # noqa: E402
+from libp2p.exceptions import MultiError  # noqa: E402
+from libp2p.metrics.swarm import SwarmEvent  # noqa: E402
+from libp2p.network.exceptions import SwarmDialAllFailedError, SwarmException  # noqa: E402
+from libp2p.network.swarm import Swarm  # noqa: E402
+from libp2p.peer.id import ID  # noqa: E402
+from libp2p.peer.peerstore import PeerStoreError  # noqa: E402
+from libp2p.utils.address_validation import (  # noqa: E402
+    has_public_ipv6,
+    is_public_ipv6_address,
+    is_relay_address,
+)
+from multiaddr import Multiaddr  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# The happy-eyeballs head start of the first address over the next (go-libp2p's DialDelay).
+HAPPY_EYEBALLS_DELAY_S = 0.250
+MAX_ADDRS_PER_PEER = 2  # as libp2p/network/swarm.py: at most one address per transport class
+
+
+# ---------------------------------------------------------------------------- 1. dial delay
+
+
+def _transport_priority(addr: Multiaddr) -> int:
+    # As libp2p/network/swarm.py (go-libp2p's ranking):
+    # QUIC-v1 (0) > WebRTC Direct (1) > TCP (2) > WS (3) > relay (4).
+    protos = {p.name for p in addr.protocols()}
+    if "quic-v1" in protos or "quic" in protos:
+        return 0
+    if "webrtc-direct" in protos or "webrtc" in protos:
+        return 1
+    if "tcp" in protos and "ws" not in protos and "wss" not in protos:
+        return 2
+    if "ws" in protos or "wss" in protos:
+        return 3
+    if "p2p-circuit" in protos:
+        return 4
+    return 5
+
+
+class FastDialSwarm(Swarm):
+    """``Swarm.dial_peer`` without its fixed 250 ms wait.
+
+    Upstream defect (``libp2p/network/swarm.py``, ``Swarm.dial_peer``): the happy-eyeballs loop
+    starts the dial of an address, then waits ``_HAPPY_EYEBALLS_DELAY`` (250 ms) for an event
+    that only a *failed* dial sets. A dial that succeeds does not end the wait, and after the
+    last address the loop still waits out the delay; the nursery then waits for whatever
+    fallback dial the delay let start. So every connect costs at least 250 ms, on loopback as
+    over the internet, and a peer with addresses of two transport classes is dialled twice
+    (a second connection the caller never asked for) even when the first dial succeeded in
+    a millisecond.
+
+    The fix, as go-libp2p's dial worker does it: the first successful dial cancels the
+    happy-eyeballs scope, so no later address is dialled and a fallback already in flight is
+    abandoned; ``dial_peer`` returns that one connection at once. A failed dial still starts
+    the next address immediately, and a slow one still lets the next start after the delay.
+    The upstream patch is two lines in ``dial_task`` (cancel the scope on success instead of
+    only at ``max_connections_per_peer``) and no wait after the last address; this subclass
+    repeats the rest of the method unchanged. Installed by :func:`apply`, which replaces
+    the module global ``libp2p.Swarm`` (what ``libp2p.new_swarm`` instantiates).
+    """
+
+    async def dial_peer(self, peer_id: ID) -> list[INetConn]:
+        event = SwarmEvent()
+        event.peer_id = peer_id.pretty()
+        event.dial_attempt = True
+        if self.metric_send_channel is not None:
+            await self.metric_send_channel.send(event)
+
+        if self._negative_peer_cache.is_blocked(str(peer_id)):
+            raise SwarmException(f"Peer {peer_id} recently failed all addresses (negative cache)")
+
+        valid = [c for c in self.get_connections(peer_id) if not c.is_closed]
+        if valid:
+            return valid
+        if peer_id in self._ongoing_dials:
+            await self._ongoing_dials[peer_id].wait()
+            valid = [c for c in self.get_connections(peer_id) if not c.is_closed]
+            if valid:
+                return valid
+
+        dial_event = trio.Event()
+        self._ongoing_dials[peer_id] = dial_event
+        try:
+            selected = await self._select_dial_addrs(peer_id)
+            connections: list[INetConn] = []
+            exceptions: list[SwarmException] = []
+            with trio.CancelScope() as happy_eyeballs:
+                async with trio.open_nursery() as nursery:
+                    for i, addr in enumerate(selected):
+                        failed = trio.Event()
+
+                        async def dial_task(addr: Multiaddr = addr, failed: trio.Event = failed) -> None:
+                            try:
+                                async with self._global_dial_limiter:
+                                    conn = await self._dial_with_retry(addr, peer_id)
+                                connections.append(conn)
+                                happy_eyeballs.cancel()  # the fix: the first success wins
+                            except SwarmException as exc:
+                                exceptions.append(exc)
+                                log.debug("dial %s failed", addr, exc_info=exc)
+                                failed.set()
+                            except Exception as exc:  # as upstream: any dial error moves on
+                                log.debug("dial %s: unexpected %r", addr, exc)
+                                failed.set()
+
+                        nursery.start_soon(dial_task)
+                        if i + 1 < len(selected):  # the fix: no head start after the last one
+                            with trio.move_on_after(HAPPY_EYEBALLS_DELAY_S):
+                                await failed.wait()
+
+            if not connections:
+                event = SwarmEvent()
+                event.peer_id = peer_id.pretty()
+                event.dial_attempt_error = True
+                if self.metric_send_channel is not None:
+                    await self.metric_send_channel.send(event)
+                self._negative_peer_cache.mark_failed(str(peer_id))
+                raise SwarmDialAllFailedError(
+                    f"unable to connect to {peer_id}, no addresses established a "
+                    "successful connection (with exceptions)",
+                    peer_id=peer_id,
+                    num_addrs_tried=len(exceptions),
+                ) from MultiError(exceptions)
+            # Two dials can both finish before the cancellation lands: keep the first.
+            for extra in connections[1:]:
+                try:
+                    await extra.close()
+                except Exception as exc:  # closing a surplus connection is best effort
+                    log.debug("closing a surplus connection: %r", exc)
+            self._negative_peer_cache.evict(str(peer_id))
+            return connections[:1]
+        finally:
+            dial_event.set()
+            self._ongoing_dials.pop(peer_id, None)
+
+    async def _select_dial_addrs(self, peer_id: ID) -> list[Multiaddr]:
+        """The addresses ``dial_peer`` tries, best first: 0.8.1's filters and ranking, as is."""
+        try:
+            addrs = self.peerstore.addrs(peer_id)
+        except PeerStoreError as error:
+            raise SwarmException(f"No known addresses to peer {peer_id}") from error
+        if not addrs:
+            raise SwarmException(f"No known addresses to peer {peer_id}")
+        allowed = [a for a in addrs if await self.connection_gate.is_allowed(a)]
+        if not allowed:
+            raise SwarmException(f"All addresses for peer {peer_id} blocked by connection gate")
+        public = [a for a in allowed if "/ip4/127." not in str(a) and "/ip6/::1" not in str(a)]
+        if public:
+            allowed = public
+        allowed = [a for a in allowed if not is_relay_address(a)]
+        if not allowed:
+            raise SwarmException(f"All addresses for peer {peer_id} are unusable "
+                                 "(relay-only or blocked by connection gate)")
+        if not has_public_ipv6():
+            allowed = [a for a in allowed if not is_public_ipv6_address(a)]
+            if not allowed:
+                raise SwarmException(f"All addresses for peer {peer_id} require public IPv6 "
+                                     "but the host has no public IPv6")
+
+        def supported(addr: Multiaddr) -> bool:
+            try:
+                return self.transport_manager.transport_for_dialing(addr) is not None
+            except Exception:  # as upstream: an address no transport parses is skipped
+                return False
+
+        allowed = [a for a in allowed if supported(a)]
+        if not allowed:
+            raise SwarmException(f"No supported transport found for peer {peer_id} addresses")
+        allowed.sort(key=_transport_priority)
+        selected: list[Multiaddr] = []
+        ranks: set[int] = set()
+        for addr in allowed:
+            rank = _transport_priority(addr)
+            if rank not in ranks:
+                ranks.add(rank)
+                selected.append(addr)
+                if len(selected) >= MAX_ADDRS_PER_PEER:
+                    break
+        return selected or allowed[:MAX_ADDRS_PER_PEER]
+
+
+# ---------------------------------------------------------------------------- installation
+
+_applied = False
+
+
+def apply() -> None:
+    """Install the process-wide fixes (those the library reaches through module globals).
+    Idempotent. The per-host ones are wired by ``overlay.host.build_host``.
+
+    Raises:
+        Libp2pVersionError: py-libp2p is not ``PINNED_LIBP2P_VERSION``.
+    """
+    global _applied
+    if _applied:
+        return
+    check_version()
+    libp2p.Swarm = FastDialSwarm  # type: ignore[attr-defined]  # what new_swarm() instantiates
+    _applied = True
+
+
+def applied() -> bool:
+    return _applied
+
+
+__all__ = [
+    "PINNED_LIBP2P_VERSION",
+    "FastDialSwarm",
+    "Libp2pVersionError",
+    "applied",
+    "apply",
+    "check_version",
+]

@@ -1,0 +1,95 @@
+"""overlay/libp2p_fixes.py: one test per fix, each asserting a count (never a duration) that
+the unpatched py-libp2p 0.8.1 gets wrong, on real hosts over loopback; the version check.
+
+The wire-compatibility test against an unpatched host in a subprocess is
+tests/overlay/test_libp2p_interop.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from libp2p.abc import IHost
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from overlay import libp2p_fixes
+from overlay.host import HostOptions, build_host
+
+ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK_TCP = "/ip4/127.0.0.1/tcp/0"
+
+
+@contextlib.asynccontextmanager
+async def running_host(*listen: str, security: str = "noise") -> AsyncIterator[IHost]:
+    """A host from ``build_host`` (so with every fix), listening on ``listen``."""
+    listen = listen or (LOOPBACK_TCP,)
+    host = build_host(Ed25519PrivateKey.generate(), HostOptions(listen=listen, security=security))
+    async with host.run([multiaddr.Multiaddr(a) for a in listen]):
+        yield host
+
+
+# ---------------------------------------------------------------------------- version check
+
+
+def test_other_versions_are_refused_with_a_clear_message():
+    libp2p_fixes.check_version(libp2p_fixes.PINNED_LIBP2P_VERSION)
+    with pytest.raises(libp2p_fixes.Libp2pVersionError,
+                       match=r"py-libp2p 0\.9\.0 is installed.*libp2p==0\.8\.1"):
+        libp2p_fixes.check_version("0.9.0")
+
+
+def test_node_cli_exits_1_on_another_libp2p_version(tmp_path):
+    # The real CLI in a fresh interpreter that reports another installed py-libp2p version.
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "real = m.version\n"
+        "m.version = lambda name: '0.9.0' if name == 'libp2p' else real(name)\n"
+        "from node.cli import main\n"
+        "sys.exit(main(['run', '--data-dir', sys.argv[1]]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "node")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1, proc.stderr
+    assert "py-libp2p 0.9.0 is installed" in proc.stderr and "libp2p==0.8.1" in proc.stderr
+
+
+def test_apply_is_idempotent():
+    libp2p_fixes.apply()
+    libp2p_fixes.apply()
+    assert libp2p_fixes.applied()
+
+
+# ---------------------------------------------------------------------------- 1. dial delay
+
+
+async def test_dial_returns_on_first_success_without_starting_the_fallback():
+    """Unpatched, ``dial_peer`` waits out its 250 ms happy-eyeballs delay after the first
+    address connected and then dials the second too. Patched, the first success ends the
+    dial: the second address is never dialled and one connection comes back."""
+    async with running_host() as a, running_host(LOOPBACK_TCP, "/ip4/127.0.0.1/tcp/0/ws") as b:
+        info = info_from_p2p_addr(a.get_addrs()[0])
+        # A second address of another transport class (websocket, ranked after TCP): the
+        # happy-eyeballs fallback. Nothing listens there; only whether it is dialled matters.
+        b.get_peerstore().add_addrs(info.peer_id, [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/9/ws")], 3600)
+        swarm: Any = b.get_network()
+        dialled: list[str] = []
+        real_dial = swarm._dial_with_retry
+
+        async def recording_dial(addr: Any, peer_id: Any, source: Any = None) -> Any:
+            dialled.append(str(addr))
+            return await real_dial(addr, peer_id, source)
+
+        swarm._dial_with_retry = recording_dial
+        await b.connect(info)
+        assert dialled == [str(a.get_addrs()[0]).split("/p2p/")[0]]
+        assert len(swarm.get_connections(info.peer_id)) == 1
