@@ -18,6 +18,8 @@ Rules:
 
 Theory of operation, by payoff (docs/libp2p.md has the figures):
 - ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
+- ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
+  crediting exactly what was consumed).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from libp2p.network.exceptions import SwarmDialAllFailedError, SwarmException  #
 from libp2p.network.swarm import Swarm  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 from libp2p.peer.peerstore import PeerStoreError  # noqa: E402
+from libp2p.stream_muxer.yamux import yamux as yamux_module  # noqa: E402
 from libp2p.utils.address_validation import (  # noqa: E402
     has_public_ipv6,
     is_public_ipv6_address,
@@ -237,6 +240,42 @@ class FastDialSwarm(Swarm):
         return selected or allowed[:MAX_ADDRS_PER_PEER]
 
 
+# ---------------------------------------------------------------------------- 2. yamux window
+
+
+class FixedYamuxStream(yamux_module.YamuxStream):
+    """A yamux stream with go-yamux's receive-window rule.
+
+    Upstream defect (``libp2p/stream_muxer/yamux/yamux.py``,
+    ``YamuxStream._auto_tune_and_send_window_update``, called by ``YamuxStream.read`` after
+    every read): when less than half the window has been consumed, the "partial slack" and
+    "release on read" branches still send a WINDOW_UPDATE, so a reader gets one update per
+    read (256 per MiB at 4 KiB reads, each a frame, a Noise message and a syscall on both
+    sides). The partial-slack branch also credits ``delta + bytes_read`` where ``delta``
+    already counts the bytes just read, so the peer holds more credit than the window.
+
+    go-yamux (``stream.go``, ``sendWindowUpdate`` with ``segmentedBuffer.GrowTo``): the credit
+    to grant is what the reader freed, ``delta = window - (credited + buffered)``; nothing is
+    sent until ``delta`` reaches half the window; then exactly ``delta`` is sent (plus the
+    window's auto-tuning growth, which 0.8.1 already mirrors in ``_apply_autotune_epoch``).
+    Installed by :func:`apply`, which replaces the module global
+    ``libp2p.stream_muxer.yamux.yamux.YamuxStream``: ``Yamux.open_stream`` and
+    ``Yamux.handle_incoming`` construct streams by that name.
+    """
+
+    async def _auto_tune_and_send_window_update(self, *, bytes_read: int = 0) -> None:
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta < self.target_recv_window // 2:
+                return
+            self.recv_window += delta
+            delta += self._apply_autotune_epoch(buffered)
+        # Never hold window_lock across the write (as upstream): inbound WINDOW_UPDATE
+        # handling takes it.
+        await self.send_window_update(delta)
+
+
 # ---------------------------------------------------------------------------- installation
 
 _applied = False
@@ -254,6 +293,7 @@ def apply() -> None:
         return
     check_version()
     libp2p.Swarm = FastDialSwarm  # type: ignore[attr-defined]  # what new_swarm() instantiates
+    yamux_module.YamuxStream = FixedYamuxStream  # type: ignore[misc]  # what Yamux instantiates
     _applied = True
 
 
@@ -264,6 +304,7 @@ def applied() -> bool:
 __all__ = [
     "PINNED_LIBP2P_VERSION",
     "FastDialSwarm",
+    "FixedYamuxStream",
     "Libp2pVersionError",
     "applied",
     "apply",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,8 +18,10 @@ from typing import Any
 
 import multiaddr
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from overlay import libp2p_fixes
@@ -93,3 +96,60 @@ async def test_dial_returns_on_first_success_without_starting_the_fallback():
         await b.connect(info)
         assert dialled == [str(a.get_addrs()[0]).split("/p2p/")[0]]
         assert len(swarm.get_connections(info.peer_id)) == 1
+
+
+# ---------------------------------------------------------------------------- 2. yamux window
+
+BULK_PROTOCOL = TProtocol("/enclave-swarm/test-bulk/1.0.0")
+YAMUX_HEADER = struct.Struct("!BBHII")  # version, type, flags, stream id, length
+
+
+def spy_frames(muxed_conn: Any) -> list[tuple[int, int, int, int]]:
+    """Record (type, flags, stream id, length) of every frame ``muxed_conn`` writes, then
+    write it as before."""
+    frames: list[tuple[int, int, int, int]] = []
+    real_write = muxed_conn._write_frame
+
+    async def recording_write(data: bytes) -> None:
+        _, typ, flags, sid, length = YAMUX_HEADER.unpack(data[:YAMUX_HEADER.size])
+        frames.append((typ, flags, sid, length))
+        await real_write(data)
+
+    muxed_conn._write_frame = recording_write
+    return frames
+
+
+async def test_yamux_sends_one_window_update_per_half_window():
+    """A reader taking 4 KiB at a time: unpatched, one WINDOW_UPDATE per read (256 per MiB),
+    each over-crediting by the read; patched, one per half window consumed (<= 8 per MiB at
+    the 256 KiB initial window) and never more credit granted than the window."""
+    total = 4 * 2**20
+    done = trio.Event()
+    seen: dict[str, Any] = {}
+
+    async def sink(stream: Any) -> None:
+        seen["frames"] = spy_frames(stream.muxed_conn)
+        ys = seen["stream"] = stream.muxed_stream
+        buffers = stream.muxed_conn.stream_buffers
+        received = over_credit = 0
+        while received < total:
+            received += len(await stream.read(4096))
+            # go-yamux's invariant: credit the peer holds + bytes buffered <= the window
+            over_credit = max(over_credit, ys.recv_window + len(buffers.get(ys.stream_id, b""))
+                              - ys.target_recv_window)
+        seen["over_credit"] = over_credit
+        done.set()
+
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(BULK_PROTOCOL, sink)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+        for _ in range(total // 2**16):
+            await stream.write(b"\x5a" * 2**16)
+        with trio.fail_after(60):
+            await done.wait()
+        ys = seen["stream"]
+        updates = [length for typ, flags, sid, length in seen["frames"]
+                   if typ == 1 and flags == 0 and sid == ys.stream_id]
+        assert len(updates) <= 8 * total // 2**20, f"{len(updates)} window updates for {total} bytes"
+        assert seen["over_credit"] == 0
