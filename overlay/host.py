@@ -137,7 +137,7 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
         dial_timeout=opts.dial_timeout_s,
         max_connections_per_peer=2,
     )
-    return new_host(
+    host = new_host(
         key_pair=kp,
         sec_opt=sec,
         listen_addrs=addrs,
@@ -145,6 +145,8 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
         connection_config=conn_cfg,
         enable_quic=quic,
     )
+    libp2p_fixes.fix_host(host)
+    return host
 
 
 # What identify says the agent is, to everyone: no library name or version to fingerprint.

@@ -20,12 +20,16 @@ Theory of operation, by payoff (docs/libp2p.md has the figures):
 - ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
 - ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
   crediting exactly what was consumed).
+- ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
+  one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 PINNED_LIBP2P_VERSION = "0.8.1"
 
@@ -56,19 +60,34 @@ check_version()  # before importing the internals the fixes below subclass
 
 import libp2p  # noqa: E402
 import trio  # noqa: E402
-from libp2p.abc import INetConn  # noqa: E402
+from libp2p.abc import IHost, IMultiselectCommunicator, INetConn  # noqa: E402
+from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.exceptions import MultiError  # noqa: E402
+from libp2p.io.exceptions import IOException  # noqa: E402
 from libp2p.metrics.swarm import SwarmEvent  # noqa: E402
 from libp2p.network.exceptions import SwarmDialAllFailedError, SwarmException  # noqa: E402
 from libp2p.network.swarm import Swarm  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 from libp2p.peer.peerstore import PeerStoreError  # noqa: E402
+from libp2p.protocol_muxer.exceptions import (  # noqa: E402
+    MultiselectClientError,
+    MultiselectCommunicatorError,
+    ProtocolNotSupportedError,
+)
+from libp2p.protocol_muxer.multiselect_client import (  # noqa: E402
+    DEFAULT_NEGOTIATE_TIMEOUT,
+    MULTISELECT_PROTOCOL_ID,
+    PROTOCOL_NOT_FOUND_MSG,
+    MultiselectClient,
+)
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator  # noqa: E402
 from libp2p.stream_muxer.yamux import yamux as yamux_module  # noqa: E402
 from libp2p.utils.address_validation import (  # noqa: E402
     has_public_ipv6,
     is_public_ipv6_address,
     is_relay_address,
 )
+from libp2p.utils.varint import encode_delim  # noqa: E402
 from multiaddr import Multiaddr  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -276,6 +295,83 @@ class FixedYamuxStream(yamux_module.YamuxStream):
         await self.send_window_update(delta)
 
 
+# ---------------------------------------------------------------------------- 3. multistream
+
+
+class PipelinedMultiselectClient(MultiselectClient):
+    """Multistream-select in one round trip when the first protocol offered is accepted.
+
+    Upstream defect (``libp2p/protocol_muxer/multiselect_client.py``,
+    ``MultiselectClient.select_one_of``): the dialer writes the ``/multistream/1.0.0`` header,
+    waits for the listener's header, and only then writes the protocol it wants and waits
+    again: two round trips for every stream (and for the security and muxer negotiations of
+    every connection), each queued behind whatever bulk frames share the connection.
+
+    go-multistream (``client.go``, ``SelectProtoOrFail``) writes the header and the first
+    protocol in one write, then reads the listener's header and its answer: one round trip.
+    This is wire-compatible with every listener, ours and unpatched py-libp2p's included: the
+    listener reads the two messages in order either way (the spec lets a dialer send the
+    protocol before the header answer arrives). If the listener answers ``na``, the remaining
+    protocols are tried one by one as before. Wired per host by :func:`fix_host` (the host's
+    ``multiselect_client`` and those of its security and muxer negotiations).
+    """
+
+    async def select_one_of(
+        self,
+        protocols: Sequence[TProtocol],
+        communicator: IMultiselectCommunicator,
+        negotiate_timeout: int = DEFAULT_NEGOTIATE_TIMEOUT,
+    ) -> TProtocol:
+        if not protocols or not isinstance(communicator, MultiselectCommunicator):
+            return await super().select_one_of(protocols, communicator, negotiate_timeout)
+        with trio.move_on_after(negotiate_timeout):
+            first, rest = protocols[0], protocols[1:]
+            wanted = first if first is not None else ""
+            try:
+                await communicator.read_writer.write(
+                    encode_delim(MULTISELECT_PROTOCOL_ID.encode()) + encode_delim(wanted.encode()))
+            except (IOException, AssertionError, ValueError) as error:  # as the communicator's
+                raise MultiselectClientError(f"handshake write failed: {error}") from error
+            header = await self._read(communicator, "handshake")
+            if header != MULTISELECT_PROTOCOL_ID:
+                raise MultiselectClientError(
+                    f"multiselect protocol ID mismatch: expected {MULTISELECT_PROTOCOL_ID}, "
+                    f"got {header!r}")
+            answer = await self._read(communicator, "protocol")
+            if answer == wanted:
+                return first
+            if answer == MULTISELECT_PROTOCOL_ID:  # a listener restarting the handshake
+                await self.handshake(communicator)
+                return await self._select_rest(communicator, protocols, negotiate_timeout, [])
+            if answer != PROTOCOL_NOT_FOUND_MSG:
+                raise MultiselectClientError(
+                    f"unrecognized response: {answer!r}, expected {wanted!r} or "
+                    f"{PROTOCOL_NOT_FOUND_MSG!r}, protocol={first}")
+            return await self._select_rest(communicator, rest, negotiate_timeout,
+                                           [f"protocol not supported: {first}"])
+        raise MultiselectClientError(
+            f"response timed out after {negotiate_timeout}s, protocols tried: {list(protocols)}")
+
+    async def _select_rest(self, communicator: IMultiselectCommunicator,
+                           protocols: Sequence[TProtocol], negotiate_timeout: int,
+                           unsupported: list[str]) -> TProtocol:
+        for protocol in protocols:
+            try:
+                return await self.try_select(communicator, protocol)
+            except ProtocolNotSupportedError as error:
+                unsupported.append(str(error))
+        last = f". Last error: {unsupported[-1]}" if unsupported else ""
+        raise MultiselectClientError(
+            f"protocols not supported: tried {list(protocols)}, timeout={negotiate_timeout}s{last}")
+
+    @staticmethod
+    async def _read(communicator: IMultiselectCommunicator, what: str) -> str:
+        try:
+            return await communicator.read()
+        except MultiselectCommunicatorError as error:
+            raise MultiselectClientError(f"{what} read failed: {error}") from error
+
+
 # ---------------------------------------------------------------------------- installation
 
 _applied = False
@@ -301,12 +397,24 @@ def applied() -> bool:
     return _applied
 
 
+def fix_host(host: IHost) -> None:
+    """Wire the per-host fixes into ``host`` (built by ``libp2p.new_host``): pipelined
+    multistream-select for its streams and for the security and muxer negotiations of its
+    connections."""
+    host.multiselect_client = PipelinedMultiselectClient()  # type: ignore[attr-defined]
+    upgrader: Any = host.get_network().upgrader  # type: ignore[attr-defined]
+    for negotiation in (upgrader.security_multistream, upgrader.muxer_multistream):
+        negotiation._selector.multiselect_client = PipelinedMultiselectClient()
+
+
 __all__ = [
     "PINNED_LIBP2P_VERSION",
     "FastDialSwarm",
     "FixedYamuxStream",
     "Libp2pVersionError",
+    "PipelinedMultiselectClient",
     "applied",
     "apply",
     "check_version",
+    "fix_host",
 ]

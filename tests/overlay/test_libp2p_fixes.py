@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.utils.varint import encode_delim
 
 from overlay import libp2p_fixes
 from overlay.host import HostOptions, build_host
@@ -153,3 +156,45 @@ async def test_yamux_sends_one_window_update_per_half_window():
                    if typ == 1 and flags == 0 and sid == ys.stream_id]
         assert len(updates) <= 8 * total // 2**20, f"{len(updates)} window updates for {total} bytes"
         assert seen["over_credit"] == 0
+
+
+# ---------------------------------------------------------------------------- 3. multistream
+
+ECHO_PROTOCOL = TProtocol("/enclave-swarm/test-echo/1.0.0")
+
+
+async def echo(stream: Any) -> None:
+    await stream.write(await stream.read(1024))
+    await stream.close()
+
+
+async def test_multistream_select_sends_header_and_protocol_in_one_frame():
+    """Unpatched, the dialer sends the multistream header, waits for the listener's, then
+    sends the protocol: two frames, two round trips. Patched: one frame (the same bytes), one
+    round trip; the stream works."""
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(ECHO_PROTOCOL, echo)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        frames = spy_frames(b.get_network().get_connections(a.get_id())[0].muxed_conn)
+        stream = await b.new_stream(a.get_id(), [ECHO_PROTOCOL])
+        sid = stream.muxed_stream.stream_id
+        sent = [length for typ, _flags, s, length in frames if typ == 0 and s == sid]
+        assert sent == [len(encode_delim(b"/multistream/1.0.0") + encode_delim(ECHO_PROTOCOL.encode()))]
+        await stream.write(b"ping")
+        assert await stream.read(1024) == b"ping"
+
+
+async def test_pipelined_select_falls_back_when_the_first_protocol_is_refused():
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(ECHO_PROTOCOL, echo)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        net_stream = await b.get_network().new_stream(a.get_id())
+        chosen = await libp2p_fixes.PipelinedMultiselectClient().select_one_of(
+            [TProtocol("/no/such/1.0.0"), ECHO_PROTOCOL], MultiselectCommunicator(net_stream))
+        assert chosen == ECHO_PROTOCOL
+        await net_stream.write(b"ping")
+        assert await net_stream.read(1024) == b"ping"
+        refused = await b.get_network().new_stream(a.get_id())
+        with pytest.raises(MultiselectClientError, match="not supported"):
+            await libp2p_fixes.PipelinedMultiselectClient().select_one_of(
+                [TProtocol("/no/such/1.0.0")], MultiselectCommunicator(refused))
