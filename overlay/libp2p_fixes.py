@@ -20,6 +20,7 @@ Theory of operation, by payoff (docs/libp2p.md has the figures):
 - ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
 - ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
   crediting exactly what was consumed).
+- ``EventYamuxStream``: a writer with an empty send window waits on an event, not 10 ms polls.
 - ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
   one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,6 +83,7 @@ from libp2p.protocol_muxer.multiselect_client import (  # noqa: E402
     MultiselectClient,
 )
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator  # noqa: E402
+from libp2p.stream_muxer.exceptions import MuxedStreamError  # noqa: E402
 from libp2p.stream_muxer.yamux import yamux as yamux_module  # noqa: E402
 from libp2p.utils.address_validation import (  # noqa: E402
     has_public_ipv6,
@@ -95,6 +98,9 @@ log = logging.getLogger(__name__)
 # The happy-eyeballs head start of the first address over the next (go-libp2p's DialDelay).
 HAPPY_EYEBALLS_DELAY_S = 0.250
 MAX_ADDRS_PER_PEER = 2  # as libp2p/network/swarm.py: at most one address per transport class
+# How long a yamux writer waits for its peer to open an empty send window (0.8.1's value).
+ZERO_WINDOW_TIMEOUT_S = 5.0
+_YAMUX_HEADER = struct.Struct(yamux_module.YAMUX_HEADER_FORMAT)
 
 
 # ---------------------------------------------------------------------------- 1. dial delay
@@ -372,6 +378,89 @@ class PipelinedMultiselectClient(MultiselectClient):
             raise MultiselectClientError(f"{what} read failed: {error}") from error
 
 
+# ---------------------------------------------------------------------------- 4. window wait
+
+
+class EventYamuxStream(FixedYamuxStream):
+    """A yamux writer that sleeps until its send window opens, not in 10 ms polls.
+
+    Upstream defect (``libp2p/stream_muxer/yamux/yamux.py``, ``YamuxStream.write``): with
+    an empty send window the writer loops ``trio.sleep(0.01)`` and re-checks, so a
+    flow-controlled sender wakes 100 times a second for nothing and reacts to a
+    WINDOW_UPDATE up to 10 ms late (for a 256 KiB window at loopback speed, longer than the
+    transfer of the window itself).
+
+    The fix: ``send_window`` and ``closed`` are properties whose setters wake the writer
+    when the window grows or the stream closes (``Yamux.handle_incoming`` and the close paths
+    assign those attributes, so no other method changes); the writer waits on that event
+    under the same 5 s limit as upstream. Upstream it would be an event beside the attribute.
+    ``write`` is otherwise 0.8.1's (less its per-call debug formatting).
+    """
+
+    _send_window: int
+    _closed: bool
+    _window_opened: trio.Event | None = None
+
+    @property
+    def send_window(self) -> int:
+        return self._send_window
+
+    @send_window.setter
+    def send_window(self, value: int) -> None:
+        grew = value > getattr(self, "_send_window", 0)
+        self._send_window = value
+        if grew and self._window_opened is not None:
+            self._window_opened.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        if value and self._window_opened is not None:
+            self._window_opened.set()
+
+    async def write(self, data: bytes) -> None:
+        if self.send_closed:
+            raise MuxedStreamError("Stream is closed for sending")
+        view = memoryview(data)
+        sent, total = 0, len(data)
+        while sent < total:
+            frame: bytes | None = None
+            while frame is None:
+                async with self.rw_lock.write_lock():
+                    if self.send_closed:
+                        raise MuxedStreamError("Stream is closed for sending")
+                    async with self.window_lock:
+                        if self.closed:
+                            raise MuxedStreamError("Stream is closed")
+                        if self.send_window > 0:
+                            n = min(self.send_window, self.max_frame_payload, total - sent)
+                            self.send_window -= n
+                            frame = _YAMUX_HEADER.pack(0, yamux_module.TYPE_DATA, 0,
+                                                       self.stream_id, n) + view[sent:sent + n]
+                if frame is not None:
+                    break
+                self._zero_window_waits += 1
+                with trio.move_on_after(ZERO_WINDOW_TIMEOUT_S) as wait:
+                    while True:
+                        self._window_opened = opened = trio.Event()
+                        async with self.window_lock:
+                            if self.send_window > 0 or self.closed:
+                                break
+                        await opened.wait()
+                self._window_opened = None
+                if wait.cancelled_caught:
+                    raise MuxedStreamError("Timed out waiting for window update after 5 seconds.")
+            await self.conn._write_frame(frame)
+            sent += len(frame) - yamux_module.HEADER_SIZE
+
+    # 0.8.1's limit, the frame of MAX_MESSAGE_SIZE bytes; the next fix lowers it.
+    max_frame_payload = yamux_module.MAX_MESSAGE_SIZE - yamux_module.HEADER_SIZE
+
+
 # ---------------------------------------------------------------------------- installation
 
 _applied = False
@@ -389,7 +478,7 @@ def apply() -> None:
         return
     check_version()
     libp2p.Swarm = FastDialSwarm  # type: ignore[attr-defined]  # what new_swarm() instantiates
-    yamux_module.YamuxStream = FixedYamuxStream  # type: ignore[misc]  # what Yamux instantiates
+    yamux_module.YamuxStream = EventYamuxStream  # type: ignore[misc]  # what Yamux instantiates
     _applied = True
 
 
@@ -409,6 +498,7 @@ def fix_host(host: IHost) -> None:
 
 __all__ = [
     "PINNED_LIBP2P_VERSION",
+    "EventYamuxStream",
     "FastDialSwarm",
     "FixedYamuxStream",
     "Libp2pVersionError",

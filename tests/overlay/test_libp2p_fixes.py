@@ -25,10 +25,12 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.stream_muxer.yamux import yamux as yamux_module
 from libp2p.utils.varint import encode_delim
 
 from overlay import libp2p_fixes
 from overlay.host import HostOptions, build_host
+from tests.netutil import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK_TCP = "/ip4/127.0.0.1/tcp/0"
@@ -198,3 +200,54 @@ async def test_pipelined_select_falls_back_when_the_first_protocol_is_refused():
         with pytest.raises(MultiselectClientError, match="not supported"):
             await libp2p_fixes.PipelinedMultiselectClient().select_one_of(
                 [TProtocol("/no/such/1.0.0")], MultiselectCommunicator(refused))
+
+
+# ---------------------------------------------------------------------------- 4. window wait
+
+
+class SleepCounter:
+    """Stands in for the ``trio`` module in the modules that hold yamux's writer, counting the
+    ``trio.sleep`` calls made from a ``write`` method; everything else is trio's."""
+
+    def __init__(self) -> None:
+        self.writer_sleeps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+    async def sleep(self, seconds: float) -> None:
+        if sys._getframe(1).f_code.co_name == "write":
+            self.writer_sleeps += 1
+        await trio.sleep(seconds)
+
+
+async def test_a_writer_with_an_empty_window_waits_without_polling(monkeypatch):
+    """Unpatched, a writer whose send window is empty sleeps 10 ms and looks again, until
+    the peer reads. Patched it sleeps on an event the window update sets: no sleep calls."""
+    counter = SleepCounter()
+    for module in (yamux_module, libp2p_fixes):
+        monkeypatch.setattr(module, "trio", counter)
+    total = 17 * 2**20
+    reading = trio.Event()
+    done = trio.Event()
+
+    async def late_sink(stream: Any) -> None:
+        await reading.wait()
+        received = 0
+        while received < total:
+            received += len(await stream.read(2**16))
+        done.set()
+
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(BULK_PROTOCOL, late_sink)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+        async with trio.open_nursery() as n:
+            n.start_soon(stream.write, b"\x5a" * total)
+            # The writer has used up the window the reader granted and is waiting. (More than
+            # the 16 MiB maximum window: unpatched, the negotiation's one-byte reads grow it.)
+            await wait_until(lambda: stream.muxed_stream.send_window == 0, 20, 0.005)
+            reading.set()
+        with trio.fail_after(30):
+            await done.wait()
+    assert counter.writer_sleeps == 0
