@@ -21,6 +21,7 @@ Theory of operation, by payoff (docs/libp2p.md has the figures):
 - ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
   crediting exactly what was consumed).
 - ``EventYamuxStream``: a writer with an empty send window waits on an event, not 10 ms polls.
+- ``NoiseSizedYamuxStream``: a full yamux frame fits one Noise message (65,519 bytes).
 - ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
   one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
 """
@@ -83,6 +84,7 @@ from libp2p.protocol_muxer.multiselect_client import (  # noqa: E402
     MultiselectClient,
 )
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator  # noqa: E402
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT  # noqa: E402
 from libp2p.stream_muxer.exceptions import MuxedStreamError  # noqa: E402
 from libp2p.stream_muxer.yamux import yamux as yamux_module  # noqa: E402
 from libp2p.utils.address_validation import (  # noqa: E402
@@ -457,8 +459,30 @@ class EventYamuxStream(FixedYamuxStream):
             await self.conn._write_frame(frame)
             sent += len(frame) - yamux_module.HEADER_SIZE
 
-    # 0.8.1's limit, the frame of MAX_MESSAGE_SIZE bytes; the next fix lowers it.
     max_frame_payload = yamux_module.MAX_MESSAGE_SIZE - yamux_module.HEADER_SIZE
+
+
+# ---------------------------------------------------------------------------- 5. frame size
+
+
+class NoiseSizedYamuxStream(EventYamuxStream):
+    """Yamux DATA frames that fit one Noise transport message.
+
+    Upstream defect (``libp2p/stream_muxer/yamux/yamux.py``, ``YamuxStream.write``): a frame
+    carries up to ``MAX_MESSAGE_SIZE - HEADER_SIZE`` = 65,524 bytes, so a full frame is 65,536
+    bytes, and Noise (``libp2p/security/noise/io.py``, ``write_msg``) carries at most
+    ``MAX_PLAINTEXT_LENGTH`` = 65,519 plaintext bytes per message: every full frame becomes
+    two Noise messages (65,519 + 17 bytes), two encryptions, two length prefixes, and on the
+    reader two decryptions and a reassembly. go-libp2p has the same split; it costs little in
+    Go and a Python-level round of work per frame here.
+
+    The fix: at most ``MAX_PLAINTEXT_LENGTH - HEADER_SIZE`` = 65,507 payload bytes per frame, so
+    a frame and its header are one Noise message. Under TLS, records are 16 KiB whatever the
+    frame, so the smaller frame changes nothing there. Installed as ``YamuxStream`` by
+    :func:`apply` (this class is the one installed; it includes fixes 2 and 4).
+    """
+
+    max_frame_payload = NOISE_MAX_PLAINTEXT - yamux_module.HEADER_SIZE
 
 
 # ---------------------------------------------------------------------------- installation
@@ -478,7 +502,7 @@ def apply() -> None:
         return
     check_version()
     libp2p.Swarm = FastDialSwarm  # type: ignore[attr-defined]  # what new_swarm() instantiates
-    yamux_module.YamuxStream = EventYamuxStream  # type: ignore[misc]  # what Yamux instantiates
+    yamux_module.YamuxStream = NoiseSizedYamuxStream  # type: ignore[misc]  # what Yamux instantiates
     _applied = True
 
 
@@ -502,6 +526,7 @@ __all__ = [
     "FastDialSwarm",
     "FixedYamuxStream",
     "Libp2pVersionError",
+    "NoiseSizedYamuxStream",
     "PipelinedMultiselectClient",
     "applied",
     "apply",

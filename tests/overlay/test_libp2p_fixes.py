@@ -251,3 +251,42 @@ async def test_a_writer_with_an_empty_window_waits_without_polling(monkeypatch):
         with trio.fail_after(30):
             await done.wait()
     assert counter.writer_sleeps == 0
+
+
+# ---------------------------------------------------------------------------- 5. frame size
+
+
+async def test_a_full_yamux_frame_is_one_noise_message():
+    """Unpatched, a full yamux frame (65,536 bytes with its header) is two Noise messages
+    (65,519 + 17). Patched, frames hold at most 65,507 payload bytes: one message each."""
+    total = 4 * 2**20
+    done = trio.Event()
+
+    async def sink(stream: Any) -> None:
+        received = 0
+        while received < total:
+            received += len(await stream.read(2**16))
+        done.set()
+
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(BULK_PROTOCOL, sink)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+        muxed = stream.muxed_conn
+        frames = spy_frames(muxed)
+        noise = muxed.secured_conn.conn  # libp2p/security/noise/io.py NoiseTransportReadWriter
+        sizes: list[int] = []
+        real_encrypt = noise.encrypt
+
+        def counting_encrypt(data: bytes) -> bytes:
+            sizes.append(len(data))
+            return real_encrypt(data)
+
+        noise.encrypt = counting_encrypt
+        await stream.write(b"\x5a" * total)
+        with trio.fail_after(60):
+            await done.wait()
+        data_frames = [f for f in frames if f[0] == 0]
+        assert sum(length for *_, length in data_frames) == total
+        assert len(sizes) == len(frames), f"{len(sizes)} Noise messages for {len(frames)} frames"
+        assert max(sizes) <= 65519
