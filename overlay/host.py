@@ -42,9 +42,7 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
-from libp2p.security.tls.transport import TLSTransport
 from libp2p.utils.varint import encode_uvarint
 
 from overlay import libp2p_fixes
@@ -119,9 +117,9 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
     kp = libp2p_keypair(key)
     if opts.security == "noise":
         noise_key = create_x25519_key_pair().private_key
-        sec: dict[Any, Any] = {NOISE_ID: NoiseTransport(kp, noise_privkey=noise_key)}
+        sec: dict[Any, Any] = {NOISE_ID: libp2p_fixes.BufferedNoiseTransport(kp, noise_privkey=noise_key)}
     elif opts.security == "tls":
-        sec = {TLS_ID: TLSTransport(kp)}
+        sec = {TLS_ID: libp2p_fixes.BufferedTLSTransport(kp)}
     else:
         raise LocalProtocolError(f"unknown security {opts.security!r}")
     addrs = parse_multiaddrs(opts.listen)

@@ -22,6 +22,8 @@ Theory of operation, by payoff (docs/libp2p.md has the figures):
   crediting exactly what was consumed).
 - ``EventYamuxStream``: a writer with an empty send window waits on an event, not 10 ms polls.
 - ``NoiseSizedYamuxStream``: a full yamux frame fits one Noise message (65,519 bytes).
+- ``BufferedRawConnection`` (via ``BufferedNoiseTransport``, ``BufferedTLSTransport``):
+  socket reads of 128 KiB, served to Noise and TLS from a buffer.
 - ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
   one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
 """
@@ -63,7 +65,14 @@ check_version()  # before importing the internals the fixes below subclass
 
 import libp2p  # noqa: E402
 import trio  # noqa: E402
-from libp2p.abc import IHost, IMultiselectCommunicator, INetConn  # noqa: E402
+from libp2p.abc import (  # noqa: E402
+    IHost,
+    IMultiselectCommunicator,
+    INetConn,
+    IRawConnection,
+    ISecureConn,
+)
+from libp2p.connection_types import ConnectionType  # noqa: E402
 from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.exceptions import MultiError  # noqa: E402
 from libp2p.io.exceptions import IOException  # noqa: E402
@@ -85,6 +94,8 @@ from libp2p.protocol_muxer.multiselect_client import (  # noqa: E402
 )
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator  # noqa: E402
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT  # noqa: E402
+from libp2p.security.noise.transport import Transport as NoiseTransport  # noqa: E402
+from libp2p.security.tls.transport import TLSTransport  # noqa: E402
 from libp2p.stream_muxer.exceptions import MuxedStreamError  # noqa: E402
 from libp2p.stream_muxer.yamux import yamux as yamux_module  # noqa: E402
 from libp2p.utils.address_validation import (  # noqa: E402
@@ -485,6 +496,99 @@ class NoiseSizedYamuxStream(EventYamuxStream):
     max_frame_payload = NOISE_MAX_PLAINTEXT - yamux_module.HEADER_SIZE
 
 
+# ---------------------------------------------------------------------------- 6. buffered reads
+
+# One receive_some asks for this much: two full Noise messages, eight TLS records.
+READ_BUFFER_BYTES = 128 * 1024
+
+
+class BufferedRawConnection(IRawConnection):
+    """A raw connection whose reads are served from one large socket read.
+
+    Upstream defects: Noise reads each message as a 2-byte length then its body
+    (``libp2p/io/msgio.py``, ``FixedSizeLenMsgReadWriter.read_msg`` over
+    ``libp2p/io/trio.py``, ``TrioTCPStream.read`` = ``receive_some(n)``), two system calls
+    and two trips through the raw connection's lock per message at least; TLS reads raw data
+    4 KiB at a time (``libp2p/security/tls/io.py``, ``TLSStreamReadWriter.read``), four
+    system calls per 16 KiB record. Both read exactly what they are about to parse, never
+    ahead, so a 64 KiB Noise message arriving in one TCP segment still costs two calls.
+
+    The fix wraps the (possibly pre-shared-key protected) raw connection handed to the
+    security transport: a read asks the socket for up to ``READ_BUFFER_BYTES`` and keeps what
+    the caller did not ask for; later reads take from that buffer without a system call.
+    Reads still return at most ``n`` bytes, as the interface promises; writes pass through.
+    Upstream this belongs in ``TrioTCPStream`` (a read buffer, as go's ``bufio.Reader`` over
+    the Noise conn); here it is applied by :class:`BufferedNoiseTransport` and
+    :class:`BufferedTLSTransport`, which ``build_host`` hands to ``new_host(sec_opt=...)``.
+    """
+
+    def __init__(self, conn: IRawConnection, size: int = READ_BUFFER_BYTES) -> None:
+        self._conn = conn
+        self._size = size
+        self._buf = b""
+        self._pos = 0
+
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet returned."""
+        return len(self._buf) - self._pos
+
+    async def read(self, n: int | None = None) -> bytes:
+        if n == 0:
+            return b""
+        if self._pos == len(self._buf):
+            data = await self._conn.read(max(n or 0, self._size))
+            if n is None or len(data) <= n:
+                return data
+            self._buf, self._pos = data, n
+            return data[:n]
+        end = len(self._buf) if n is None else min(len(self._buf), self._pos + n)
+        out = self._buf[self._pos:end]
+        self._pos = end
+        if end == len(self._buf):
+            self._buf, self._pos = b"", 0
+        return out
+
+    async def write(self, data: bytes) -> None:
+        await self._conn.write(data)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self._conn.get_remote_address()
+
+    def get_transport_addresses(self) -> list[Multiaddr]:
+        return self._conn.get_transport_addresses()
+
+    def get_connection_type(self) -> ConnectionType:
+        return self._conn.get_connection_type()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a transport asks of its raw connection: is_initiator (which 0.8.1's
+        # pre-shared-key PskConn lacks), conn_state(), ...
+        return getattr(self._conn, name)
+
+
+class BufferedNoiseTransport(NoiseTransport):
+    """py-libp2p's Noise transport over a :class:`BufferedRawConnection`."""
+
+    async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
+        return await super().secure_inbound(BufferedRawConnection(conn))
+
+    async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
+        return await super().secure_outbound(BufferedRawConnection(conn), peer_id)
+
+
+class BufferedTLSTransport(TLSTransport):
+    """py-libp2p's TLS 1.3 transport over a :class:`BufferedRawConnection`."""
+
+    async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
+        return await super().secure_inbound(BufferedRawConnection(conn))
+
+    async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
+        return await super().secure_outbound(BufferedRawConnection(conn), peer_id)
+
+
 # ---------------------------------------------------------------------------- installation
 
 _applied = False
@@ -522,6 +626,9 @@ def fix_host(host: IHost) -> None:
 
 __all__ = [
     "PINNED_LIBP2P_VERSION",
+    "BufferedNoiseTransport",
+    "BufferedRawConnection",
+    "BufferedTLSTransport",
     "EventYamuxStream",
     "FastDialSwarm",
     "FixedYamuxStream",
