@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import struct
 import subprocess
@@ -26,6 +27,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.security.noise import io as noise_io
 from libp2p.stream_muxer.yamux import yamux as yamux_module
 from libp2p.utils.varint import encode_delim
 
@@ -379,3 +381,59 @@ async def test_tls_reads_the_socket_in_large_chunks():
         with trio.fail_after(60):
             await done.wait()
         assert len(reads) <= total // 8192, f"{len(reads)} socket reads for {total} bytes"
+
+
+# ---------------------------------------------------------------------------- 7. debug formatting
+
+
+class DebugCallCounter:
+    """Stands in for a module's logger, counting the ``debug`` calls that come with a
+    ready-made message (no ``%`` arguments: formatted by the caller whether or not debug is
+    on), by calling function; everything else is the real logger's."""
+
+    def __init__(self, real: logging.Logger) -> None:
+        self._real = real
+        self.eager: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not args:
+            self.eager[sys._getframe(1).f_code.co_name] += 1
+        self._real.debug(msg, *args, **kwargs)
+
+
+async def test_hot_paths_format_no_debug_strings_with_debug_off(monkeypatch):
+    """With debug logging off, unpatched py-libp2p formats a debug string for every yamux
+    frame written (``Yamux._write_frame``), three per stream read (``Yamux.read_stream``)
+    and three per Noise message received (``read_msg``). Patched: none on those paths.
+    (``Yamux.handle_incoming`` still formats its own: see ``QuietYamux``.)"""
+    assert not logging.getLogger("libp2p").isEnabledFor(logging.DEBUG)
+    counters = {}
+    for module in (yamux_module, noise_io):
+        counters[module.__name__] = counter = DebugCallCounter(module.logger)
+        monkeypatch.setattr(module, "logger", counter)
+    total = 2**20
+    done = trio.Event()
+
+    async def sink(stream: Any) -> None:
+        received = 0
+        while received < total:
+            received += len(await stream.read(4096))
+        done.set()
+
+    async with running_host() as a, running_host() as b:
+        a.set_stream_handler(BULK_PROTOCOL, sink)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+        for c in counters.values():
+            c.eager.clear()  # count the transfer, not the handshakes (read_msg of Noise XX)
+        for _ in range(total // 2**14):
+            await stream.write(b"\x5a" * 2**14)
+        with trio.fail_after(60):
+            await done.wait()
+    hot = {"_write_frame", "read_stream", "read_msg", "write", "read"}
+    eager = {f"{module}.{fn}": n for module, c in counters.items() for fn, n in c.eager.items()
+             if fn in hot}
+    assert eager == {}
