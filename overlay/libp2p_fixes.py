@@ -26,6 +26,7 @@ Theory of operation, by payoff (docs/libp2p.md has the figures):
   socket reads of 128 KiB, served to Noise and TLS from a buffer.
 - ``QuietYamux``, ``QuietNoiseTransportReadWriter``: no debug strings formatted per frame
   written, per read or per Noise message when debug logging is off.
+- ``BulkTLSStreamReadWriter``: TLS reads return every record already decrypted.
 - ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
   one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import ssl
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -99,6 +101,8 @@ from libp2p.security.noise import patterns as noise_patterns  # noqa: E402
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT  # noqa: E402
 from libp2p.security.noise.io import NoiseTransportReadWriter  # noqa: E402
 from libp2p.security.noise.transport import Transport as NoiseTransport  # noqa: E402
+from libp2p.security.tls import io as tls_io  # noqa: E402
+from libp2p.security.tls.io import TLSStreamReadWriter  # noqa: E402
 from libp2p.security.tls.transport import TLSTransport  # noqa: E402
 from libp2p.stream_muxer import muxer_multistream  # noqa: E402
 from libp2p.stream_muxer.exceptions import (  # noqa: E402
@@ -578,6 +582,66 @@ class BufferedRawConnection(IRawConnection):
         return getattr(self._conn, name)
 
 
+class BulkTLSStreamReadWriter(TLSStreamReadWriter):
+    """TLS reads that take what the socket has and return every record already decrypted.
+
+    Upstream defect (``libp2p/security/tls/io.py``, ``TLSStreamReadWriter.read``): it feeds
+    the TLS object 4 KiB of ciphertext at a time (a 16 KiB record takes four trips round its
+    loop, three of them ending in ``SSLWantReadError``) and returns as soon as one record
+    decrypts, so a 64 KiB yamux frame costs four calls through ``SecureSession``.
+
+    The fix: ciphertext is fed in reads of up to ``READ_BUFFER_BYTES``, and once one record
+    decrypts, the records already complete in the buffer are returned with it, up to ``n``
+    (never waiting for more). Errors, the handshake-time buffer and EOF are handled as in
+    0.8.1. Installed by :func:`apply`, which replaces the module global
+    ``libp2p.security.tls.io.TLSStreamReadWriter`` (what ``TLSReadWriter`` constructs).
+    """
+
+    async def read(self, n: int | None = None) -> bytes:
+        if self._closed:
+            raise RuntimeError("Cannot read: TLS connection is closed")
+        if not self._handshake_complete:
+            raise RuntimeError("Call handshake() first")
+        if n is None:
+            n = 65536
+        if self._read_buffer:  # data that arrived with the handshake
+            early = bytes(self._read_buffer[:n])
+            del self._read_buffer[:n]
+            return early
+        while True:
+            pending = self._out_bio.read()
+            if pending:  # TLS may owe the peer something (a key update, a ticket)
+                await self.raw_connection.write(pending)
+            try:
+                data = self._ssl_socket.read(min(n, 65536))
+            except ssl.SSLWantReadError:
+                incoming = await self.raw_connection.read(READ_BUFFER_BYTES)
+                if not incoming:
+                    return b""  # connection closed
+                self._in_bio.write(incoming)
+                continue
+            except ssl.SSLError as e:
+                reason = getattr(e, "reason", None) or ""
+                if "ALERT" in reason or getattr(e, "errno", None) == ssl.SSL_ERROR_EOF \
+                        or reason == "EOF_OCCURRED":
+                    return b""  # as 0.8.1: an alert or EOF from the peer ends the stream
+                raise
+            if not data:
+                return b""
+            if len(data) >= n:
+                return data
+            out = bytearray(data)
+            while len(out) < n:
+                try:
+                    more = self._ssl_socket.read(min(n - len(out), 65536))
+                except (ssl.SSLWantReadError, ssl.SSLError):
+                    break  # no complete record left: return what we have
+                if not more:
+                    break
+                out += more
+            return bytes(out)
+
+
 class BufferedNoiseTransport(NoiseTransport):
     """py-libp2p's Noise transport over a :class:`BufferedRawConnection`."""
 
@@ -706,6 +770,7 @@ def apply() -> None:
     yamux_module.YamuxStream = NoiseSizedYamuxStream  # type: ignore[misc]  # what Yamux instantiates
     noise_patterns.NoiseTransportReadWriter = QuietNoiseTransportReadWriter  # type: ignore[attr-defined]
     muxer_multistream.Yamux = QuietYamux  # type: ignore[attr-defined]  # what new_conn builds
+    tls_io.TLSStreamReadWriter = BulkTLSStreamReadWriter  # type: ignore[misc]  # TLSReadWriter's
     _applied = True
 
 
@@ -728,6 +793,7 @@ __all__ = [
     "BufferedNoiseTransport",
     "BufferedRawConnection",
     "BufferedTLSTransport",
+    "BulkTLSStreamReadWriter",
     "EventYamuxStream",
     "FastDialSwarm",
     "FixedYamuxStream",

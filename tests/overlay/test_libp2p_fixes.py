@@ -437,3 +437,35 @@ async def test_hot_paths_format_no_debug_strings_with_debug_off(monkeypatch):
     eager = {f"{module}.{fn}": n for module, c in counters.items() for fn, n in c.eager.items()
              if fn in hot}
     assert eager == {}
+
+
+async def test_tls_returns_every_record_already_decrypted():
+    """Unpatched, a TLS read returns one record (<= 16 KiB): >= 256 reads through the
+    secure session for 4 MiB. Patched, a read returns all the complete records at hand."""
+    total = 4 * 2**20
+    done = trio.Event()
+
+    async def sink(stream: Any) -> None:
+        received = 0
+        while received < total:
+            received += len(await stream.read(2**16))
+        done.set()
+
+    async with running_host(security="tls") as a, running_host(security="tls") as b:
+        a.set_stream_handler(BULK_PROTOCOL, sink)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+        tls = a.get_network().get_connections(b.get_id())[0].muxed_conn.secured_conn.conn
+        sizes: list[int] = []
+        real_read = tls.stream_writer.read  # libp2p/security/tls/io.py TLSStreamReadWriter
+
+        async def counting_read(n: int | None = None) -> bytes:
+            data = await real_read(n)
+            sizes.append(len(data))
+            return data
+
+        tls.stream_writer.read = counting_read
+        await stream.write(b"\x5a" * total)
+        with trio.fail_after(60):
+            await done.wait()
+        assert len(sizes) <= total // 32768, f"{len(sizes)} TLS reads for {total} bytes"
