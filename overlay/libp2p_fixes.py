@@ -3,32 +3,33 @@
 Rules:
 1. This module is the only place that changes py-libp2p's behaviour. Each fix names the
    upstream defect (file, function) in its docstring and is written so it could be proposed
-   upstream as it stands: a subclass overriding the defective method, or a class handed to the
-   library through its own extension points (``new_host(muxer_opt=..., sec_opt=...)``, the
-   host's ``multiselect_client``).
+   upstream as it stands: a subclass overriding the defective method, handed to the library
+   through its own extension points where it has one (``new_host(sec_opt=...)``, the host's
+   ``multiselect_client``).
 2. Where the library reaches a class only through a module global, :func:`apply` replaces that
    global with our subclass, and the fix's docstring says so. Those are process-wide; the rest
-   is wired per host by ``overlay.host.build_host``.
+   is wired per host by ``overlay.host.build_host`` (:func:`fix_host`, the transports).
 3. The fixes are written against 0.8.1's source. Importing this module with any other version
    raises :class:`Libp2pVersionError` (the node CLI exits 1 with its message): a silent
    mismatch between a copied method and a changed library is worse than no fix.
 4. Wire compatibility: nothing here changes what goes on the wire in a way an unpatched
-   py-libp2p (or go-libp2p) peer cannot read; tests/overlay/test_libp2p_fixes.py runs a patched
-   host against an unpatched one in a subprocess.
+   py-libp2p (or go-libp2p) peer cannot read; tests/overlay/test_libp2p_interop.py runs a
+   patched host against an unpatched one in another process.
 
 Theory of operation, by payoff (docs/libp2p.md has the figures):
-- ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
-- ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
-  crediting exactly what was consumed).
-- ``EventYamuxStream``: a writer with an empty send window waits on an event, not 10 ms polls.
-- ``NoiseSizedYamuxStream``: a full yamux frame fits one Noise message (65,519 bytes).
-- ``BufferedRawConnection`` (via ``BufferedNoiseTransport``, ``BufferedTLSTransport``):
-  socket reads of 128 KiB, served to Noise and TLS from a buffer.
-- ``QuietYamux``, ``QuietNoiseTransportReadWriter``: no debug strings formatted per frame
-  written, per read or per Noise message when debug logging is off.
-- ``BulkTLSStreamReadWriter``: TLS reads return every record already decrypted.
-- ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
-  one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
+1. ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
+2. ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
+   crediting exactly what was consumed).
+3. ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
+   one round trip instead of two (go-multistream's ``SelectProtoOrFail``).
+4. ``EventYamuxStream``: a writer with an empty send window waits on an event, not 10 ms polls.
+5. ``NoiseSizedYamuxStream``: a full yamux frame fits one Noise message (65,519 bytes). It
+   subclasses 2 and 4 and is the stream class installed.
+6. ``BufferedRawConnection`` (via ``BufferedNoiseTransport``, ``BufferedTLSTransport``):
+   socket reads of 128 KiB, served to Noise and TLS from a buffer; ``BulkTLSStreamReadWriter``:
+   TLS reads return every record already decrypted.
+7. ``QuietYamux``, ``QuietNoiseTransportReadWriter``: no debug strings formatted per frame
+   written, per read or per Noise message when debug logging is off.
 """
 
 from __future__ import annotations
@@ -205,8 +206,8 @@ class FastDialSwarm(Swarm):
                             try:
                                 async with self._global_dial_limiter:
                                     conn = await self._dial_with_retry(addr, peer_id)
-                                connections.append(conn)
-                                happy_eyeballs.cancel()  # the fix: the first success wins
+                                    connections.append(conn)
+                                    happy_eyeballs.cancel()  # the fix: the first success wins
                             except SwarmException as exc:
                                 exceptions.append(exc)
                                 log.debug("dial %s failed", addr, exc_info=exc)
