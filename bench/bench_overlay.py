@@ -17,21 +17,41 @@
 4. Memory: RSS of a node process before and after 50 attested peers connect; memory per
    connection.
 
+The wire-speed parts (issue 12, overlay/libp2p_fixes.py): each prints the patched figure,
+a baseline measured in the same run, and the unpatched py-libp2p figure, measured by this
+module in a subprocess (``--arm unpatched``) whose ``build_host`` installs none of the fixes.
+
+5. handshake: from the dial until ``connect`` has returned and both agents hold each other
+   as attested; baseline: a TCP connect + TLS 1.3 handshake (mutual, Python's ``ssl``, an
+   ECDSA P-256 certificate) until both sides completed it. Goal: <= 30 ms median.
+6. streams: ``new_stream`` (open + multistream-select) on an idle connection and on one
+   carrying a bulk transfer on another stream, 200 of each; p99. Goals: <= 5 ms idle,
+   <= 50 ms busy.
+7. wirespeed: one stream, 32 MiB in 256 KiB writes, Noise and TLS; baseline: a trio TCP
+   socket carrying TLS 1.3 (Python's ``ssl``), the same writes. Goal: >= 0.5x.
+
     python -m bench overlay            # or: make bench
     python -m bench.bench_overlay --rounds 5 --only connect,exchange   # a quick look
+    python -m bench.bench_overlay --only handshake,streams,wirespeed   # the wire-speed parts
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import json
 import os
 import signal
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import trio
@@ -49,7 +69,14 @@ PAYLOAD_MB = 32
 CHUNK = 64 * 1024
 PEERS_FOR_RSS = 50
 POLL_S = 0.0005  # both connect arms poll their condition at this step
-PARTS = ("connect", "exchange", "throughput", "memory")
+WIRE_PARTS = ("handshake", "streams", "wirespeed")
+PARTS = ("connect", "exchange", "throughput", "memory", *WIRE_PARTS)
+STREAM_OPENS = 200
+WIRE_MB = 32
+WRITE = 256 * 1024
+WIRE_ROUNDS = 3
+OPEN_PROTOCOL = TProtocol("/enclave-swarm/bench-open/1.0.0")
+BULK_PROTOCOL = TProtocol("/enclave-swarm/bench-bulk/1.0.0")
 
 
 def _quiet_config() -> NodeConfig:
@@ -186,6 +213,277 @@ async def _throughput(overlay: bool, tmp: Path) -> float:
     return PAYLOAD_MB / dt
 
 
+# ---------------------------------------------------------------------------- wire speed
+
+
+def _without_libp2p_fixes() -> None:
+    """The unpatched arm: ``build_host`` as it was before overlay/libp2p_fixes.py, in this
+    process only (it runs in a subprocess of the benchmark)."""
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.security.tls.transport import TLSTransport
+
+    import overlay.host
+
+    overlay.host.libp2p_fixes = types.SimpleNamespace(  # type: ignore[attr-defined,assignment]
+        apply=lambda: None, fix_host=lambda host: None,
+        BufferedNoiseTransport=NoiseTransport, BufferedTLSTransport=TLSTransport)
+
+
+def _tls_contexts(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS 1.3 contexts, each authenticating the other with one self-signed
+    ECDSA P-256 certificate (libp2p's TLS is mutual too)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "bench-tls.crt", tmp / "bench-tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    contexts = []
+    for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+        ctx = ssl.SSLContext(purpose)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(cert_path, key_path)
+        ctx.load_verify_locations(cert_path)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        contexts.append(ctx)
+    return contexts[0], contexts[1]
+
+
+async def _tls_pair(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
+                    nursery: trio.Nursery) -> tuple[trio.SSLStream, trio.SSLStream, float]:
+    """A loopback TCP connection carrying TLS 1.3, handshaken on both sides: (server,
+    client, seconds from the TCP connect to both handshakes done)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    server: list[trio.SSLStream] = []
+    done = trio.Event()
+
+    async def accept() -> None:
+        s = trio.SSLStream(await listeners[0].accept(), server_ctx, server_side=True)
+        await s.do_handshake()
+        server.append(s)
+        done.set()
+
+    nursery.start_soon(accept)
+    t = time.perf_counter()
+    client = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), client_ctx,
+                            server_hostname="bench")
+    await client.do_handshake()
+    await done.wait()
+    dt = time.perf_counter() - t
+    await listeners[0].aclose()
+    return server[0], client, dt
+
+
+async def _tls_handshake_s(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> float:
+    async with trio.open_nursery() as n:
+        server, client, dt = await _tls_pair(server_ctx, client_ctx, n)
+        await client.aclose()
+        await server.aclose()
+    return dt
+
+
+async def _tls_socket_mb_s(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> float:
+    """MB/s of WIRE_MB in WRITE-byte writes over one TLS 1.3 connection."""
+    total = WIRE_MB * 2**20
+    async with trio.open_nursery() as n:
+        server, client, _ = await _tls_pair(server_ctx, client_ctx, n)
+        done = trio.Event()
+
+        async def sink() -> None:
+            received = 0
+            while received < total:
+                received += len(await server.receive_some(WRITE))
+            done.set()
+
+        n.start_soon(sink)
+        chunk = b"\xab" * WRITE
+        t = time.perf_counter()
+        for _ in range(total // WRITE):
+            await client.send_all(chunk)
+        await done.wait()
+        dt = time.perf_counter() - t
+        await client.aclose()
+        await server.aclose()
+    return WIRE_MB / dt
+
+
+async def _attested_usable_s(tmp: Path, i: int) -> float:
+    """From the dial until ``connect`` has returned and both agents hold the other as
+    attested: when the dialler can use the connection."""
+    from node.testing import make_agent
+
+    cfg = _quiet_config()
+    a, b = make_agent(tmp, f"ha{i}", config=cfg), make_agent(tmp, f"hb{i}", config=cfg)
+    async with trio.open_nursery() as n:
+        await n.start(a.run)
+        await n.start(b.run)
+        info = info_from_p2p_addr(multiaddr.Multiaddr(a.full_addrs()[0]))
+        returned = trio.Event()
+
+        async def dial() -> None:
+            await b.host.connect(info)
+            returned.set()
+
+        t = time.perf_counter()
+        n.start_soon(dial)
+        while not (returned.is_set() and a.peers.is_attested(b.peer_id)
+                   and b.peers.is_attested(a.peer_id)):
+            await trio.sleep(POLL_S)
+        dt = time.perf_counter() - t
+        a.stop()
+        b.stop()
+    return dt
+
+
+async def _stream_opens_s(busy: bool) -> list[float]:
+    """Seconds per ``new_stream`` (open + multistream-select), STREAM_OPENS of them, on a
+    connection that is idle or carries a bulk transfer on another stream."""
+    la = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    h1 = build_host(Ed25519PrivateKey.generate(), HostOptions(listen=("/ip4/127.0.0.1/tcp/0",)))
+    h2 = build_host(Ed25519PrivateKey.generate(), HostOptions(listen=("/ip4/127.0.0.1/tcp/0",)))
+    received = 0
+
+    async def close_at_once(stream):  # type: ignore[no-untyped-def]
+        await stream.close()
+
+    async def drain(stream):  # type: ignore[no-untyped-def]
+        nonlocal received
+        while True:
+            data = await stream.read(WRITE)
+            if not data:
+                return
+            received += len(data)
+
+    h1.set_stream_handler(OPEN_PROTOCOL, close_at_once)
+    h1.set_stream_handler(BULK_PROTOCOL, drain)
+    opens: list[float] = []
+    async with h1.run(la), h2.run(la), trio.open_nursery() as n:
+        await h2.connect(info_from_p2p_addr(h1.get_addrs()[0]))
+        if busy:
+            bulk = await h2.new_stream(h1.get_id(), [BULK_PROTOCOL])
+
+            async def pump() -> None:
+                chunk = b"\xab" * WRITE
+                while True:
+                    await bulk.write(chunk)
+
+            n.start_soon(pump)
+            while received < 8 * 2**20:  # the transfer is under way, its window grown
+                await trio.sleep(POLL_S)
+        for _ in range(STREAM_OPENS):
+            t = time.perf_counter()
+            stream = await h2.new_stream(h1.get_id(), [OPEN_PROTOCOL])
+            opens.append(time.perf_counter() - t)
+            await stream.close()
+        n.cancel_scope.cancel()
+    return opens
+
+
+async def _libp2p_mb_s(security: str) -> float:
+    """MB/s of WIRE_MB in WRITE-byte writes over one libp2p stream (raw, no overlay framing)."""
+    la = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    opts = HostOptions(listen=("/ip4/127.0.0.1/tcp/0",), security=security)
+    h1 = build_host(Ed25519PrivateKey.generate(), opts)
+    h2 = build_host(Ed25519PrivateKey.generate(), opts)
+    total = WIRE_MB * 2**20
+    done = trio.Event()
+
+    async def sink(stream):  # type: ignore[no-untyped-def]
+        received = 0
+        while received < total:
+            received += len(await stream.read(WRITE))
+        done.set()
+
+    h1.set_stream_handler(BULK_PROTOCOL, sink)
+    async with h1.run(la), h2.run(la):
+        await h2.connect(info_from_p2p_addr(h1.get_addrs()[0]))
+        stream = await h2.new_stream(h1.get_id(), [BULK_PROTOCOL])
+        chunk = b"\xab" * WRITE
+        t = time.perf_counter()
+        for _ in range(total // WRITE):
+            await stream.write(chunk)
+        await done.wait()
+        dt = time.perf_counter() - t
+    return WIRE_MB / dt
+
+
+def _p99(xs: list[float]) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(len(xs) * 0.99))]
+
+
+def _wire_arm(parts: set[str], rounds: int, tmp: Path, baseline: bool) -> dict[str, Any]:
+    """Raw figures of the wire-speed parts in this process (seconds, MB/s); with the
+    baselines when ``baseline``, alternating round by round with the libp2p arm."""
+    out: dict[str, Any] = {}
+    ctxs = _tls_contexts(tmp) if baseline else None
+    if "handshake" in parts:
+        out["handshake"], out["tls_handshake"] = [], []
+        for i in range(rounds):
+            if ctxs:
+                out["tls_handshake"].append(trio.run(_tls_handshake_s, *ctxs))
+            out["handshake"].append(trio.run(_attested_usable_s, tmp, i))
+    if "streams" in parts:
+        out["open_idle"] = trio.run(_stream_opens_s, False)
+        out["open_busy"] = trio.run(_stream_opens_s, True)
+    if "wirespeed" in parts:
+        for key in ("noise", "tls", "tls_socket"):
+            out[key] = []
+        for _ in range(WIRE_ROUNDS):
+            if ctxs:
+                out["tls_socket"].append(trio.run(_tls_socket_mb_s, *ctxs))
+            out["noise"].append(trio.run(_libp2p_mb_s, "noise"))
+            out["tls"].append(trio.run(_libp2p_mb_s, "tls"))
+    return out
+
+
+def _unpatched_arm(parts: set[str], rounds: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_overlay", "--arm", "unpatched", "--rounds",
+           str(rounds), "--only", ",".join(sorted(parts))]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _print_wire(parts: set[str], ours: dict[str, Any], plain: dict[str, Any]) -> None:
+    med = statistics.median
+    if "handshake" in parts:
+        o, u, t = med(ours["handshake"]), med(plain["handshake"]), med(ours["tls_handshake"])
+        print(f"handshake, {len(ours['handshake'])} rounds: connect + mutual attestation, usable "
+              f"by the dialler: patched {_ms(ours['handshake'])}; unpatched py-libp2p "
+              f"{_ms(plain['handshake'])}; TCP + TLS 1.3 handshake (Python ssl) "
+              f"{_ms(ours['tls_handshake'])}; patched {o / t:.1f}x TLS, unpatched {u / t:.1f}x "
+              f"(goal <= 30 ms: {'met' if o <= 0.030 else 'not met'})")
+    if "streams" in parts:
+        for key, goal in (("open_idle", 0.005), ("open_busy", 0.050)):
+            o, u = _p99(ours[key]), _p99(plain[key])
+            print(f"stream open, {key.removeprefix('open_')} connection, {len(ours[key])} opens: "
+                  f"patched p99 {o * 1000:.1f} ms (median {med(ours[key]) * 1000:.2f}); unpatched "
+                  f"p99 {u * 1000:.1f} ms (median {med(plain[key]) * 1000:.2f}); "
+                  f"goal p99 <= {goal * 1000:.0f} ms: {'met' if o <= goal else 'not met'}")
+    if "wirespeed" in parts:
+        base = med(ours["tls_socket"])
+        for key in ("noise", "tls"):
+            o, u = med(ours[key]), med(plain[key])
+            print(f"throughput, {key} stream, {WIRE_MB} MiB in {WRITE // 1024} KiB writes x "
+                  f"{WIRE_ROUNDS}: patched {o:.1f} MB/s ({', '.join(f'{x:.1f}' for x in ours[key])}), "
+                  f"unpatched {u:.1f} MB/s ({', '.join(f'{x:.1f}' for x in plain[key])}); "
+                  f"TLS 1.3 socket {base:.1f} MB/s ({', '.join(f'{x:.1f}' for x in ours['tls_socket'])}); "
+                  f"patched {o / base:.2f}x, unpatched {u / base:.2f}x (goal >= 0.5x)")
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -228,6 +526,9 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench_overlay", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"connect/exchange rounds ({ROUNDS})")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    ap.add_argument("--arm", choices=("patched", "unpatched"), default="patched",
+                    help="unpatched: measure the wire-speed parts without overlay/libp2p_fixes.py "
+                         "and print them as JSON (the benchmark runs this itself)")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
     if parts - set(PARTS):
@@ -235,6 +536,13 @@ def main(argv: list[str]) -> int:
     from node.demo import NodeProcess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
+    if args.arm == "unpatched":
+        from node.logs import setup_logging
+
+        setup_logging("text", "error")
+        _without_libp2p_fixes()
+        print(json.dumps(_wire_arm(parts & set(WIRE_PARTS), args.rounds, tmp, baseline=False)))
+        return 0
     print(f"load average at start {os.getloadavg()[0]:.1f}")
     if "connect" in parts:
         plain, returned, attested = [], [], []
@@ -276,6 +584,12 @@ def main(argv: list[str]) -> int:
         finally:
             center.signal(signal.SIGTERM)
             center.wait(15)
+    wire = parts & set(WIRE_PARTS)
+    if wire:
+        ours = _wire_arm(wire, args.rounds, tmp, baseline=True)
+        print(f"  (patched arm and baselines done, load {os.getloadavg()[0]:.1f}; "
+              f"now the unpatched arm in a subprocess)")
+        _print_wire(wire, ours, _unpatched_arm(wire, args.rounds))
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     return 0
 

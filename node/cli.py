@@ -223,9 +223,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from node.config import ConfigError, exposure_error
     from node.datadir import DataDirError
     from node.logs import setup_logging
-    from node.runtime import SetupError, build_agent
-    from overlay.discovery import BootstrapAddressError, split_p2p_addr
-    from overlay.host import HostConfigError, read_psk
+
+    try:  # overlay.libp2p_fixes refuses any py-libp2p but the version its fixes are for
+        from node.runtime import SetupError, build_agent
+        from overlay.discovery import BootstrapAddressError, split_p2p_addr
+        from overlay.host import HostConfigError, read_psk
+    except ImportError as exc:
+        raise CliError(f"cannot start: {exc}") from None
 
     # stderr is the log from the start: with --log-format json every line must be a JSON
     # record, the note about a new data dir included (the config may refine format and level).

@@ -42,11 +42,10 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import env_to_send_in_RPC
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
-from libp2p.security.tls.transport import TLSTransport
 from libp2p.utils.varint import encode_uvarint
 
+from overlay import libp2p_fixes
 from overlay.errors import LocalProtocolError
 from overlay.messages import ATTEST_PROTOCOL
 
@@ -108,15 +107,19 @@ def read_psk(path: str | Path) -> str:
 def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
     """Create (but do not start) a libp2p host with our transport choices.
 
+    Our fixes to py-libp2p (overlay/libp2p_fixes.py) are installed first: the process-wide ones
+    by ``libp2p_fixes.apply()`` (idempotent), the per-host ones below.
+
     Raises:
         HostConfigError: an invalid listen address or option.
     """
+    libp2p_fixes.apply()
     kp = libp2p_keypair(key)
     if opts.security == "noise":
         noise_key = create_x25519_key_pair().private_key
-        sec: dict[Any, Any] = {NOISE_ID: NoiseTransport(kp, noise_privkey=noise_key)}
+        sec: dict[Any, Any] = {NOISE_ID: libp2p_fixes.BufferedNoiseTransport(kp, noise_privkey=noise_key)}
     elif opts.security == "tls":
-        sec = {TLS_ID: TLSTransport(kp)}
+        sec = {TLS_ID: libp2p_fixes.BufferedTLSTransport(kp)}
     else:
         raise LocalProtocolError(f"unknown security {opts.security!r}")
     addrs = parse_multiaddrs(opts.listen)
@@ -132,7 +135,7 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
         dial_timeout=opts.dial_timeout_s,
         max_connections_per_peer=2,
     )
-    return new_host(
+    host = new_host(
         key_pair=kp,
         sec_opt=sec,
         listen_addrs=addrs,
@@ -140,6 +143,8 @@ def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
         connection_config=conn_cfg,
         enable_quic=quic,
     )
+    libp2p_fixes.fix_host(host)
+    return host
 
 
 # What identify says the agent is, to everyone: no library name or version to fingerprint.
