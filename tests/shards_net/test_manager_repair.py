@@ -166,20 +166,24 @@ async def test_revoked_holder_is_repaired_and_forged_repair_requests_are_refused
         reply = await forger.svc.managed.ask(ShardRepairDone(os.urandom(16), oid, 1))
         assert isinstance(reply, ShardManagerReply) and not reply.ok
         assert "does not name" in reply.reason
-        # revocation through consensus: the manager repairs at once (the grace is an hour)
-        bad = res["holders"][2]
+        # revocation through consensus: the manager repairs at once (the grace is an hour). The
+        # revoked holder is not the manager: revoking the manager is another scenario (see
+        # test_a_follower_catches_up_after_the_manager_holder_is_revoked), and picking it by
+        # chance made this test fail about one run in three.
         lead = fed.leader()
         assert lead is not None
+        idx = next(i for i, h in enumerate(res["holders"]) if h != lead.peer_id)
+        bad = res["holders"][idx]
         lead.role.request_revoke(bad, "integrity alarm")
         live = [x for x in fed.nodes if x.peer_id != bad]
         await wait_until(
             lambda: all(_settled(x.role.view()[0].placements.get(oid.hex()), bad) for x in live), 90)
         p = live[0].role.view()[0].placements[oid.hex()]
-        new = fed.by_peer(p.holders[2].holder)
-        new.svc.store.verify(oid, 2)
+        new = fed.by_peer(p.holders[idx].holder)
+        new.svc.store.verify(oid, idx)
         # the owner adopts: manifest revision 1 names the new holder, every holder has it
         await wait_until(lambda: owner.svc._objects[oid][1].revision == m.revision + 1, 60)
-        assert owner.svc._objects[oid][1].holder_of(2) == new.peer_id
+        assert owner.svc._objects[oid][1].holder_of(idx) == new.peer_id
         for h in p.holders:
             store = fed.by_peer(h.holder).svc.store
             await wait_until(lambda h=h, s=store: s.manifest(oid, h.index).revision == m.revision + 1, 30)
@@ -252,3 +256,33 @@ async def test_holders_erase_shards_the_committed_state_no_longer_places_on_them
                                      for x in current), 60)
         for i, x in enumerate(current):
             assert not _holds(x, oid) and x.svc.store.placed(oid, i) is None
+
+
+# Slow suite (make test-slow). A known defect, kept as a strict xfail so that its fix shows.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known defect: a follower outside the council that knew "
+                   "only the revoked manager never adopts the successor's state (docs/consensus.md, "
+                   "Limits)")
+async def test_a_follower_catches_up_after_the_manager_holder_is_revoked(tmp_path):
+    """The manager (the founder, also a holder) is revoked: the council elects a successor,
+    which repairs the shard; every live node, the follower outside the council too, must then
+    hold the repaired placement. Seen: the council settles; the follower stays on the revoked
+    manager's term."""
+    async with managed_federation(tmp_path, 6, repair_grace_s=3600) as fed:
+        owner = _calm(fed, [n.peer_id for n in fed.nodes])
+        write_random(tmp_path / "in.bin", 300_000)
+        lead = fed.leader()
+        assert lead is not None
+        res = None
+        for _ in range(6):  # place until the manager holds a shard (the placement is by score)
+            res = await owner.svc.put(tmp_path / "in.bin", n=3, k=2)
+            if lead.peer_id in res["holders"]:
+                break
+        if res is None or lead.peer_id not in res["holders"]:
+            pytest.fail("the manager was never given a shard: the scenario did not arise")
+        oid = _oid(res)
+        lead.role.request_revoke(lead.peer_id, "integrity alarm")
+        live = [x for x in fed.nodes if x.peer_id != lead.peer_id]
+        await wait_until(
+            lambda: all(_settled(x.role.view()[0].placements.get(oid.hex()), lead.peer_id)
+                        for x in live), 60)
