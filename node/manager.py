@@ -359,30 +359,33 @@ class ManagerRole:
 
     # ------------------------------------------------------------------ service
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            raft_id = self._stored_raft_id()
-            if raft_id is not None and self._stored_retired_id() == raft_id:
-                self._retired_id = raft_id
-                log.info("raft id %d was removed from the council: following the state", raft_id)
-            elif raft_id is not None:
-                await self._start_raft(raft_id)
-            elif self._is_founder():
-                log.info("no federation to join: founding one (raft id %d)", FOUNDER_RAFT_ID)
-                await self._start_raft(FOUNDER_RAFT_ID)
-            nursery.start_soon(self._reconcile_loop)
-            nursery.start_soon(self._certify_loop)
-            nursery.start_soon(self._follow_loop)
-            if self._gossip is not None:
-                nursery.start_soon(self._announce_loop)
-                nursery.start_soon(self._announcement_loop)
-                nursery.start_soon(self._hint_loop)
-            task_status.started()
-            try:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                raft_id = self._stored_raft_id()
+                if raft_id is not None and self._stored_retired_id() == raft_id:
+                    self._retired_id = raft_id
+                    log.info("raft id %d was removed from the council: following the state", raft_id)
+                elif raft_id is not None:
+                    await self._start_raft(raft_id)
+                elif self._is_founder():
+                    log.info("no federation to join: founding one (raft id %d)", FOUNDER_RAFT_ID)
+                    await self._start_raft(FOUNDER_RAFT_ID)
+                nursery.start_soon(self._reconcile_loop)
+                nursery.start_soon(self._certify_loop)
+                nursery.start_soon(self._follow_loop)
+                if self._gossip is not None:
+                    nursery.start_soon(self._announce_loop)
+                    nursery.start_soon(self._announcement_loop)
+                    nursery.start_soon(self._hint_loop)
+                task_status.started()
                 await trio.sleep_forever()
-            finally:
-                if self.store is not None:
-                    self.store.close()
+        finally:
+            # After the nursery: its tasks have ended, the driver's last WAL write (a worker
+            # thread, which cancellation does not interrupt) included. Closing the store in the
+            # nursery's body raced it ("write to closed file").
+            if self.store is not None:
+                self.store.close()
 
     def _is_founder(self) -> bool:
         if self.settings.founder != "auto":
