@@ -421,7 +421,15 @@ class EventYamuxStream(FixedYamuxStream):
     when the window grows or the stream closes (``Yamux.handle_incoming`` and the close paths
     assign those attributes, so no other method changes); the writer waits on that event
     under the same 5 s limit as upstream. Upstream it would be an event beside the attribute.
-    ``write`` is otherwise 0.8.1's (less its per-call debug formatting).
+
+    Also per frame, 0.8.1's ``write`` takes the stream's ``rw_lock`` and ``window_lock``
+    (two lock round trips, each a trio checkpoint) to check and take send window, and drops
+    both before writing the frame, so they never ordered the frames of concurrent writers.
+    Under trio only one task runs at a time, and nothing between the window check and its
+    decrement yields, so that check-and-take is atomic without them (inbound window updates
+    still take ``window_lock``; their critical sections do not yield either). Dropping them
+    is worth 14 % of one stream's throughput (docs/libp2p.md). ``write`` is otherwise 0.8.1's
+    (less its per-call debug formatting).
     """
 
     _send_window: int
@@ -455,34 +463,26 @@ class EventYamuxStream(FixedYamuxStream):
         view = memoryview(data)
         sent, total = 0, len(data)
         while sent < total:
-            frame: bytes | None = None
-            while frame is None:
-                async with self.rw_lock.write_lock():
-                    if self.send_closed:
-                        raise MuxedStreamError("Stream is closed for sending")
-                    async with self.window_lock:
-                        if self.closed:
-                            raise MuxedStreamError("Stream is closed")
-                        if self.send_window > 0:
-                            n = min(self.send_window, self.max_frame_payload, total - sent)
-                            self.send_window -= n
-                            frame = _YAMUX_HEADER.pack(0, yamux_module.TYPE_DATA, 0,
-                                                       self.stream_id, n) + view[sent:sent + n]
-                if frame is not None:
-                    break
+            if self.send_closed:
+                raise MuxedStreamError("Stream is closed for sending")
+            if self.closed:
+                raise MuxedStreamError("Stream is closed")
+            if self.send_window <= 0:
                 self._zero_window_waits += 1
                 with trio.move_on_after(ZERO_WINDOW_TIMEOUT_S) as wait:
-                    while True:
+                    while self.send_window <= 0 and not self.closed:
                         self._window_opened = opened = trio.Event()
-                        async with self.window_lock:
-                            if self.send_window > 0 or self.closed:
-                                break
                         await opened.wait()
                 self._window_opened = None
                 if wait.cancelled_caught:
                     raise MuxedStreamError("Timed out waiting for window update after 5 seconds.")
-            await self.conn._write_frame(frame)
-            sent += len(frame) - yamux_module.HEADER_SIZE
+                continue
+            # No checkpoint from the window check to the decrement: atomic under trio.
+            n = min(self.send_window, self.max_frame_payload, total - sent)
+            self.send_window -= n
+            header = _YAMUX_HEADER.pack(0, yamux_module.TYPE_DATA, 0, self.stream_id, n)
+            await self.conn._write_frame(header + view[sent:sent + n])
+            sent += n
 
     max_frame_payload = yamux_module.MAX_MESSAGE_SIZE - yamux_module.HEADER_SIZE
 
