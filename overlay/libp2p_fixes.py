@@ -375,19 +375,21 @@ class PipelinedMultiselectClient(MultiselectClient):
                 return first
             if answer == MULTISELECT_PROTOCOL_ID:  # a listener restarting the handshake
                 await self.handshake(communicator)
-                return await self._select_rest(communicator, protocols, negotiate_timeout, [])
+                return await self._select_rest(communicator, protocols, protocols,
+                                               negotiate_timeout, [])
             if answer != PROTOCOL_NOT_FOUND_MSG:
                 raise MultiselectClientError(
                     f"unrecognized response: {answer!r}, expected {wanted!r} or "
                     f"{PROTOCOL_NOT_FOUND_MSG!r}, protocol={first}")
-            return await self._select_rest(communicator, rest, negotiate_timeout,
+            return await self._select_rest(communicator, rest, protocols, negotiate_timeout,
                                            [f"protocol not supported: {first}"])
         raise MultiselectClientError(
             f"response timed out after {negotiate_timeout}s, protocols tried: {list(protocols)}")
 
     async def _select_rest(self, communicator: IMultiselectCommunicator,
-                           protocols: Sequence[TProtocol], negotiate_timeout: int,
-                           unsupported: list[str]) -> TProtocol:
+                           protocols: Sequence[TProtocol], tried: Sequence[TProtocol],
+                           negotiate_timeout: int, unsupported: list[str]) -> TProtocol:
+        """Try ``protocols`` one by one (0.8.1's way); ``tried``: all, for the error."""
         for protocol in protocols:
             try:
                 return await self.try_select(communicator, protocol)
@@ -395,7 +397,7 @@ class PipelinedMultiselectClient(MultiselectClient):
                 unsupported.append(str(error))
         last = f". Last error: {unsupported[-1]}" if unsupported else ""
         raise MultiselectClientError(
-            f"protocols not supported: tried {list(protocols)}, timeout={negotiate_timeout}s{last}")
+            f"protocols not supported: tried {list(tried)}, timeout={negotiate_timeout}s{last}")
 
     @staticmethod
     async def _read(communicator: IMultiselectCommunicator, what: str) -> str:
