@@ -83,6 +83,18 @@ def test_apply_is_idempotent():
 # ---------------------------------------------------------------------------- 1. dial delay
 
 
+def _sink(total: int, done: trio.Event) -> Any:
+    """A stream handler that reads ``total`` bytes 64 KiB at a time, then sets ``done``."""
+
+    async def sink(stream: Any) -> None:
+        received = 0
+        while received < total:
+            received += len(await stream.read(2**16))
+        done.set()
+
+    return sink
+
+
 async def test_dial_returns_on_first_success_without_starting_the_fallback():
     """Unpatched, ``dial_peer`` waits out its 250 ms happy-eyeballs delay after the first
     address connected and then dials the second too. Patched, the first success ends the
@@ -262,11 +274,7 @@ async def test_a_writer_takes_no_lock_round_trips_per_frame():
     total = 2**20
     done = trio.Event()
 
-    async def sink(stream: Any) -> None:
-        received = 0
-        while received < total:
-            received += len(await stream.read(2**16))
-        done.set()
+    sink = _sink(total, done)
 
     async with running_host() as a, running_host() as b:
         a.set_stream_handler(BULK_PROTOCOL, sink)
@@ -307,11 +315,7 @@ async def test_a_full_yamux_frame_is_one_noise_message():
     total = 4 * 2**20
     done = trio.Event()
 
-    async def sink(stream: Any) -> None:
-        received = 0
-        while received < total:
-            received += len(await stream.read(2**16))
-        done.set()
+    sink = _sink(total, done)
 
     async with running_host() as a, running_host() as b:
         a.set_stream_handler(BULK_PROTOCOL, sink)
@@ -408,11 +412,7 @@ async def test_tls_reads_the_socket_in_large_chunks():
     total = 4 * 2**20
     done = trio.Event()
 
-    async def sink(stream: Any) -> None:
-        received = 0
-        while received < total:
-            received += len(await stream.read(2**16))
-        done.set()
+    sink = _sink(total, done)
 
     async with running_host(security="tls") as a, running_host(security="tls") as b:
         a.set_stream_handler(BULK_PROTOCOL, sink)
@@ -487,11 +487,7 @@ async def test_tls_returns_every_record_already_decrypted():
     total = 4 * 2**20
     done = trio.Event()
 
-    async def sink(stream: Any) -> None:
-        received = 0
-        while received < total:
-            received += len(await stream.read(2**16))
-        done.set()
+    sink = _sink(total, done)
 
     async with running_host(security="tls") as a, running_host(security="tls") as b:
         a.set_stream_handler(BULK_PROTOCOL, sink)
