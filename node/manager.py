@@ -244,6 +244,7 @@ class ManagerRole:
         self._retired_id: int | None = None
         self._starting = False
         self._follow_via: str | None = None
+        self._lead_idle = False  # the followed manager's last poll answer brought nothing new
         self.follow_updates = {"gossip": 0, "poll": 0}
         self.announcements = {"published": 0, "accepted": 0, "rejected": 0}
         self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -1013,15 +1014,22 @@ class ManagerRole:
             await self.poll_once()
 
     def _poll_target(self) -> str | None:
+        """Whom the next poll asks: the manager we follow, unless its last answer brought
+        nothing new; then another admitted member, at random. A manager can be replaced
+        without our hearing it (revoked while we were behind, so that our own view still
+        shows it attested and answering with its last, stale state): asking only it would keep
+        us on its term for ever, while any other member would serve the proven successor's
+        state."""
         attested = [p.peer_id for p in self.agent.peers.attested()]
         if not attested:
             return None
         lead = self.followed_leader
-        if lead and lead in attested:
+        if lead and lead in attested and not self._lead_idle:
             return lead
         st, _ = self.view()
         members = [p for p in attested if (m := st.member(p)) is not None and m.status == ADMITTED]
-        choice: str = self.rng.choice(members or attested)
+        others = [p for p in members or attested if p != lead]
+        choice: str = self.rng.choice(others or members or attested)
         return choice
 
     async def poll_once(self) -> bool:
@@ -1029,7 +1037,12 @@ class ManagerRole:
         pid = self._poll_target()
         if pid is None:
             return False
-        return await self._fetch(pid, "poll")
+        asked_lead, before = pid == self.followed_leader, self.view()[1]
+        answered = await self._fetch(pid, "poll")
+        # After a poll of the manager we follow that brought nothing new, the next asks
+        # another member; after that one, the manager again.
+        self._lead_idle = asked_lead and self.view()[1] <= before
+        return answered
 
     async def _fetch(self, pid: str, via: str) -> bool:
         """Ask ``pid`` for the committed state (sent only if we are behind), the manager's

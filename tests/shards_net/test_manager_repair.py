@@ -258,16 +258,14 @@ async def test_holders_erase_shards_the_committed_state_no_longer_places_on_them
             assert not _holds(x, oid) and x.svc.store.placed(oid, i) is None
 
 
-# Slow suite (make test-slow). A known defect, kept as a strict xfail so that its fix shows.
+# Slow suite (make test-slow): a follower outside the council catches up with a successor.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect: a follower outside the council that knew "
-                   "only the revoked manager never adopts the successor's state (docs/consensus.md, "
-                   "Limits)")
 async def test_a_follower_catches_up_after_the_manager_holder_is_revoked(tmp_path):
     """The manager (the founder, also a holder) is revoked: the council elects a successor,
     which repairs the shard; every live node, the follower outside the council too, must then
-    hold the repaired placement. Seen: the council settles; the follower stays on the revoked
-    manager's term."""
+    hold the repaired placement. The follower's own view still shows the revoked manager
+    attested, and it answers every poll with its last, stale state: the follower must ask
+    another member (it once stayed on the revoked manager's term for ever)."""
     async with managed_federation(tmp_path, 6, repair_grace_s=3600) as fed:
         owner = _calm(fed, [n.peer_id for n in fed.nodes])
         write_random(tmp_path / "in.bin", 300_000)
