@@ -17,7 +17,10 @@ So a state is adopted only with proof that the voters committed it:
   already trusts* (its anchor) when strictly more than half of the anchor voters AND strictly
   more than half of the checkpoint's own voters vouched with good signatures
   (:func:`verify_certificate`). The first majority chains the claim to what the verifier held;
-  the second makes the new voters speak for themselves.
+  the second makes the new voters speak for themselves. When the checkpoint's voters are the
+  anchor's with one voter added or removed (Raft's single-server change), half of the anchor
+  suffices, with at least two signers: a majority of the new set already contains that many
+  (:func:`_one_step` says why this is as strong).
 - A **chain** (:func:`verify_chain`) carries a verifier across configuration changes: each
   certificate is checked against the voters of the previous one, starting from the voters of
   the verifier's own committed state. Members keep the first certificate of every voter set
@@ -32,9 +35,10 @@ Rules
 - A node with no committed state yet (index 0, no voters known) has no anchor: it trusts the
   first certificate whose own voters vouched for it (trust on first use), limited to the
   federation the operator pinned when one is pinned (docs/architecture.md, threat model).
-- Voter sets change one server at a time, so consecutive sets overlap in a majority while a
-  majority of each is alive. A configuration whose old majority died before it was certified
-  cannot be certified (followers then wait; the council still commits): stated, not hidden.
+- Voter sets change one server at a time, and a certificate of the next set needs only what
+  Raft needs to commit in it (a majority of the new set), so certification stays live while
+  the council does. The exception is a set that shrinks from two voters to one, which
+  needs both (stated, not hidden: one voter alone never certifies).
 - Signatures are checked with injected callables (Ed25519 of the peer id, in the node), so
   this module imports no crypto library, no clock and nothing outside ``consensus/``.
 """
@@ -135,10 +139,31 @@ def verify_certificate(cert: Certificate, anchor_voters: Sequence[str],
     if _missing(cp.voters, signers) > 0:
         return (f"{len(set(cp.voters) & signers)} of its {len(cp.voters)} voters vouched "
                 "(needs a majority)")
-    if anchor_voters and _missing(anchor_voters, signers) > 0:
+    if anchor_voters and _missing(anchor_voters, signers) > 0 and not _one_step(
+            anchor_voters, cp.voters, signers):
         return (f"{len(set(anchor_voters) & signers)} of the {len(anchor_voters)} trusted "
                 "voters vouched (needs a majority)")
     return None
+
+
+def _one_step(anchor: Sequence[str], voters: Sequence[str], signers: frozenset[str]) -> bool:
+    """The single-server exception to "a majority of the anchor": ``voters`` is ``anchor``
+    with one voter added or removed, and (given the majority of ``voters`` the caller checked)
+    at least half of ``anchor`` and at least two voters vouched.
+
+    Why it is as strong: with one voter added, a majority of the new set holds at least half
+    of the old one; with one removed, it lies wholly inside the old one and is at least half
+    of it. So fewer than half of the anchor voters being compromised still leaves an honest
+    anchor voter among the signers, and one compromised voter alone never suffices (two
+    signers). An honest voter vouches only for the state its own Raft node committed, so the
+    checkpoint is true. Without it a configuration whose old majority died before it was
+    certified (a fifth voter added, then the manager killed and one of the four old voters
+    stopped) could never be certified, although the council, whose quorum is the new set's
+    majority, goes on committing."""
+    old, new = set(anchor), set(voters)
+    both = old | new
+    return (len(old ^ new) == 1 and 2 * len(old & signers) >= len(old)
+            and len(both & signers) >= 2)
 
 
 def verify_chain(chain: Sequence[Certificate], *, federation: str, anchor_index: int,
