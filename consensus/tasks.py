@@ -37,6 +37,7 @@ Rules
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -73,6 +74,9 @@ MAX_LIMIT_MEMORY_MIB = 64 * 1024
 MAX_WALL_TIME_MS = 24 * 3600 * 1000
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 AGGREGATION_KINDS = ("concat", "sum", "count", "mean", "min", "max", "histogram", "merge-counts")
+PRIVATE_KINDS = ("count", "sum", "mean", "histogram")  # node/tasks/privacy.py KINDS
+MAX_QUERY_BYTES = 16 * 1024     # a private query's canonical encoding
+MAX_RELEASE_BYTES = 64 * 1024   # a private job's released statistic, kept in the state
 REDUCER = "wasm"  # the aggregation by a reducer module (its hash committed with the job)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -108,6 +112,20 @@ class JobLimits:
 
 
 @dataclasses.dataclass(frozen=True)
+class Privacy:
+    """What makes a job private: its result is ``kind`` over the records its fragments output
+    (lines), released with differential privacy from ``dataset``'s budget. ``epsilon`` is the
+    charge in ledger units (``budgets.EPS_UNIT``), committed by a ``charge-budget`` of this very
+    job before the job itself; ``query`` is the query's canonical encoding
+    (``node.tasks.privacy.encode_query``), from which every manager recomputes the release."""
+
+    dataset: str
+    kind: str
+    epsilon: int
+    query: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class SubmitJob:
     """Commit a job (status ``queued``). ``owner`` is the client's node, which receives the
     result and may cancel; ``spec_digest``/``module_hash`` are SHA-256 of the validated spec and
@@ -137,6 +155,7 @@ class SubmitJob:
     bin_width: str = ""
     name: str = ""
     reducer_hash: bytes = b""
+    privacy: Privacy | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,11 +226,15 @@ class CancelJob:
 
 @dataclasses.dataclass(frozen=True)
 class JobDone:
-    """Every replica has an accepted result and they agree: ``result_hash`` of the aggregate."""
+    """Every replica has an accepted result and they agree: ``result_hash`` of the aggregate.
+    A private job's ``release`` (its differentially private answer, which is safe to keep
+    where every member reads it) is committed with it: a successor delivers those very bytes,
+    since the noise cannot be drawn twice without spending the budget twice."""
 
     job_id: str
     result_hash: bytes
     result_bytes: int
+    release: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,6 +406,7 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         raise Rejected("a reducer module's SHA-256 (32 bytes) comes with aggregation 'wasm' only")
     if len(c.bin_width) > 64 or len(c.name) > MAX_NAME:
         raise Rejected("bin width or name too long")
+    dp = _private(s, c)
     replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
                "size": 0, "prof": [0, 0, 0], "err": ""}
     job = {
@@ -394,10 +418,36 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
         "inputs": list(c.input_hashes), "limits": _plain(c.limits), "agg": c.aggregation,
         "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1, "reducer": c.reducer_hash,
+        "dp": dp, "release": b"",
     }
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job
     return _with_jobs(s, jobs, seq=_seq(s) + 1)
+
+
+def _private(s: SwarmState, c: SubmitJob) -> dict[str, Any] | None:
+    """The job record's ``dp`` entry: None for a job that is not private; for a private one,
+    only once this job's charge is committed from the owner's data set (a query that would
+    exceed the budget never becomes a job, so no fragment of it ever runs)."""
+    p = c.privacy
+    if p is None:
+        return None
+    _text(p.dataset, "data set")
+    if p.kind not in PRIVATE_KINDS:
+        raise Rejected(f"private kind {p.kind[:32]!r} is not one of {', '.join(PRIVATE_KINDS)}")
+    if not p.query or len(p.query) > MAX_QUERY_BYTES:
+        raise Rejected(f"a private query is 1..{MAX_QUERY_BYTES} bytes")
+    if c.aggregation != "concat":
+        raise Rejected("a private job releases its statistic over the records: aggregation concat")
+    held = budgets.budget(s, p.dataset)
+    if held is None:
+        raise Rejected(f"data set {p.dataset} has no privacy budget")
+    if held["owner"] != c.owner:
+        raise Rejected(f"data set {p.dataset} belongs to another owner")
+    charge = next((e for q, e, _ in held["charges"] if q == c.job_id), None)
+    if charge is None or charge != p.epsilon or p.epsilon <= 0:
+        raise Rejected(f"job {c.job_id} is not charged {p.epsilon} units to {p.dataset}")
+    return {"ds": p.dataset, "kind": p.kind, "eps": p.epsilon, "q": p.query}
 
 
 def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
@@ -500,7 +550,14 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
         raise Rejected(why)
     if len(c.result_hash) != HASH_BYTES or c.result_bytes < 0:
         raise Rejected("result hash is SHA-256 (32 bytes)")
-    job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes)
+    if job.get("dp") is not None:
+        if not 0 < len(c.release) <= MAX_RELEASE_BYTES:
+            raise Rejected(f"a private job's release is 1..{MAX_RELEASE_BYTES} bytes")
+        if c.result_bytes != len(c.release) or hashlib.sha256(c.release).digest() != c.result_hash:
+            raise Rejected("the release does not match the result hash")
+    elif c.release:
+        raise Rejected("only a private job commits a release")
+    job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes, release=c.release)
     return _put(s, c.job_id, job)
 
 
@@ -620,7 +677,8 @@ def check_invariants(s: SwarmState) -> list[str]:
     the tests: no fragment lost (every replica of a live job is pending, assigned, done or
     failed, with the node its state implies), none counted twice (the done count is the number
     of done replicas; no two live replicas of a fragment on one node), results only from the
-    assigned node, attempts within bounds, a done job complete."""
+    assigned node, attempts within bounds, a done job complete, a private job's result its
+    committed release."""
     out: list[str] = []
     for jid, j in sorted(_jobs(s).items()):
         if j["status"] not in LIVE_JOB + TERMINAL_JOB:
@@ -656,6 +714,12 @@ def check_invariants(s: SwarmState) -> list[str]:
             out.append(f"{jid}: done with {done} of {j['n'] * j['r']} replicas")
         if j["status"] == QUEUED and any(rep["st"] != PENDING for fr in j["frags"] for rep in fr):
             out.append(f"{jid}: queued with assigned replicas")
+        release = j.get("release", b"")
+        if j.get("dp") is None:
+            if release:
+                out.append(f"{jid}: a release without a private query")
+        elif j["status"] == DONE and hashlib.sha256(release).digest() != j["result"]:
+            out.append(f"{jid}: private and done, but its release is not the result")
     return out
 
 

@@ -1,5 +1,6 @@
-"""``enclave-swarm submit | jobs ls | describe | logs | cancel``: the task flow's commands, done
-by the running node (its owner part, node/tasks/owner.py) over the control socket.
+"""``enclave-swarm submit | jobs ls | describe | logs | cancel | budget show | set``: the task
+flow's commands, done by the running node (its owner part, node/tasks/owner.py) over the control
+socket.
 
 ``submit`` validates the spec here first (every problem named, exit 1), then has the node read
 the input, split it and get the job committed; it prints the job id. With ``--wait`` it shows
@@ -74,7 +75,47 @@ def add_parsers(sub: Any) -> dict[str, Any]:
     q.add_argument("job_id")
     q.add_argument("--reason", default="", help="recorded with the job")
     data_dir_arg(q)
-    return {"submit": cmd_submit, "jobs": cmd_jobs}
+    p = sub.add_parser("budget", help="differential-privacy budgets of data sets (show, or set "
+                       "one this node owns)")
+    bsub = p.add_subparsers(dest="budget_command", metavar="SUBCOMMAND", required=True)
+    q = bsub.add_parser("show", help="every data set's budget, spent and remaining epsilon")
+    q.add_argument("dataset", nargs="?", help="only this data set")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    data_dir_arg(q)
+    q = bsub.add_parser("set", help="open or change a budget (signed by this node, its owner)")
+    q.add_argument("dataset")
+    q.add_argument("--epsilon", type=float, required=True, help="total epsilon every private "
+                   "release from the data set may spend")
+    q.add_argument("--delta", type=float, default=0.0, help="total delta (default 0: the "
+                   "Laplace releases here are pure epsilon-DP)")
+    data_dir_arg(q)
+    return {"submit": cmd_submit, "jobs": cmd_jobs, "budget": cmd_budget}
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    if args.budget_command == "set":
+        request(args, {"cmd": "budget-set", "dataset": args.dataset, "epsilon": args.epsilon,
+                       "delta": args.delta}, timeout_s=60.0)
+        print(f"budget of {args.dataset}: epsilon {args.epsilon:g}, delta {args.delta:g}",
+              file=sys.stderr)
+        return EXIT_OK
+    cmd: dict[str, Any] = {"cmd": "budget-show"}
+    if args.dataset:
+        cmd["dataset"] = args.dataset
+    rows = request(args, cmd)["budgets"]
+    print(json.dumps(rows, indent=2, sort_keys=True) if args.json else budget_table(rows))
+    return EXIT_OK
+
+
+def budget_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no privacy budgets"
+    out = [("DATASET", "OWNER", "EPSILON", "SPENT", "REMAINING", "QUERIES")]
+    for r in rows:
+        out.append((r["dataset"], _short(r["owner"]), f"{r['epsilon']:.6g}",
+                    f"{r['spent_epsilon']:.6g}", f"{r['remaining_epsilon']:.6g}", str(r["charges"])))
+    widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in out)
 
 
 # --------------------------------------------------------------------------- submit
@@ -216,6 +257,11 @@ def describe_text(job: dict[str, Any]) -> str:
             f"{job.get('done', 0)}/{total} done, {job.get('failed', 0)} failed",
             f"  module      {job['module']}",
             f"  aggregation {job['aggregation']}"]
+    dp = job.get("privacy")
+    if dp:
+        charged = dp.get("epsilon_charged")
+        head.append(f"  privacy     {dp['kind']} of data set {dp['dataset']}, epsilon "
+                    + (f"{charged:.6g} charged" if charged is not None else "not charged yet"))
     if job.get("waiting"):
         head.append(f"  waiting     {job['waiting']}")
     if job.get("result_hash"):

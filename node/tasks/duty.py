@@ -43,7 +43,9 @@ import trio
 from consensus import tasks as ct
 from consensus.scheduler import Measurements, inputs_digest, schedule
 from consensus.state import ADMITTED, REVOKED
+from node.tasks import budget
 from node.tasks.aggregate import AggregationError, aggregate
+from node.tasks.private_query import PrivacyError
 from node.tasks.verify import free_capacity
 from node.tasks.wire import (
     AssignRequest,
@@ -169,8 +171,8 @@ class ManagerDuty:
                 elif ct.ASSIGNED not in states:
                     self._start(jid, self._finish, jid)
             elif jid not in self.delivered:
-                if j["status"] == ct.DONE and jid not in self.results:
-                    live |= self._track_replicas(st, jid, j, now)
+                if j["status"] == ct.DONE and jid not in self.results and j.get("dp") is None:
+                    live |= self._track_replicas(st, jid, j, now)  # a private job's is committed
                 nxt = self.deliver_next.get(jid, (0.0, 0.0))[0]
                 if now >= nxt:
                     self._start(jid, self._deliver, jid)
@@ -395,6 +397,12 @@ class ManagerDuty:
         if m is None or m.status != ADMITTED:
             return self.svc.refuse("task_submit_refused", "not-admitted", pid,
                                    "only an admitted member may submit jobs")
+        if cmd.privacy is not None:  # charged before it is committed, or refused
+            charged, refusal = await budget.charge(self, pid, cmd)
+            if charged is None:
+                assert refusal is not None
+                return refusal
+            cmd = charged
         timeout_s = min(req.queue_timeout_s, MAX_QUEUE_TIMEOUT_S)
         cmd = dataclasses.replace(cmd, queue_deadline_ms=int(time.time() * 1000) + 1000 * timeout_s)
         ok, err = await self._command(cmd)
@@ -530,13 +538,21 @@ class ManagerDuty:
         outputs = self._outputs(jid, j)
         if outputs is None:
             return  # step 2 collects the missing ones
+        release = b""
         try:
-            result = await self._combine(jid, j, outputs)
+            if j.get("dp") is not None:
+                result = release = await trio.to_thread.run_sync(budget.release, j, outputs)
+            else:
+                result = await self._combine(jid, j, outputs)
+        except PrivacyError as exc:
+            await self._fail(jid, f"private release refused: {exc}")
+            return
         except _CombineFailed as exc:
             if exc.final:
                 await self._fail(jid, f"aggregation ({j['agg']}) failed: {exc}")
             return
-        ok, _ = await self._command(ct.JobDone(jid, hashlib.sha256(result).digest(), len(result)))
+        ok, _ = await self._command(ct.JobDone(jid, hashlib.sha256(result).digest(), len(result),
+                                               release))
         if ok:
             self.results[jid] = result
             self.stats["done"] += 1
@@ -606,6 +622,8 @@ class ManagerDuty:
         data = b""
         if j["status"] == ct.DONE:
             got = self.results.get(jid)
+            if got is None and j.get("dp") is not None:
+                got = j["release"]  # drawn once, committed: never drawn again
             if got is None:  # a new manager: rebuild it from the outputs collected again
                 outputs = self._outputs(jid, j)
                 if outputs is None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from consensus import budgets
 from consensus import tasks as ct
 from node.tasks.spec import JobSpec, SpecError, directory_files, load_spec, split_input, submit_command
 from node.tasks.wire import (
@@ -323,6 +324,13 @@ class OwnerSide:
             "result_bytes": j["result_bytes"] if j else 0,
             "waiting": "", "replicas": [],
         }
+        dp = j.get("dp") if j is not None else None
+        if dp is not None:
+            out["privacy"] = {"dataset": dp["ds"], "kind": dp["kind"],
+                              "epsilon_charged": dp["eps"] * budgets.EPS_UNIT}
+        elif own is not None and own.spec.privacy is not None:
+            q = own.spec.privacy
+            out["privacy"] = {"dataset": q.dataset, "kind": q.kind, "epsilon_charged": None}
         if j is not None:
             done = failed = 0
             for f, r, rep in ct.replicas(st, job_id):
@@ -518,3 +526,31 @@ def register_control_commands() -> None:
     register_command("task-logs", _cmd_logs)
     register_command("task-cancel", _cmd_cancel)
     register_command("task-result", _cmd_result)
+    register_command("budget-show", _cmd_budget_show)
+    register_command("budget-set", _cmd_budget_set)
+
+
+async def _cmd_budget_show(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    from node.tasks import budget
+
+    name = req.get("dataset")
+    if name is not None and not isinstance(name, str):
+        return {"ok": False, "error": "budget-show: dataset is a string"}
+    rows = budget.show(_owner(agent).svc.view(), name)
+    if name and not rows:
+        return {"ok": False, "error": f"data set {name} has no privacy budget"}
+    return {"ok": True, "budgets": rows}
+
+
+async def _cmd_budget_set(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
+    from node.tasks import budget
+
+    name, eps, delta = req.get("dataset"), req.get("epsilon"), req.get("delta", 0.0)
+    if not (isinstance(name, str) and isinstance(eps, (int, float)) and isinstance(delta, (int, float))
+            and not isinstance(eps, bool) and not isinstance(delta, bool)):
+        return {"ok": False, "error": "budget-set needs dataset (a string), epsilon and delta (numbers)"}
+    try:
+        await budget.set_budget(_owner(agent).svc, name, float(eps), float(delta))
+    except (TaskError, budget.BudgetError) as exc:
+        return _fail(exc)
+    return {"ok": True}

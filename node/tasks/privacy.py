@@ -36,75 +36,19 @@ the release leaves it (docs/tasks.md, "Differential privacy").
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
+import json
 from typing import Any
 
 import opendp.prelude as dp
 
+from node.tasks.private_query import KINDS as KINDS
+from node.tasks.private_query import OTHER as OTHER
+from node.tasks.private_query import PrivacyError as PrivacyError
+from node.tasks.private_query import PrivateQuery as PrivateQuery
+from node.tasks.private_query import decode_query as decode_query
+from node.tasks.private_query import encode_query as encode_query
+
 dp.enable_features("contrib")
-
-KINDS = ("count", "sum", "mean", "histogram")
-MAX_EPSILON = 100.0
-MAX_CATEGORIES = 256
-MAX_CATEGORY_CHARS = 128
-MAX_BOUND = 1e15              # |lower|, |upper|: keeps the sum's sensitivity finite and exact
-OTHER = "__other__"           # the histogram's bucket for every record outside the categories
-_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-
-
-class PrivacyError(ValueError):
-    """A private query that cannot be run (its reason names the field), or one refused by the
-    privacy filter."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PrivateQuery:
-    """One private release: ``kind`` over the records of ``dataset`` at ``epsilon``."""
-
-    dataset: str
-    kind: str
-    epsilon: float
-    lower: float | None = None
-    upper: float | None = None
-    categories: tuple[str, ...] = ()
-
-    def problems(self) -> list[str]:
-        """Every reason this query cannot run (empty when it can)."""
-        out = []
-        if not _DATASET.match(self.dataset):
-            out.append("privacy.dataset: 1..128 of letters, digits and . _ : / -")
-        if self.kind not in KINDS:
-            out.append(f"privacy.kind: {self.kind[:32]!r} is not one of {', '.join(KINDS)}")
-        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
-                and 0 < self.epsilon <= MAX_EPSILON):
-            out.append(f"privacy.epsilon: must be positive and at most {MAX_EPSILON:g}")
-        if self.kind in ("sum", "mean"):
-            if self.lower is None or self.upper is None:
-                out.append(f"privacy.lower and privacy.upper: {self.kind} needs declared bounds")
-            elif not (math.isfinite(self.lower) and math.isfinite(self.upper)
-                      and -MAX_BOUND <= self.lower < self.upper <= MAX_BOUND):
-                out.append(f"privacy.lower < privacy.upper, both within ±{MAX_BOUND:g}")
-        elif self.lower is not None or self.upper is not None:
-            out.append(f"privacy.lower/upper: {self.kind} takes no bounds")
-        if self.kind == "histogram":
-            cats = self.categories
-            if not 1 <= len(cats) <= MAX_CATEGORIES:
-                out.append(f"privacy.categories: 1..{MAX_CATEGORIES} for a histogram")
-            elif len(set(cats)) != len(cats) or OTHER in cats or any(
-                    not c or len(c) > MAX_CATEGORY_CHARS or "\n" in c for c in cats):
-                out.append("privacy.categories: distinct, non-empty, one line each, "
-                           f"at most {MAX_CATEGORY_CHARS} characters, not {OTHER!r}")
-        elif self.categories:
-            out.append(f"privacy.categories: {self.kind} takes no categories")
-        return out
-
-    def check(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise PrivacyError("; ".join(problems))
-
 
 # --------------------------------------------------------------------------- measurements
 
@@ -127,10 +71,10 @@ def _chain(kind: str, q: PrivateQuery) -> Any:
 
 def _noised(kind: str, q: PrivateQuery, epsilon: float) -> tuple[Any, float]:
     """(measurement, Laplace scale): the chain of ``kind`` with the smallest noise OpenDP's
-    search finds for a privacy map of at most ``epsilon`` at one record."""
+    search finds for a privacy map of at most ``epsilon`` at ``q.contributions`` records."""
     chain = _chain(kind, q)
-    s = float(dp.binary_search_param(lambda s: chain >> dp.m.then_laplace(s), d_in=1,
-                                     d_out=float(epsilon)))
+    s = float(dp.binary_search_param(lambda s: chain >> dp.m.then_laplace(s),
+                                     d_in=q.contributions, d_out=float(epsilon)))
     return chain >> dp.m.then_laplace(s), s
 
 
@@ -150,8 +94,9 @@ def measurement(q: PrivateQuery) -> Any:
 
 
 def loss(q: PrivateQuery) -> float:
-    """The privacy loss (epsilon) OpenDP's map reports for one record's change."""
-    return float(measurement(q).map(1))
+    """The privacy loss (epsilon) OpenDP's map reports for a change of ``q.contributions``
+    records (what one input record may change)."""
+    return float(measurement(q).map(q.contributions))
 
 
 def scale(q: PrivateQuery) -> list[float]:
@@ -169,7 +114,8 @@ def release(q: PrivateQuery, records: str, remaining_epsilon: float) -> Any:
     odometer = dp.c.make_fully_adaptive_composition(meas.input_domain, meas.input_metric,
                                                     meas.output_measure)
     try:
-        session = dp.c.make_privacy_filter(odometer, d_in=1, d_out=float(remaining_epsilon))(records)
+        session = dp.c.make_privacy_filter(odometer, d_in=q.contributions,
+                                           d_out=float(remaining_epsilon))(records)
         answer = session(meas)
     except dp.OpenDPException as exc:
         raise PrivacyError(f"refused by the privacy filter: {str(exc).strip()[:200]}") from None
@@ -182,3 +128,13 @@ def release(q: PrivateQuery, records: str, remaining_epsilon: float) -> Any:
         return float(total) / max(1, int(n))
     counts = [int(v) for v in answer]
     return {**dict(zip(q.categories, counts[:-1], strict=True)), OTHER: counts[-1]}
+
+
+def release_document(q: PrivateQuery, answer: Any, charged_epsilon: float) -> bytes:
+    """What the owner receives (JSON, sorted keys): the noisy answer and what it cost."""
+    doc: dict[str, Any] = {"dataset": q.dataset, "kind": q.kind, "value": answer,
+                           "epsilon": charged_epsilon, "contributions": q.contributions,
+                           "mechanism": "laplace", "scale": scale(q)}
+    if q.lower is not None:
+        doc["bounds"] = [q.lower, q.upper]
+    return (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()

@@ -35,12 +35,14 @@ import trio
 from libp2p.peer.id import ID
 
 from consensus.state import SwarmState
+from node.tasks import budget
 from node.tasks.wire import (
     MAX_OUTPUT_BYTES,
     MAX_RESULT_BYTES,
     TASK_PROTOCOL,
     TASK_REQUESTS,
     AssignRequest,
+    BudgetRequest,
     CancelRequest,
     DeliverRequest,
     FetchReply,
@@ -187,6 +189,8 @@ class TaskService:
             return reply, b""
         if isinstance(msg, LogsRequest):
             return self.duty.on_logs(pid, msg), b""
+        if isinstance(msg, BudgetRequest):
+            return await budget.on_budget(self.duty, pid, msg), b""
         raise RemoteProtocolError("invalid", f"unexpected {type(msg).__name__}")
 
     def refuse(self, counter: str, reason: str, pid: str, detail: str) -> TaskReply:

@@ -26,6 +26,9 @@ The format (docs/tasks.md, "Job spec")::
     [limits]   fuel = 10_000_000_000  memory_mib = 256  wall_time_s = 60  max_output_bytes = 16777216
     [aggregation] kind = "merge-counts"   # or kind = "wasm", module = "r.wasm", sha256 = "..."
     [weights]  score = 400 ...          # optional overrides of the scheduler's weights
+    [privacy]  dataset = "census"  kind = "mean"  epsilon = 0.5  lower = 0  upper = 120
+               # optional: the result is then this differentially private statistic over the
+               # records (lines) the fragments output, charged to the data set's budget
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 
 import cbor2
 
+from consensus import budgets
 from consensus.scheduler import MAX_FRAGMENTS, MAX_REDUNDANCY, WEIGHT_NAMES, Requirements, Weights
 from consensus.tasks import (
     MAX_ATTEMPTS,
@@ -50,8 +54,10 @@ from consensus.tasks import (
     MAX_REPLICAS_PER_JOB,
     MAX_WALL_TIME_MS,
     JobLimits,
+    Privacy,
     SubmitJob,
 )
+from node.tasks.private_query import PrivateQuery, encode_query
 
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 256 * 1024
@@ -126,6 +132,7 @@ class JobSpec:
     weights: Weights
     max_attempts: int = 3
     name: str = ""
+    privacy: PrivateQuery | None = None  # the result is this query's noisy answer
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical CBOR of every field: the spec digest committed with the job."""
@@ -267,7 +274,7 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
     base = Path(base_dir) if base_dir is not None else None
     errs = _Errors()
     top = ("version", "name", "redundancy", "queue_timeout_s", "max_attempts", "module", "input",
-           "split", "requirements", "limits", "aggregation", "weights")
+           "split", "requirements", "limits", "aggregation", "weights", "privacy")
     for k in raw:
         if k not in top:
             errs.add(k, f"unknown key (expected one of {', '.join(top)})")
@@ -383,11 +390,55 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
     if not any(dataclasses.astuple(weights)):
         errs.add("weights", "at least one weight must be positive")
 
+    privacy = _privacy(raw, errs, kind if "aggregation" in raw else None)
+
     if errs.items:
         raise SpecError(errs.items)
     return JobSpec(SPEC_VERSION, mod, InputSpec(resolved_input, obj.lower()), SplitSpec(mode, fragments),
                    req, limits, redundancy, AggregationSpec(kind, reducer, bin_width), queue_timeout,
-                   weights, max_attempts, name)
+                   weights, max_attempts, name, privacy)
+
+
+def _privacy(raw: Mapping[str, Any], errs: _Errors, aggregation: str | None) -> PrivateQuery | None:
+    """The optional ``[privacy]`` table: the job's result is then a differentially private
+    release over the records (lines) its fragments output, in place of an aggregation."""
+    if "privacy" not in raw:
+        return None
+    pt = _table(raw, "privacy", errs, ("dataset", "kind", "epsilon", "lower", "upper",
+                                       "categories", "contributions"))
+    if aggregation is not None and aggregation != "concat":
+        errs.add("aggregation.kind", "not with [privacy]: the release over the fragments' records "
+                                     "is the result (leave out [aggregation])")
+
+    def number(key: str) -> float | None:
+        v = pt.get(key)
+        if v is None:
+            return None
+        if type(v) not in (int, float):
+            errs.add(f"privacy.{key}", "expected a number")
+            return None
+        return float(v)
+
+    cats = pt.get("categories", [])
+    if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+        errs.add("privacy.categories", "expected a list of strings")
+        cats = []
+    contributions = pt.get("contributions", 1)
+    if type(contributions) is not int:
+        errs.add("privacy.contributions", "expected an integer")
+        contributions = 1
+    eps = number("epsilon")
+    if "epsilon" not in pt:
+        errs.add("privacy.epsilon", "missing: the privacy loss this query may spend")
+    q = PrivateQuery(_str(pt, "privacy", "dataset", errs, default=""),
+                     _str(pt, "privacy", "kind", errs, default=""),
+                     eps if eps is not None else 0.0, number("lower"), number("upper"),
+                     tuple(cats), contributions)
+    for problem in q.problems():
+        field, _, why = problem.partition(": ")
+        if not any(path == field for path, _ in errs.items):
+            errs.add(field, why)
+    return q
 
 
 def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequence[bytes],
@@ -406,7 +457,17 @@ def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequenc
                      aggregation=spec.aggregation.kind, bin_width=spec.aggregation.bin_width,
                      name=spec.name,
                      reducer_hash=(bytes.fromhex(spec.aggregation.module.sha256)
-                                   if spec.aggregation.module is not None else b""))
+                                   if spec.aggregation.module is not None else b""),
+                     privacy=private_job(spec.privacy) if spec.privacy is not None else None)
+
+
+def private_job(q: PrivateQuery) -> Privacy:
+    """The ``privacy`` of the submit command for ``q``: its charge is the loss OpenDP's map
+    reports, rounded up to the ledger's unit (the manager recomputes it before charging)."""
+    from node.tasks.privacy import loss  # OpenDP loads only for a private job
+
+    eps_units, _ = budgets.to_units(loss(q))
+    return Privacy(q.dataset, q.kind, eps_units, encode_query(q))
 
 
 def load_spec(path: Path | str, *, check_files: bool = True) -> JobSpec:

@@ -250,8 +250,17 @@ class LogsReply:
     waiting: str = field(default="", metadata={"max_len": 2000})
 
 
+@wire.message("task-budget", version=1, max_bytes=4096)
+@dataclasses.dataclass(frozen=True)
+class BudgetRequest:
+    """Owner -> manager: ``command`` is a ``set-budget`` command (consensus/budgets.py) naming
+    the sender as the data set's owner and carrying its signature; answered by a TaskReply."""
+
+    command: bytes = field(metadata={"max_len": 3072})
+
+
 TASK_REQUESTS = (SubmitRequest, AssignRequest, FetchRequest, ResultReport, DeliverRequest,
-                 CancelRequest, LogsRequest)
+                 CancelRequest, LogsRequest, BudgetRequest)
 
 
 def failure_digest(error_kind: str, error: str) -> bytes:

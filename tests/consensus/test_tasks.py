@@ -418,3 +418,83 @@ def test_finished_jobs_beyond_keep_are_dropped_oldest_first(fates, keep) -> None
             s = ok(s, CancelJob(jid, "n0", "no"))
     finished = [f"j{i}" for i, fate in enumerate(fates) if fate != "running"]
     assert T.finished_to_drop(s, keep) == finished[:max(0, len(finished) - keep)]
+
+
+# --------------------------------------------------------------------------- private jobs
+
+
+def _budgeted(s: SwarmState, owner: str = "n0", eps_units: int = 1_000_000) -> SwarmState:
+    from consensus import budgets as B
+
+    return ok(s, B.SetBudget("ds", owner, eps_units, 0, 0, b"\x01" * 64))
+
+
+def _private(job_id: str = "j", eps: int = 500_000, **kw: Any) -> SubmitJob:
+    return submit(job_id, privacy=T.Privacy("ds", "count", eps, b"\x85query"), **kw)
+
+
+def test_a_private_job_is_committed_only_after_its_own_charge() -> None:
+    from consensus import budgets as B
+
+    s = swarm()
+    refused(s, _private(), "has no privacy budget")
+    s = _budgeted(s)
+    refused(s, _private(), "is not charged")                       # no charge yet
+    s2 = ok(s, B.ChargeBudget("ds", "other-job", 500_000, 0, 0, 0))
+    refused(s2, _private(), "is not charged")                      # another job's charge
+    s = ok(s, B.ChargeBudget("ds", "j", 400_000, 0, 0, 0))
+    refused(s, _private(eps=500_000), "is not charged")            # charged less than it says
+    refused(s, _private(eps=400_000, owner="n1"), "another owner")  # not the data set's owner
+    refused(s, _private(eps=400_000, aggregation="sum"), "aggregation concat")
+    refused(s, submit(privacy=T.Privacy("ds", "median", 400_000, b"q")), "not one of")
+    refused(s, submit(privacy=T.Privacy("ds", "count", 400_000, b"")), "private query is")
+    s = ok(s, _private(eps=400_000))
+    assert T.job(s, "j")["dp"] == {"ds": "ds", "kind": "count", "eps": 400_000, "q": b"\x85query"}
+
+
+def test_a_private_job_ends_with_its_release_and_only_it_does() -> None:
+    from consensus import budgets as B
+
+    s = ok(_budgeted(swarm()), B.ChargeBudget("ds", "j", 500_000, 0, 0, 0))
+    s = ok(s, _private())
+    s = ok(s, AssignFragments("j", 7, (Assignment(0, 0, "n1"), Assignment(0, 1, "n2"),
+                                       Assignment(1, 0, "n3"), Assignment(1, 1, "n4"))))
+    for f, r, node in ((0, 0, "n1"), (0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
+        s = ok(s, result(f, r, node))
+    release = b'{"kind":"count","value":301}\n'
+    digest = hashlib.sha256(release).digest()
+    refused(s, JobDone("j", digest, len(release)), "release is 1..")
+    refused(s, JobDone("j", H2, len(release), release), "does not match")
+    refused(s, JobDone("j", digest, 3, release), "does not match")
+    refused(s, JobDone("j", digest, len(release), b"x" * (T.MAX_RELEASE_BYTES + 1)), "release is 1..")
+    done = ok(s, JobDone("j", digest, len(release), release))
+    assert T.job(done, "j")["release"] == release
+    assert decode_state(encode_state(done)) == done
+    # a job that is not private never carries one
+    plain = running()
+    for f, r, node in ((0, 0, "n1"), (0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
+        plain = ok(plain, result(f, r, node))
+    refused(plain, JobDone("j", digest, len(release), release), "only a private job")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["charge", "submit", "both"]),
+                          st.integers(1, 600_000)), max_size=8))
+def test_no_private_job_exists_without_a_charge_at_least_its_own(ops) -> None:
+    """Any order of charges and submits: every private job in the state has a charge of
+    exactly its epsilon, and the ledger never passes the budget."""
+    from consensus import budgets as B
+
+    s = _budgeted(swarm())
+    for i, (op, eps) in enumerate(ops):
+        jid = f"j{i}"
+        if op in ("charge", "both"):
+            rec = B.budget(s, "ds")
+            s, _ = run(s, B.ChargeBudget("ds", jid, eps, 0, rec["spent_eps"], rec["spent_delta"]))
+        if op in ("submit", "both"):
+            s, _ = run(s, _private(jid, eps))
+    rec = B.budget(s, "ds")
+    assert rec["spent_eps"] <= rec["eps"] and B.check_ledger(s) == []
+    charges = {q: e for q, e, _ in rec["charges"]}
+    for jid, j in T.jobs(s).items():
+        assert j["dp"] is not None and charges.get(jid) == j["dp"]["eps"]

@@ -112,3 +112,25 @@ def test_mean_and_histogram_releases_and_the_filter_refuses_past_the_budget():
         release(PrivateQuery("d", "count", 1.0), records, 0.5)
     with pytest.raises(PrivacyError, match="spent"):
         release(PrivateQuery("d", "count", 1.0), records, 0.0)
+
+
+def test_contributions_scale_the_noise_and_not_the_loss():
+    """One input record that may change k output records: OpenDP's map is taken at d_in = k,
+    so the loss stays the epsilon asked and the Laplace scale grows k-fold."""
+    from node.tasks.privacy import PrivateQuery, loss, scale
+
+    one = PrivateQuery("d", "count", 0.5)
+    three = PrivateQuery("d", "count", 0.5, contributions=3)
+    assert loss(one) <= 0.5 + 1e-9 and loss(three) <= 0.5 + 1e-9
+    assert scale(three)[0] == pytest.approx(3 * scale(one)[0], rel=1e-3)
+
+
+def test_the_release_document_says_what_was_spent():
+    import json
+
+    from node.tasks.privacy import PrivateQuery, release, release_document
+
+    q = PrivateQuery("d", "sum", 1.0, lower=0, upper=10)
+    doc = json.loads(release_document(q, release(q, "1\n2\n50\n", 1.0 + 1e-12), 1.0))
+    assert doc["kind"] == "sum" and doc["epsilon"] == 1.0 and doc["bounds"] == [0.0, 10.0]
+    assert doc["mechanism"] == "laplace" and len(doc["scale"]) == 1 and isinstance(doc["value"], float)

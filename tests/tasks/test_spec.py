@@ -254,3 +254,48 @@ def test_record_split_balances_regular_lines() -> None:
 def test_files_mode_does_not_split_bytes() -> None:
     with pytest.raises(ValueError, match="one fragment per file"):
         split_input(b"x", SplitSpec("files", 2))
+
+
+PRIVATE = GOOD.replace('[aggregation]\nkind = "merge-counts"\n', "")
+
+
+@pytest.mark.parametrize(("table", "errors"), [
+    ('dataset = "census"\nkind = "count"\nepsilon = 0.5\n', []),
+    ('dataset = "census"\nkind = "mean"\nepsilon = 0.5\nlower = 0\nupper = 120\ncontributions = 2\n', []),
+    ('dataset = "census"\nkind = "mean"\nepsilon = 0.5\n', ["privacy.lower and privacy.upper"]),
+    ('dataset = "census"\nkind = "count"\nepsilon = 0\n', ["privacy.epsilon"]),
+    ('dataset = "census"\nkind = "count"\nepsilon = -1\n', ["privacy.epsilon"]),
+    ('dataset = "census"\nkind = "count"\n', ["privacy.epsilon"]),
+    ('dataset = "census"\nkind = "sum"\nepsilon = 1\nlower = 5\nupper = 5\n',
+     ["privacy.lower < privacy.upper, both within ±1e+15"]),
+    ('dataset = "census"\nkind = "histogram"\nepsilon = 1\n', ["privacy.categories"]),
+    ('dataset = "no spaces"\nkind = "median"\nepsilon = 1\ncolour = 3\n',
+     ["privacy.colour", "privacy.dataset", "privacy.kind"]),
+    ('dataset = "census"\nkind = "count"\nepsilon = 1\ncontributions = 0\n', ["privacy.contributions"]),
+])
+def test_the_privacy_table_names_every_error(work: Path, table: str, errors: list[str]) -> None:
+    try:
+        spec = parse_spec(PRIVATE + "[privacy]\n" + table, base_dir=work)
+    except SpecError as exc:
+        assert sorted(p for p, _ in exc.errors) == sorted(errors), exc.errors
+        return
+    assert errors == [] and spec.privacy is not None and spec.privacy.dataset == "census"
+
+
+def test_privacy_replaces_the_aggregation_and_becomes_a_charged_query(work: Path) -> None:
+    from consensus import budgets
+    from node.tasks.private_query import decode_query
+    from node.tasks.spec import submit_command
+
+    with pytest.raises(SpecError) as err:
+        parse_spec(GOOD + '[privacy]\ndataset = "d"\nkind = "count"\nepsilon = 1\n', base_dir=work)
+    assert [p for p, _ in err.value.errors] == ["aggregation.kind"]
+    spec = parse_spec(PRIVATE + '[privacy]\ndataset = "d"\nkind = "count"\nepsilon = 0.25\n'
+                      'contributions = 2\n', base_dir=work)
+    cmd = submit_command(spec, job_id="j", owner="n0", fragments=[b"1\n"], now_ms=0)
+    assert cmd.privacy is not None and cmd.privacy.dataset == "d"
+    assert decode_query(cmd.privacy.query) == spec.privacy
+    # OpenDP's map at 2 contributions: the noise was scaled so that the loss is the epsilon asked
+    assert cmd.privacy.epsilon == budgets.to_units(0.25)[0]
+    assert spec.digest() != parse_spec(PRIVATE + '[privacy]\ndataset = "d"\nkind = "count"\n'
+                                       'epsilon = 0.5\n', base_dir=work).digest()

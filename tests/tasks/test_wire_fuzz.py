@@ -44,6 +44,7 @@ def examples() -> list[object]:
         w.LogEntry(1, 0, PEER, b"stderr"),
         w.LogsReply(True, "", (w.LogEntry(1, 0, PEER, b"x"),), True, "waiting for capacity"),
         capability.Link(PEER, 3, 1024),
+        w.BudgetRequest(os.urandom(300)),
     ]
 
 
@@ -133,3 +134,37 @@ def test_fuzz_mutated_encodings(which, draw):
     except RemoteProtocolError:
         return
     assert type(out) is type(msg)
+
+
+# --------------------------------------------------------------------------- private queries
+
+
+def test_a_private_query_round_trips_and_refuses_what_is_not_one():
+    from node.tasks.private_query import PrivacyError, PrivateQuery, decode_query, encode_query
+
+    q = PrivateQuery("census/2026", "histogram", 0.25, categories=("a", "b"), contributions=3)
+    assert decode_query(encode_query(q)) == q
+    for bad in (b"", cbor2.dumps([1, "d", "count"]), cbor2.dumps([2, "d", "count", 1.0, None, None, [], 1]),
+                cbor2.dumps([1, "d", "count", "1.0", None, None, [], 1]),
+                cbor2.dumps([1, "d", "count", -1.0, None, None, [], 1]),
+                cbor2.dumps([1, "d", "sum", 1.0, None, None, [], 1]),
+                cbor2.dumps([1, "d", "count", 1.0, None, None, [], 0]),
+                cbor2.dumps([1, "d", "count", 1.0, None, None, [], True]),
+                b"\xff" * 20000):
+        with pytest.raises(PrivacyError):
+            decode_query(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), cbor_values.map(lambda v: cbor2.dumps(v)),
+                 st.lists(cbor_values, min_size=8, max_size=8).map(
+                     lambda v: cbor2.dumps([1, *v[1:]]))))
+def test_fuzz_private_queries(data):
+    """A committed query is decoded by every manager: garbage is a PrivacyError, never a crash."""
+    from node.tasks.private_query import PrivacyError, PrivateQuery, decode_query
+
+    try:
+        q = decode_query(data)
+    except PrivacyError:
+        return
+    assert isinstance(q, PrivateQuery) and q.problems() == []
