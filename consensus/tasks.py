@@ -36,6 +36,7 @@ Rules
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 from collections.abc import Iterator, Mapping
@@ -77,6 +78,7 @@ AGGREGATION_KINDS = ("concat", "sum", "count", "mean", "min", "max", "histogram"
 PRIVATE_KINDS = ("count", "sum", "mean", "histogram")  # node/tasks/privacy.py KINDS
 MAX_QUERY_BYTES = 16 * 1024     # a private query's canonical encoding
 MAX_RELEASE_BYTES = 64 * 1024   # a private job's released statistic, kept in the state
+MAX_FINDINGS = 256              # minority replicas recorded with a done job
 REDUCER = "wasm"  # the aggregation by a reducer module (its hash committed with the job)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -156,6 +158,18 @@ class SubmitJob:
     name: str = ""
     reducer_hash: bytes = b""
     privacy: Privacy | None = None
+    quorum: int = 0          # agreeing replicas that accept a fragment's output (0: all r)
+    max_replicas: int = 0    # replicas a fragment may reach on disagreement (0: r, none added)
+
+
+@dataclasses.dataclass(frozen=True)
+class AddReplica:
+    """Give ``fragment`` one more (pending) replica: its replicas disagree (or failed) so that
+    no quorum can be reached with the ones it has, and it has fewer than the job's
+    ``max_replicas``. The state checks both itself (:func:`fragment_verdict`)."""
+
+    job_id: str
+    fragment: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +298,7 @@ def _put(s: SwarmState, job_id: str, job: dict[str, Any]) -> SwarmState:
 
 
 def _replica(job: Mapping[str, Any], f: int, r: int) -> dict[str, Any]:
-    if not (0 <= f < job["n"] and 0 <= r < job["r"]):
+    if not (0 <= f < job["n"] and 0 <= r < len(job["frags"][f])):
         raise Rejected(f"no fragment {f} replica {r}")
     return dict(job["frags"][f][r])
 
@@ -407,6 +421,16 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
     if len(c.bin_width) > 64 or len(c.name) > MAX_NAME:
         raise Rejected("bin width or name too long")
     dp = _private(s, c)
+    quorum = c.quorum or c.redundancy
+    most = c.max_replicas or c.redundancy
+    if not 1 <= quorum <= c.redundancy or not c.redundancy <= most <= MAX_REDUNDANCY:
+        raise Rejected(f"quorum outside 1..redundancy, or max_replicas outside "
+                       f"redundancy..{MAX_REDUNDANCY}")
+    if 2 * quorum <= c.redundancy:
+        raise Rejected("a quorum is more than half of the replicas (two minorities could "
+                       "otherwise both be accepted)")
+    if c.fragments * most > MAX_REPLICAS_PER_JOB:
+        raise Rejected(f"{c.fragments} x {most} replicas > {MAX_REPLICAS_PER_JOB}")
     replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
                "size": 0, "prof": [0, 0, 0], "err": ""}
     job = {
@@ -418,7 +442,7 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
         "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
         "inputs": list(c.input_hashes), "limits": _plain(c.limits), "agg": c.aggregation,
         "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1, "reducer": c.reducer_hash,
-        "dp": dp, "release": b"",
+        "dp": dp, "release": b"", "q": quorum, "rmax": most, "findings": [],
     }
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job
@@ -524,21 +548,111 @@ def _cancel(s: SwarmState, c: CancelJob) -> SwarmState:
     return _put(s, c.job_id, job)
 
 
-def incomplete(s: SwarmState, job: Mapping[str, Any]) -> str:
-    """Why ``job`` may not be completed now ("" when every replica has an accepted result from
-    a node not revoked since, and the replicas of each fragment agree)."""
-    for f, frag in enumerate(job["frags"]):
-        for r, rep in enumerate(frag):
-            if rep["st"] == R_FAILED:
-                return f"fragment {f} replica {r} failed on {rep['node']}: {rep['err']}"
-            if rep["st"] != R_DONE:
-                return f"fragment {f} replica {r} is {rep['st']}"
+AGREED, OPEN, NEEDS_REPLICA, NO_QUORUM = "agreed", "open", "needs-replica", "no-quorum"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One fragment's standing: ``state`` is AGREED (``output`` has ``quorum`` votes),
+    OPEN (replicas still running could yet make a quorum), NEEDS_REPLICA (no quorum is
+    reachable with the replicas it has, but it may have another) or NO_QUORUM (nor with
+    another: the fragment fails). ``minority`` lists the (replica, node, output) of done
+    replicas whose output is not the agreed one: integrity findings against their nodes."""
+
+    state: str
+    output: bytes = b""
+    votes: int = 0
+    minority: tuple[tuple[int, str, bytes], ...] = ()
+    why: str = ""
+
+
+def _quorum(job: Mapping[str, Any]) -> tuple[int, int]:
+    return int(job.get("q", job["r"])), int(job.get("rmax", job["r"]))
+
+
+def fragment_verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
+    """The verdict on fragment ``f`` (pure; every replica computes the same). A vote is a done
+    replica whose node is not revoked; a failed replica votes for nothing. An output is
+    accepted with at least ``q`` votes and strictly more than any other output has (``q`` is
+    more than half of ``r``, but replicas added on disagreement could otherwise let two
+    outputs each reach it: a tie is decided by one more replica, never by a rule)."""
+    frag = job["frags"][f]
+    q, most = _quorum(job)
+    votes: dict[bytes, list[int]] = {}
+    undecided = 0
+    failed = []
+    for r, rep in enumerate(frag):
+        if rep["st"] in (PENDING, ASSIGNED):
+            undecided += 1
+        elif rep["st"] == R_FAILED:
+            failed.append(f"replica {r} failed on {rep['node']}: {rep['err']}")
+        else:
             m = s.members.get(rep["node"])
-            if m is None or m.status == REVOKED:
+            if m is not None and m.status != REVOKED:  # a revoked node's vote is void
+                votes.setdefault(rep["out"], []).append(r)
+    best = max(votes.items(), key=lambda kv: (len(kv[1]), kv[0]), default=(b"", []))
+    if len(best[1]) >= q and all(len(rs) < len(best[1]) for o, rs in votes.items() if o != best[0]):
+        minority = tuple((r, frag[r]["node"], out) for out, rs in sorted(votes.items())
+                         if out != best[0] for r in rs)
+        return Verdict(AGREED, best[0], len(best[1]), minority)
+    revoked = sum(1 for rep in frag if rep["st"] == R_DONE
+                  and (s.members.get(rep["node"]) is None
+                       or s.members[rep["node"]].status == REVOKED))
+    if undecided + revoked and len(best[1]) + undecided + revoked >= q:
+        return Verdict(OPEN, votes=len(best[1]))  # the replicas to come may decide it
+    why = (f"{len(votes)} different outputs, at most {len(best[1])} agreeing of {q} needed"
+           if votes else "no output")
+    if failed:
+        why += "; " + "; ".join(failed[:3])
+    if len(frag) < most:
+        return Verdict(NEEDS_REPLICA, votes=len(best[1]), why=why)
+    return Verdict(NO_QUORUM, votes=len(best[1]), why=f"fragment {f}: no quorum: {why}")
+
+
+def incomplete(s: SwarmState, job: Mapping[str, Any]) -> str:
+    """Why ``job`` may not be completed now ("" when every fragment has a quorum of agreeing
+    replicas from nodes not revoked since; with the default quorum, all ``r`` of them)."""
+    for f, frag in enumerate(job["frags"]):
+        v = fragment_verdict(s, job, f)
+        if v.state == AGREED:
+            continue
+        if v.state == NO_QUORUM:
+            return f"the replicas of fragment {f} disagree: {v.why}"
+        for r, rep in enumerate(frag):
+            m = s.members.get(rep["node"])
+            if rep["st"] == R_DONE and (m is None or m.status == REVOKED):
                 return f"fragment {f} replica {r} was computed by {rep['node']}, revoked since"
-        if len({rep["out"] for rep in frag}) != 1:
-            return f"the replicas of fragment {f} disagree"
+        pending = [r for r, rep in enumerate(frag) if rep["st"] != R_DONE]
+        return (f"fragment {f} replica {pending[0]} is {frag[pending[0]]['st']}" if pending
+                else f"the replicas of fragment {f} disagree: {v.why}")
     return ""
+
+
+def findings(s: SwarmState, job: Mapping[str, Any]) -> list[list[Any]]:
+    """[fragment, replica, node, output hash] of every done replica outside its fragment's
+    agreed output (in fragment order)."""
+    out: list[list[Any]] = []
+    for f in range(len(job["frags"])):
+        v = fragment_verdict(s, job, f)
+        if v.state == AGREED:
+            out.extend([f, r, node, o] for r, node, o in v.minority)
+    return out
+
+
+def _add_replica(s: SwarmState, c: AddReplica) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in LIVE_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    if not 0 <= c.fragment < len(job["frags"]):
+        raise Rejected(f"no fragment {c.fragment}")
+    v = fragment_verdict(s, job, c.fragment)
+    if v.state != NEEDS_REPLICA:
+        raise Rejected(f"fragment {c.fragment} is {v.state}: no replica to add")
+    frags = [list(fr) for fr in job["frags"]]
+    frags[c.fragment].append({"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0,
+                              "out": b"", "size": 0, "prof": [0, 0, 0], "err": ""})
+    job["frags"] = frags
+    return _put(s, c.job_id, job)
 
 
 def _done(s: SwarmState, c: JobDone) -> SwarmState:
@@ -557,7 +671,8 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
             raise Rejected("the release does not match the result hash")
     elif c.release:
         raise Rejected("only a private job commits a release")
-    job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes, release=c.release)
+    job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes, release=c.release,
+               findings=findings(s, job)[:MAX_FINDINGS])
     return _put(s, c.job_id, job)
 
 
@@ -581,6 +696,7 @@ def _drop(s: SwarmState, c: DropJob) -> SwarmState:
 
 TASK_COMMANDS: tuple[tuple[str, type, Any], ...] = (
     ("submit-job", SubmitJob, _submit),
+    ("add-replica", AddReplica, _add_replica),
     ("assign-fragments", AssignFragments, _assign_batch),
     ("fragment-result", FragmentResult, _result),
     ("reassign-fragment", ReassignFragment, _reassign),
@@ -664,7 +780,9 @@ def job_request(s: SwarmState, job_id: str, *, client: str = "", input_holders: 
         for r, rep in enumerate(frag):
             if rep["st"] == PENDING or not pending_only:
                 wants.append(Want(f, r, tuple(sorted(set(live) | set(rep["tried"]))), tuple(provs)))
-    return JobRequest(job_id, j["n"], j["r"], requirements_of(j), weights_of(j),
+    # replicas added on disagreement (add-replica) widen the request beyond the job's r
+    width = max((len(fr) for fr in j["frags"]), default=j["r"])
+    return JobRequest(job_id, j["n"], width, requirements_of(j), weights_of(j),
                       client=client or j["owner"], input_holders=input_holders,
                       fragment_bytes=j["frag_bytes"], wants=tuple(wants))
 
@@ -683,7 +801,8 @@ def check_invariants(s: SwarmState) -> list[str]:
     for jid, j in sorted(_jobs(s).items()):
         if j["status"] not in LIVE_JOB + TERMINAL_JOB:
             out.append(f"{jid}: unknown status {j['status']}")
-        if len(j["frags"]) != j["n"] or any(len(fr) != j["r"] for fr in j["frags"]):
+        q, most = _quorum(j)
+        if len(j["frags"]) != j["n"] or any(not j["r"] <= len(fr) <= most for fr in j["frags"]):
             out.append(f"{jid}: fragments lost: {len(j['frags'])} of {j['n']}")
             continue
         done = 0
@@ -710,8 +829,10 @@ def check_invariants(s: SwarmState) -> list[str]:
                 out.append(f"{jid} fragment {f}: two live replicas on one node {live_nodes}")
         if done != j["done"]:
             out.append(f"{jid}: done count {j['done']} but {done} done replicas (counted twice?)")
-        if j["status"] == DONE and (done != j["n"] * j["r"] or len(j["result"]) != HASH_BYTES):
-            out.append(f"{jid}: done with {done} of {j['n'] * j['r']} replicas")
+        if j["status"] == DONE and (len(j["result"]) != HASH_BYTES or any(
+                max(collections.Counter(rep["out"] for rep in fr if rep["st"] == R_DONE).values(),
+                    default=0) < q for fr in j["frags"])):
+            out.append(f"{jid}: done without {q} agreeing replicas of every fragment")
         if j["status"] == QUEUED and any(rep["st"] != PENDING for fr in j["frags"] for rep in fr):
             out.append(f"{jid}: queued with assigned replicas")
         release = j.get("release", b"")
@@ -741,6 +862,10 @@ def check_transition(before: SwarmState, after: SwarmState) -> list[str]:
         probe = {**old, "frags": [list(fr) for fr in old["frags"]]}
         for f, frag in enumerate(j["frags"]):
             for r, rep in enumerate(frag):
+                if r >= len(old["frags"][f]):  # added by add-replica: pending, with no node
+                    if rep["st"] != PENDING or rep["node"]:
+                        out.append(f"{jid} fragment {f} replica {r}: added {rep['st']}")
+                    continue
                 prev = old["frags"][f][r]
                 if rep["st"] == ASSIGNED and (prev["st"] != ASSIGNED or prev["node"] != rep["node"]):
                     cleared = dict(prev, st=PENDING, node="") if prev["st"] != PENDING else prev

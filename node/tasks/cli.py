@@ -257,6 +257,12 @@ def describe_text(job: dict[str, Any]) -> str:
             f"{job.get('done', 0)}/{total} done, {job.get('failed', 0)} failed",
             f"  module      {job['module']}",
             f"  aggregation {job['aggregation']}"]
+    if job.get("quorum") and (job["quorum"] != job["redundancy"] or job["max_replicas"] != job["redundancy"]):
+        head.append(f"  quorum      {job['quorum']} agreeing replicas, up to {job['max_replicas']} "
+                    "a fragment on disagreement")
+    for x in job.get("findings", []):
+        head.append(f"  finding     fragment {x['fragment']} replica {x['replica']} on {_short(x['node'])}: "
+                    f"output {x['output_hash'][:16]}… outvoted")
     dp = job.get("privacy")
     if dp:
         charged = dp.get("epsilon_charged")

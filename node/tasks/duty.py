@@ -116,6 +116,7 @@ class ManagerDuty:
         self.busy: set[str] = set()
         self.tried_at: dict[str, tuple[int, float]] = {}
         self.stats = {"submitted": 0, "placed": 0, "reassigned": 0, "results": 0, "done": 0,
+                      "replicas_added": 0,
                       "failed": 0, "delivered": 0}
         self._leading = False
         self._wake = trio.Event()
@@ -166,9 +167,9 @@ class ManagerDuty:
             states = [rep["st"] for frag in j["frags"] for rep in frag]
             if j["status"] in ct.LIVE_JOB:
                 live |= self._track_replicas(st, jid, j, now)
-                if ct.PENDING in states:
+                if ct.PENDING in states and (j.get("q", j["r"]) == j["r"] or ct.incomplete(st, j)):
                     self._start(jid, self._place, jid)
-                elif ct.ASSIGNED not in states:
+                elif ct.ASSIGNED not in states or not ct.incomplete(st, j):  # quorum reached
                     self._start(jid, self._finish, jid)
             elif jid not in self.delivered:
                 if j["status"] == ct.DONE and jid not in self.results and j.get("dp") is None:
@@ -282,7 +283,9 @@ class ManagerDuty:
         seen: set[tuple[str, int, int]] = set()
         have = {(f, r) for (k, f, r) in self.outputs if k == jid}
         for f, frag in enumerate(j["frags"]):
-            fragment_output = any((f, r) in have for r in range(j["r"]))
+            v = ct.fragment_verdict(st, j, f)
+            fragment_output = v.state == ct.AGREED and any(
+                (f, r) in have and rep["out"] == v.output for r, rep in enumerate(frag))
             for r, rep in enumerate(frag):
                 key = (jid, f, r)
                 node = rep["node"]
@@ -456,7 +459,7 @@ class ManagerDuty:
             return "unknown-job", f"no job {rep.job_id}"
         if j["status"] == ct.CANCELLED:
             return "cancelled", f"{where}: the job was cancelled"
-        if rep.fragment >= j["n"] or rep.replica >= j["r"]:
+        if rep.fragment >= j["n"] or rep.replica >= len(j["frags"][rep.fragment]):
             return "no-replica", f"{where}: no such replica"
         rec = j["frags"][rep.fragment][rep.replica]
         if rec["node"] != pid:
@@ -524,18 +527,31 @@ class ManagerDuty:
         if j is None or j["status"] != ct.RUNNING:
             return
         failed = [(f, r, rep) for f, r, rep in ct.replicas(st, jid) if rep["st"] == ct.R_FAILED]
-        if failed:
+        q, most = j.get("q", j["r"]), j.get("rmax", j["r"])
+        if failed and q == j["r"] == most:  # unanimity and no spare replica: nothing can save it
             parts = [f"fragment {f} replica {r} on {rep['node']}: {rep['err']}" for f, r, rep in failed[:3]]
             more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
             await self._fail(jid, f"{len(failed)} of {j['n'] * j['r']} replicas failed: "
                                   + "; ".join(parts) + more)
             return
-        why = ct.incomplete(st, j)
-        if why:
-            if "disagree" in why:
-                await self._fail(jid, why)
-            return  # a revoked node's result: step 2 moves it
-        outputs = self._outputs(jid, j)
+        verdicts = [ct.fragment_verdict(st, j, f) for f in range(j["n"])]
+        lost = next((v for v in verdicts if v.state == ct.NO_QUORUM), None)
+        if lost is not None:
+            await self._fail(jid, lost.why)
+            return
+        short = [f for f, v in enumerate(verdicts) if v.state == ct.NEEDS_REPLICA]
+        for f in short:  # outvoted or failed replicas, nothing left to run: one more, elsewhere
+            ok, _ = await self._command(ct.AddReplica(jid, f))
+            if ok:
+                self.stats["replicas_added"] += 1
+                log.info("job %s fragment %d: %s; one more replica", jid, f, verdicts[f].why,
+                         extra={"job": jid})
+        if short:
+            self.wake()  # the next round places them
+            return
+        if ct.incomplete(st, j):
+            return  # a revoked node's result (step 2 moves it), or replicas still to run
+        outputs = self._outputs(jid, j, verdicts)
         if outputs is None:
             return  # step 2 collects the missing ones
         release = b""
@@ -597,11 +613,16 @@ class ManagerDuty:
             del self.reducers[next(iter(self.reducers))]
         return blob
 
-    def _outputs(self, jid: str, j: Any) -> list[bytes] | None:
+    def _outputs(self, jid: str, j: Any, verdicts: list[Any] | None = None) -> list[bytes] | None:
+        """Each fragment's agreed output, if held here (from a replica that voted for it)."""
+        if verdicts is None:
+            verdicts = [ct.fragment_verdict(self.svc.role.state, j, f) for f in range(j["n"])]
         out = []
-        for f in range(j["n"]):
-            got = next((self.outputs[(jid, f, r)] for r in range(j["r"]) if (jid, f, r) in self.outputs),
-                       None)
+        for f, frag in enumerate(j["frags"]):
+            if verdicts[f].state != ct.AGREED:
+                return None
+            got = next((self.outputs[(jid, f, r)] for r, rep in enumerate(frag)
+                        if (jid, f, r) in self.outputs and rep["out"] == verdicts[f].output), None)
             if got is None:
                 return None
             out.append(got)

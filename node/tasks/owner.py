@@ -255,7 +255,8 @@ class OwnerSide:
         deadline = time.monotonic() + VIEW_WAIT_S
         while True:
             j = ct.job(self.svc.view(), req.job_id)
-            if j is not None and req.fragment < j["n"] and req.replica < j["r"]:
+            if (j is not None and req.fragment < j["n"]
+                    and req.replica < len(j["frags"][req.fragment])):
                 rep = j["frags"][req.fragment][req.replica]
                 if rep["st"] == ct.ASSIGNED and rep["node"] == pid:
                     return ""
@@ -324,6 +325,10 @@ class OwnerSide:
             "result_bytes": j["result_bytes"] if j else 0,
             "waiting": "", "replicas": [],
         }
+        if j is not None:
+            out["quorum"], out["max_replicas"] = j.get("q", j["r"]), j.get("rmax", j["r"])
+            out["findings"] = [{"fragment": f, "replica": r, "node": node, "output_hash": o.hex()}
+                               for f, r, node, o in j.get("findings", [])]
         dp = j.get("dp") if j is not None else None
         if dp is not None:
             out["privacy"] = {"dataset": dp["ds"], "kind": dp["kind"],

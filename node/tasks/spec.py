@@ -18,6 +18,8 @@ The format (docs/tasks.md, "Job spec")::
 
     version = 1
     redundancy = 2                 # each fragment on r distinct nodes of distinct providers
+    quorum = 2                     # agreeing replicas that accept a fragment (> r/2; default r)
+    max_replicas = 4               # replicas a fragment may reach when they disagree (default r)
     queue_timeout_s = 300          # how long the job may wait for nodes
     [module]   path = "wc.wasm"   sha256 = "<64 hex>"
     [input]    path = "book.txt"  # or object = "<32 hex>" (a stored object), or a directory
@@ -133,6 +135,8 @@ class JobSpec:
     max_attempts: int = 3
     name: str = ""
     privacy: PrivateQuery | None = None  # the result is this query's noisy answer
+    quorum: int = 0          # agreeing replicas that accept a fragment (0: all of redundancy)
+    max_replicas: int = 0    # replicas a fragment may reach on disagreement (0: redundancy)
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical CBOR of every field: the spec digest committed with the job."""
@@ -273,7 +277,8 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
         raise SpecError([("", "expected a table at the top level")])
     base = Path(base_dir) if base_dir is not None else None
     errs = _Errors()
-    top = ("version", "name", "redundancy", "queue_timeout_s", "max_attempts", "module", "input",
+    top = ("version", "name", "redundancy", "quorum", "max_replicas", "queue_timeout_s",
+           "max_attempts", "module", "input",
            "split", "requirements", "limits", "aggregation", "weights", "privacy")
     for k in raw:
         if k not in top:
@@ -358,6 +363,14 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
     redundancy = _int(raw, "", "redundancy", errs, 1, MAX_REDUNDANCY, default=1)
     if fragments * redundancy > MAX_REPLICAS_PER_JOB:
         errs.add("redundancy", f"{fragments} fragments x {redundancy} > {MAX_REPLICAS_PER_JOB} replicas")
+    quorum = _int(raw, "", "quorum", errs, 1, MAX_REDUNDANCY, default=redundancy)
+    if "quorum" in raw and not redundancy < 2 * quorum <= 2 * redundancy:
+        errs.add("quorum", f"more than half of redundancy ({redundancy}) and at most all of it")
+    max_replicas = _int(raw, "", "max_replicas", errs, 1, MAX_REDUNDANCY, default=redundancy)
+    if max_replicas < redundancy:
+        errs.add("max_replicas", f"at least redundancy ({redundancy})")
+    elif fragments * max_replicas > MAX_REPLICAS_PER_JOB:
+        errs.add("max_replicas", f"{fragments} fragments x {max_replicas} > {MAX_REPLICAS_PER_JOB} replicas")
     queue_timeout = _int(raw, "", "queue_timeout_s", errs, 1, MAX_QUEUE_TIMEOUT_S, default=300)
     max_attempts = _int(raw, "", "max_attempts", errs, 1, MAX_ATTEMPTS, default=3)
 
@@ -396,7 +409,8 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
         raise SpecError(errs.items)
     return JobSpec(SPEC_VERSION, mod, InputSpec(resolved_input, obj.lower()), SplitSpec(mode, fragments),
                    req, limits, redundancy, AggregationSpec(kind, reducer, bin_width), queue_timeout,
-                   weights, max_attempts, name, privacy)
+                   weights, max_attempts, name, privacy,
+                   quorum if quorum != redundancy else 0, max_replicas if max_replicas != redundancy else 0)
 
 
 def _privacy(raw: Mapping[str, Any], errs: _Errors, aggregation: str | None) -> PrivateQuery | None:
@@ -458,7 +472,8 @@ def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequenc
                      name=spec.name,
                      reducer_hash=(bytes.fromhex(spec.aggregation.module.sha256)
                                    if spec.aggregation.module is not None else b""),
-                     privacy=private_job(spec.privacy) if spec.privacy is not None else None)
+                     privacy=private_job(spec.privacy) if spec.privacy is not None else None,
+                     quorum=spec.quorum, max_replicas=spec.max_replicas)
 
 
 def private_job(q: PrivateQuery) -> Privacy:

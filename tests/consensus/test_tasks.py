@@ -251,8 +251,11 @@ def random_command(rng: random.Random, s: SwarmState) -> Any:
     if k == 12:
         k = rng.choice([1, 3, 4])
     if k == 0:
-        return submit(jid, n=rng.randrange(1, 4), r=rng.randrange(1, 3), owner=rng.choice(NODES),
-                      max_attempts=rng.randrange(1, 4))
+        r_ = rng.randrange(1, 4)
+        q_ = rng.choice([0, r_ // 2 + 1, rng.randrange(0, 4)])
+        return submit(jid, n=rng.randrange(1, 4), r=r_, owner=rng.choice(NODES),
+                      max_attempts=rng.randrange(1, 4), quorum=q_,
+                      max_replicas=rng.choice([0, r_, r_ + 2, 9]))
     if k == 1:
         # A proper manager move: a pending replica to a node that qualifies now.
         for j_id in rng.sample(jobs, len(jobs)):
@@ -271,14 +274,15 @@ def random_command(rng: random.Random, s: SwarmState) -> Any:
     if k in (3, 4, 5):
         # Often the right node (so results get accepted), sometimes anyone.
         j = T.job(s, jid)
-        if j is not None and rng.random() < 0.7 and f < j["n"] and r < j["r"]:
+        if j is not None and rng.random() < 0.7 and f < j["n"] and r < len(j["frags"][f]):
             node = j["frags"][f][r]["node"] or node
         good = rng.random() < 0.85
         return FragmentResult(jid, f, r, node, good, (H if rng.random() < 0.9 else H2) if good else b"",
                               1, 2, 3, 4, "" if good else "trap")
     if k == 6:
         j = T.job(s, jid)
-        old = j["frags"][f][r]["node"] if j is not None and f < j["n"] and r < j["r"] else node
+        old = (j["frags"][f][r]["node"] if j is not None and f < j["n"] and r < len(j["frags"][f])
+               else node)
         return ReassignFragment(jid, f, r, old or node, rng.choice(["", *NODES]), "timeout")
     if k == 7:
         return CancelJob(jid, rng.choice([*NODES, ""]))
@@ -287,7 +291,7 @@ def random_command(rng: random.Random, s: SwarmState) -> Any:
     if k == 9:
         return JobFailed(jid, "gave up")
     if k == 10:
-        return DropJob(jid)
+        return DropJob(jid) if rng.random() < 0.5 else T.AddReplica(jid, f)
     return rng.choice([Revoke(node, "alarm"), Suspect(node, "missed"),
                        Join(f"x{rng.randrange(50)}", f"p{rng.randrange(3)}", "eu", "sev-snp", 900, True)])
 
@@ -498,3 +502,104 @@ def test_no_private_job_exists_without_a_charge_at_least_its_own(ops) -> None:
     charges = {q: e for q, e, _ in rec["charges"]}
     for jid, j in T.jobs(s).items():
         assert j["dp"] is not None and charges.get(jid) == j["dp"]["eps"]
+
+
+# --------------------------------------------------------------------------- quorum
+
+
+def _quorum_job(r: int = 3, q: int = 2, most: int = 5) -> SwarmState:
+    s = ok(swarm(8, providers=8), submit(n=1, r=r, quorum=q, max_replicas=most))
+    return ok(s, AssignFragments("j", 7, tuple(Assignment(0, i, f"n{i + 1}") for i in range(r))))
+
+
+def test_a_quorum_accepts_the_majority_and_records_the_minority() -> None:
+    s = _quorum_job()
+    s = ok(s, result(0, 0, "n1", H))
+    refused(s, JobDone("j", H2, 10), "replica 1 is assigned")
+    s = ok(s, result(0, 1, "n2", H2))   # the liar
+    assert T.fragment_verdict(s, T.job(s, "j"), 0).state == T.OPEN
+    s = ok(s, result(0, 2, "n3", H))
+    v = T.fragment_verdict(s, T.job(s, "j"), 0)
+    assert (v.state, v.output, v.votes, v.minority) == (T.AGREED, H, 2, ((1, "n2", H2),))
+    done = ok(s, JobDone("j", H2, 10))
+    assert T.job(done, "j")["findings"] == [[0, 1, "n2", H2]]
+
+
+def test_a_quorum_is_reached_before_every_replica_ran() -> None:
+    s = _quorum_job()
+    s = ok(ok(s, result(0, 0, "n1", H)), result(0, 2, "n3", H))
+    done = ok(s, JobDone("j", H2, 10))              # replica 1 still assigned: not needed
+    assert T.job(done, "j")["findings"] == []
+
+
+def test_disagreement_adds_replicas_up_to_the_bound_then_fails() -> None:
+    s = _quorum_job(r=3, q=2, most=4)
+    refused(s, T.AddReplica("j", 0), "is open")     # nothing to decide yet
+    s = ok(ok(ok(s, result(0, 0, "n1", H)), result(0, 1, "n2", H2)),
+           FragmentResult("j", 0, 2, "n3", False, b"", 0, 1, 2, 3, "trap"))
+    v = T.fragment_verdict(s, T.job(s, "j"), 0)
+    assert v.state == T.NEEDS_REPLICA and "2 different outputs" in v.why and "trap" in v.why
+    refused(s, JobDone("j", H2, 10), "replica 2 is failed")
+    s = ok(s, T.AddReplica("j", 0))
+    refused(s, T.AddReplica("j", 0), "is open")     # the new one could still decide it
+    s = ok(s, AssignFragments("j", 8, (Assignment(0, 3, "n4"),)))
+    s = ok(s, result(0, 3, "n4", H))                # the tie broken: H has its quorum
+    assert T.fragment_verdict(s, T.job(s, "j"), 0).state == T.AGREED
+    # three different outputs at the bound: no quorum, nothing more to add
+    s2 = _quorum_job(r=3, q=2, most=3)
+    s2 = ok(ok(ok(s2, result(0, 0, "n1", H)), result(0, 1, "n2", H2)), result(0, 2, "n3", b"\x07" * 32))
+    assert T.fragment_verdict(s2, T.job(s2, "j"), 0).state == T.NO_QUORUM
+    refused(s2, T.AddReplica("j", 0), "no-quorum")
+
+
+def test_a_revoked_node_votes_for_nothing() -> None:
+    s = _quorum_job()
+    s = ok(ok(s, result(0, 0, "n1", H)), result(0, 2, "n3", H))
+    s = ok(s, Revoke("n3", "alarm"))
+    v = T.fragment_verdict(s, T.job(s, "j"), 0)
+    assert v.state == T.OPEN and v.votes == 1        # n2 (still assigned) may yet decide it
+    refused(s, JobDone("j", H2, 10), "revoked since")
+
+
+def test_quorum_bounds_at_submit() -> None:
+    refused(swarm(), submit(n=1, r=4, quorum=2), "more than half")
+    refused(swarm(), submit(n=1, r=2, quorum=3), "quorum outside")
+    refused(swarm(), submit(n=1, r=2, max_replicas=1), "max_replicas outside")
+    refused(swarm(), submit(n=1, r=2, max_replicas=9), "max_replicas outside")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5), st.data())
+def test_no_fragment_is_accepted_without_a_quorum_of_agreeing_votes(r, data) -> None:
+    """Any outcome of any replicas (outputs, failures, revocations, still running): AGREED only
+    with q votes for its output from nodes not revoked, and that output is the only one that
+    has q (so two outputs can never both be accepted)."""
+    q = data.draw(st.integers(r // 2 + 1, r))
+    most = data.draw(st.integers(r, 8))
+    s = ok(swarm(8, providers=8), submit(n=1, r=r, quorum=q, max_replicas=most))
+    j = dict(T.job(s, "j"))
+    frag = []
+    for i in range(data.draw(st.integers(r, most))):
+        kind = data.draw(st.sampled_from(["pending", "assigned", "done", "failed"]))
+        out = data.draw(st.sampled_from([H, H2, b"\x07" * 32])) if kind == "done" else b""
+        frag.append({"st": kind, "node": "" if kind == "pending" else f"n{i}", "attempts": 0,
+                     "tried": [], "seed": 0, "out": out, "size": 0, "prof": [0, 0, 0], "err": ""})
+    for i in data.draw(st.sets(st.integers(0, 7), max_size=3)):
+        s, _ = apply(s, Revoke(f"n{i}", "alarm"))
+    j["frags"] = [frag]
+    v = T.fragment_verdict(s, j, 0)
+    good = [rep["out"] for rep in frag if rep["st"] == "done" and s.members[rep["node"]].status != "revoked"]
+    tally = {o: good.count(o) for o in set(good)}
+    if v.state == T.AGREED:
+        assert tally[v.output] >= q and all(c < tally[v.output] for o, c in tally.items() if o != v.output)
+        assert {m[2] for m in v.minority} == set(tally) - {v.output}
+    else:
+        top = sorted(tally.values(), reverse=True)
+        assert not top or top[0] < q or (len(top) > 1 and top[0] == top[1])
+        undecided = sum(rep["st"] in ("pending", "assigned") for rep in frag)
+        undecided += sum(rep["st"] == "done" and s.members[rep["node"]].status == "revoked"
+                         for rep in frag)
+        assert v.state != T.OPEN or undecided > 0  # nothing left to run decides nothing: no wait
+        if v.state in (T.NO_QUORUM, T.NEEDS_REPLICA):
+            assert undecided == 0 or max(tally.values(), default=0) + undecided < q
+            assert (v.state == T.NO_QUORUM) == (len(frag) >= most)

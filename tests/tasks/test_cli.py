@@ -76,3 +76,14 @@ def test_rendering_of_real_replies():
 def test_a_waiting_job_says_why():
     job = dict(JOB, status="queued", done=0, failed=0, waiting="3 candidates, capacity removed 3")
     assert progress_line(job).endswith("(waiting: 3 candidates, capacity removed 3)")
+
+
+def test_describe_shows_the_quorum_and_its_findings():
+    job = {**JOB, "status": "done", "redundancy": 2, "quorum": 2, "max_replicas": 3,
+           "findings": [{"fragment": 1, "replica": 0, "node": "12D3KooWliarliarliar", "output_hash": "ef" * 32}],
+           "privacy": {"dataset": "census", "kind": "count", "epsilon_charged": 0.5}}
+    text = describe_text(job)
+    assert "quorum      2 agreeing replicas, up to 3" in text
+    assert "finding     fragment 1 replica 0 on" in text and "efefefefefefefef… outvoted" in text
+    assert "privacy     count of data set census, epsilon 0.5 charged" in text
+    assert "quorum" not in describe_text({**JOB, "quorum": 1, "max_replicas": 1})
