@@ -131,12 +131,52 @@ def test_reload_policy_without_a_node_fails_cleanly(tmp_path):
 # ---------------------------------------------------------------------------- stop, socket
 
 
+def _raw_request(path: Path, payload: bytes) -> dict[str, Any]:
+    """One raw request line on the control socket and its JSON reply (what the CLI would never
+    send, as any other program on the host could)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(15)
+        s.connect(str(path))
+        s.sendall(payload)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
+
+
+# Bad requests and the control_error reason each is counted under (node/control.py).
+BAD_CONTROL_REQUESTS = [
+    (b"{not json\n", "not-json"),
+    (b"[" * 60000 + b"\n", "too-deep"),
+    (b'{"cmd": "' + b"x" * (70 * 1024) + b'"}\n', "too-large"),
+    (b'{"cmd": 7}\n', "bad-request"),
+    (b'{"cmd": "no-such-command"}\n', "unknown-command"),
+]
+
+
 def test_stop_ends_the_node_releases_lock_and_socket_and_the_socket_was_0600(nodes):
+    """One node process: its socket's mode, error replies to bad requests on that socket (the
+    node counts each by reason and keeps serving), then ``stop``."""
     a = nodes("a")
     sock = a.data_dir / "control.sock"
     mode = sock.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(a.data_dir.stat().st_mode) == 0o700
+
+    for payload, _ in BAD_CONTROL_REQUESTS:
+        reply = _raw_request(sock, payload)
+        assert reply["ok"] is False and isinstance(reply["error"], str) and reply["error"], reply
+    again = _raw_request(sock, b'{"cmd": "no-such-command"}\n')
+    assert again["error"] == "unknown command 'no-such-command'", again
+    counted = status_json(a)["counters"]["control_error"]
+    assert counted == {"not-json": 1, "too-deep": 1, "too-large": 1, "bad-request": 1,
+                       "unknown-command": 2}, counted
+    log = a.log_path.read_text()
+    assert all(f"control request refused ({reason})" in log for _, reason in BAD_CONTROL_REQUESTS)
     r = cli("stop", "--data-dir", str(a.data_dir))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "stopping"
