@@ -86,9 +86,11 @@ STRICT_POLICY = ('allowed_kinds = ["sim"]\nallow_simulated = true\nmeasurements 
 
 
 def test_reload_policy_through_the_cli_applies_a_stricter_file_and_keeps_it_on_a_bad_one(nodes, tmp_path):
+    """Two node processes, ``a`` with a policy file and ``--log-format json``: reloads through
+    the CLI, then ``a``'s log (every line JSON, the reloads in it, no key material)."""
     policy = tmp_path / "policy.toml"
     policy.write_text(OPEN_POLICY)
-    a = nodes("a", extra=["--policy", str(policy)])
+    a = nodes("a", extra=["--policy", str(policy), "--log-format", "json", "--log-level", "debug"])
     b = nodes("b", [a.addrs[0]])
     wait_for(lambda: all_mutually_attested([a.status(), b.status()]))
     assert status_json(a)["policy"]["min_score"] == 50
@@ -121,6 +123,42 @@ def test_reload_policy_through_the_cli_applies_a_stricter_file_and_keeps_it_on_a
     assert "min_scor" in msg
     assert status_json(a)["policy"]["min_score"] == 70
     assert a.proc.poll() is None
+
+    a.signal(signal.SIGTERM)  # the goodbye path logs too
+    assert a.wait(30) == 0
+    text = check_json_log(a)
+    assert "policy reloaded" in text and text.count("policy reload refused") == 2
+    assert "min_scor" in text
+
+
+# ---------------------------------------------------------------------------- --log-format json
+
+
+def check_json_log(p: NodeProcess) -> str:
+    """Check that every line of the stopped node ``p``'s log (stderr) is a JSON record with
+    the fields the format promises, the lines once printed around the logger included, and
+    that no form of its identity key is in it; returns the messages, joined."""
+    lines = [ln for ln in p.log_path.read_text().splitlines() if ln.strip()]
+    assert len(lines) >= 3, lines
+    records = []
+    for ln in lines:
+        rec = json.loads(ln)
+        assert {"ts", "level", "logger", "msg"} <= set(rec), rec
+        assert rec["level"] in {"debug", "info", "warning", "error", "critical"}, rec
+        records.append(rec)
+    text = " ".join(r["msg"] for r in records)
+    assert "SIMULATED TEE" in text  # the start-up warning came through the JSON logger
+    assert "initialised a new node" in text and "received SIGTERM" in text  # once bare prints
+    assert any(r["logger"].startswith("enclave_swarm") for r in records)
+    key = DataDir(p.data_dir).load_identity()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    log = p.log_path.read_text()
+    b64 = base64.b64encode(raw).decode()
+    for secret in (raw.hex(), raw.hex().upper(), b64, b64.rstrip("="),
+                   (p.data_dir / "identity.key").read_bytes().hex()):
+        assert secret not in log
+    return text
 
 
 def test_reload_policy_without_a_node_fails_cleanly(tmp_path):
@@ -228,37 +266,6 @@ def test_status_against_unusable_socket_paths_fails_in_one_line(tmp_path):
     d.mkdir()
     (d / "control.sock").write_text("not a socket")
     assert "no node is running" in one_line_failure(cli("status", "--data-dir", str(d)))
-
-
-# ---------------------------------------------------------------------------- --log-format json
-
-
-def test_log_format_json_writes_parseable_lines_without_the_identity_key(nodes):
-    a = nodes("a", extra=["--log-format", "json", "--log-level", "debug"])
-    b = nodes("b", [a.addrs[0]])
-    wait_for(lambda: all_mutually_attested([a.status(), b.status()]))
-    a.signal(signal.SIGTERM)  # the goodbye path logs too
-    assert a.wait(30) == 0
-    lines = [ln for ln in a.log_path.read_text().splitlines() if ln.strip()]
-    assert len(lines) >= 3, lines
-    records = []
-    for ln in lines:
-        rec = json.loads(ln)  # every line, including the ones printed around the logger
-        assert {"ts", "level", "logger", "msg"} <= set(rec), rec
-        assert rec["level"] in {"debug", "info", "warning", "error", "critical"}, rec
-        records.append(rec)
-    text = " ".join(r["msg"] for r in records)
-    assert "SIMULATED TEE" in text  # the start-up warning came through the JSON logger
-    assert "initialised a new node" in text and "received SIGTERM" in text  # once bare prints
-    assert any(r["logger"].startswith("enclave_swarm") for r in records)
-    key = DataDir(a.data_dir).load_identity()
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
-    log = a.log_path.read_text()
-    b64 = base64.b64encode(raw).decode()
-    for secret in (raw.hex(), raw.hex().upper(), b64, b64.rstrip("="),
-                   (a.data_dir / "identity.key").read_bytes().hex()):
-        assert secret not in log
 
 
 # ---------------------------------------------------------------------------- demo, sim
