@@ -282,9 +282,14 @@ def test_demo_through_the_cli_elects_kills_the_manager_and_exits_zero():
     assert -1 not in positions and positions == sorted(positions), (positions, out[-3000:])
 
 
-def test_demo_usage_error_exits_2():
+def test_demo_usage_errors_exit_2_before_any_node_starts():
     r = cli("demo", "--nodes", "1")
     assert r.returncode == 2 and "--nodes must be within 2..64" in r.stderr
+    # a timeout that cannot be met used to start the nodes, then fail with 1
+    for bad in ("0", "-1", "nan"):
+        r = cli("demo", "--nodes", "3", "--timeout-s", bad)
+        assert r.returncode == 2 and "--timeout-s must be positive" in r.stderr, (bad, r.stderr)
+        assert "Starting" not in r.stdout, r.stdout
 
 
 def test_sim_through_the_cli_is_deterministic_and_reports_no_violation(tmp_path):
@@ -335,3 +340,7 @@ def test_manager_owner_key_writes_a_0600_key_pair_and_refuses_to_overwrite(tmp_p
     one_line_failure(cli("manager", "owner-key", "--out", str(other)))
     assert (tmp_path / "second.pem.pub").read_text() == "kept"
     assert not other.exists()  # no private key left without its public half
+    # a directory that does not exist: one line, not a traceback, nothing written
+    msg = one_line_failure(cli("manager", "owner-key", "--out", str(tmp_path / "no" / "k.pem")))
+    assert str(tmp_path / "no" / "k.pem") in msg and "No such file" in msg, msg
+    assert not (tmp_path / "no").exists()
