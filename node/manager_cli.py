@@ -66,7 +66,9 @@ def add_parsers(sub: Any) -> dict[str, Any]:
 def cmd_manager(args: argparse.Namespace) -> int:
     if args.manager_command == "transfer":
         req: dict[str, Any] = {"cmd": "manager-transfer"}
-        if args.to:
+        if args.to is not None:
+            if not args.to.strip():  # `--to "$UNSET"` must not hand over to the default successor
+                raise CliError("--to needs a peer id", EXIT_USAGE)
             req["to"] = args.to
         reply = node_request(args, req)
         print(f"manager is now {reply.get('manager')}")

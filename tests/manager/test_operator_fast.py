@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node.control import request
 from node.demo import NodeProcess, all_mutually_attested
 from tests.manager.test_processes import Watch, agreed, cli, start
 
@@ -72,6 +73,11 @@ def test_transfer_to_a_named_member_and_the_refusals(tmp_path: Path, procs):
     msg = one_line_failure(cli("manager", "transfer", "--to", "not-a-peer-id",
                                "--data-dir", str(by_id[asker][0].data_dir)))
     assert "not a council voter" in msg, msg
+    # an empty --to (an unset shell variable) is a usage error, not a hand-over to anyone
+    r = cli("manager", "transfer", "--to", "", "--data-dir", str(by_id[asker][0].data_dir))
+    assert r.returncode == 2 and "--to needs a peer id" in r.stderr, (r.returncode, r.stderr)
+    reply = request(by_id[asker][0].data_dir / "control.sock", {"cmd": "manager-transfer", "to": ""})
+    assert reply["ok"] is False and reply["error"] == "to must be a peer id", reply
     assert agreed(w.statuses(nodes), 3) == manager
 
     r = cli("manager", "transfer", "--to", target, "--data-dir", str(by_id[asker][0].data_dir))
