@@ -391,6 +391,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if not 2 <= args.nodes <= 64:
         raise CliError("--nodes must be within 2..64", EXIT_USAGE)
+    if not args.timeout_s > 0:  # NaN too; checked before any node starts
+        raise CliError("--timeout-s must be positive", EXIT_USAGE)
     return run_demo(args.nodes, timeout_s=args.timeout_s, keep=args.keep)
 
 

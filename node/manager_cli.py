@@ -66,7 +66,9 @@ def add_parsers(sub: Any) -> dict[str, Any]:
 def cmd_manager(args: argparse.Namespace) -> int:
     if args.manager_command == "transfer":
         req: dict[str, Any] = {"cmd": "manager-transfer"}
-        if args.to:
+        if args.to is not None:
+            if not args.to.strip():  # `--to "$UNSET"` must not hand over to the default successor
+                raise CliError("--to needs a peer id", EXIT_USAGE)
             req["to"] = args.to
         reply = node_request(args, req)
         print(f"manager is now {reply.get('manager')}")
@@ -92,13 +94,17 @@ def _owner_key(out: Path) -> int:
         write_new(out, priv, 0o600)
     except DataDirError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # no such directory, not writable, ...: one line, not a traceback
+        raise CliError(f"{out}: {exc.strerror or exc}") from None
     try:
         write_new(pub_path, pub, 0o644)
-    except DataDirError as exc:
+    except (DataDirError, OSError) as exc:
         # Never leave a private key whose public half is another key's (an operator would
-        # provision the wrong one): take back the key just written.
+        # provision the wrong one), nor one without its public half: take it back.
         out.unlink()
-        raise CliError(str(exc)) from None
+        if isinstance(exc, DataDirError):
+            raise CliError(str(exc)) from None
+        raise CliError(f"{pub_path}: {exc.strerror or exc}") from None
     print(f"owner key {out}; provision {pub_path} as <data dir>/federation-owner.pub on every node")
     return EXIT_OK
 

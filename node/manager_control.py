@@ -84,10 +84,10 @@ def _cmd_info(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
 
 async def _cmd_transfer(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     to = req.get("to")
-    if to is not None and not isinstance(to, str):
+    if to is not None and (not isinstance(to, str) or not to):  # "" is no peer id, not "anyone"
         return {"ok": False, "error": "to must be a peer id"}
     role = role_of(agent)
-    ok, err = await role.forward_transfer(to or None)
+    ok, err = await role.forward_transfer(to)
     return {"ok": ok, **({"error": err} if not ok else {}), "manager": role.leader_peer()}
 
 

@@ -180,6 +180,8 @@ def _cmd_reload_policy(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
     try:
         summary = reload_policy(agent)
     except ValueError as exc:
+        # The node's log says so too: the operator reading it sees that the old policy holds.
+        log.warning("policy reload refused, the current policy stays: %s", exc)
         return {"ok": False, "error": str(exc)}
     return {"ok": True, "policy": summary}
 

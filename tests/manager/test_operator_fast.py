@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node.control import request
 from node.demo import NodeProcess, all_mutually_attested
 from tests.manager.test_processes import Watch, agreed, cli, start
 
@@ -37,8 +38,9 @@ def one_line_failure(r) -> str:  # type: ignore[no-untyped-def]
 
 def test_transfer_to_a_named_member_and_the_refusals(tmp_path: Path, procs):
     """Four processes, a council of three: ``transfer --to`` a council member makes it the
-    manager in a later term; ``--to`` a non-voter and a request through a node outside the
-    council are refused with their reason."""
+    manager in a later term; ``--to`` a non-voter or a string that is no peer id, and a request
+    through a node outside the council, are refused with their reason; then ``transfer``
+    without ``--to`` hands over to another member."""
     nodes = start(tmp_path, 4, SETTINGS + "council_size = 3\n")
     procs.extend(nodes)
     w = Watch()
@@ -67,9 +69,27 @@ def test_transfer_to_a_named_member_and_the_refusals(tmp_path: Path, procs):
     assert "only a council member" in msg, msg
     assert agreed(w.statuses(nodes), 3) == manager
 
+    # --to something that is not a peer id at all: refused the same way (exit 1, one line)
+    msg = one_line_failure(cli("manager", "transfer", "--to", "not-a-peer-id",
+                               "--data-dir", str(by_id[asker][0].data_dir)))
+    assert "not a council voter" in msg, msg
+    # an empty --to (an unset shell variable) is a usage error, not a hand-over to anyone
+    r = cli("manager", "transfer", "--to", "", "--data-dir", str(by_id[asker][0].data_dir))
+    assert r.returncode == 2 and "--to needs a peer id" in r.stderr, (r.returncode, r.stderr)
+    reply = request(by_id[asker][0].data_dir / "control.sock", {"cmd": "manager-transfer", "to": ""})
+    assert reply["ok"] is False and reply["error"] == "to must be a peer id", reply
+    assert agreed(w.statuses(nodes), 3) == manager
+
     r = cli("manager", "transfer", "--to", target, "--data-dir", str(by_id[asker][0].data_dir))
     assert r.returncode == 0, r.stderr
-    w.wait(nodes, lambda sts: agreed(sts, 3) == target and sts[0]["term"] > term)
+    assert r.stdout.startswith("manager is now "), r.stdout
+    term2 = w.wait(nodes, lambda sts: agreed(sts, 3) == target and sts[0]["term"] > term
+                   and sts[0]["term"])
+
+    # without --to (what the slow test runs), asked through the old manager: the next by score
+    r = cli("manager", "transfer", "--data-dir", str(by_id[manager][0].data_dir))
+    assert r.returncode == 0, r.stderr
+    w.wait(nodes, lambda sts: agreed(sts, 3) not in (None, target) and sts[0]["term"] > term2)
 
 
 def test_leave_then_dissolve_with_an_owner_key_made_by_the_cli(tmp_path: Path, procs):

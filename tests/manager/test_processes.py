@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from node.config import NodeConfig
+from node.datadir import DataDir
 from node.demo import NodeProcess, all_mutually_attested
 
 pytestmark = pytest.mark.process
@@ -70,17 +72,26 @@ def agreed(sts: list[dict[str, Any]], n_council: int) -> str | None:
 
 
 def start(tmp: Path, n: int, settings: str = "") -> list[NodeProcess]:
-    nodes: list[NodeProcess] = []
-    for i in range(n):
-        d = tmp / f"node{i}"
-        if settings:
-            r = cli("init", "--data-dir", str(d), "--profile", "local-test")
-            assert r.returncode == 0, r.stderr
+    """``n`` node processes in ``tmp/node<i>``, all bootstrapping from node0, with ``settings``
+    as every node's manager.toml. The data dirs are initialised in this process, and the nodes
+    after node0 start side by side (each process spends a second or two importing before it
+    listens: an ``init`` process and a wait per node took 14 s of a 20 s four-node test)."""
+    dirs = [tmp / f"node{i}" for i in range(n)]
+    if settings:
+        for d in dirs:  # what `init --profile local-test` does, without a process each
+            DataDir(d).init(NodeConfig.for_profile("local-test"))
             (d / "manager.toml").write_text(settings)
-        boot = [nodes[0].addrs[0]] if nodes else None
-        p = NodeProcess(d, bootstrap=boot)
-        nodes.append(p)
-        p.wait_listening(60)
+    nodes = [NodeProcess(dirs[0])]
+    try:
+        boot = [nodes[0].wait_listening(60)[0]]
+        nodes += [NodeProcess(d, bootstrap=boot) for d in dirs[1:]]
+        for p in nodes[1:]:
+            p.wait_listening(60)
+    except BaseException:  # the caller's fixture never saw these: do not leave them running
+        for p in nodes:
+            p.signal(signal.SIGKILL)
+            p.wait(10)
+        raise
     return nodes
 
 

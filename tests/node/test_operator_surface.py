@@ -86,9 +86,11 @@ STRICT_POLICY = ('allowed_kinds = ["sim"]\nallow_simulated = true\nmeasurements 
 
 
 def test_reload_policy_through_the_cli_applies_a_stricter_file_and_keeps_it_on_a_bad_one(nodes, tmp_path):
+    """Two node processes, ``a`` with a policy file and ``--log-format json``: reloads through
+    the CLI, then ``a``'s log (every line JSON, the reloads in it, no key material)."""
     policy = tmp_path / "policy.toml"
     policy.write_text(OPEN_POLICY)
-    a = nodes("a", extra=["--policy", str(policy)])
+    a = nodes("a", extra=["--policy", str(policy), "--log-format", "json", "--log-level", "debug"])
     b = nodes("b", [a.addrs[0]])
     wait_for(lambda: all_mutually_attested([a.status(), b.status()]))
     assert status_json(a)["policy"]["min_score"] == 50
@@ -122,6 +124,42 @@ def test_reload_policy_through_the_cli_applies_a_stricter_file_and_keeps_it_on_a
     assert status_json(a)["policy"]["min_score"] == 70
     assert a.proc.poll() is None
 
+    a.signal(signal.SIGTERM)  # the goodbye path logs too
+    assert a.wait(30) == 0
+    text = check_json_log(a)
+    assert "policy reloaded" in text and text.count("policy reload refused") == 2
+    assert "min_scor" in text
+
+
+# ---------------------------------------------------------------------------- --log-format json
+
+
+def check_json_log(p: NodeProcess) -> str:
+    """Check that every line of the stopped node ``p``'s log (stderr) is a JSON record with
+    the fields the format promises, the lines once printed around the logger included, and
+    that no form of its identity key is in it; returns the messages, joined."""
+    lines = [ln for ln in p.log_path.read_text().splitlines() if ln.strip()]
+    assert len(lines) >= 3, lines
+    records = []
+    for ln in lines:
+        rec = json.loads(ln)
+        assert {"ts", "level", "logger", "msg"} <= set(rec), rec
+        assert rec["level"] in {"debug", "info", "warning", "error", "critical"}, rec
+        records.append(rec)
+    text = " ".join(r["msg"] for r in records)
+    assert "SIMULATED TEE" in text  # the start-up warning came through the JSON logger
+    assert "initialised a new node" in text and "received SIGTERM" in text  # once bare prints
+    assert any(r["logger"].startswith("enclave_swarm") for r in records)
+    key = DataDir(p.data_dir).load_identity()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    log = p.log_path.read_text()
+    b64 = base64.b64encode(raw).decode()
+    for secret in (raw.hex(), raw.hex().upper(), b64, b64.rstrip("="),
+                   (p.data_dir / "identity.key").read_bytes().hex()):
+        assert secret not in log
+    return text
+
 
 def test_reload_policy_without_a_node_fails_cleanly(tmp_path):
     msg = one_line_failure(cli("reload-policy", "--data-dir", str(tmp_path / "none")))
@@ -131,12 +169,52 @@ def test_reload_policy_without_a_node_fails_cleanly(tmp_path):
 # ---------------------------------------------------------------------------- stop, socket
 
 
+def _raw_request(path: Path, payload: bytes) -> dict[str, Any]:
+    """One raw request line on the control socket and its JSON reply (what the CLI would never
+    send, as any other program on the host could)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(15)
+        s.connect(str(path))
+        s.sendall(payload)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
+
+
+# Bad requests and the control_error reason each is counted under (node/control.py).
+BAD_CONTROL_REQUESTS = [
+    (b"{not json\n", "not-json"),
+    (b"[" * 60000 + b"\n", "too-deep"),
+    (b'{"cmd": "' + b"x" * (70 * 1024) + b'"}\n', "too-large"),
+    (b'{"cmd": 7}\n', "bad-request"),
+    (b'{"cmd": "no-such-command"}\n', "unknown-command"),
+]
+
+
 def test_stop_ends_the_node_releases_lock_and_socket_and_the_socket_was_0600(nodes):
+    """One node process: its socket's mode, error replies to bad requests on that socket (the
+    node counts each by reason and keeps serving), then ``stop``."""
     a = nodes("a")
     sock = a.data_dir / "control.sock"
     mode = sock.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(a.data_dir.stat().st_mode) == 0o700
+
+    for payload, _ in BAD_CONTROL_REQUESTS:
+        reply = _raw_request(sock, payload)
+        assert reply["ok"] is False and isinstance(reply["error"], str) and reply["error"], reply
+    again = _raw_request(sock, b'{"cmd": "no-such-command"}\n')
+    assert again["error"] == "unknown command 'no-such-command'", again
+    counted = status_json(a)["counters"]["control_error"]
+    assert counted == {"not-json": 1, "too-deep": 1, "too-large": 1, "bad-request": 1,
+                       "unknown-command": 2}, counted
+    log = a.log_path.read_text()
+    assert all(f"control request refused ({reason})" in log for _, reason in BAD_CONTROL_REQUESTS)
     r = cli("stop", "--data-dir", str(a.data_dir))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "stopping"
@@ -190,37 +268,6 @@ def test_status_against_unusable_socket_paths_fails_in_one_line(tmp_path):
     assert "no node is running" in one_line_failure(cli("status", "--data-dir", str(d)))
 
 
-# ---------------------------------------------------------------------------- --log-format json
-
-
-def test_log_format_json_writes_parseable_lines_without_the_identity_key(nodes):
-    a = nodes("a", extra=["--log-format", "json", "--log-level", "debug"])
-    b = nodes("b", [a.addrs[0]])
-    wait_for(lambda: all_mutually_attested([a.status(), b.status()]))
-    a.signal(signal.SIGTERM)  # the goodbye path logs too
-    assert a.wait(30) == 0
-    lines = [ln for ln in a.log_path.read_text().splitlines() if ln.strip()]
-    assert len(lines) >= 3, lines
-    records = []
-    for ln in lines:
-        rec = json.loads(ln)  # every line, including the ones printed around the logger
-        assert {"ts", "level", "logger", "msg"} <= set(rec), rec
-        assert rec["level"] in {"debug", "info", "warning", "error", "critical"}, rec
-        records.append(rec)
-    text = " ".join(r["msg"] for r in records)
-    assert "SIMULATED TEE" in text  # the start-up warning came through the JSON logger
-    assert "initialised a new node" in text and "received SIGTERM" in text  # once bare prints
-    assert any(r["logger"].startswith("enclave_swarm") for r in records)
-    key = DataDir(a.data_dir).load_identity()
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
-    log = a.log_path.read_text()
-    b64 = base64.b64encode(raw).decode()
-    for secret in (raw.hex(), raw.hex().upper(), b64, b64.rstrip("="),
-                   (a.data_dir / "identity.key").read_bytes().hex()):
-        assert secret not in log
-
-
 # ---------------------------------------------------------------------------- demo, sim
 
 
@@ -235,9 +282,14 @@ def test_demo_through_the_cli_elects_kills_the_manager_and_exits_zero():
     assert -1 not in positions and positions == sorted(positions), (positions, out[-3000:])
 
 
-def test_demo_usage_error_exits_2():
+def test_demo_usage_errors_exit_2_before_any_node_starts():
     r = cli("demo", "--nodes", "1")
     assert r.returncode == 2 and "--nodes must be within 2..64" in r.stderr
+    # a timeout that cannot be met used to start the nodes, then fail with 1
+    for bad in ("0", "-1", "nan"):
+        r = cli("demo", "--nodes", "3", "--timeout-s", bad)
+        assert r.returncode == 2 and "--timeout-s must be positive" in r.stderr, (bad, r.stderr)
+        assert "Starting" not in r.stdout, r.stdout
 
 
 def test_sim_through_the_cli_is_deterministic_and_reports_no_violation(tmp_path):
@@ -288,3 +340,7 @@ def test_manager_owner_key_writes_a_0600_key_pair_and_refuses_to_overwrite(tmp_p
     one_line_failure(cli("manager", "owner-key", "--out", str(other)))
     assert (tmp_path / "second.pem.pub").read_text() == "kept"
     assert not other.exists()  # no private key left without its public half
+    # a directory that does not exist: one line, not a traceback, nothing written
+    msg = one_line_failure(cli("manager", "owner-key", "--out", str(tmp_path / "no" / "k.pem")))
+    assert str(tmp_path / "no" / "k.pem") in msg and "No such file" in msg, msg
+    assert not (tmp_path / "no").exists()
