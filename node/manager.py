@@ -42,7 +42,8 @@ One :class:`ManagerRole` per :class:`~node.agent.Agent` (``attach`` is the runti
   dropped, logged and counted (``announce_rejected``). A verified announcement beyond the
   node's applied index makes it fetch the state (``/enclave-swarm/state/1.0.0``) with the
   manager's recent signed decisions, which it checks too. A slow timer poll
-  (``follow_poll_s``) is the fallback when gossip is quiet.
+  (``follow_poll_s``) is the fallback when gossip is quiet. The code of this side (and of the
+  manager's announcements) is ``node/manager_follow.py``, a collaborator holding the role.
 - **Removed voters.** A voter removed from the council is not sent the entry that removes it
   once the removal has committed without it (Raft stops replicating to it), so it keeps its
   old configuration. It keeps running Raft as long as it may still be a voter, and learns the
@@ -67,7 +68,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import logging
 import random
 import secrets
@@ -118,14 +118,13 @@ from node.manager_checks import (
     _close,
     _peer_key,
     _reset,
-    check_announcement,
     check_dissolve_order,
     federation_id,
     load_owner_key,
-    verify_decision,
     verify_ed25519,
 )
-from node.manager_settings import ANNOUNCE_TTL_S, ManagerSettings
+from node.manager_follow import RETIRED_FILE, Follower
+from node.manager_settings import ManagerSettings
 from node.manager_wire import (
     DISSOLVE_PROTOCOL,
     MAX_DECISION_ENTRY_BYTES,
@@ -148,8 +147,8 @@ from node.manager_wire import (
 from node.raftstore import RaftStore
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, write_message
-from overlay.records import KIND_MANAGER, Record
-from overlay.wire import decode, encode
+from overlay.records import KIND_MANAGER
+from overlay.wire import encode
 
 log = logging.getLogger("enclave_swarm.manager")
 
@@ -162,8 +161,6 @@ SEND_TIMEOUT_S = 1.0         # writing a batch on an open raft stream
 LEAVE_TIMEOUT_S = 30.0
 ANNOUNCE_QUEUE = 64          # received announcements awaiting the follower task
 HINT_QUEUE = 16              # revocation hints awaiting a state fetch
-REFUSED_MEMORY = 256         # issuers whose refused announcement terms we remember
-RETIRED_FILE = "retired"     # in raft/: our raft id was removed from the council for good
 DECISION_KINDS = frozenset({"join", "revoke", "leave", "set-council", "announce-manager",
                             "suspect", "reinstate", "set-labels",
                             # the scheduler's decisions (consensus/tasks.py), signed like the rest
@@ -255,6 +252,7 @@ class ManagerRole:
         self.public_key_of = _peer_key
         self.verify = verify_ed25519
         self._raft_allowed: tuple[Any, int, frozenset[int]] = (None, -1, frozenset())
+        self.follow = Follower(self)  # node/manager_follow.py: following and announcements
 
     # ------------------------------------------------------------------ wiring
     def install(self) -> None:
@@ -275,10 +273,10 @@ class ManagerRole:
         g = getattr(a, "gossip", None)
         if g is not None:
             self._gossip = g
-            g.subscribe(KIND_MANAGER, self._on_manager_record)
+            g.subscribe(KIND_MANAGER, self.follow.on_manager_record)
             if hasattr(g, "on_revocation_hint"):  # the real service (tests may use a stand-in)
-                g.is_manager = self._is_committed_manager
-                g.on_revocation_hint(self._on_revocation_hint)
+                g.is_manager = self.follow.is_committed_manager
+                g.on_revocation_hint(self.follow.on_revocation_hint)
 
     @property
     def me(self) -> str:
@@ -374,11 +372,11 @@ class ManagerRole:
                     await self._start_raft(FOUNDER_RAFT_ID)
                 nursery.start_soon(self._reconcile_loop)
                 nursery.start_soon(self._certify_loop)
-                nursery.start_soon(self._follow_loop)
+                nursery.start_soon(self.follow.follow_loop)
                 if self._gossip is not None:
-                    nursery.start_soon(self._announce_loop)
-                    nursery.start_soon(self._announcement_loop)
-                    nursery.start_soon(self._hint_loop)
+                    nursery.start_soon(self.follow.announce_loop)
+                    nursery.start_soon(self.follow.announcement_loop)
+                    nursery.start_soon(self.follow.hint_loop)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -995,126 +993,6 @@ class ManagerRole:
             self.node.transfer_leader(raft_id)
         self._wake()
 
-    # ------------------------------------------------------------------ followers
-    async def _follow_loop(self) -> None:
-        """The fallback poll. Gossiped announcements normally tell a non-voter when to fetch;
-        this covers quiet gossip (or a node without it) and voters without a leader (a voter
-        removed while it could not hear it may never hear from a leader again)."""
-        while True:
-            period = self.settings.follow_poll_s
-            await trio.sleep(period * (0.75 + 0.5 * self.rng.random()))
-            if self.dissolved or self.left:
-                continue
-            node = self.node
-            if node is not None and self.is_voter():
-                if node.raft.lead is not None:
-                    continue  # Raft keeps us up to date
-            elif self._announced is not None and time.monotonic() - self._announced[2] < period:
-                continue  # gossip is not quiet
-            await self.poll_once()
-
-    def _poll_target(self) -> str | None:
-        """Whom the next poll asks: the manager we follow, unless its last answer brought
-        nothing new; then another admitted member, at random. A manager can be replaced
-        without our hearing it (revoked while we were behind, so that our own view still
-        shows it attested and answering with its last, stale state): asking only it would keep
-        us on its term for ever, while any other member would serve the proven successor's
-        state."""
-        attested = [p.peer_id for p in self.agent.peers.attested()]
-        if not attested:
-            return None
-        lead = self.followed_leader
-        if lead and lead in attested and not self._lead_idle:
-            return lead
-        st, _ = self.view()
-        members = [p for p in attested if (m := st.member(p)) is not None and m.status == ADMITTED]
-        others = [p for p in members or attested if p != lead]
-        choice: str = self.rng.choice(others or members or attested)
-        return choice
-
-    async def poll_once(self) -> bool:
-        """Fetch the committed state from a member if we are behind. Returns True on an answer."""
-        pid = self._poll_target()
-        if pid is None:
-            return False
-        asked_lead, before = pid == self.followed_leader, self.view()[1]
-        answered = await self._fetch(pid, "poll")
-        # After a poll of the manager we follow that brought nothing new, the next asks
-        # another member; after that one, the manager again.
-        self._lead_idle = asked_lead and self.view()[1] <= before
-        return answered
-
-    async def _fetch(self, pid: str, via: str) -> bool:
-        """Ask ``pid`` for the committed state (sent only if we are behind), the manager's
-        signed decisions, and whether our raft id is tombstoned; take in the answer. ``via``
-        ("gossip" or "poll") is what made us ask. Returns True on an answer."""
-        _, idx = self.view()
-        rid = self.node.id if self.node is not None else 0
-        try:
-            resp = await self._request(pid, StateRequest(rid, idx), StateResponse)
-        except RemoteProtocolError as exc:
-            self.agent.counters.inc("state_poll_failed", exc.reason)
-            return False
-        self._on_state_response(pid, resp, via)
-        if resp.removed and rid and self._proven_removed(rid):
-            await self._retire_raft(rid, pid)
-        st, _ = self.view()
-        me = st.member(self.me)
-        if (me is not None and me.status in (ADMITTED, SUSPECT) and self.node is None
-                and me.raft_id != self._retired_id and not self.left and not self.dissolved):
-            log.info("admitted to the federation as raft id %d", me.raft_id)
-            await self._start_raft(me.raft_id)
-            # Ask again at once with our raft id: that tells the manager our Raft node runs
-            # (it adds a council member as a voter only then).
-            await self._fetch(pid, via)
-        return True
-
-    def _on_state_response(self, pid: str, resp: StateResponse, via: str = "poll") -> None:
-        """Adopt a served state only with its proof (consensus/certificate.py): a chain of
-        quorum certificates from what we hold to exactly these bytes. Anything else is refused,
-        logged with the sender and counted; nothing in the reply is trusted before that."""
-        if resp.state and resp.state_index > self.view()[1]:
-            ann = self._announced
-            if (ann is not None and ann[1].applied_index == resp.state_index
-                    and hashlib.sha256(resp.state).digest() != ann[1].state_digest):
-                self._reject(ann[0], ann[1], "digest-mismatch",
-                             f"state {resp.state_index} from {pid} is not what the manager announced")
-                return
-            cert, problem = self.cert.verify_served(resp.proof, resp.state_index, resp.state)
-            if cert is None:
-                self._refuse_state(pid, "unproven", problem)
-                return
-            try:
-                st = decode_state(resp.state)
-            except InvalidCommand as exc:
-                self._refuse_state(pid, "invalid", str(exc))
-                return
-            cp = cert.checkpoint
-            if federation_id(st) != cp.federation or (st.manager_term, st.manager_id) != (
-                    cp.manager_term, cp.manager):
-                self._refuse_state(pid, "unproven", "state does not match its checkpoint")
-                return
-            self.cert.adopted(resp.proof, resp.state)
-            self.followed, self.followed_index = st, resp.state_index
-            self._follow_via = via
-            self.follow_updates[via] += 1
-            if st.manager_term >= self.followed_term:
-                self.followed_term, self.followed_leader = st.manager_term, st.manager_id
-            self._refresh_ids()
-            self._after_apply(st)
-        st, _ = self.view()
-        for rec in resp.decisions:
-            if rec.term != st.manager_term:
-                continue  # the state records only the latest term's manager
-            why = verify_decision(rec, st)
-            if why is None:
-                self.decisions_verified += 1
-            else:
-                self.decisions_rejected += 1
-                self.agent.counters.inc("decision_rejected", why)
-                log.warning("decision %d/%d from %s does not verify: %s", rec.term, rec.index,
-                            pid, why, extra={"peer": pid})
-
     async def _request(self, pid: str, msg: Any, reply_type: Any) -> Any:
         """One request/response on ``/enclave-swarm/state/1.0.0`` with ``pid``, within the
         network's request timeout. Raises RemoteProtocolError (reason ``timeout`` when the
@@ -1130,48 +1008,6 @@ class ManagerRole:
                     await _reset(stream)
         except trio.TooSlowError:
             raise RemoteProtocolError("timeout", f"no answer from {pid} in {timeout:g}s") from None
-
-    def _refuse_state(self, pid: str, reason: str, detail: str) -> None:
-        """A served state we will not adopt: counted, logged with the sender (reported)."""
-        self.cert.stats["rejected"] += 1
-        self.agent.counters.inc("state_rejected", reason)
-        log.warning("refused the state served by %s: %s (%s)", pid, reason, detail,
-                    extra={"peer": pid, "reason": reason})
-
-    def _proven_removed(self, rid: int) -> bool:
-        """Does a certified state beyond our own commit index leave us out of the voters?
-        (A removal is final; a responder's word that we are removed is not enough.)"""
-        latest = self.cert.chain.latest
-        node = self.node
-        return (latest is not None and node is not None and node.id == rid
-                and latest.checkpoint.index > node.raft.log.committed
-                and self.me not in latest.checkpoint.voters)
-
-    async def _retire_raft(self, rid: int, pid: str) -> None:
-        """``rid`` (ours) is tombstoned in a committed configuration: removals are final, so
-        stop our Raft node for good (``raft/retired`` keeps it stopped across restarts) and
-        follow the state like any non-voter."""
-        from node.datadir import write_atomic
-
-        async with self._lock:
-            node = self.node
-            if node is None or node.id != rid or node.raft.role == "leader":
-                return
-            await trio.to_thread.run_sync(write_atomic, self.raft_dir / RETIRED_FILE,
-                                          f"{rid}\n".encode())
-            if self.store is not None:
-                self.store.close()
-                self.store = None
-            self.node = None
-            self.cert.forget()
-            self._retired_id = rid
-            for ch in self._senders.values():
-                ch.close()
-            self._senders.clear()
-        self._wake()  # the driver sees that the Raft node is gone and ends
-        log.warning("removed from the council (raft id %d is tombstoned in the configuration "
-                    "committed by %s); now following the committed state", rid, pid,
-                    extra={"peer": pid})
 
     async def _handle_state(self, stream: Any, pid: str) -> None:
         timeout = self.agent.config.network.request_timeout_s
@@ -1216,53 +1052,6 @@ class ManagerRole:
         log_ = node.raft.log
         return raft_id in log_.conf_at(log_.committed).removed
 
-    # ------------------------------------------------------------------ announcements
-    def _announcement(self) -> ManagerAnnounce | None:
-        """What we announce now, if anything: only as the leader that the committed state
-        names manager of our term (so that every receiver can check it)."""
-        node = self.node
-        if node is None or node.raft.role != "leader" or self.dissolved:
-            return None
-        st = self.state
-        if st.manager_term != node.raft.term or st.manager_id != self.me:
-            return None
-        # What we announce is our latest certified state: the one a follower can fetch and
-        # adopt (with its proof) from us or from anyone who has it.
-        latest = self.cert.chain.latest
-        if (latest is None or latest.checkpoint.index > node.raft.log.committed
-                or (latest.checkpoint.manager_term, latest.checkpoint.manager)
-                != (node.raft.term, self.me)):
-            return None  # not certified yet in our own term: nothing a follower could check
-        return ManagerAnnounce(term=node.raft.term, commit_index=node.raft.log.committed,
-                               applied_index=latest.checkpoint.index,
-                               state_digest=latest.checkpoint.digest,
-                               federation=federation_id(st) or "")
-
-    async def _announce_loop(self) -> None:
-        """The manager's side: publish on every change of term or commit index (at most every
-        ``announce_min_interval_s``) and every ``announce_refresh_s`` regardless."""
-        s = self.settings
-        last: tuple[int, int, int] | None = None
-        last_at = float("-inf")
-        while True:
-            with trio.move_on_after(s.announce_refresh_s):
-                await self._announce_due.wait()
-            self._announce_due = trio.Event()
-            ann = self._announcement()
-            if ann is None:
-                last = None
-                continue
-            key = (ann.term, ann.commit_index, ann.applied_index)
-            now = trio.current_time()
-            if key == last and now - last_at < s.announce_refresh_s:
-                continue
-            if self._gossip.publish(KIND_MANAGER, self.me, encode(ann), ttl_s=ANNOUNCE_TTL_S):
-                self.announcements["published"] += 1
-                last, last_at = key, now
-            else:
-                self.agent.counters.inc("announce_publish_refused")
-            await trio.sleep(s.announce_min_interval_s)
-
     async def _certify_loop(self) -> None:
         """The manager's side of certification (node/manager_cert.py): certify the applied
         state whenever it moved, at most every ``certify_interval_s`` (each round is one stream
@@ -1293,118 +1082,6 @@ class ManagerRole:
         if not reply.signature:
             self.agent.counters.inc("certify_ask_failed", f"refused-{reply.reason}"[:40])
         return bytes(reply.signature)
-
-    def _on_manager_record(self, rec: Record) -> None:
-        """Gossip callback for an accepted ``manager`` record (signature and issuer
-        attestation already checked by the dissemination core). Runs in the gossip loop:
-        decode and queue only."""
-        if rec.issuer == self.me:
-            return
-        if rec.subject != rec.issuer:
-            self._reject(rec.issuer, None, "subject-not-issuer")
-            return
-        try:
-            ann = decode(rec.payload, ManagerAnnounce)
-        except RemoteProtocolError as exc:
-            self._reject(rec.issuer, None, f"payload-{exc.reason}", str(exc))
-            return
-        try:
-            self._ann_send.send_nowait((rec.issuer, ann))
-        except trio.WouldBlock:
-            self.agent.counters.inc("announce_dropped", "queue-full")
-
-    def _is_committed_manager(self, peer_id: str) -> bool:
-        """The gossip layer's ``is_manager``: the manager our committed (proven) state names."""
-        st, _ = self.view()
-        return bool(st.manager_id) and peer_id == st.manager_id
-
-    def _on_revocation_hint(self, subject: str, issuer: str) -> None:
-        """Gossip callback: the committed manager says ``subject`` was revoked. A hint only:
-        fetch the proven state from the issuer (the revocation takes effect when it applies)."""
-        if issuer == self.me:
-            return
-        try:
-            self._hint_send.send_nowait(issuer)
-        except trio.WouldBlock:
-            self.agent.counters.inc("revocation_hint_dropped", "queue-full")
-
-    async def _hint_loop(self) -> None:
-        async for issuer in self._hint_recv:
-            node = self.node
-            if self.dissolved or self.left or (node is not None and self.is_voter()
-                                               and node.raft.lead is not None):
-                continue  # a voter with a leader learns the revocation through Raft
-            await self._fetch(issuer, "gossip")
-
-    async def _announcement_loop(self) -> None:
-        async for issuer, ann in self._ann_recv:
-            if not (self.dissolved or self.left):
-                await self._on_announcement(issuer, ann)
-
-    def _raft_led_by(self, issuer: str, term: int) -> bool:
-        """Whether our own Raft node, a voter, follows ``issuer`` as the leader of ``term``."""
-        node = self.node
-        return (node is not None and self.is_voter() and node.raft.term == term
-                and node.raft.lead is not None and self._raft_to_peer.get(node.raft.lead) == issuer)
-
-    def _check_announcement(self, issuer: str, ann: ManagerAnnounce) -> str | None:
-        if self._raft_led_by(issuer, ann.term):
-            return None  # our own Raft follows the issuer as the leader of that very term
-        st, _ = self.view()
-        return check_announcement(ann.term, issuer, st)
-
-    async def _on_announcement(self, issuer: str, ann: ManagerAnnounce) -> None:
-        """Judge an announcement, then catch up if it shows that we are behind."""
-        st, _ = self.view()
-        fed = federation_id(st)
-        if fed is not None and ann.federation != fed:
-            self._reject(issuer, ann, "other-federation")
-            return
-        if self._announced is not None and ann.term < self._announced[1].term:
-            self._reject(issuer, ann, "stale-term")
-            return
-        refused = self._refused.get(issuer)
-        if refused is not None and ann.term <= refused:
-            self._reject(issuer, ann, "refused-before")
-            return
-        why = self._check_announcement(issuer, ann)
-        fetched = False
-        if why == "term-not-committed":
-            # The committed state we hold predates that term: fetch the issuer's (as we would
-            # to catch up anyway) and judge the claim against it.
-            fetched = await self._fetch(issuer, "gossip")
-            if not fetched:
-                self.agent.counters.inc("announce_unverified", "fetch-failed")
-                return  # judge it on the next announcement
-            why = self._check_announcement(issuer, ann)
-        if why is not None:
-            self._reject(issuer, ann, why)
-            return
-        self._announced = (issuer, ann, time.monotonic())
-        self.announcements["accepted"] += 1
-        if ann.term >= self.followed_term:
-            self.followed_term, self.followed_leader = ann.term, issuer
-        node = self.node
-        if node is not None and self.is_voter():
-            if ann.commit_index > node.raft.log.committed and not self._raft_led_by(issuer, ann.term):
-                # A manager we do not follow is ahead of our log: we may have been removed
-                # without hearing it. Its reply says whether our raft id is tombstoned.
-                await self._fetch(issuer, "gossip")
-        elif ann.applied_index > self.view()[1]:
-            await self._fetch(issuer, "gossip")
-
-    def _reject(self, issuer: str, ann: ManagerAnnounce | None, reason: str, detail: str = "") -> None:
-        self.announcements["rejected"] += 1
-        self.agent.counters.inc("announce_rejected", reason)
-        if ann is not None and reason not in ("stale-term", "refused-before", "digest-mismatch"):
-            self._refused[issuer] = max(ann.term, self._refused.get(issuer, 0))
-            self._refused.move_to_end(issuer)
-            while len(self._refused) > REFUSED_MEMORY:
-                self._refused.popitem(last=False)
-        level = logging.DEBUG if reason in ("stale-term", "refused-before") else logging.WARNING
-        log.log(level, "refused a manager announcement from %s (term %s): %s%s", issuer,
-                ann.term if ann is not None else "?", reason, f" ({detail})" if detail else "",
-                extra={"peer": issuer})
 
     # ------------------------------------------------------------------ manager requests
     async def _serve_leave(self, pid: str, req: LeaveRequest) -> ManagerReply:
@@ -1502,10 +1179,10 @@ class ManagerRole:
                     if not reply.ok:
                         await trio.sleep(0.2)
                         if self.node is None or not self.is_voter():
-                            await self.poll_once()
+                            await self.follow.poll_once()
                         continue
                     if self.node is None or not self.is_voter():
-                        await self.poll_once()
+                        await self.follow.poll_once()
                     await trio.sleep(0.05)
                 # The manager now removes our Raft vote; wait until that change commits.
                 while self.node is not None and self.is_voter():

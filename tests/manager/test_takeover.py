@@ -61,7 +61,7 @@ async def test_a_forged_state_served_by_one_attested_peer_is_not_adopted(tmp_pat
                                           leader=adv.peer_id, state_index=at, state=data,
                                           decisions=(), proof=proof))
             before = victim.agent.counters.get("state_rejected", "unproven")
-            assert await victim.role._fetch(adv.peer_id, "poll")
+            assert await victim.role.follow.fetch(adv.peer_id, "poll")
             assert victim.agent.counters.get("state_rejected", "unproven") == before + 1, what
             st, idx = victim.role.view()
             assert st.manager_id != adv.peer_id and idx < at, what
@@ -77,7 +77,7 @@ async def test_a_removed_verdict_without_proof_does_not_retire_a_voter(tmp_path)
         rid = victim.role.node.id
         adv.serve_state(StateResponse(term=99, commit_index=10**6, leader=adv.peer_id,
                                       state_index=0, state=b"", decisions=(), removed=True))
-        assert await victim.role._fetch(adv.peer_id, "poll")
+        assert await victim.role.follow.fetch(adv.peer_id, "poll")
         assert victim.role.node is not None and victim.role.node.id == rid
         assert victim.role.is_voter() and victim.role._retired_id is None
         assert not (victim.role.raft_dir / "retired").exists()
