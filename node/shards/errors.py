@@ -24,3 +24,6 @@ class FetchFailed(ShardServiceError):
     def __init__(self, index: int, peer_id: str, reason: str) -> None:
         super().__init__(f"shard {index} on {peer_id}: {reason}")
         self.failure = HolderFailure(index, peer_id, reason)
+
+
+ALREADY_STORED = "already stored (same manifest)"  # a holder's reply to a manifest it holds

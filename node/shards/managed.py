@@ -400,7 +400,7 @@ class ManagedShards:
         try:
             if len(got) < m.k:
                 raise svc._not_enough("repair", m, len(got), failures)
-            await trio.to_thread.run_sync(svc._regenerate, m, got, j, regen)
+            await trio.to_thread.run_sync(svc.repairer.regenerate, m, got, j, regen)
             by_x = {i + 1: pid for i, pid in sources}
             helpers_x = tuple(sorted(i + 1 for i in got))
             share = await self._reshare(oid, j, helpers_x, by_x)
@@ -567,8 +567,8 @@ class ManagedShards:
             h = helpers.get(x) if x in helpers else p.holder_of(x - 1)
             return h.holder if h is not None else ""
 
-        await svc._help_reshare(stream, inv.session_id, inv.object_id, my_x, inv.target_x, inv.helpers_x,
-                                pid, holder_of)
+        await svc.repairer.help_reshare(stream, inv.session_id, inv.object_id, my_x, inv.target_x,
+                                        inv.helpers_x, pid, holder_of)
 
     # ================================================================== the holder's clean-up
 
@@ -659,7 +659,8 @@ class ManagedShards:
         async with trio.open_nursery() as nursery:
             for e in new_m.placement:
                 if not svc._holder_problem(e.peer_id):
-                    nursery.start_soon(svc._push_manifest_quietly, e.peer_id, new_frame, new_m, e.index)
+                    nursery.start_soon(svc.repairer.push_manifest_quietly, e.peer_id, new_frame, new_m,
+                                       e.index)
             for e in old.placement:
                 if e.peer_id != new_m.holder_of(e.index) and not svc._holder_problem(e.peer_id):
                     nursery.start_soon(self._erase_quietly, e.peer_id, oid, e.index)

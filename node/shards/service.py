@@ -71,7 +71,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from libp2p.peer.id import ID
 
-from node.control import register_command
 from node.datadir import write_atomic
 from node.shards.crypto import (
     FragmentCorrupt,
@@ -81,7 +80,7 @@ from node.shards.crypto import (
     combine_and_open,
     seal_and_split,
 )
-from node.shards.errors import FetchFailed, HolderFailure, ShardServiceError
+from node.shards.errors import ALREADY_STORED, FetchFailed, HolderFailure, ShardServiceError
 from node.shards.gf256 import KeyShare, ShareError
 from node.shards.managed import ManagedShards
 from node.shards.manifest import (
@@ -120,12 +119,9 @@ from node.shards.messages import (
     verify_receipt,
 )
 from node.shards.placement import Candidate, PlacementError, choose_holders
+from node.shards.repair import Repairer
 from node.shards.resharing import (
-    build_contribution,
     combine_contributions,
-    helper_mask,
-    new_mask_seed,
-    regenerate_fragment,
 )
 from node.shards.store import (
     DEFAULT_OWNER_SHARE,
@@ -166,7 +162,6 @@ MAILBOX_TTL_S = 120.0
 MAX_JOBS = 64
 DEFAULT_QUOTA_FRACTION = 0.5  # of the disk's free space at start, when no quota is given
 PLACEMENT_WAIT_S = 10.0  # a put waits this long for n attested peers before it gives up
-ALREADY_STORED = "already stored (same manifest)"
 _SEALING_INFO = b"enclave-swarm/shard-store/sealing-secret/v1"
 _Finish = Callable[[Any, bytes], Awaitable[None]]
 _FIRST = (ShardOffer, ShardRequest, ShardErase, ReshareInvite, ReshareMaskSeed, ReshareContribution,
@@ -292,6 +287,7 @@ class ShardService:
         self._object_locks: dict[bytes, trio.Lock] = {}
         self._load_objects()
         self.managed = ManagedShards(self)
+        self.repairer = Repairer(self)  # node/shards/repair.py: resharing, holder and owner side
 
     # ================================================================== lifecycle
 
@@ -323,7 +319,7 @@ class ShardService:
                         await self._wake.wait()
                     self._wake = trio.Event()
                     self._sweep()
-                    await self._repair_tick()
+                    await self.repairer.tick()
             finally:
                 for parked in self._parked.values():
                     parked.writer.abort()
@@ -485,7 +481,7 @@ class ShardService:
             elif isinstance(first, ShardErase):
                 await self._serve_erase(stream, pid, first)
             elif isinstance(first, ReshareInvite):
-                await self._serve_invite(stream, pid, first)
+                await self.repairer.serve_invite(stream, pid, first)
             elif isinstance(first, (ShardPlace, ShardDrop, ShardRepairDone)):
                 await self._send(stream, await self.managed.serve(pid, first))
             elif isinstance(first, ShardManifestGet):
@@ -840,88 +836,6 @@ class ShardService:
         self.agent.counters.inc("shard_erased")
         await self._send(stream, receipt)
 
-    async def _serve_invite(self, stream: Any, pid: str, invite: ReshareInvite) -> None:
-        """Helper: send mask seeds up, wait for seeds from below, send one contribution."""
-        mine: tuple[int, Manifest] | None = None
-        for x in invite.helpers_x:
-            with contextlib.suppress(ShardNotFound):
-                mine = (x, await trio.to_thread.run_sync(self.store.manifest, invite.object_id, x - 1))
-                break
-        if mine is None:
-            raise RemoteProtocolError("invalid", "invited as helper but holds no shard of the object")
-        my_x, m = mine
-        transcript = invite_transcript(
-            invite.session_id, invite.object_id, invite.target_x, invite.helpers_x, invite.new_holder_peer_id
-        )
-        if not verify_ed25519(m.owner, invite.signature, transcript):
-            raise RemoteProtocolError("invalid", "reshare invite not signed by the owner")
-        if (
-            len(invite.helpers_x) != m.k
-            or invite.target_x > m.n
-            or invite.new_holder_peer_id == self.agent.peer_id
-        ):
-            raise RemoteProtocolError("invalid", "reshare invite inconsistent with the manifest")
-        await self._help_reshare(stream, invite.session_id, invite.object_id, my_x, invite.target_x,
-                                 invite.helpers_x, invite.new_holder_peer_id, lambda x: m.holder_of(x - 1))
-
-    async def _help_reshare(
-        self,
-        stream: Any,
-        session_id: bytes,
-        object_id: bytes,
-        my_x: int,
-        target_x: int,
-        helpers_x: tuple[int, ...],
-        new_holder: str,
-        holder_of: Callable[[int], str],
-    ) -> None:
-        """Helper at ``my_x`` (authorised by the caller): send mask seeds up, wait for seeds from
-        below (each only from the peer ``holder_of`` names for that x), send one masked
-        contribution to ``new_holder``, acknowledge on ``stream``."""
-        share = await trio.to_thread.run_sync(self.store.read_share, object_id, my_x - 1)
-        box = self._mailbox(session_id)
-        try:
-            seeds: dict[int, bytes] = {}
-            for b in sorted(x for x in helpers_x if x > my_x):
-                seeds[b] = new_mask_seed()
-                await self._deliver(holder_of(b), ReshareMaskSeed(session_id, my_x, b, seeds[b]))
-            lower = {a for a in helpers_x if a < my_x}
-
-            def seed(sender: str, msg: Any) -> tuple[int, bytes] | None:
-                if (
-                    not isinstance(msg, ReshareMaskSeed)
-                    or msg.to_x != my_x
-                    or msg.from_x not in lower
-                    or holder_of(msg.from_x) != sender
-                    or msg.from_x in seeds
-                ):
-                    return None
-                return msg.from_x, msg.seed
-
-            if not await self._collect(box, seed, seeds, lambda: lower <= set(seeds), "seed"):
-                raise RemoteProtocolError("timeout", "mask seeds from the other helpers did not arrive")
-        finally:
-            self._drop_mailbox(session_id)
-        mask = helper_mask(my_x, seeds, session_id, helpers_x)
-        value = build_contribution(share, helpers_x, target_x, mask)
-        await self._deliver(new_holder, ReshareContribution(session_id, object_id, my_x, target_x, value))
-        log.info(
-            "sent reshare contribution for %s (x=%d → x=%d on %s)",
-            object_id.hex(), my_x, target_x, new_holder,
-        )
-        await self._send(stream, ShardAck(session_id, True, "", 0))
-
-    async def _deliver(self, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
-        """Send one mailbox message to an attested peer and wait for its acknowledgement."""
-        if not self.agent.peers.is_attested(pid):
-            raise RemoteProtocolError("unavailable", f"peer {pid} is not attested")
-        stream, reader = await self._open(pid)
-        try:
-            await self._send(stream, msg)
-            await self._expect_ack(reader, msg.session_id)
-        finally:
-            await close_stream(stream)
-
     # ================================================================== owner: store
 
     async def _store_shard(
@@ -1104,7 +1018,7 @@ class ShardService:
             async with trio.open_nursery() as nursery:
                 for i, got in stored.items():
                     if got != frame:
-                        nursery.start_soon(self._push_manifest_quietly, holders[i], frame, m, i)
+                        nursery.start_soon(self.repairer.push_manifest_quietly, holders[i], frame, m, i)
             now = time.time()
             self._health[oid] = {i: now for i in range(n)}
             self._save_object(frame, m)
@@ -1458,185 +1372,10 @@ class ShardService:
 
     # ================================================================== owner: repair
 
-    async def _repair_tick(self) -> None:
-        """Owner-side repair: the fallback for nodes without a manager (single-node dev runs,
-        tests of this layer alone) and for objects not registered with the manager."""
-        now = trio.current_time()
-        for oid, (_, m) in list(self._objects.items()):
-            # Under a manager, only objects whose registration failed (a holder revoked between
-            # placement and commit) are repaired here; once repaired they register.
-            if self.managed.owned_placement(m) is not None or (
-                self.managed.active() and oid not in self.managed._unregistered
-            ):
-                continue
-            for p in m.placement:
-                pid = p.peer_id
-                if self.agent.peers.is_attested(pid):
-                    self._down_since.pop(pid, None)
-                    continue
-                since = self._down_since.setdefault(pid, now)
-                revoked = self.agent.peers.is_revoked(pid)
-                if not revoked and now - since < self.repair_grace_s:
-                    continue
-                if self._repair_backoff.get((oid, pid), -math.inf) > now:
-                    continue
-                reason = "revoked" if revoked else f"unavailable for {now - since:.0f}s"
-                try:
-                    await self.repair(oid, pid, reason)
-                except (ShardServiceError, RemoteProtocolError, OSError) as exc:
-                    self._repair_backoff[(oid, pid)] = now + max(5.0, self.repair_grace_s)
-                    self.agent.counters.inc("shard_repair_failed")
-                    log.error("repair of %s (holder %s %s) failed: %s", oid.hex(), pid, reason, exc)
-                except Exception:  # a bug of ours: loud, but the node and the monitor stay up
-                    self._repair_backoff[(oid, pid)] = now + max(5.0, self.repair_grace_s)
-                    self.agent.counters.inc("internal_error", "shard-repair")
-                    log.exception("internal error repairing %s (holder %s)", oid.hex(), pid)
-                break  # placement changed (or failed): look at the object afresh next tick
-
     async def repair(self, oid: bytes, lost: str, reason: str) -> dict[str, Any]:
-        """Regenerate the shard ``lost`` held onto a new attested holder and re-sign the manifest."""
-        async with self._lock(oid):
-            if oid not in self._objects:
-                raise ShardServiceError(f"unknown object {oid.hex()}")
-            frame, m = self._objects[oid]
-            if lost not in {p.peer_id for p in m.placement}:
-                return {"object_id": oid.hex(), "repaired": False}
-            j = m.indices_held_by(lost)[0]
-            start = trio.current_time()
-            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason)
-            holders = {p.peer_id for p in m.placement}
-            try:
-                (new_holder,) = choose_holders(
-                    self._candidate_holders(holders),
-                    1,
-                    min_score=float(self.agent.engine.policy.min_score),
-                    need_bytes=0,
-                    seed=oid + lost.encode(),
-                )
-            except PlacementError as exc:
-                raise ShardServiceError(f"no new holder: {exc}") from None
-            got, failures = await self._fetch_k(m, want_share=False, exclude={lost}, job=None)
-            for i in got:  # helpers must resolve each other's points with the current placement
-                await self._push_manifest(m.holder_of(i), frame, m, i)
-            regen = self._tmp_path(f"regen{j}")
-            try:
-                if len(got) < m.k:
-                    raise self._not_enough("repair", m, len(got), failures)
-                helpers_x = tuple(sorted(i + 1 for i in got))
-                await trio.to_thread.run_sync(self._regenerate, m, got, j, regen)
-                new_m = m.with_placement(
-                    [(p.index, new_holder if p.index == j else p.peer_id) for p in m.placement]
-                )
-                new_frame = sign_manifest(new_m, self._key)
-                session = os.urandom(16)
-                signature = self._key.sign(invite_transcript(session, oid, j + 1, helpers_x, new_holder))
-                invite = ReshareInvite(session, oid, j + 1, helpers_x, new_holder, signature)
-                await self._store_shard(
-                    new_holder,
-                    new_frame,
-                    new_m,
-                    j,
-                    regen,
-                    self._finish_with_reshare(m, invite),
-                    lambda _n: None,
-                    attempts=1,
-                )
-            finally:
-                regen.unlink(missing_ok=True)
-                for dest, _ in got.values():
-                    dest.unlink(missing_ok=True)
-            self._health.setdefault(oid, {})[j] = time.time()
-            self._save_object(new_frame, new_m)
-            async with trio.open_nursery() as nursery:
-                for p in new_m.placement:
-                    if p.index != j and not self._holder_problem(p.peer_id):
-                        nursery.start_soon(self._push_manifest_quietly, p.peer_id, new_frame, new_m, p.index)
-            self._down_since.pop(lost, None)
-            self.agent.counters.inc("shard_repaired")
-            took = trio.current_time() - start
-            log.warning(
-                "repaired %s: shard %d moved from %s to %s in %.2fs (revision %d)",
-                oid.hex(),
-                j,
-                lost,
-                new_holder,
-                took,
-                new_m.revision,
-            )
-            return {
-                "object_id": oid.hex(),
-                "repaired": True,
-                "index": j,
-                "from": lost,
-                "to": new_holder,
-                "helpers_x": list(helpers_x),
-                "seconds": took,
-                "revision": new_m.revision,
-            }
-
-    async def _push_manifest(self, pid: str, frame: bytes, m: Manifest, index: int) -> None:
-        """Make holder ``pid`` (which stores ``index``) keep manifest ``frame`` (a newer revision)."""
-        stream, reader = await self._open(pid)
-        try:
-            await self._send(stream, ShardOffer(os.urandom(16), decode(frame, SignedManifest), index))
-            reply = await self._recv(reader, ShardOfferReply)
-        finally:
-            await close_stream(stream)
-        if reply.accepted or reply.reason != ALREADY_STORED:
-            raise ShardServiceError(
-                f"holder {pid} of shard {index} did not take the manifest: "
-                f"{reply.reason or 'it has no such shard'}"
-            )
-
-    async def _push_manifest_quietly(self, pid: str, frame: bytes, m: Manifest, index: int) -> None:
-        try:
-            await self._push_manifest(pid, frame, m, index)
-        except (RemoteProtocolError, ShardServiceError) as exc:
-            log.info(
-                "manifest revision %d not pushed to %s: %s (pushed again before it helps a repair)",
-                m.revision,
-                pid,
-                exc,
-            )
-
-    def _regenerate(
-        self, m: Manifest, got: dict[int, tuple[Path, KeyShare | None]], j: int, dest: Path
-    ) -> None:
-        files = {i: open(p, "rb") for i, (p, _) in got.items()}  # noqa: SIM115 - closed below
-        try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                regenerate_fragment(m.params().layout, files, j, out, m.fragment_hashes)
-        except FragmentCorrupt as exc:
-            raise ShardServiceError(f"fragment regeneration: {exc}") from None
-        finally:
-            for f in files.values():
-                f.close()
-
-    def _finish_with_reshare(self, m: Manifest, invite: ReshareInvite) -> _Finish:
-        async def finish(stream: Any, tid: bytes) -> None:
-            await self._send(stream, invite)  # the new holder now waits for the contributions
-            errors: list[str] = []
-
-            async def invite_helper(x: int) -> None:
-                pid = m.holder_of(x - 1)
-                try:
-                    hs, hr = await self._open(pid)
-                    try:
-                        await self._send(hs, invite)
-                        await self._expect_ack(hr, invite.session_id)
-                    finally:
-                        await close_stream(hs)
-                except RemoteProtocolError as exc:
-                    errors.append(f"helper {pid} (x={x}): {exc}")
-
-            async with trio.open_nursery() as nursery:
-                for x in invite.helpers_x:
-                    nursery.start_soon(invite_helper, x)
-            if errors:
-                raise ShardServiceError("key share regeneration failed: " + "; ".join(errors))
-
-        return finish
+        """Regenerate the shard ``lost`` held onto a new attested holder and re-sign the
+        manifest (node/shards/repair.py)."""
+        return await self.repairer.repair(oid, lost, reason)
 
     # ================================================================== ls
 
@@ -1681,75 +1420,6 @@ class ShardService:
 
     # ================================================================== control commands
 
-    def start_job(self, kind: str, fn: Callable[[Job], Awaitable[dict[str, Any]]]) -> Job:
-        if self._nursery is None:
-            raise ShardServiceError("the shard service is not running")
-        running = sum(1 for j in self._jobs.values() if j.state == "running")
-        if len(self._jobs) >= MAX_JOBS or running >= MAX_JOBS // 2:
-            raise ShardServiceError("too many shard jobs; try again shortly")
-        job = Job(secrets.token_hex(8), kind)
-        self._jobs[job.id] = job
-
-        async def run() -> None:
-            try:
-                job.result = await fn(job)
-                job.state = "done"
-            except (ShardServiceError, RemoteProtocolError, OSError) as exc:
-                job.state, job.error = "failed", str(exc)
-                log.warning("%s failed: %s", kind, exc)
-            except Exception as exc:  # a bug of ours: loud, but the node stays up
-                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-                self.agent.counters.inc("internal_error", f"shard-{kind}")
-                log.exception("internal error in shard %s", kind)
-            finally:
-                job.finished_at = time.time()
-
-        self._nursery.start_soon(run)
-        return job
-
-    def command(self, req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req["cmd"]
-        try:
-            if cmd == "shard-job":
-                job = self._jobs.get(str(req.get("job")))
-                if job is None:
-                    return {"ok": False, "error": "unknown job"}
-                return {"ok": True, **job.to_json()}
-            if cmd == "shard-ls":
-                return {"ok": True, "objects": self.ls()}
-            if cmd == "shard-placements":
-                return {"ok": True, "placements": self.managed.committed_listing()}
-            if cmd == "shard-put":
-                path = Path(str(req.get("path", "")))
-                n, k = int(req.get("n", 5)), int(req.get("k", 3))
-                if not path.is_absolute():
-                    return {"ok": False, "error": "path must be absolute"}
-                job = self.start_job("put", lambda j: self.put(path, n=n, k=k, job=j))
-            elif cmd == "shard-get":
-                oid, out = _oid(req), Path(str(req.get("out", "")))
-                if not out.is_absolute():
-                    return {"ok": False, "error": "output path must be absolute"}
-                job = self.start_job("get", lambda j: self.get(oid, out, job=j))
-            elif cmd == "shard-rm":
-                oid = _oid(req)
-                job = self.start_job("rm", lambda j: self.rm(oid))
-            else:
-                return {"ok": False, "error": f"unknown command {cmd}"}
-        except (ShardServiceError, ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc)}
-        return {"ok": True, "job": job.id}
-
-
-def _oid(req: dict[str, Any]) -> bytes:
-    raw = str(req.get("object_id", ""))
-    try:
-        oid = bytes.fromhex(raw)
-    except ValueError:
-        raise ValueError(f"object id {raw[:40]!r} is not hex") from None
-    if len(oid) != 16:
-        raise ValueError("an object id is 32 hex characters")
-    return oid
-
 
 class _CountingReader:
     def __init__(self, f: BinaryIO, job: Job) -> None:
@@ -1778,18 +1448,9 @@ def service_of(agent: Agent) -> ShardService:
     return _SERVICES[agent.peer_id]
 
 
-def _control(name: str) -> Callable[[Agent, dict[str, Any]], dict[str, Any]]:
-    def handler(agent: Agent, req: dict[str, Any]) -> dict[str, Any]:
-        svc = _SERVICES.get(agent.peer_id)
-        if svc is None:
-            return {"ok": False, "error": "this node has no shard service"}
-        return svc.command(req)
-
-    return handler
-
-
 def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
-    """Runtime extension hook: serve the shard protocol and the ``shard-*`` control commands.
+    """Runtime extension hook: serve the shard protocol (its control commands are
+    node/shards/control.py, the next extension).
 
     ``data_dir`` is a :class:`node.datadir.DataDir` or a path; options go to :class:`ShardService`.
     Operators may set ``ENCLAVE_SWARM_SHARD_REPAIR_GRACE_S`` (default 30),
@@ -1812,6 +1473,4 @@ def attach(agent: Agent, data_dir: Any, **options: Any) -> ShardService:
     agent.add_service(svc.run)
     agent.add_status("shards", svc.status)
     agent.on_quarantine(svc.on_quarantine)
-    for name in ("shard-put", "shard-get", "shard-ls", "shard-rm", "shard-job", "shard-placements"):
-        register_command(name, _control(name))
     return svc

@@ -109,12 +109,12 @@ async def test_a_peer_flooding_reshare_mailboxes_cannot_stop_a_repair(tmp_path):
             session = os.urandom(16)
             for _ in range(5):  # one session, more messages than a helper ever sends
                 try:
-                    await attacker._deliver(vid, ReshareMaskSeed(session, 1, 2, os.urandom(32)))
+                    await attacker.repairer.deliver(vid, ReshareMaskSeed(session, 1, 2, os.urandom(32)))
                 except RemoteProtocolError:
                     refused += 1
             for _ in range(70):
                 try:
-                    await attacker._deliver(vid, ReshareMaskSeed(os.urandom(16), 1, 2, os.urandom(32)))
+                    await attacker.repairer.deliver(vid, ReshareMaskSeed(os.urandom(16), 1, 2, os.urandom(32)))
                 except RemoteProtocolError:
                     refused += 1
         for victim in svcs[1:6]:  # (before the repair claims or drops any mailbox)

@@ -241,7 +241,7 @@ async def test_interrupted_store_transfer_resumes_at_the_offset(tmp_path):
         await owner.erase_on(holder, oid, 0)
         got, _ = await owner._fetch_k(m, want_share=True, exclude={holder}, job=None)
         regen = owner._tmp_path("t")
-        await trio.to_thread.run_sync(owner._regenerate, m, got, 0, regen)
+        await trio.to_thread.run_sync(owner.repairer.regenerate, m, got, 0, regen)
         tid = os.urandom(16)
         stream, reader = await owner._open(holder)
         await owner._send(stream, ShardOffer(tid, decode(frame, SignedManifest), 0))
