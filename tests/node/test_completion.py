@@ -42,4 +42,3 @@ def test_every_shell_gets_a_script_and_an_unknown_one_is_a_usage_error():
         assert "enclave-swarm" in _script(shell)
     r = subprocess.run([*CLI, "completion", "fish"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid choice" in r.stderr
-
