@@ -1,7 +1,8 @@
 """``enclave-swarm``: the command line.
 
-Exit codes, for every subcommand: 0 ok, 1 the operation failed, 2 usage error or unreadable
-input. Failures print one line ``enclave-swarm: <reason>`` on stderr.
+Exit codes, for every subcommand: 0 ok, 1 the operation failed or was refused (an input that
+cannot be read or does not parse included), 2 usage error only. Failures print one line
+``enclave-swarm: <reason>`` on stderr.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """CLI of the manager role: ``manager transfer``, ``manager owner-key``, ``leave``, ``dissolve``.
 
 Every command talks to the node running on ``--data-dir`` (control socket); exit codes follow
-node/cli.py (0 ok, 1 failed, 2 usage or unreadable input).
+node/cli.py (0 ok, 1 failed, refused or unreadable input, 2 usage only).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _cli() -> ModuleType:
@@ -132,11 +132,11 @@ def load_owner_private_key(path: Path) -> Any:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(f"{path}: {exc.strerror or exc}", EXIT_FAIL) from None
     except (ValueError, TypeError) as exc:
-        raise CliError(f"{path}: not a PEM private key ({exc})", EXIT_USAGE) from None
+        raise CliError(f"{path}: not a PEM private key ({exc})", EXIT_FAIL) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise CliError(f"{path}: the owner key must be Ed25519", EXIT_USAGE)
+        raise CliError(f"{path}: the owner key must be Ed25519", EXIT_FAIL)
     return key
 
 

@@ -4,8 +4,8 @@
                                 [--collateral DIR] [--policy FILE] [--at ISO8601] [--json]
 
 The kind is detected from the bytes (SEV-SNP report or DCAP quote; see ``detect.py``).
-Exit status: 0 accepted (and allowed by the policy, if one is given), 1 rejected, 2 unreadable
-input or usage error (one line on stderr). Accept and reject both print the verdict: JSON with
+Exit status: 0 accepted (and allowed by the policy, if one is given), 1 rejected, unreadable or
+unparsable input, 2 usage error (one line on stderr). Accept and reject both print the verdict: JSON with
 ``--json`` (``verdict``, ``kind``, ``reason``, ``measurement``, ``report_data``, ``tcb``,
 ``tcb_status``, ``debug``, ``claims`` and, with ``--policy``, ``policy``), otherwise a short
 human summary.
@@ -34,19 +34,19 @@ __all__ = ["add_verify_arguments", "cmd_verify", "run_verify"]
 
 
 class _UsageError(Exception):
-    """The command line itself is wrong (a flag, a value, a path that cannot be read): exit 2."""
+    """The command line itself is wrong (a flag, a value, flags that do not go together): exit 2."""
 
 
 class _Refused(Exception):
-    """An input that was read but does not parse (evidence, a certificate, a policy): exit 1,
-    as for any other refused input."""
+    """An input that cannot be read, or was read but does not parse (evidence, a certificate,
+    a policy): exit 1, as for any other refused input."""
 
 
 def _read(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise _UsageError(f"cannot read {what} {path}: {e.strerror or e}") from e
+        raise _Refused(f"cannot read {what} {path}: {e.strerror or e}") from e
 
 
 def _parse_at(at: str | datetime | None) -> datetime:
@@ -99,7 +99,7 @@ def _build(kind: TeeKind, blob: bytes, *, vcek: str | None, chain: str | None,
         try:
             collateral = Collateral.from_dir(collateral_dir)
         except OSError as e:
-            raise _UsageError(f"--collateral: {e}") from e
+            raise _Refused(f"--collateral: {e}") from e
     root_pem = _read(root, "root") if root is not None else None
     try:
         verifier = DcapVerifier(kind, collateral=collateral, root_pem=root_pem)
@@ -181,7 +181,7 @@ def cmd_verify(
             try:
                 pol = policy_mod.load_policy(policy)
             except OSError as e:
-                raise _UsageError(f"--policy: {e}") from e
+                raise _Refused(f"--policy: {e}") from e
             except ValueError as e:
                 raise _Refused(f"--policy: {e}") from e
     except _UsageError as e:

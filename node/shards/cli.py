@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # smaller transfers finish before a bar is worth drawing
 POLL_S = 0.2
@@ -120,7 +120,7 @@ def _job(args: argparse.Namespace, job_id: str) -> dict[str, Any]:
 def cmd_put(args: argparse.Namespace) -> int:
     path = args.file.expanduser().absolute()
     if not path.is_file():
-        raise CliError(f"{args.file}: not a readable file", EXIT_USAGE)
+        raise CliError(f"{args.file}: not a readable file", EXIT_FAIL)
     if not 1 <= args.threshold <= args.shards <= 255:
         raise CliError("need 1 <= --threshold <= --shards <= 255", EXIT_USAGE)
     job = node_request(args, {"cmd": "shard-put", "path": str(path), "n": args.shards, "k": args.threshold})
@@ -132,7 +132,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     out = args.output.expanduser().absolute()
     if not out.parent.is_dir():
-        raise CliError(f"{out.parent}: no such directory", EXIT_USAGE)
+        raise CliError(f"{out.parent}: no such directory", EXIT_FAIL)
     job = node_request(args, {"cmd": "shard-get", "object_id": args.object_id, "out": str(out)})
     res = _wait_job(args, job["job"], "get")
     print(

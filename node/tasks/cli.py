@@ -133,7 +133,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     out = args.output.expanduser().absolute() if args.output is not None else None
     if out is not None and not out.parent.is_dir():
-        raise CliError(f"{out.parent}: no such directory", EXIT_USAGE)
+        raise CliError(f"{out.parent}: no such directory", EXIT_FAIL)
     cmd = {"cmd": "task-submit", "spec": str(args.spec.expanduser().absolute()),
            "input": str(args.input.expanduser().absolute()) if args.input is not None else None,
            "object": args.object}

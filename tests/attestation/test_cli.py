@@ -82,16 +82,25 @@ def test_human_output() -> None:
 
 
 @pytest.mark.parametrize("args,kw,msg", [
-    (("/nonexistent/evidence",), {}, "cannot read evidence"),
     ((SNP,), {"at": "yesterday"}, "--at: not an ISO 8601 time"),
-    ((SNP,), {"vcek": "/nonexistent"}, "cannot read VCEK"),
     ((SNP,), {"collateral_dir": "/tmp"}, "--collateral applies to DCAP quotes only"),
     ((TDX,), {"vcek": VCEK}, "--vcek/--chain apply to SEV-SNP reports only"),
-    ((TDX,), {"collateral_dir": "/nonexistent"}, "--collateral: collateral directory not found"),
 ])
 def test_usage_errors_exit_2(args, kw, msg) -> None:
     rc, out, err = run(*args, **kw)
     assert rc == 2 and out == ""
+    assert err.startswith("enclave-swarm: ") and msg in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,kw,msg", [
+    (("/nonexistent/evidence",), {}, "cannot read evidence"),
+    ((SNP,), {"vcek": "/nonexistent"}, "cannot read VCEK"),
+    ((TDX,), {"collateral_dir": "/nonexistent"}, "--collateral: collateral directory not found"),
+])
+def test_inputs_that_cannot_be_read_are_refused_with_exit_1(args, kw, msg) -> None:
+    """A file that cannot be read is a failed input, not a usage error (exit 2 is usage only)."""
+    rc, out, err = run(*args, **kw)
+    assert rc == 1 and out == ""
     assert err.startswith("enclave-swarm: ") and msg in err and err.count("\n") == 1
 
 

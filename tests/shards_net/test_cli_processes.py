@@ -181,7 +181,7 @@ def test_cli_without_a_node_fails_cleanly(tmp_path):
     r = cli("ls", "--data-dir", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "no node is running" in r.stderr and "Traceback" not in r.stderr
     r = cli("put", str(tmp_path / "missing.bin"), "--data-dir", str(tmp_path))
-    assert r.returncode == 2 and "not a readable file" in r.stderr
+    assert r.returncode == 1 and "not a readable file" in r.stderr
 
 
 def _vm_hwm_kib(pid: int) -> int:
