@@ -3,6 +3,7 @@
     python -m bench tasks                                   # via the runner (quick: 10 jobs, 300 fragments)
     python -m bench.bench_tasks --jobs 20 --fragments 1000  # the issue's figures
     python -m bench.bench_tasks --only overhead --jobs 5    # one part
+    python -m bench.bench_tasks --only redundancy --fragments 60   # r = 3 (quorum 2) against r = 1
 
 Nodes: ``node.tasks.testing.task_federation`` (real py-libp2p on loopback, the simulated TEE, gossip,
 the manager role with its council, the shard and task services, each node offering 2 cores);
@@ -285,6 +286,7 @@ async def throughput(tmp: Path, fragments: int, fragment_bytes: int, owner_kind:
         if own.status != ct.DONE:
             raise RuntimeError(f"job {jid} {own.status}: {own.reason}")
         j = ct.job(lead.role.state, jid)
+        assert j is not None
         reps = [rep for frag in j["frags"] for rep in frag]
         work_s = sum(rep["prof"][2] for rep in reps) / 1000
         decisions = len({rep["seed"] for rep in reps})
@@ -307,6 +309,65 @@ async def throughput(tmp: Path, fragments: int, fragment_bytes: int, owner_kind:
             "duty": duty, "direct_engine_s": round(direct_s, 2),
             "direct_fragments_per_s": round(len(frags) / direct_s, 1),
             "cores": os.cpu_count()}
+
+
+async def redundancy(tmp: Path, fragments: int, fragment_bytes: int) -> dict[str, Any]:
+    """The cost of redundancy (issue 13): the same wordcount job with r = 1, then r = 3 with a
+    quorum of 2, on one 6-node federation, after a warm-up; fragments of the *job* per second
+    over the makespan, and their ratio (ideal 1/3: three times the work on the same nodes)."""
+    from consensus import tasks as ct
+    from node.tasks.testing import task_federation, write_job
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "input").write_bytes(_text(fragments * fragment_bytes))
+    (tmp / "warm").write_bytes(_text(24 * fragment_bytes, seed=12))
+    out: dict[str, Any] = {"fragments": fragments, "fragment_bytes": fragment_bytes, "nodes": 6}
+    async with task_federation(tmp, 6, _settings()) as fed:
+        lead = fed.leader()
+        assert lead is not None
+        owner = next(n for n in fed.nodes if n is not lead)
+
+        async def run(spec: Path) -> tuple[float, Any]:
+            t0 = time.monotonic()
+            jid = await owner.tasks.owner.submit(str(spec))
+            own = owner.tasks.owner.jobs[jid]
+            with trio.fail_after(1800):
+                while own.status not in ct.TERMINAL_JOB:
+                    await trio.sleep(0.02)
+            if own.status != ct.DONE:
+                raise RuntimeError(f"job {jid} {own.status}: {own.reason}")
+            now = fed.leader()
+            j = ct.job(now.role.state, jid) if now is not None else None
+            if j is None:
+                raise RuntimeError(f"job {jid} not in the manager's state")
+            return time.monotonic() - t0, j
+
+        await run(write_job(tmp, "wordcount", fragments=24, split="records",
+                            aggregation="merge-counts", input_path=tmp / "warm"))
+        for name, r, q in (("r1", 1, 1), ("r3q2", 3, 2)):
+            spec = write_job(tmp, "wordcount", fragments=fragments, split="records",
+                             aggregation="merge-counts", redundancy=r)
+            spec.write_text(spec.read_text().replace(f"redundancy = {r}\n",
+                                                     f"redundancy = {r}\nquorum = {q}\n"))
+            makespan, j = await run(spec)
+            ran = sum(1 for fr in j["frags"] for rep in fr if rep["st"] == ct.R_DONE)
+            out[name] = {"makespan_s": round(makespan, 2),
+                         "job_fragments_per_s": round(fragments / makespan, 2),
+                         "replicas_run": ran, "findings": len(j["findings"])}
+        if fed.leader() is not lead:
+            raise RuntimeError("the manager changed during the benchmark")
+    out["r3_over_r1"] = round(out["r3q2"]["job_fragments_per_s"] / out["r1"]["job_fragments_per_s"], 3)
+    return out
+
+
+def _print_redundancy(r: dict[str, Any]) -> None:
+    print(f"redundancy: one wordcount job of {r['fragments']} fragments over {r['nodes']} nodes, "
+          f"r = 1 then r = 3 with a quorum of 2, same federation:")
+    for name in ("r1", "r3q2"):
+        x = r[name]
+        print(f"  {name}: makespan {x['makespan_s']:.2f} s, {x['job_fragments_per_s']:.2f} job "
+              f"fragments/s ({x['replicas_run']} replicas run, {x['findings']} findings)")
+    print(f"  r = 3 / r = 1 throughput: {r['r3_over_r1']:.3f}x (ideal 0.333x: three times the work)")
 
 
 def _print_throughput(r: dict[str, Any]) -> None:
@@ -335,7 +396,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fragment-bytes", type=int, default=1024)
     ap.add_argument("--owner", choices=("council", "follower"), default="council",
                     help="throughput: the job's owner sits on the council, or follows it")
-    ap.add_argument("--only", choices=("overhead", "throughput"), default=None)
+    ap.add_argument("--only", choices=("overhead", "throughput", "redundancy"), default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
@@ -351,6 +412,12 @@ def main(argv: list[str]) -> int:
                                             args.fragment_bytes, args.owner)
             report["throughput"]["wall_s"] = round(time.monotonic() - t, 1)
             _print_throughput(report["throughput"])
+        if args.only == "redundancy":  # not in the default run: it is issue 13's figure
+            t = time.monotonic()
+            report["redundancy"] = trio.run(redundancy, Path(tmp) / "redundancy", args.fragments,
+                                            args.fragment_bytes)
+            report["redundancy"]["wall_s"] = round(time.monotonic() - t, 1)
+            _print_redundancy(report["redundancy"])
     report["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
     if args.json:
