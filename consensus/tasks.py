@@ -79,6 +79,7 @@ PRIVATE_KINDS = ("count", "sum", "mean", "histogram")  # node/tasks/privacy.py K
 MAX_QUERY_BYTES = 16 * 1024     # a private query's canonical encoding
 MAX_RELEASE_BYTES = 64 * 1024   # a private job's released statistic, kept in the state
 MAX_FINDINGS = 256              # minority replicas recorded with a done job
+MAX_INTEGRITY_NODES = 4096      # nodes with a findings count in the state
 REDUCER = "wasm"  # the aggregation by a reducer module (its hash committed with the job)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -272,10 +273,23 @@ def _jobs(s: SwarmState) -> Mapping[str, Any]:
     return sec["jobs"] if isinstance(sec, Mapping) else {}
 
 
-def _with_jobs(s: SwarmState, jobs: dict[str, Any], seq: int | None = None) -> SwarmState:
+def _with_jobs(s: SwarmState, jobs: dict[str, Any], seq: int | None = None,
+               integrity: Mapping[str, int] | None = None) -> SwarmState:
     ext = dict(s.ext)
-    ext[SECTION] = {"jobs": jobs, "seq": _seq(s) if seq is None else seq}
+    sec: dict[str, Any] = {"jobs": jobs, "seq": _seq(s) if seq is None else seq}
+    held = integrity if integrity is not None else integrity_findings(s)
+    if held:
+        sec["integrity"] = dict(held)
+    ext[SECTION] = sec
     return dataclasses.replace(s, ext=ext)
+
+
+def integrity_findings(s: SwarmState) -> Mapping[str, int]:
+    """Outvoted replicas per node over every job ever completed (the jobs themselves are
+    dropped after delivery; this count stays): the input the score will take (issue 13)."""
+    sec = s.ext.get(SECTION)
+    got = sec.get("integrity") if isinstance(sec, Mapping) else None
+    return got if isinstance(got, Mapping) else {}
 
 
 def _seq(s: SwarmState) -> int:
@@ -671,9 +685,16 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
             raise Rejected("the release does not match the result hash")
     elif c.release:
         raise Rejected("only a private job commits a release")
+    found = findings(s, job)[:MAX_FINDINGS]
     job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes, release=c.release,
-               findings=findings(s, job)[:MAX_FINDINGS])
-    return _put(s, c.job_id, job)
+               findings=found)
+    counts = dict(integrity_findings(s))
+    for _, _, node, _ in found:
+        if node in counts or len(counts) < MAX_INTEGRITY_NODES:
+            counts[node] = counts.get(node, 0) + 1
+    jobs = dict(_jobs(s))
+    jobs[c.job_id] = job
+    return _with_jobs(s, jobs, integrity=counts)
 
 
 def _failed(s: SwarmState, c: JobFailed) -> SwarmState:

@@ -34,6 +34,7 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
+from consensus import tasks as ct
 from consensus.state import SwarmState
 from node.tasks import budget
 from node.tasks.wire import (
@@ -211,7 +212,8 @@ class TaskService:
 
     def status(self) -> dict[str, Any]:
         return {"owner": self.owner.status(), "agent": self.executor.status(),
-                "manager": self.duty.status(), "decisions": dict(self.check.stats)}
+                "manager": self.duty.status(), "decisions": dict(self.check.stats),
+                "findings": dict(ct.integrity_findings(self.view()))}
 
 
 def _slots(agent: Any) -> int:

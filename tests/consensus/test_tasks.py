@@ -523,6 +523,10 @@ def test_a_quorum_accepts_the_majority_and_records_the_minority() -> None:
     assert (v.state, v.output, v.votes, v.minority) == (T.AGREED, H, 2, ((1, "n2", H2),))
     done = ok(s, JobDone("j", H2, 10))
     assert T.job(done, "j")["findings"] == [[0, 1, "n2", H2]]
+    # the per-node count outlives the job (jobs are dropped after delivery)
+    assert T.integrity_findings(done) == {"n2": 1}
+    gone = ok(done, DropJob("j"))
+    assert T.integrity_findings(gone) == {"n2": 1} and decode_state(encode_state(gone)) == gone
 
 
 def test_a_quorum_is_reached_before_every_replica_ran() -> None:

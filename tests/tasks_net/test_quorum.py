@@ -73,3 +73,6 @@ async def test_a_lying_agent_is_outvoted_and_recorded_and_the_result_is_right(tm
         assert {(x["fragment"], x["node"]) for x in d["findings"]} == {
             (f, liar.peer_id) for f in ran_by_liar}
         assert d["quorum"] == 2 and d["max_replicas"] == 3
+        # every node's status counts the liar's findings from the committed state
+        await wait_until(lambda: all(n.tasks.status()["findings"] == {liar.peer_id: len(ran_by_liar)}
+                                     for n in fed.nodes), 30)
