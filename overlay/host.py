@@ -253,7 +253,7 @@ def expand_unspecified(addrs: Sequence[str]) -> list[str]:
         if "/ip4/0.0.0.0/" not in a:
             out.append(a)
             continue
-        import ifaddr  # a dependency of zeroconf
+        import ifaddr  # declared in pyproject (zeroconf uses it too)
 
         for adapter in ifaddr.get_adapters():
             for ip in adapter.ips:

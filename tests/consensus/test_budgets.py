@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +15,7 @@ from consensus import budgets as B
 from consensus.budgets import ChargeBudget, SetBudget
 from consensus.state import SwarmState, apply_entry, decode_state, encode_state
 from consensus.tasks import TASK_REGISTRY
+from node.manager_checks import verify_ed25519 as verify  # the node's verifier, as it checks grants
 
 OWNER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 OTHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
@@ -37,14 +38,6 @@ def grant(dataset: str = "census", eps: float = 1.0, delta: float = 0.0, version
     e, d = int(eps / B.EPS_UNIT), int(delta / B.DELTA_UNIT)
     sig = key.sign(B.grant_payload(dataset, owner, e, d, version))
     return SetBudget(dataset, owner, e, d, version, sig)
-
-
-def verify(key: bytes, msg: bytes, sig: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(key).verify(sig, msg)
-    except Exception:
-        return False
-    return True
 
 
 def charge(s: SwarmState, query: str, eps: float, dataset: str = "census") -> ChargeBudget:

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID
 from libp2p.identity.identify.pb.identify_pb2 import Identify
-from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -47,7 +47,7 @@ async def _identify(host: Any, peer_id: Any) -> Identify:
 
 async def _read_all(stream: Any) -> bytes:
     data = b""
-    with contextlib.suppress(Exception):  # a reset stream ends the read too
+    with contextlib.suppress(StreamError):  # a reset stream ends the read too (EOF is one)
         while True:
             chunk = await stream.read(65536)
             if not chunk:

@@ -6,7 +6,6 @@ also show that any libp2p node can connect and ping us, and gets nothing else un
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import pytest
@@ -14,12 +13,13 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.host.exceptions import StreamFailure
 from libp2p.host.ping import PingService
-from libp2p.network.stream.exceptions import StreamClosed, StreamReset
+from libp2p.network.stream.exceptions import StreamClosed, StreamError, StreamReset
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from node.attestation.simulated import SimulatedProvider
 from node.measure import agent_measurement
+from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, encode_uvarint, frame, read_message, write_message
 from overlay.handshake import binding
 from overlay.host import HostOptions, build_host
@@ -35,16 +35,27 @@ from tests.netutil import make_agent, wait_until
 
 
 class Hostile:
-    """A raw py-libp2p host whose attest answer is chosen by the test."""
+    """A raw py-libp2p host whose attest answer is chosen by the test.
+
+    The node may reset or close the stream under the answer at any point (StreamError, or
+    RemoteProtocolError from our framing): that ends the answer. Any other error is the test's
+    own script failing, which would leave the node to count something else than the test means;
+    it is kept in ``unexpected`` for the test to check (the handler runs inside py-libp2p).
+    """
 
     def __init__(self, respond=None) -> None:
         self.key = Ed25519PrivateKey.generate()
         self.pub = self.key.public_key().public_bytes_raw()
         self.host = build_host(self.key, HostOptions(listen=("/ip4/127.0.0.1/tcp/0",)))
+        self.unexpected: list[Exception] = []
         if respond is not None:
             async def handler(stream):
-                with contextlib.suppress(Exception):
+                try:
                     await respond(self, stream)
+                except (StreamError, RemoteProtocolError):
+                    pass
+                except Exception as exc:
+                    self.unexpected.append(exc)
             self.host.set_stream_handler(ATTEST_PROTOCOL, handler)
 
 
@@ -56,6 +67,7 @@ async def run_against(tmp_path, hostile: Hostile, body):
             await hostile.host.connect(info_from_p2p_addr(Multiaddr(agent.full_addrs()[0])))
             await body(agent)
         agent.stop()
+    assert hostile.unexpected == []
     return agent
 
 
