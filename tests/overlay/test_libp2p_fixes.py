@@ -47,6 +47,16 @@ async def running_host(*listen: str, security: str = "noise") -> AsyncIterator[I
     async with host.run([multiaddr.Multiaddr(a) for a in listen]):
         yield host
 
+@contextlib.asynccontextmanager
+async def bulk_stream(handler: Any, *, security: str = "noise") -> AsyncIterator[tuple[IHost, IHost, Any]]:
+    """Two hosts: ``a`` serves BULK_PROTOCOL with ``handler``; ``b`` connects and opens a
+    stream to it. Yields (a, b, the stream)."""
+    async with running_host(security=security) as a, running_host(security=security) as b:
+        a.set_stream_handler(BULK_PROTOCOL, handler)
+        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+        yield a, b, await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+
+
 
 # ---------------------------------------------------------------------------- version check
 
@@ -160,10 +170,7 @@ async def test_yamux_sends_one_window_update_per_half_window():
         seen["over_credit"] = over_credit
         done.set()
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink) as (_a, _b, stream):
         for _ in range(total // 2**16):
             await stream.write(b"\x5a" * 2**16)
         with trio.fail_after(60):
@@ -253,10 +260,7 @@ async def test_a_writer_with_an_empty_window_waits_without_polling(monkeypatch):
             received += len(await stream.read(2**16))
         done.set()
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, late_sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(late_sink) as (_a, _b, stream):
         async with trio.open_nursery() as n:
             n.start_soon(stream.write, b"\x5a" * total)
             # The writer has used up the window the reader granted and is waiting. (More than
@@ -276,10 +280,7 @@ async def test_a_writer_takes_no_lock_round_trips_per_frame():
 
     sink = _sink(total, done)
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink) as (_a, _b, stream):
         ys = stream.muxed_stream
         taken = collections.Counter()
         real_write_lock, real_window_acquire = ys.rw_lock.acquire_write, ys.window_lock.acquire
@@ -317,10 +318,7 @@ async def test_a_full_yamux_frame_is_one_noise_message():
 
     sink = _sink(total, done)
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink) as (_a, _b, stream):
         muxed = stream.muxed_conn
         frames = spy_frames(muxed)
         noise = muxed.secured_conn.conn  # libp2p/security/noise/io.py NoiseTransportReadWriter
@@ -382,10 +380,7 @@ async def test_noise_reads_each_message_without_two_socket_reads():
             received += len(await stream.read(2**16))
         done.set()
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink) as (a, b, stream):
         muxed = a.get_network().get_connections(b.get_id())[0].muxed_conn
         reads = count_socket_reads(muxed)
         noise = muxed.secured_conn.conn
@@ -414,10 +409,7 @@ async def test_tls_reads_the_socket_in_large_chunks():
 
     sink = _sink(total, done)
 
-    async with running_host(security="tls") as a, running_host(security="tls") as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink, security="tls") as (a, b, stream):
         reads = count_socket_reads(a.get_network().get_connections(b.get_id())[0].muxed_conn)
         await stream.write(b"\x5a" * total)
         with trio.fail_after(60):
@@ -465,10 +457,7 @@ async def test_hot_paths_format_no_debug_strings_with_debug_off(monkeypatch):
             received += len(await stream.read(4096))
         done.set()
 
-    async with running_host() as a, running_host() as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink) as (_a, _b, stream):
         for c in counters.values():
             c.eager.clear()  # count the transfer, not the handshakes (read_msg of Noise XX)
         for _ in range(total // 2**14):
@@ -489,10 +478,7 @@ async def test_tls_returns_every_record_already_decrypted():
 
     sink = _sink(total, done)
 
-    async with running_host(security="tls") as a, running_host(security="tls") as b:
-        a.set_stream_handler(BULK_PROTOCOL, sink)
-        await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
-        stream = await b.new_stream(a.get_id(), [BULK_PROTOCOL])
+    async with bulk_stream(sink, security="tls") as (a, b, stream):
         tls = a.get_network().get_connections(b.get_id())[0].muxed_conn.secured_conn.conn
         sizes: list[int] = []
         real_read = tls.stream_writer.read  # libp2p/security/tls/io.py TLSStreamReadWriter
