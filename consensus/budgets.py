@@ -54,6 +54,9 @@ MAX_DATASETS = 4096
 KEEP_CHARGES = 256
 SIGNATURE_BYTES = 64
 GRANT_DOMAIN = "enclave-swarm/privacy-budget/v1"
+# How a charge's rejection starts, for a proposer that must tell them apart (node/tasks/budget.py).
+MOVED = "the spent totals moved since they were read"
+OVER_BUDGET = "over budget"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,13 +163,13 @@ def _charge(s: SwarmState, c: ChargeBudget) -> SwarmState:
         raise Rejected(f"data set {c.dataset} has no privacy budget")
     if not 0 < c.epsilon <= MAX_EPSILON or not 0 <= c.delta <= MAX_DELTA:
         raise Rejected("a charge spends a positive epsilon and a non-negative delta")
-    if any(q == c.query for q, _, _ in held["charges"]):
+    if charge_of(s, c.dataset, c.query) is not None:
         raise Rejected(f"query {c.query} is already charged")
     if (c.spent_epsilon, c.spent_delta) != (held["spent_eps"], held["spent_delta"]):
-        raise Rejected("the spent totals moved since they were read: read again")
+        raise Rejected(f"{MOVED}: read again")
     eps, delta = held["spent_eps"] + c.epsilon, held["spent_delta"] + c.delta
     if eps > held["eps"] or delta > held["delta"]:
-        raise Rejected(f"over budget: epsilon {eps * EPS_UNIT:.6g} of {held['eps'] * EPS_UNIT:.6g}, "
+        raise Rejected(f"{OVER_BUDGET}: epsilon {eps * EPS_UNIT:.6g} of {held['eps'] * EPS_UNIT:.6g}, "
                        f"delta {delta * DELTA_UNIT:.3g} of {held['delta'] * DELTA_UNIT:.3g}")
     charges = [*held["charges"], [c.query, c.epsilon, c.delta]][-KEEP_CHARGES:]
     return _with(s, c.dataset, {**held, "spent_eps": eps, "spent_delta": delta,
@@ -196,9 +199,17 @@ def datasets(s: SwarmState) -> list[str]:
     return sorted(_all(s))
 
 
-def charged(s: SwarmState, dataset: str, query: str) -> bool:
+def charge_of(s: SwarmState, dataset: str, query: str) -> int | None:
+    """The epsilon (units) ``query`` was charged to ``dataset``, or None if it was not (among
+    the last :data:`KEEP_CHARGES` charges)."""
     rec = budget(s, dataset)
-    return rec is not None and any(q == query for q, _, _ in rec["charges"])
+    if rec is None:
+        return None
+    return next((e for q, e, _ in rec["charges"] if q == query), None)
+
+
+def charged(s: SwarmState, dataset: str, query: str) -> bool:
+    return charge_of(s, dataset, query) is not None
 
 
 def check_ledger(s: SwarmState) -> list[str]:

@@ -482,7 +482,7 @@ def _private(s: SwarmState, c: SubmitJob) -> dict[str, Any] | None:
         raise Rejected(f"data set {p.dataset} has no privacy budget")
     if held["owner"] != c.owner:
         raise Rejected(f"data set {p.dataset} belongs to another owner")
-    charge = next((e for q, e, _ in held["charges"] if q == c.job_id), None)
+    charge = budgets.charge_of(s, p.dataset, c.job_id)
     if charge is None or charge != p.epsilon or p.epsilon <= 0:
         raise Rejected(f"job {c.job_id} is not charged {p.epsilon} units to {p.dataset}")
     return {"ds": p.dataset, "kind": p.kind, "eps": p.epsilon, "q": p.query}
@@ -593,7 +593,7 @@ def fragment_verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
     frag = job["frags"][f]
     q, most = _quorum(job)
     votes: dict[bytes, list[int]] = {}
-    undecided = 0
+    undecided = revoked = 0
     failed = []
     for r, rep in enumerate(frag):
         if rep["st"] in (PENDING, ASSIGNED):
@@ -602,16 +602,15 @@ def fragment_verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
             failed.append(f"replica {r} failed on {rep['node']}: {rep['err']}")
         else:
             m = s.members.get(rep["node"])
-            if m is not None and m.status != REVOKED:  # a revoked node's vote is void
+            if m is not None and m.status != REVOKED:
                 votes.setdefault(rep["out"], []).append(r)
+            else:
+                revoked += 1  # its vote is void; the manager runs the replica again
     best = max(votes.items(), key=lambda kv: (len(kv[1]), kv[0]), default=(b"", []))
     if len(best[1]) >= q and all(len(rs) < len(best[1]) for o, rs in votes.items() if o != best[0]):
         minority = tuple((r, frag[r]["node"], out) for out, rs in sorted(votes.items())
                          if out != best[0] for r in rs)
         return Verdict(AGREED, best[0], len(best[1]), minority)
-    revoked = sum(1 for rep in frag if rep["st"] == R_DONE
-                  and (s.members.get(rep["node"]) is None
-                       or s.members[rep["node"]].status == REVOKED))
     if undecided + revoked and len(best[1]) + undecided + revoked >= q:
         return Verdict(OPEN, votes=len(best[1]))  # the replicas to come may decide it
     why = (f"{len(votes)} different outputs, at most {len(best[1])} agreeing of {q} needed"

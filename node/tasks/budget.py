@@ -91,9 +91,9 @@ async def charge(duty: ManagerDuty, pid: str,
             log.info("job %s charged epsilon %.6g to %s", cmd.job_id, charged_epsilon(units),
                      p.dataset, extra={"job": cmd.job_id})
             return fixed, None
-        if "moved since" not in err:
-            return None, svc.refuse("task_submit_refused", "over-budget" if "over budget" in err
-                                    else "charge-refused", pid, err)
+        if not err.startswith(budgets.MOVED):
+            return None, svc.refuse("task_submit_refused", "over-budget" if err.startswith(
+                budgets.OVER_BUDGET) else "charge-refused", pid, err)
     return None, svc.refuse("task_submit_refused", "charge-contended", pid,
                             f"the budget of {p.dataset} kept moving: submit again")
 
