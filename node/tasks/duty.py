@@ -167,9 +167,13 @@ class ManagerDuty:
             states = [rep["st"] for frag in j["frags"] for rep in frag]
             if j["status"] in ct.LIVE_JOB:
                 live |= self._track_replicas(st, jid, j, now)
-                if ct.PENDING in states and (j.get("q", j["r"]) == j["r"] or ct.incomplete(st, j)):
+                # A quorum below r, or replicas added on disagreement, may settle a fragment
+                # with replicas still to run; a plain job never is, and does not pay the check.
+                early = (j.get("q", j["r"]) != j["r"] or j.get("rmax", j["r"]) != j["r"]) and (
+                    not ct.incomplete(st, j))
+                if ct.PENDING in states and not early:
                     self._start(jid, self._place, jid)
-                elif ct.ASSIGNED not in states or not ct.incomplete(st, j):  # quorum reached
+                elif ct.ASSIGNED not in states or early:
                     self._start(jid, self._finish, jid)
             elif jid not in self.delivered:
                 if j["status"] == ct.DONE and jid not in self.results and j.get("dp") is None:
