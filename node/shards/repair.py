@@ -125,13 +125,16 @@ class Repairer:
         """Send one mailbox message to an attested peer and wait for its acknowledgement."""
         if not self.svc.agent.peers.is_attested(pid):
             raise RemoteProtocolError("unavailable", f"peer {pid} is not attested")
+        await self._send_acked(pid, msg)
+
+    async def _send_acked(self, pid: str, msg: ReshareMaskSeed | ReshareContribution | ReshareInvite) -> None:
+        """One message on a new stream to ``pid``, then its session's acknowledgement."""
         stream, reader = await self.svc._open(pid)
         try:
             await self.svc._send(stream, msg)
             await self.svc._expect_ack(reader, msg.session_id)
         finally:
             await close_stream(stream)
-
 
     # ------------------------------------------------------------------ owner: repair
 
@@ -298,12 +301,7 @@ class Repairer:
             async def invite_helper(x: int) -> None:
                 pid = m.holder_of(x - 1)
                 try:
-                    hs, hr = await self.svc._open(pid)
-                    try:
-                        await self.svc._send(hs, invite)
-                        await self.svc._expect_ack(hr, invite.session_id)
-                    finally:
-                        await close_stream(hs)
+                    await self._send_acked(pid, invite)
                 except RemoteProtocolError as exc:
                     errors.append(f"helper {pid} (x={x}): {exc}")
 
