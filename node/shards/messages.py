@@ -22,7 +22,8 @@ the requester holds a key the manifest authorises, fresh, and addressed to this 
     requester ShardRequest(request_id, object_id, index, requester, want_share) → holder
     holder    ShardChallenge(request_id, nonce)                                 → requester
     requester ShardChallengeResponse(request_id, signature over fetch_transcript) → holder
-    holder    ShardChunk ... then ShardKeyShare (if want_share) | ShardAck(ok=False, reason)
+    holder    ShardKeyShare (if want_share), ShardChunk ..., ShardAck(ok) | ShardAck(ok=False, reason)
+    requester ShardAck(received_bytes) every half window, cumulative
 
 Holders also refuse requesters whose attestation is not current. Repairing holders fetch
 fragments with ``want_share=False`` (fragments are ciphertext), authorised by the owner's

@@ -72,12 +72,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from libp2p.peer.id import ID
 
 from node.datadir import write_atomic
+from node.shards.combine import FragmentFeed, NotEnoughFragments, combine_streaming
 from node.shards.crypto import (
     FragmentCorrupt,
     IntegrityError,
     ShareCorrupt,
     check_shares,
-    combine_and_open,
     seal_and_split,
 )
 from node.shards.errors import ALREADY_STORED, FetchFailed, HolderFailure, ShardServiceError
@@ -144,9 +144,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("enclave_swarm.shards")
 
-SHARD_PROTOCOL = "/enclave-swarm/shard/1.0.0"
+SHARD_PROTOCOL = "/enclave-swarm/shard/1.1.0"
 CHUNK_BYTES = MAX_CHUNK_DATA_BYTES  # 256 KiB per shard-chunk
-WINDOW_CHUNKS = 8  # un-acknowledged chunks in flight per transfer (2 MiB)
+WINDOW_CHUNKS = 8  # un-acknowledged chunks in flight per store transfer (2 MiB)
+# A fetch's holder keeps at most this many unacknowledged bytes in flight; the requester
+# acknowledges (cumulatively) every half window, as yamux credits its window (libp2p.md, fix 2).
+FETCH_WINDOW_BYTES = WINDOW_CHUNKS * CHUNK_BYTES
+FETCH_ACK_BYTES = FETCH_WINDOW_BYTES // 2
 STORE_ATTEMPTS = 3  # a broken store transfer is resumed this many times in all
 MAX_PARKED_TRANSFERS = 16  # interrupted incoming transfers kept for resumption
 MAX_PARKED_PER_PEER = 4  # of which one owner may hold this many (it cannot take every slot)
@@ -780,7 +784,9 @@ class ShardService:
         except StoreError as exc:
             await refuse(f"stored shard unreadable: {exc}")
             return
-        offset, in_flight = 0, 0
+        if share is not None:  # first, so that the requester can open chunks as they arrive
+            await self._send(stream, ShardKeyShare(req.request_id, oid, index, share.value))
+        offset = acked = 0
         while True:
             try:
                 block = await trio.to_thread.run_sync(next, it, None)
@@ -791,20 +797,14 @@ class ShardService:
                 return
             if block is None:
                 break
-            while in_flight >= WINDOW_CHUNKS:
-                await self._expect_ack(reader, req.request_id)
-                in_flight -= 1
+            while offset - acked >= FETCH_WINDOW_BYTES:
+                acked = await self._expect_fetch_ack(reader, req.request_id, acked, offset)
             last = offset + len(block) == m.fragment_size
             await self._send(stream, ShardChunk(req.request_id, offset, block, last))
             offset += len(block)
-            in_flight += 1
-        while in_flight:
-            await self._expect_ack(reader, req.request_id)
-            in_flight -= 1
-        if share is not None:
-            await self._send(stream, ShardKeyShare(req.request_id, oid, index, share.value))
-        else:
-            await self._send(stream, ShardAck(req.request_id, True, "", offset))
+        while acked < offset:
+            acked = await self._expect_fetch_ack(reader, req.request_id, acked, offset)
+        await self._send(stream, ShardAck(req.request_id, True, "", offset))
         self.agent.counters.inc("shard_released")
         log.info(
             "released shard %s to %s%s",
@@ -822,6 +822,14 @@ class ShardService:
             raise RemoteProtocolError("refused", ack.reason)
         result: ShardAck = ack
         return result
+
+    async def _expect_fetch_ack(self, reader: FrameReader, tid: bytes, acked: int, sent: int) -> int:
+        """A fetch's acknowledgements are cumulative: the bytes received so far, which only grow
+        and never pass what was sent."""
+        ack = await self._expect_ack(reader, tid)
+        if not acked < ack.received_bytes <= sent:
+            raise RemoteProtocolError("invalid", "acknowledged bytes out of order")
+        return int(ack.received_bytes)
 
     async def _serve_erase(self, stream: Any, pid: str, req: ShardErase) -> None:
         receipt = await trio.to_thread.run_sync(self.store.erase_request, req)
@@ -1070,17 +1078,27 @@ class ShardService:
         *,
         want_share: bool,
         progress: Callable[[int], None] = lambda _n: None,
+        feed: FragmentFeed | None = None,
     ) -> KeyShare | None:
         """Fetch fragment ``index`` from ``holder`` into ``dest``, verified against ``m``; with
-        ``want_share`` also its key share (checked against the manifest). Raises FetchFailed."""
+        ``want_share`` also its key share (checked against the manifest). ``feed`` (a get's
+        combiner) learns the share, each write and the verdict as they happen. Raises
+        FetchFailed."""
         try:
-            return await self._fetch_attempt(holder, m, index, dest, want_share, progress)
+            share = await self._fetch_attempt(holder, m, index, dest, want_share, progress, feed)
         except (RemoteProtocolError, IntegrityError, OSError) as exc:
+            if feed is not None:
+                feed.failed(index)
             dest.unlink(missing_ok=True)
             raise FetchFailed(index, holder, str(exc)) from None
         except BaseException:
+            if feed is not None:
+                feed.failed(index)
             dest.unlink(missing_ok=True)
             raise
+        if feed is not None:
+            feed.verified(index)
+        return share
 
     async def _fetch_attempt(
         self,
@@ -1090,6 +1108,7 @@ class ShardService:
         dest: Path,
         want_share: bool,
         progress: Callable[[int], None],
+        feed: FragmentFeed | None,
     ) -> KeyShare | None:
         rid = os.urandom(16)
         req = ShardRequest(rid, m.object_id, index, self.public_key, want_share)
@@ -1103,30 +1122,8 @@ class ShardService:
                 raise RemoteProtocolError("invalid", "challenge for another request")
             sig = self._key.sign(fetch_transcript(req, first.nonce, holder))
             await self._send(stream, ShardChallengeResponse(rid, sig))
-            h = hashlib.sha256()
-            got = 0
-            began = trio.current_time()
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                while got < m.fragment_size:
-                    msg = await self._recv(reader, (ShardChunk, ShardAck))
-                    if isinstance(msg, ShardAck):
-                        raise FetchFailed(index, holder, f"refused: {msg.reason}")
-                    if msg.transfer_id != rid or msg.offset != got or not msg.data:
-                        raise RemoteProtocolError("invalid", "chunk out of order")
-                    if got + len(msg.data) > m.fragment_size or msg.last != (
-                        got + len(msg.data) == m.fragment_size
-                    ):
-                        raise RemoteProtocolError("invalid", "chunk length or last flag wrong")
-                    h.update(msg.data)
-                    await trio.to_thread.run_sync(out.write, msg.data)
-                    got += len(msg.data)
-                    progress(len(msg.data))
-                    await self._send(stream, ShardAck(rid, True, "", got))
-            if not hmac.compare_digest(h.digest(), m.fragment_hashes[index]):
-                raise FragmentCorrupt(index, "hash mismatch on receipt")
-            self.agent.peers.on_transfer(holder, got, trio.current_time() - began)
-            if want_share:
+            share = None
+            if want_share:  # the holder sends the key share before the fragment
                 msg = await self._recv(reader, (ShardKeyShare, ShardAck))
                 if isinstance(msg, ShardAck):
                     raise FetchFailed(index, holder, f"refused: {msg.reason}")
@@ -1137,11 +1134,43 @@ class ShardService:
                     check_shares(m.params(), [share])
                 except ShareCorrupt as exc:
                     raise FetchFailed(index, holder, f"key share: {exc}") from None
-                return share
+            h = hashlib.sha256()
+            got = acked = 0
+            began = trio.current_time()
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                if feed is not None:
+                    if share is not None:
+                        feed.share(share)
+                    feed.started(index, dest)
+                while got < m.fragment_size:
+                    msg = await self._recv(reader, (ShardChunk, ShardAck))
+                    if isinstance(msg, ShardAck):
+                        raise FetchFailed(index, holder, f"refused: {msg.reason}")
+                    if msg.transfer_id != rid or msg.offset != got or not msg.data:
+                        raise RemoteProtocolError("invalid", "chunk out of order")
+                    if got + len(msg.data) > m.fragment_size or msg.last != (
+                        got + len(msg.data) == m.fragment_size
+                    ):
+                        raise RemoteProtocolError("invalid", "chunk length or last flag wrong")
+                    # Hashing and the write both release the GIL: one thread hop for the two.
+                    await trio.to_thread.run_sync(_hash_and_write, h, fd, msg.data)
+                    got += len(msg.data)
+                    progress(len(msg.data))
+                    if feed is not None:
+                        feed.wrote(index, got)
+                    if got - acked >= FETCH_ACK_BYTES or got == m.fragment_size:
+                        await self._send(stream, ShardAck(rid, True, "", got))
+                        acked = got
+            finally:
+                os.close(fd)
+            if not hmac.compare_digest(h.digest(), m.fragment_hashes[index]):
+                raise FragmentCorrupt(index, "hash mismatch on receipt")
+            self.agent.peers.on_transfer(holder, got, trio.current_time() - began)
             done = await self._recv(reader, ShardAck)
             if not done.ok:
                 raise FetchFailed(index, holder, f"refused: {done.reason}")
-            return None
+            return share
         finally:
             await close_stream(stream)
 
@@ -1153,10 +1182,12 @@ class ShardService:
         exclude: set[str],
         job: Job | None,
         holders: list[tuple[int, str]] | None = None,
+        feed: FragmentFeed | None = None,
     ) -> tuple[dict[int, tuple[Path, KeyShare | None]], list[HolderFailure]]:
         """Fetch k verified fragments (and shares) from the fastest healthy holders in parallel,
         failing over to the next holder when one fails. ``holders`` ((index, peer id), default
-        the manifest's placement) says where to look. Returns what was had and every failure."""
+        the manifest's placement) says where to look; ``feed`` is told everything as it
+        arrives. Returns what was had and every failure."""
         failures: list[HolderFailure] = []
         ready: list[tuple[float, int, str]] = []
         for index, pid in holders if holders is not None else [(p.index, p.peer_id) for p in m.placement]:
@@ -1184,7 +1215,7 @@ class ShardService:
 
                 try:
                     share = await self.fetch_fragment(
-                        pid, m, index, dest, want_share=want_share, progress=bump
+                        pid, m, index, dest, want_share=want_share, progress=bump, feed=feed
                     )
                 except FetchFailed as exc:
                     if job is not None:
@@ -1206,9 +1237,14 @@ class ShardService:
                 if m.object_id in self._objects:
                     self._verified(m.object_id, index)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(m.k, len(ready))):
-                nursery.start_soon(worker)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(m.k, len(ready))):
+                    nursery.start_soon(worker)
+        except BaseException:  # cancelled (a get whose combiner failed): no staging left behind
+            for dest, _ in got.values():
+                dest.unlink(missing_ok=True)
+            raise
         return got, failures
 
     def _not_enough(
@@ -1224,7 +1260,8 @@ class ShardService:
         self, oid: bytes, out: Path, *, job: Job | None = None, manifest_frame: bytes | None = None
     ) -> dict[str, Any]:
         """Rebuild object ``oid`` into ``out`` atomically (temp file + rename), or raise with the
-        failed holders named and no output file."""
+        failed holders named and no output file. The stripes are decoded and opened while the
+        fragments arrive (node/shards/combine.py), not after."""
         job = job or Job("-", "get")
         if manifest_frame is not None:
             m = open_manifest(manifest_frame)
@@ -1236,55 +1273,76 @@ class ShardService:
         if not out.parent.is_dir():
             raise ShardServiceError(f"output directory {out.parent} does not exist")
         job.phase, job.done, job.total = "fetching", 0, m.k * m.fragment_size
-        got, failures = await self._fetch_k(
-            m, want_share=True, exclude=set(), job=job, holders=self.managed.holders_for(m)
-        )
-        try:
-            if len(got) < m.k:
-                raise self._not_enough("rebuild", m, len(got), failures)
-            job.phase, job.done, job.total = "decrypting", 0, m.plaintext_size
-            tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+        feed = FragmentFeed(m.k, m.fragment_size)
+        fetched: dict[int, tuple[Path, KeyShare | None]] = {}
+        failures: list[HolderFailure] = []
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+
+        async def fetch_all() -> None:
             try:
-                written = await trio.to_thread.run_sync(self._combine_to, m, got, tmp, job)
-                await trio.to_thread.run_sync(os.replace, tmp, out)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+                got, failed = await self._fetch_k(
+                    m, want_share=True, exclude=set(), job=job, holders=self.managed.holders_for(m),
+                    feed=feed,
+                )
+                fetched.update(got)
+                failures.extend(failed)
+            finally:
+                feed.fetching_done()
+
+        watcher = trio.CancelScope()
+
+        async def abort_on_cancel() -> None:
+            # The combiner's thread cannot be cancelled: a cancelled get (or a failed fetch
+            # task) aborts the feed, which ends it at its next wait.
+            with watcher:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    feed.abort("get cancelled")
+
+        error: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch_all)
+                nursery.start_soon(abort_on_cancel)
+                try:
+                    written = await trio.to_thread.run_sync(self._combine_to, m, feed, tmp)
+                except Exception as exc:  # raised below, once the fetches are stopped
+                    error = exc
+                    nursery.cancel_scope.cancel()
+                watcher.cancel()  # on success the fetches end with their hash checks and acks
+            if isinstance(error, NotEnoughFragments):
+                raise self._not_enough("rebuild", m, len(fetched), failures)
+            if error is not None:
+                raise error
+            await trio.to_thread.run_sync(os.replace, tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
-            for dest, _ in got.values():
+            for dest, _ in fetched.values():
                 dest.unlink(missing_ok=True)
         if self._objects.get(oid):
             self._save_health(oid)
-        log.info("get %s: %d bytes from shards %s", oid.hex(), written, sorted(got))
+        log.info("get %s: %d bytes from shards %s", oid.hex(), written, sorted(fetched))
         return {
             "object_id": oid.hex(),
             "size": written,
             "out": str(out),
-            "from": sorted(got),
+            "from": sorted(fetched),
             "failed": [str(f) for f in failures],
         }
 
-    def _combine_to(
-        self, m: Manifest, got: dict[int, tuple[Path, KeyShare | None]], tmp: Path, job: Job
-    ) -> int:
-        files = {i: open(p, "rb") for i, (p, _) in got.items()}  # noqa: SIM115 - closed below
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                sink = _CountingWriter(out, job)
-                shares = [s for _, s in got.values() if s is not None]
-                try:
-                    written = combine_and_open(m.params(), files, shares, sink)
-                except IntegrityError as exc:
-                    raise ShardServiceError(
-                        f"object {m.object_id.hex()} failed authentication: {exc}"
-                    ) from None
-                out.flush()
-                os.fsync(out.fileno())
-            return written
-        finally:
-            for f in files.values():
-                f.close()
+    def _combine_to(self, m: Manifest, feed: FragmentFeed, tmp: Path) -> int:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                written = combine_streaming(feed, m.params(), out)
+            except IntegrityError as exc:
+                raise ShardServiceError(f"object {m.object_id.hex()} failed authentication: {exc}") from None
+            out.flush()
+            os.fsync(out.fileno())
+        return written
 
     # ================================================================== owner: rm
 
@@ -1421,6 +1479,13 @@ class ShardService:
     # ================================================================== control commands
 
 
+def _hash_and_write(h: Any, fd: int, data: bytes) -> None:
+    h.update(data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class _CountingReader:
     def __init__(self, f: BinaryIO, job: Job) -> None:
         self._f, self._job = f, job
@@ -1429,16 +1494,6 @@ class _CountingReader:
         data = self._f.read(size)
         self._job.done += len(data)
         return data
-
-
-class _CountingWriter:
-    def __init__(self, f: BinaryIO, job: Job) -> None:
-        self._f, self._job = f, job
-
-    def write(self, data: bytes) -> int:
-        n = self._f.write(data)
-        self._job.done += len(data)
-        return n
 
 
 _SERVICES: dict[str, ShardService] = {}

@@ -295,3 +295,35 @@ async def test_holder_lost_mid_get_fails_over_to_another_holder(tmp_path):
         if first.index not in result["from"]:  # the usual case: its transfer broke and was replaced
             assert any(f"shard {first.index} on {first.peer_id}" in f for f in result["failed"])
         assert len(result["from"]) == 3
+
+
+async def test_a_holder_forging_its_fragment_on_the_wire_is_caught_and_replaced(tmp_path, monkeypatch):
+    """The holder of fragment 0 flips a bit in every chunk it sends. The get combines while it
+    fetches: the forged stripe fails authentication before that fragment's hash is checked, so
+    the combiner waits for the verdict, drops fragment 0 and uses another. The output is
+    exact, and the forger is named."""
+    async with shard_federation(tmp_path, 6, repair_grace_s=3600) as (agents, svcs, _):
+        owner = svcs[0]
+        data = write_random(tmp_path / "in.bin", 3_000_000)
+        res = await owner.put(tmp_path / "in.bin", n=5, k=3)
+        oid = _oid(res)
+        m = owner._objects[oid][1]
+        holder_of = {p.index: p.peer_id for p in m.placement}
+        forger = next(s for s in svcs if s.agent.peer_id == holder_of[0])
+        real_send = forger._send
+
+        async def forged_send(stream, msg):
+            if isinstance(msg, ShardChunk):
+                data_ = bytearray(msg.data)
+                data_[len(data_) // 2] ^= 0x10
+                msg = ShardChunk(msg.transfer_id, msg.offset, bytes(data_), msg.last)
+            await real_send(stream, msg)
+
+        monkeypatch.setattr(forger, "_send", forged_send)
+        order = {pid: float(i) for i, pid in holder_of.items()}  # fragment 0 is asked first
+        monkeypatch.setattr(owner, "_rtt", lambda pid: order.get(pid, float("inf")))
+        got = await owner.get(oid, tmp_path / "out.bin")
+        assert (tmp_path / "out.bin").read_bytes() == data
+        assert 0 not in got["from"] and len(got["from"]) == 3
+        assert any(f"shard 0 on {holder_of[0]}" in f and "hash mismatch" in f for f in got["failed"]), got
+        assert not list(owner.staging.iterdir())
