@@ -7,15 +7,17 @@
 // where the pattern is SHAKE-256("enclave-swarm interop") cut to N bytes.
 //
 //   node peer.mjs listen
-//     prints one JSON line {"peer_id", "addrs", "agent_version", "protocols", "node_version"},
-//     then reads commands from stdin, one JSON line each, {"exchange": PEER_ID, "bytes": N},
-//     and answers each with one JSON line (the report below); exits when stdin closes
-//   node peer.mjs dial MULTIADDR [BYTES]
-//     dials, prints the same first line, then one report line, and exits
+//     prints one JSON line {"peer_id", "addrs", "agent_version", "protocols", "node_version"}
+//   node peer.mjs dial MULTIADDR BYTES
+//     prints the same first line, dials MULTIADDR, runs an exchange of BYTES with that peer and
+//     prints its report (below) as one JSON line
+// Then either mode serves, and runs the exchanges that stdin asks for, one JSON line each,
+// {"exchange": PEER_ID, "bytes": N}, each answered with one report line, until stdin closes.
 //
-// Report of an exchange with a peer: what identify said about it, three ping round trips, the
-// connection's encryption and muxer, and whether the N bytes it sank hashed right and the N
-// bytes from its source matched the pattern. Exit code 1 on any failure (its message on stderr).
+// Report of an exchange with a peer: what identify said about it (js-libp2p's own identify of the
+// connection), three ping round trips in ms, the connection's encryption and muxer, and whether
+// the N bytes it sank hashed right and the N bytes from its source matched the pattern.
+// Exit code 1 on any failure (its message on stderr), 2 on a usage error.
 
 import './polyfill.mjs'
 
@@ -86,6 +88,22 @@ async function handleSource ({ stream }) {
   await stream.sink(chunks(pattern(n)))
 }
 
+// js-libp2p identifies the peer of every new connection by itself, and allows one identify stream
+// per connection at a time, so an exchange uses that result rather than a second identify.
+const identified = new Map() // peer id -> { promise, resolve } of its IdentifyResult
+
+function identifiedBy (peerId) {
+  const key = peerId.toString()
+  if (!identified.has(key)) identified.set(key, Promise.withResolvers())
+  return identified.get(key)
+}
+
+function untilAborted (promise, signal) {
+  return Promise.race([promise, new Promise((resolve, reject) => {
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+  })])
+}
+
 async function start () {
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
@@ -94,6 +112,7 @@ async function start () {
     streamMuxers: [yamux()],
     services: { identify: identify({ agentVersion: AGENT_VERSION }), ping: ping() }
   })
+  node.addEventListener('peer:identify', (evt) => identifiedBy(evt.detail.peerId).resolve(evt.detail))
   await node.handle(SINK, handleSink)
   await node.handle(SOURCE, handleSource)
   await node.start()
@@ -114,7 +133,7 @@ async function exchange (node, peerId, n) {
   const signal = AbortSignal.timeout(TIMEOUT_MS)
   const conn = node.getConnections(peerId)[0]
   if (conn == null) throw new Error(`not connected to ${peerId}`)
-  const id = await node.services.identify.identify(conn, { signal })
+  const id = await untilAborted(identifiedBy(peerId).promise, signal)
   const publicKeyPeerId = id.publicKey == null ? null : peerIdFromPublicKey(publicKeyFromProtobuf(id.publicKey))
   const rtts = []
   for (let i = 0; i < 3; i++) rtts.push(await node.services.ping.ping(peerId, { signal }))
@@ -147,30 +166,29 @@ function emit (obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')
 }
 
+async function serveCommands (node) {
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line.trim() === '') continue
+    const cmd = JSON.parse(line)
+    emit(await exchange(node, peerIdFromString(cmd.exchange), cmd.bytes))
+  }
+}
+
 async function main (argv) {
   const [mode, ...rest] = argv
-  if (mode === 'listen' && rest.length === 0) {
-    const node = await start()
-    emit(describe(node))
-    for await (const line of createInterface({ input: process.stdin })) {
-      if (line.trim() === '') continue
-      const cmd = JSON.parse(line)
-      emit(await exchange(node, peerIdFromString(cmd.exchange), cmd.bytes))
-    }
-    await node.stop()
-    return 0
+  if (!((mode === 'listen' && rest.length === 0) || (mode === 'dial' && rest.length === 2))) {
+    process.stderr.write('usage: node peer.mjs listen | node peer.mjs dial MULTIADDR BYTES\n')
+    return 2
   }
-  if (mode === 'dial' && (rest.length === 1 || rest.length === 2)) {
-    const node = await start()
-    emit(describe(node))
-    const addr = multiaddr(rest[0])
-    const conn = await node.dial(addr, { signal: AbortSignal.timeout(TIMEOUT_MS) })
-    emit(await exchange(node, conn.remotePeer, Number(rest[1] ?? 4 * 2 ** 20)))
-    await node.stop()
-    return 0
+  const node = await start()
+  emit(describe(node))
+  if (mode === 'dial') {
+    const conn = await node.dial(multiaddr(rest[0]), { signal: AbortSignal.timeout(TIMEOUT_MS) })
+    emit(await exchange(node, conn.remotePeer, Number(rest[1])))
   }
-  process.stderr.write('usage: node peer.mjs listen | node peer.mjs dial MULTIADDR [BYTES]\n')
-  return 2
+  await serveCommands(node)
+  await node.stop()
+  return 0
 }
 
 // Exit at once either way: a failed exchange leaves the node's sockets open, which would keep
