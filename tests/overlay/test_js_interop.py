@@ -20,6 +20,7 @@ import pytest
 import trio
 from libp2p.abc import IHost
 from libp2p.crypto.serialization import deserialize_public_key
+from libp2p.host.ping import ID as PING_ID
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID
 from libp2p.identity.identify.identify import PROTOCOL_VERSION as IDENTIFY_PROTOCOL_VERSION
 from libp2p.identity.identify.pb.identify_pb2 import Identify
@@ -37,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = ROOT / "tests" / "interop" / "js"
 BULK_BYTES = 4 * 2**20
 JS_LIBP2P_VERSION = json.loads((JS_DIR / "package.json").read_text())["dependencies"]["libp2p"]
-PING_PROTOCOL = "/ipfs/ping/1.0.0"
 MAX_LINE_BYTES = 1 << 20
 
 pytestmark = pytest.mark.process
@@ -84,6 +84,11 @@ class JsPeer:
         await self._stdin.send_all(json.dumps({"exchange": peer_id.to_base58(), "bytes": n}).encode() + b"\n")
         return await self.read_json()
 
+    async def close_stdin(self) -> None:
+        """The peer stops when its stdin closes."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stdin.aclose()
+
     @property
     def peer_id(self) -> ID:
         return ID.from_base58(self.info["peer_id"])
@@ -98,8 +103,7 @@ async def js_peer(command: list[str], *args: str) -> AsyncIterator[JsPeer]:
         peer.info = await peer.read_json()
         yield peer
     finally:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await peer._stdin.aclose()  # the peer stops when its stdin closes
+        await peer.close_stdin()
         with trio.move_on_after(20):
             await proc.wait()
         if proc.returncode is None:
@@ -140,7 +144,7 @@ async def our_side(ours: IHost, js: JsPeer) -> None:
     assert msg.agent_version.startswith(f"enclave-swarm-interop js-libp2p/{JS_LIBP2P_VERSION} node/v")
     assert msg.protocol_version == IDENTIFY_PROTOCOL_VERSION
     assert sorted(msg.protocols) == js.info["protocols"]
-    assert {PING_PROTOCOL, str(IDENTIFY_ID), SINK, SOURCE} <= set(msg.protocols)
+    assert {str(PING_ID), str(IDENTIFY_ID), SINK, SOURCE} <= set(msg.protocols)
     assert ID.from_pubkey(deserialize_public_key(msg.public_key)) == js.peer_id
     listen_addrs = [str(multiaddr.Multiaddr(a)) for a in msg.listen_addrs]
     assert listen_addrs == [without_p2p(a) for a in js.info["addrs"]]
@@ -192,7 +196,7 @@ async def test_js_peer_dials_a_patched_host(node_command: list[str]) -> None:
         protocols = sorted(str(p) for p in ours.get_mux().get_protocols() if p is not None)
     check_js_report(report, ours)
     assert report["identify"]["protocols"] == protocols
-    assert {PING_PROTOCOL, str(IDENTIFY_ID), SINK, SOURCE} <= set(protocols)
+    assert {str(PING_ID), str(IDENTIFY_ID), SINK, SOURCE} <= set(protocols)
     assert report["identify"]["listen_addrs"] == [without_p2p(our_addr)]
     # What we observed of the js peer's connection: its loopback address and an ephemeral port.
     observed = multiaddr.Multiaddr(report["identify"]["observed_addr"])
