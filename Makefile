@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads
+.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads interop-deps
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
@@ -23,7 +23,7 @@ demo: $(STAMP)
 # most tests are one busy interpreter each; the tests that start node processes all run on one
 # worker, one at a time (tests/conftest.py), so that at most one such federation runs at once.
 XDIST  ?= -n 2 --dist loadgroup
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps interop-deps
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 # The long suites (many seeds, big files); CI runs them after `make test`. One worker: these
@@ -40,6 +40,21 @@ sysdeps:
 	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2; \
 	fi
+
+# The js-libp2p peer of tests/overlay/test_js_interop.py: Node.js and npm from Debian (Node 18 on
+# Debian 12; the pinned js-libp2p runs on 18 and later) when `node` is missing on a root Debian
+# machine, then the exact packages of tests/interop/js/package-lock.json (`npm ci`), again only
+# when the lock changed (the stamp in node_modules names its hash). Elsewhere install Node >= 18
+# and npm yourself; the tests fail, naming this target, while node or the packages are missing.
+JS_INTEROP := tests/interop/js
+JS_STAMP    = $(JS_INTEROP)/node_modules/.installed-$(shell sha256sum $(JS_INTEROP)/package-lock.json | cut -c1-16)
+interop-deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm ca-certificates; \
+	  else echo "interop-deps: install Node.js (>= 18) and npm, then run make again" >&2; exit 1; fi; \
+	fi
+	@test -f $(JS_STAMP) || { (cd $(JS_INTEROP) && npm ci --no-audit --no-fund) && touch $(JS_STAMP); }
 
 # Quick inner loop for developers: no separate processes, nothing slow.
 test-fast: $(STAMP)
