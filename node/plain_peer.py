@@ -17,7 +17,7 @@ Protocols both sides serve (the patched side imports the handlers from here):
     python -m node.plain_peer dial ADDR [--security noise|tls] [--bytes N]
         connects to ADDR, sends N bytes to its sink, takes N bytes from its source, pings
         it, and prints one JSON line: {"sent_digest_ok": .., "received_ok": ..,
-        "ping_rtts_us": [..], "libp2p_fixes_loaded": false}
+        "ping_rtts_ms": [..], "libp2p_fixes_loaded": false}
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ async def exchange(host: IHost, peer: Any, n: int) -> dict[str, Any]:
     got = await read_to_end(source)
     rtts = await PingService(host).ping(peer, ping_amt=3)
     return {"sent_digest_ok": digest == hashlib.sha256(data).digest(),
-            "received_ok": got == data, "ping_rtts_us": rtts}
+            "received_ok": got == data, "ping_rtts_ms": rtts}
 
 
 async def _listen(security: str) -> None:
