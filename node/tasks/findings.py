@@ -95,6 +95,26 @@ def verify_finding(rec: FindingRecord) -> bool:
 AHEAD = "ahead"
 
 
+def detail(f: Mapping[str, Any]) -> str:
+    """One line of a committed finding's evidence, for ``jobs describe``."""
+    ev = f["ev"]
+    if f["kind"] == integrity.MINORITY:
+        return f"output {ev['out'].hex()[:16]}… outvoted by {ev['agreed'].hex()[:16]}…"
+    if f["kind"] == integrity.OUTLIER:
+        return (f"{ev['metric']} {ev['x']} against median {ev['median']} (MAD {ev['mad']}): "
+                f"robust z {ev['z_milli'] / 1000:.1f}")
+    if f["kind"] == integrity.BAD_SIGNATURE:
+        return "its result's signature does not verify"
+    return str(ev.get("err", ""))[:200]
+
+
+def job_findings(state: SwarmState, job_id: str) -> list[dict[str, Any]]:
+    """Every committed finding of every kind about a job still in the log, in id order."""
+    return [{"id": f["id"], "fragment": f["frag"], "replica": f["rep"], "node": f["node"],
+             "kind": f["kind"], "detail": detail(f)}
+            for f in integrity.findings_log(state) if f["job"] == job_id]
+
+
 def check_finding(rec: FindingRecord, issuer: str, subject: str, state: SwarmState) -> tuple[str, str]:
     """Why the finding ``rec``, received in a gossip record by ``issuer`` about ``subject``, is
     not adopted against ``state``: ``("", "")`` to adopt, ``(AHEAD, ...)`` to wait for a later

@@ -38,6 +38,7 @@ import trio
 
 from consensus import budgets
 from consensus import tasks as ct
+from node.tasks.findings import job_findings
 from node.tasks.spec import JobSpec, SpecError, directory_files, load_spec, split_input, submit_command
 from node.tasks.wire import (
     MAX_MODULE_BYTES,
@@ -329,6 +330,7 @@ class OwnerSide:
             out["quorum"], out["max_replicas"] = j.get("q", j["r"]), j.get("rmax", j["r"])
             out["findings"] = [{"fragment": f, "replica": r, "node": node, "output_hash": o.hex()}
                                for f, r, node, o in j.get("findings", [])]
+        out["integrity"] = job_findings(st, job_id)  # every kind (docs/tasks.md)
         dp = j.get("dp") if j is not None else None
         if dp is not None:
             out["privacy"] = {"dataset": dp["ds"], "kind": dp["kind"],

@@ -175,6 +175,9 @@ async def test_an_honest_node_with_one_outlier_stays_admitted(tmp_path):
         got = [f for f in I.findings_log(st) if f["node"] == node.peer_id and f["job"] == second]
         assert any(f["kind"] == I.OUTLIER and f["ev"]["metric"] == "fuel"
                    and f["ev"]["z_milli"] > I.Z_MAX_MILLI for f in got), got
+        d = owner.tasks.owner.describe(second)
+        assert any(x["kind"] == I.OUTLIER and x["node"] == node.peer_id and "fuel" in x["detail"]
+                   for x in d["integrity"]), d["integrity"]
         pen = I.penalty(st, node.peer_id)
         assert 0 < pen < 60 and all(f["kind"] == I.OUTLIER for f in got)
         # the finding feeds the score the manager commits: attestation less the penalty...
