@@ -157,6 +157,7 @@ class FindingsService:
         self.pending: dict[tuple[str, int], tuple[float, str, str, FindingRecord]] = {}
         self.stats = {"published": 0, "adopted": 0, "refused": 0}
         self._subscribed = False
+        self._reporting: set[tuple[str, int, int, str]] = set()  # bad-signature reports in flight
 
     # ------------------------------------------------------------------ receive
     def subscribe(self) -> None:
@@ -248,9 +249,20 @@ class FindingsService:
         role = self.svc.role
         if role is None or not role.is_leader():
             return
-        ok, _ = await role.command(integrity.ReportBadSignature(
-            job_id, fragment, replica, node, hashlib.sha256(payload).digest(),
-            signature[:integrity.MAX_SIG]))
+        # A node that keeps sending bad results must not make us propose an entry each time:
+        # one report per replica assignment, checked here before anything reaches the log.
+        key = (job_id, fragment, replica, node)
+        if key in self._reporting or any(
+                (f["kind"], f["job"], f["frag"], f["rep"], f["node"]) == (integrity.BAD_SIGNATURE, *key)
+                for f in integrity.findings_log(self.svc.view())):
+            return
+        self._reporting.add(key)
+        try:
+            ok, _ = await role.command(integrity.ReportBadSignature(
+                job_id, fragment, replica, node, hashlib.sha256(payload).digest(),
+                signature[:integrity.MAX_SIG]))
+        finally:
+            self._reporting.discard(key)
         if ok:
             log.warning("finding: a result of %s for job %s fragment %d does not verify", node,
                         job_id[:64], fragment, extra={"peer": node, "job": job_id[:64]})
