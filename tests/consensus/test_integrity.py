@@ -5,17 +5,19 @@ report, all through the registry's wire form and replayable from a snapshot."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from typing import Any
 
+import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus import integrity as I
 from consensus import tasks as T
-from consensus.state import Revoke, SwarmState, apply, decode_state, encode_state
+from consensus.state import InvalidCommand, Revoke, SwarmState, apply, decode_state, encode_state
 from consensus.tasks import AssignFragments, Assignment, FragmentResult, JobDone
-from tests.consensus.test_tasks import H2, H, ok, refused, submit, swarm
+from tests.consensus.test_tasks import H2, H, ok, refused, run, submit, swarm
 
 
 def prof_result(f: int, r: int, node: str, *, out: bytes = H, fuel: int = 1_000_000,
@@ -242,3 +244,33 @@ def test_any_history_keeps_the_invariants_and_replays(history: list[tuple[str, i
     lies = sum(1 for what, _ in history if what in ("lie", "trap", "limit"))
     assert sum(sum(st["n"].get(k, 0) for k in (I.MINORITY, I.TRAP, I.LIMIT))
                for st in I.standings(s).values()) == lies
+
+
+@settings(max_examples=200, deadline=None)
+@given(job=st.sampled_from(["j", "k", ""]), f=st.integers(-2, 2), r=st.integers(-2, 3),
+       node=st.sampled_from(["n1", "n2", "n9", ""]), digest=st.binary(max_size=40),
+       sig=st.binary(max_size=80))
+def test_a_bad_signature_report_is_accepted_exactly_when_valid(job: str, f: int, r: int, node: str,
+                                                                 digest: bytes, sig: bytes) -> None:
+    s = one_job(swarm(), "j", ("n1", "n2"))
+    valid = (job == "j" and f == 0 and r in (0, 1) and node == ("n1", "n2")[r]
+             and len(digest) == 32 and len(sig) <= I.MAX_SIG)
+    new, err = run(s, I.ReportBadSignature(job, f, r, node, digest, sig))
+    assert (err == "") == valid, err
+    assert I.check_invariants(new) == []
+
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(plain)
+def test_a_garbage_report_decodes_to_invalid_command_only(body: object) -> None:
+    with contextlib.suppress(InvalidCommand):
+        cmd = T.TASK_REGISTRY.decode(cbor2.dumps(["report-bad-signature", body]))
+        assert isinstance(cmd, I.ReportBadSignature)
