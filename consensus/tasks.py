@@ -42,7 +42,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from consensus import budgets
+from consensus import budgets, integrity
 from consensus.scheduler import (
     MAX_FRAGMENT_BYTES,
     MAX_FRAGMENTS,
@@ -693,7 +693,9 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
             counts[node] = counts.get(node, 0) + 1
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job
-    return _with_jobs(s, jobs, integrity=counts)
+    # runtime integrity monitoring (consensus/integrity.py): statistics, findings, penalties
+    agreed = [fragment_verdict(s, job, f).output for f in range(len(job["frags"]))]
+    return integrity.observe_job(_with_jobs(s, jobs, integrity=counts), c.job_id, job, agreed)
 
 
 def _failed(s: SwarmState, c: JobFailed) -> SwarmState:
@@ -732,9 +734,10 @@ def extend(registry: CommandRegistry) -> CommandRegistry:
     return registry.extended_all(TASK_COMMANDS)
 
 
-# The manager's registry: the core commands, the task commands and the privacy-budget ledger's
-# (consensus/budgets.py), which private jobs spend from.
-TASK_REGISTRY = budgets.extend(extend(CORE_REGISTRY))
+# The manager's registry: the core commands, the task commands, the privacy-budget ledger's
+# (consensus/budgets.py), which private jobs spend from, and the integrity monitor's
+# (consensus/integrity.py).
+TASK_REGISTRY = integrity.extend(budgets.extend(extend(CORE_REGISTRY)))
 
 
 # --------------------------------------------------------------------------- readers for the driver

@@ -82,7 +82,7 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
-from consensus import cbor_strict
+from consensus import cbor_strict, integrity
 from consensus import messages as cm
 from consensus.manager import (
     ManagerPolicy,
@@ -112,6 +112,7 @@ from consensus.state import (
 )
 from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
+from node.attestation.score import with_integrity
 from node.manager_cert import CertState
 from node.manager_checks import (
     FOUNDER_RAFT_ID,
@@ -840,14 +841,21 @@ class ManagerRole:
             m = st.member(p.peer_id)
             if p.score is None or self.agent.peers.is_revoked(p.peer_id):
                 continue
-            score = min(1000, p.score * 10)
+            # the federation's score: attestation less the committed integrity penalty
+            penalty = integrity.penalty(st, p.peer_id)
+            score = min(1000, with_integrity(p.score, penalty) * 10)
             if m is None or (m.status == LEFT and p.peer_id in self._rejoin_requests):
                 if score >= min_score:
                     await self._control(self._join_cmd(p.peer_id, score, p.tee or ""))
                     return
             elif m.status in (ADMITTED, SUSPECT):
                 if score < min_score:
-                    await self._control(Revoke(p.peer_id, f"score {score} below policy {min_score}"))
+                    why = f"score {score} below policy {min_score}"
+                    if penalty:
+                        why += f"; integrity: {integrity.summary(st, p.peer_id)}"
+                    log.warning("revoking %s through consensus: %s", p.peer_id, why,
+                                extra={"peer": p.peer_id})
+                    await self._control(Revoke(p.peer_id, why[:200]))
                     return
                 if score != m.score:
                     await self._control(RecordScore(p.peer_id, score, m.score_epoch + 1))

@@ -167,6 +167,46 @@ class GossipDigest:
     reply: bool = False
 
 
+# ----------------------------------------------------------------------------- findings
+
+FINDING_KINDS = ("minority", "outlier", "limit", "trap", "bad-signature")  # consensus/integrity.py KINDS
+MAX_EVIDENCE_BYTES = 1024
+MAX_JOB_ID_CHARS = 256  # consensus.state.MAX_ID_LEN
+
+
+@message("finding-record", version=1, max_bytes=2048)
+@dataclasses.dataclass(frozen=True, slots=True)
+class FindingRecord:
+    """A signed integrity finding (the payload of a ``finding`` gossip record): ``issuer`` (the
+    raw Ed25519 key of the manager that committed it) says that the committed state holds
+    finding ``finding_id`` of ``kind`` against ``subject`` for replica ``replica`` of fragment
+    ``fragment`` of ``job``, committed in manager term ``term``, with ``evidence`` (the
+    canonical CBOR of the committed evidence map: hashes, the z-score, the error).
+    ``signature`` is the issuer's over the canonical encoding with the signature zeroed
+    (node/tasks/findings.py). A receiver adopts it only after checking it against its own
+    committed state (docs/tasks.md, "Integrity monitoring")."""
+
+    issuer: bytes = dataclasses.field(metadata={"len": 32})
+    subject: str = dataclasses.field(metadata=_ID)
+    finding_id: int = dataclasses.field(metadata={"min": 1, "max": SEQ_MAX})
+    kind: str = dataclasses.field(metadata={"max_len": 16})
+    job: str = dataclasses.field(metadata={"max_len": MAX_JOB_ID_CHARS})
+    fragment: int = dataclasses.field(metadata={"min": 0, "max": 1 << 20})
+    replica: int = dataclasses.field(metadata={"min": 0, "max": 1 << 20})
+    term: int = dataclasses.field(metadata={"min": 0, "max": SEQ_MAX})
+    evidence: bytes = dataclasses.field(metadata={"max_len": MAX_EVIDENCE_BYTES})
+    issued_at: float = dataclasses.field(metadata={"min": 0.0})
+    signature: bytes = dataclasses.field(metadata={"len": 64})
+
+    def validate(self) -> None:
+        if self.kind not in FINDING_KINDS:
+            raise RemoteProtocolError("invalid", "unknown finding kind")
+        if not self.subject or not self.job:
+            raise RemoteProtocolError("invalid", "empty subject or job")
+        if self.issued_at != self.issued_at or self.issued_at == float("inf"):
+            raise RemoteProtocolError("invalid", "issued_at is not a finite time")
+
+
 SWIM_MESSAGES = (SwimPing, SwimPingReq, SwimAck, SwimNack, SwimSync, SwimGossip)
 GOSSIP_MESSAGES = (GossipPush, GossipDigest)
 ALL_MESSAGES = SWIM_MESSAGES + GOSSIP_MESSAGES

@@ -24,6 +24,9 @@ Rules
                   ``is_manager``)         revokes anyone by itself
    ``manager``    the manager             must equal the issuer (its own announcement)
    ``membership`` the member              must equal the issuer
+   ``finding``    the manager that        the node found against. The consumer adopts it
+                  committed it (checked   only once its own committed state holds that very
+                  by the consumer)        finding (node/tasks/findings.py)
    other kinds    anyone attested         anyone (keyed with the issuer, so no squatting)
    ============== ======================= ==================================================
 
@@ -66,6 +69,7 @@ KIND_REVOCATION = "revocation"
 KIND_MEMBERSHIP = "membership"
 KIND_MANAGER = "manager"
 KIND_CAPABILITY = "capability"  # what a node offers for tasks (node/tasks/offers.py)
+KIND_FINDING = "finding"  # an integrity finding about a node (node/tasks/findings.py)
 #: Kinds whose subject must be the issuer itself (a statement about oneself).
 SELF_KINDS = frozenset({KIND_MANAGER, KIND_MEMBERSHIP, KIND_CAPABILITY})
 #: Kinds only the committed manager may issue (the core's injected ``is_manager``).

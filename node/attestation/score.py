@@ -15,11 +15,38 @@ TCB status                     SWHardeningNeeded 5, ConfigurationNeeded 10,
 TCB margin                     5 when a constrained component sits exactly at its minimum
 evidence age                   up to 20, linear in age / max_evidence_age_s
 missed re-attestations         15 each (availability), counted since the last success
-integrity alarms               25 each (from the runtime integrity monitor)
+integrity alarms               25 each (a bare count, for callers without findings)
+integrity findings             the node's committed integrity penalty (below)
 =============================  ===========================================================
 
 So a fresh, healthy hardware node scores 100, a healthy simulated node 90, one missed
 re-attestation brings a node to 75–85 and two to 60–70, and any policy failure to ≤ 50.
+
+Integrity findings
+------------------
+The runtime integrity monitor (consensus/integrity.py, in the replicated state) keeps a penalty
+per node: each finding adds its kind's weight, each good result (an agreeing replica without a
+finding) decays it with a half-life of :data:`HALF_LIFE_RESULTS` (50) results:
+
+=================  ======  ====================================================================
+finding            points  why
+=================  ======  ====================================================================
+``minority``       20      it signed an output an honest quorum contradicts
+``bad-signature``  15      its result does not verify under its own key (the manager's word)
+``limit``          10      fuel, memory or output limit hit where the quorum finished
+``trap``           10      a trap or non-zero exit where the quorum finished
+``outlier``         5      a resource profile |x − median| / (1.4826 · MAD) > 6 for its module
+=================  ======  ====================================================================
+
+The federation's score of a member is its attestation score less that penalty
+(:func:`with_integrity`); the manager commits it (``record-score``) and revokes the member
+through consensus below the policy's ``min_score``, as for a failed attestation. With
+``min_score`` 60: one finding of any kind never revokes a node scoring 80 or more (a healthy
+node: 100 on hardware, 90 simulated), and :data:`CONSECUTIVE_MINORITY_REVOKES` (3) minority
+findings in a row (no good result between them) revoke any node, whatever its history
+(tests/attestation_core/test_integrity_score.py). In general k = ⌈(101 − min_score) / 20⌉.
+The score record a verifier signs stays what the evidence says: findings are not the verifier's
+to judge, they are the committed state's.
 """
 
 from __future__ import annotations
@@ -30,6 +57,7 @@ import hashlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from consensus.integrity import HALF_LIFE_RESULTS, WEIGHTS, penalty_points, step_penalty
 from node.attestation.base import Evidence, TeeKind, Verdict
 from node.attestation.policy import Decision, Policy
 from overlay.messages import ScoreRecord
@@ -42,6 +70,10 @@ TCB_AT_MINIMUM_PENALTY = 5
 MAX_AGE_PENALTY = 20
 MISSED_REATTEST_PENALTY = 15
 INTEGRITY_ALARM_PENALTY = 25
+INTEGRITY_WEIGHTS = WEIGHTS  # points per finding kind (consensus/integrity.py, the one source)
+INTEGRITY_HALF_LIFE_RESULTS = HALF_LIFE_RESULTS
+CONSECUTIVE_MINORITY_REVOKES = 3  # with min_score 60: ⌈(101 − 60) / 20⌉
+HEALTHY_SCORE = 80  # one finding never takes a node scoring this much below min_score 60
 TCB_STATUS_PENALTY = {
     "UpToDate": 0,
     "SWHardeningNeeded": 5,
@@ -59,8 +91,10 @@ def compute_score(
     *,
     missed_reattestations: int = 0,
     integrity_alarms: int = 0,
+    integrity_penalty: int = 0,
 ) -> int:
-    """The documented score function (see the module docstring)."""
+    """The documented score function (see the module docstring). ``integrity_penalty``: the
+    node's committed integrity penalty in points (``consensus.integrity.penalty``)."""
     if not verdict.accepted or verdict.claims is None:
         return 0
     c = verdict.claims
@@ -79,14 +113,32 @@ def compute_score(
     penalty += round(MAX_AGE_PENALTY * age_ratio)
     penalty += MISSED_REATTEST_PENALTY * max(0, missed_reattestations)
     penalty += INTEGRITY_ALARM_PENALTY * max(0, integrity_alarms)
+    penalty += max(0, integrity_penalty)
     return max(0, min(100, 100 - penalty))
 
 
-def degrade(score: int, *, missed_reattestations: int = 0, integrity_alarms: int = 0) -> int:
+def degrade(score: int, *, missed_reattestations: int = 0, integrity_alarms: int = 0,
+            integrity_penalty: int = 0) -> int:
     """Lower an earlier score for availability or integrity trouble since it was computed."""
     penalty = MISSED_REATTEST_PENALTY * missed_reattestations
     penalty += INTEGRITY_ALARM_PENALTY * integrity_alarms
+    penalty += max(0, integrity_penalty)
     return max(0, min(100, score - penalty))
+
+
+def with_integrity(attestation_score: int, integrity_penalty: int) -> int:
+    """The federation's score of a member: its attestation score (0..100) less its committed
+    integrity penalty in points (``consensus.integrity.penalty``), clamped to 0..100."""
+    return degrade(attestation_score, integrity_penalty=integrity_penalty)
+
+
+def integrity_penalty(events: list[str] | tuple[str, ...], start_milli: int = 0) -> int:
+    """The penalty in points after ``events`` (finding kinds, or ``"good"`` for a good result)
+    from ``start_milli`` thousandths: the rule the replicated state applies, result by result."""
+    pen = start_milli
+    for e in events:
+        pen = step_penalty(pen, e)
+    return penalty_points(pen)
 
 
 def evidence_hash(evidence: Evidence) -> bytes:

@@ -263,6 +263,10 @@ def describe_text(job: dict[str, Any]) -> str:
     for x in job.get("findings", []):
         head.append(f"  finding     fragment {x['fragment']} replica {x['replica']} on {_short(x['node'])}: "
                     f"output {x['output_hash'][:16]}… outvoted")
+    for x in job.get("integrity", []):
+        if x["kind"] != "minority":  # those are the lines above
+            head.append(f"  finding     fragment {x['fragment']} replica {x['replica']} on "
+                        f"{_short(x['node'])}: {x['kind']}: {x['detail']}")
     dp = job.get("privacy")
     if dp:
         charged = dp.get("epsilon_charged")

@@ -428,6 +428,11 @@ class ManagerDuty:
         j = ct.job(st, rep.job_id)
         why = self._check_result(pid, rep, output, j)
         if why:
+            if why[0] == "bad-signature":  # an integrity finding (node/tasks/findings.py)
+                await self.svc.findings.report_bad_signature(
+                    rep.job_id, rep.fragment, rep.replica, pid, result_digest_payload(
+                        rep.job_id, rep.fragment, rep.module_hash, rep.input_hash,
+                        rep.output_hash), rep.signature)
             return self.svc.refuse("task_result_refused", why[0], pid, why[1])
         assert j is not None
         rec = j["frags"][rep.fragment][rep.replica]

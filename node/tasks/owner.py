@@ -38,6 +38,7 @@ import trio
 
 from consensus import budgets
 from consensus import tasks as ct
+from node.tasks.findings import job_findings
 from node.tasks.spec import JobSpec, SpecError, directory_files, load_spec, split_input, submit_command
 from node.tasks.wire import (
     MAX_MODULE_BYTES,
@@ -329,6 +330,7 @@ class OwnerSide:
             out["quorum"], out["max_replicas"] = j.get("q", j["r"]), j.get("rmax", j["r"])
             out["findings"] = [{"fragment": f, "replica": r, "node": node, "output_hash": o.hex()}
                                for f, r, node, o in j.get("findings", [])]
+        out["integrity"] = job_findings(st, job_id)  # every kind (docs/tasks.md)
         dp = j.get("dp") if j is not None else None
         if dp is not None:
             out["privacy"] = {"dataset": dp["ds"], "kind": dp["kind"],
@@ -509,7 +511,14 @@ async def _cmd_result(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     out = req.get("out")
     if not isinstance(out, str) or not os.path.isabs(out):
         return {"ok": False, "error": "out: expected an absolute path"}
-    status, res = _owner(agent).result(jid)
+    owner = _owner(agent)
+    status, res = owner.result(jid)
+    # The committed state may say done before the manager's delivery reaches us (``--wait``
+    # follows the committed status): wait for it, bounded, rather than report no result.
+    with trio.move_on_after(RESULT_DELIVERY_WAIT_S):
+        while status not in ct.TERMINAL_JOB and (owner.describe(jid) or {}).get("status") == ct.DONE:
+            await trio.sleep(0.1)
+            status, res = owner.result(jid)
     if status != ct.DONE or res is None:
         return {"ok": False, "status": status, "error": f"job {jid} is {status}, it has no result"}
     data = res if isinstance(res, bytes) else await trio.to_thread.run_sync(Path(res).read_bytes)
@@ -520,6 +529,9 @@ async def _cmd_result(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     await trio.to_thread.run_sync(tmp.write_bytes, data)
     tmp.replace(target)
     return {"ok": True, "status": status, "bytes": len(data)}
+
+
+RESULT_DELIVERY_WAIT_S = 60.0  # a done job's result on its way from the manager (retried there)
 
 
 def register_control_commands() -> None:

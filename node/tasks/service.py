@@ -70,6 +70,7 @@ class TaskService:
                  probe_s: float | None = None) -> None:
         from node.tasks.duty import ManagerDuty
         from node.tasks.executor import Executor
+        from node.tasks.findings import FindingsService
         from node.tasks.owner import OwnerSide
         from node.tasks.verify import DecisionCheck
 
@@ -82,6 +83,7 @@ class TaskService:
         self.executor = Executor(self)
         self.duty = ManagerDuty(self)
         self.check = DecisionCheck(self)
+        self.findings = FindingsService(self)
 
     # ------------------------------------------------------------------ views
     @property
@@ -208,12 +210,14 @@ class TaskService:
             self.duty.nursery = nursery
             nursery.start_soon(self.duty.run)
             nursery.start_soon(self.executor.run)
+            nursery.start_soon(self.findings.run)
             task_status.started()
 
     def status(self) -> dict[str, Any]:
         return {"owner": self.owner.status(), "agent": self.executor.status(),
                 "manager": self.duty.status(), "decisions": dict(self.check.stats),
-                "findings": dict(ct.integrity_findings(self.view()))}
+                "findings": dict(ct.integrity_findings(self.view())),
+                "integrity": self.findings.status()}
 
 
 def _slots(agent: Any) -> int:
