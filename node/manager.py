@@ -639,12 +639,16 @@ class ManagerRole:
     async def _open_raft_stream(self, peer: ID) -> Any | None:
         """A new raft stream to ``peer``, or None (counted) if it cannot be opened in time.
 
-        Opening is bounded by the network's request timeout, not by SEND_TIMEOUT_S: a stream
-        open is a yamux SYN plus two multistream-select round trips, each behind every frame
-        already queued on the connection, and on a busy connection (many nodes in one process
-        on a loaded machine) it routinely takes more than a second. A one-second bound then
-        cancels every attempt half-way and starts the next from scratch, so the link to a peer
-        that has no stream yet -- a newly added voter -- never comes up at all."""
+        Opening is bounded by the network's request timeout, not by SEND_TIMEOUT_S. With our
+        fixes to py-libp2p a stream open is a yamux SYN plus one pipelined multistream-select
+        round trip (p99 2-8 ms on loopback, idle or busy: docs/benchmarks.md), but it still
+        waits behind every frame already queued on the connection, and a node's loop can stall
+        for longer than a second (many nodes in one process on a loaded machine; a large seal).
+        Before the fixes (two round trips) a one-second bound cancelled every attempt half-way
+        and started the next from scratch, so the link to a peer with no stream yet -- a newly
+        added voter -- never came up; the request timeout, which every other request already
+        has, keeps that from coming back under a stall. A failed open costs nothing more: the
+        next message tries again."""
         try:
             with trio.fail_after(self.agent.config.network.request_timeout_s):
                 return await self.agent._open_stream(peer, RAFT_PROTOCOL)
