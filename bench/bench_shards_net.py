@@ -59,6 +59,12 @@ def _write_file(path: Path, mib: int) -> None:
             f.write(block[i:] + block[:i])
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _vm_hwm_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -271,13 +277,28 @@ def run(args: argparse.Namespace, tmp: Path) -> list[str]:
         src = tmp / "object.bin"
         _write_file(src, args.size_mib)
         raw_r, fan_r, put_r, get_r = [], [], [], []
+        # CPU seconds per round: the raw sink per fan-in; the owner and the busiest holders per
+        # put and get (where the time goes, read from /proc and so not skewed by the load)
+        cpu: dict[str, list[float]] = {k: [] for k in ("sink", "put", "put_h", "get", "get_h")}
+        holders = nodes[:-1]
+
+        def owner_job(cmd: dict[str, Any], key: str, busiest: int) -> tuple[dict[str, Any], float]:
+            before = _cpu_s(owner.proc.pid), [_cpu_s(h.proc.pid) for h in holders]
+            res, dt = _job(owner, cmd)
+            cpu[key].append(_cpu_s(owner.proc.pid) - before[0])
+            used = sorted(_cpu_s(h.proc.pid) - c for h, c in zip(holders, before[1], strict=True))
+            cpu[key + "_h"].append(sum(used[-busiest:]))
+            return res, dt
+
         for rnd in range(args.rounds):
             raw_r.append(raw.measure())
+            sink0 = _cpu_s(raw.sink.pid)
             fan_r.append(raw.measure(senders=3))
-            res, dt = _job(owner, {"cmd": "shard-put", "path": str(src), "n": 5, "k": 3})
+            cpu["sink"].append(_cpu_s(raw.sink.pid) - sink0)
+            res, dt = owner_job({"cmd": "shard-put", "path": str(src), "n": 5, "k": 3}, "put", 5)
             put_r.append(args.size_mib * 1.048576 / dt)
             out = tmp / "out.bin"
-            _, dt = _job(owner, {"cmd": "shard-get", "object_id": res["object_id"], "out": str(out)})
+            _, dt = owner_job({"cmd": "shard-get", "object_id": res["object_id"], "out": str(out)}, "get", 3)
             get_r.append(args.size_mib * 1.048576 / dt)
             out.unlink()
             _job(owner, {"cmd": "shard-rm", "object_id": res["object_id"]})
@@ -297,6 +318,11 @@ def run(args: argparse.Namespace, tmp: Path) -> list[str]:
             lines.append(f"{name} 3-of-5, {args.size_mib} MiB, 5 holder processes: median {med:.1f} MB/s "
                          f"of plaintext{wire} = {med / mraw:.2f}x the raw stream (goal >= 0.8x: "
                          f"{'met' if med >= 0.8 * mraw else 'not met'})")
+        m = {k: statistics.median(v) for k, v in cpu.items()}
+        lines.append(f"CPU seconds (median): raw sink per 3-into-1 transfer of {args.raw_mib:g} MiB "
+                     f"{m['sink']:.2f}; get of {args.size_mib} MiB: owner {m['get']:.2f} "
+                     f"({m['get'] / m['sink']:.1f}x the sink), its 3 serving holders {m['get_h']:.2f} "
+                     f"together; put: owner {m['put']:.2f}, its 5 holders {m['put_h']:.2f} together")
         if args.rss_mib:
             _write_file(src, args.rss_mib)
             before = _vm_hwm_mib(owner.proc.pid)
