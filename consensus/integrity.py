@@ -70,8 +70,11 @@ from consensus.state import (
     ADMITTED,
     MAX_ID_LEN,
     REVOKED,
+    SUSPECT,
     CommandRegistry,
+    RecordScore,
     Rejected,
+    Revoke,
     SwarmState,
 )
 
@@ -246,6 +249,43 @@ def summary(s: SwarmState, node_id: str) -> str:
     st = standing(s, node_id)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(st["n"].items()))
     return f"penalty {penalty_points(int(st['pen']))} ({kinds or 'no findings'})"
+
+
+# --------------------------------------------------------------------------- the manager's rule
+
+
+def federation_score(attestation_score: int, penalty_pts: int) -> int:
+    """The federation's score of a member in points (0..100): its attestation score (points)
+    less its committed integrity penalty (points, :func:`penalty`), clamped."""
+    return max(0, min(100, attestation_score - max(0, penalty_pts)))
+
+
+def member_score(s: SwarmState, node_id: str, attestation_score: int) -> int:
+    """The score the manager commits for ``node_id`` (permille, as ``Member.score``): the
+    federation score of its attestation score (points) under its committed penalty."""
+    return min(1000, federation_score(attestation_score, penalty(s, node_id)) * 10)
+
+
+def review_member(s: SwarmState, node_id: str, attestation_score: int,
+                  min_score: int) -> Revoke | RecordScore | None:
+    """The manager's one rule for an admitted or suspect member whose attestation score
+    (points, 0..100) it holds, against the policy's ``min_score`` (permille, as
+    ``consensus.manager.ManagerPolicy``): below it, :class:`Revoke` naming the score and the
+    integrity standing; else :class:`RecordScore` when the committed score differs; else None
+    (also for a node that is not an admitted or suspect member). The real manager's reconcile
+    (node/manager.py) and the simulator's (sim/tasks) both call this very function."""
+    m = s.members.get(node_id)
+    if m is None or m.status not in (ADMITTED, SUSPECT):
+        return None
+    score = member_score(s, node_id, attestation_score)
+    if score < min_score:
+        why = f"score {score} below policy {min_score}"
+        if penalty(s, node_id):
+            why += f"; integrity: {summary(s, node_id)}"
+        return Revoke(node_id, why[:200])
+    if score != m.score:
+        return RecordScore(node_id, score, m.score_epoch + 1)
+    return None
 
 
 # --------------------------------------------------------------------------- the update
