@@ -75,11 +75,24 @@ def test_no_outlier_before_the_minimum_sample_count() -> None:
 
 @given(st.integers(10_000, 10**10), st.integers(0, 5))
 def test_identical_samples_do_not_make_jitter_an_outlier(base: int, permille: int) -> None:
-    """MAD = 0 over identical samples: the floor (1 % of the median for fuel) keeps a jitter of a
-    few permille from being flagged; a doubling is."""
+    """MAD = 0 over identical samples: the floor (15 % of the median for fuel) keeps a jitter of
+    a few permille from being flagged; 2.5x is."""
     window = [base] * I.WINDOW
     assert I.outlier(base + base * permille // 1000, window, "fuel") == 0
-    assert I.outlier(2 * base, window, "fuel") > 0
+    assert I.outlier(base * 5 // 2, window, "fuel") > 0
+
+
+@given(st.integers(10, 40), st.integers(0, 2**20 - 1), st.integers(0, 2**20 - 1),
+       st.sampled_from(["fuel", "memory", "output_bytes"]),
+       st.lists(st.integers(-50, 50), min_size=I.WINDOW, max_size=I.WINDOW), st.integers(-50, 50))
+def test_an_input_size_difference_inside_one_bucket_is_never_an_outlier(
+        bit: int, a: int, b: int, metric: str, content: list[int], c: int) -> None:
+    """Metrics that grow with the input (here in proportion, with +-5 % of content): a window
+    of one job's fragments and a job of another size in the same power-of-two bucket."""
+    size_a, size_b = ((1 << bit) + (x << bit) // 2**20 for x in (a, b))
+    assert size_a.bit_length() == size_b.bit_length()
+    window = [size_a * (1000 + k) // 1000 for k in content]
+    assert I.outlier(size_b * (1000 + c) // 1000, window, metric) == 0
 
 
 def test_wall_time_floor_tolerates_a_loaded_host() -> None:
