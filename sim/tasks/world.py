@@ -24,7 +24,8 @@ checked. The run ends when every job is done or failed, or at ``duration_s``.
 
 Planted bugs (``bug``), for the tests that show the checker catches them: ``skip-reassign``
 (the manager never moves a replica off a dead, revoked or silent node) and ``stale-view``
-(the manager schedules on the initial state, blind to suspicions and revocations).
+(the manager schedules on the initial state, blind to suspicions and revocations), and
+``first-replica`` (the manager combines each fragment's first replica's output, agreed or not).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from sim.tasks.driver import PLACED, REFUSED, Manager
 from sim.world import derive_seed
 
 SCENARIOS = ("tasks",)
-BUGS = ("", "skip-reassign", "stale-view")
+BUGS = ("", "skip-reassign", "stale-view", "first-replica")
 PROVIDERS = ("aws", "azure", "gcp", "hetzner", "ovh", "scaleway")
 REGIONS = ("eu-west", "us-east", "ap-south")
 TEE_KINDS = ("sgx", "sev-snp", "tdx")
@@ -569,6 +570,8 @@ class TasksWorld:
         if incomplete(s, j):
             return
         outs = [v.output for v in verdicts]
+        if self.cfg.bug == "first-replica":  # planted: deliver replica 0's output, agreed or not
+            outs = [frag[0]["out"] or None for frag in j["frags"]]
         agg = hashlib.sha256(b"".join(o for o in outs if o is not None)).digest()
         res = self.manager.propose(JobDone(job_id, agg, 4096 * j["n"]), self.now)
         if not res.ok:
