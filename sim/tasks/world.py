@@ -569,7 +569,7 @@ class TasksWorld:
             return
         if incomplete(s, j):
             return
-        outs = [v.output for v in verdicts]
+        outs: list[bytes | None] = [v.output for v in verdicts]
         if self.cfg.bug == "first-replica":  # planted: deliver replica 0's output, agreed or not
             outs = [frag[0]["out"] or None for frag in j["frags"]]
         agg = hashlib.sha256(b"".join(o for o in outs if o is not None)).digest()
