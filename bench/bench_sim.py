@@ -19,13 +19,14 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from overlay.dissemination import DisseminationConfig
 from sim.world import SimConfig, World
 
 SEED = 20261124
-PARTS = ("spread", "revocation", "detection", "lifeguard", "speed")
+PARTS = ("spread", "revocation", "detection", "lifeguard", "speed", "integrity")
 
 
 def _run(**kw: Any) -> dict[str, Any]:
@@ -222,6 +223,40 @@ def plot_scaling(rows: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
+def integrity_bench(nodes: int, jobs: int, liars: float, seed: int = SEED) -> dict[str, Any]:
+    """The tasks scenario with r = 3, q = 2 (issue 13's benchmarks): ``liars`` of the nodes
+    lying on 10 % of their runs, honest nodes with noisy timing (lognormal sigma 0.1, 1 % of
+    runs x1.5-3 from host contention), 10 % slow nodes (8x); no injected crashes or
+    revocations, so every revocation is the score rule's."""
+    from sim.tasks import TasksConfig, TasksWorld
+
+    cfg = TasksConfig(seed=seed, nodes=nodes, jobs=jobs, redundancy=3, quorum=2,
+                      liar_fraction=liars, lie_rate=0.1, crashes=0, revocations=0,
+                      submit_window_s=jobs * 6.0, duration_s=jobs * 6.0 + 3600)
+    t0 = time.perf_counter()
+    r = TasksWorld(cfg).run()
+    g = r["integrity"]
+    row = {"seed": seed, "nodes": nodes, "jobs": jobs, "fragments": jobs * cfg.fragments,
+           "liar_fraction": liars, "wall_s": round(time.perf_counter() - t0, 1),
+           "violations": r["invariants"]["violation_count"], **g}
+    ttr = g["time_to_revoke_s"]
+    if liars:
+        print(f"  detection: {nodes} nodes, {g['liars']} liars x 10 % of runs, r=3 q=2, seed {seed}: "
+              f"wrong results delivered {g['wrong_results_delivered']}/{g['jobs_delivered']} jobs "
+              f"(goal 0); liars revoked {g['detected_liars']}/{g['liars']} "
+              f"({g['liars_lying']} lied at least once; {g['lies_accepted']} lies accepted); "
+              f"time to revoke median {ttr['median']} s max {ttr['max']} s; false findings "
+              f"{g['false_findings']}, honest revoked {g['honest_revoked']}, "
+              f"violations {row['violations']} [{row['wall_s']} s]")
+    else:
+        print(f"  false findings: {nodes} honest nodes (10 % slow), noisy timing, seed {seed}: "
+              f"{g['false_findings']} on {g['fragments_agreed']} fragments = "
+              f"{g['false_findings_per_10k_fragments']} per 10,000 (goal <= 1); slow-node "
+              f"findings {g['slow_findings']}, honest revoked {g['honest_revoked']}, "
+              f"violations {row['violations']} [{row['wall_s']} s]")
+    return row
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench_sim")
     p.add_argument("--full", action="store_true", help="include 3,000 and 10,000 nodes")
@@ -252,6 +287,10 @@ def main(argv: list[str]) -> int:
     if "speed" in parts:
         print("simulator speed (steady, 1 update/s) and the empty-loop ceiling:")
         results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
+    if "integrity" in parts:
+        print("integrity (tasks scenario, r = 3, q = 2):")
+        jobs = 1250 if full else 250
+        results["integrity"] = [integrity_bench(100, jobs, 0.05), integrity_bench(100, jobs, 0.0)]
     out = args.out or tempfile.mkdtemp(prefix="bench_sim_")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "bench_sim.json"), "w", encoding="utf-8") as f:
@@ -262,7 +301,7 @@ def main(argv: list[str]) -> int:
         except ImportError:
             print("matplotlib missing: no PNG", file=sys.stderr)
     print(f"results in {out}")
-    bad = sum(r.get("violations", 0) for r in results.get("spread", []))
+    bad = sum(r.get("violations", 0) for r in results.get("spread", []) + results.get("integrity", []))
     return 1 if bad else 0
 
 

@@ -100,7 +100,6 @@ from consensus.state import (
     InvalidCommand,
     Join,
     Leave,
-    RecordScore,
     Revoke,
     SetCouncil,
     SetLabels,
@@ -112,7 +111,6 @@ from consensus.state import (
 )
 from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
-from node.attestation.score import with_integrity
 from node.manager_cert import CertState
 from node.manager_checks import (
     FOUNDER_RAFT_ID,
@@ -845,24 +843,20 @@ class ManagerRole:
             m = st.member(p.peer_id)
             if p.score is None or self.agent.peers.is_revoked(p.peer_id):
                 continue
-            # the federation's score: attestation less the committed integrity penalty
-            penalty = integrity.penalty(st, p.peer_id)
-            score = min(1000, with_integrity(p.score, penalty) * 10)
             if m is None or (m.status == LEFT and p.peer_id in self._rejoin_requests):
+                # the federation's score: attestation less the committed integrity penalty
+                score = integrity.member_score(st, p.peer_id, p.score)
                 if score >= min_score:
                     await self._control(self._join_cmd(p.peer_id, score, p.tee or ""))
                     return
             elif m.status in (ADMITTED, SUSPECT):
-                if score < min_score:
-                    why = f"score {score} below policy {min_score}"
-                    if penalty:
-                        why += f"; integrity: {integrity.summary(st, p.peer_id)}"
-                    log.warning("revoking %s through consensus: %s", p.peer_id, why,
+                # the one rule the simulator applies too (consensus/integrity.py)
+                cmd = integrity.review_member(st, p.peer_id, p.score, min_score)
+                if isinstance(cmd, Revoke):
+                    log.warning("revoking %s through consensus: %s", p.peer_id, cmd.reason,
                                 extra={"peer": p.peer_id})
-                    await self._control(Revoke(p.peer_id, why[:200]))
-                    return
-                if score != m.score:
-                    await self._control(RecordScore(p.peer_id, score, m.score_epoch + 1))
+                if cmd is not None:
+                    await self._control(cmd)
                     return
         for m in sorted(st.members.values(), key=lambda m: m.node_id):
             labels = self._labels_of(m.node_id)

@@ -74,6 +74,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tasks scenario: fragments per job (default 8)")
     parser.add_argument("--redundancy", type=int, default=None,
                         help="tasks scenario: replicas per fragment (default 2)")
+    parser.add_argument("--quorum", type=int, default=None,
+                        help="tasks scenario: agreeing replicas that accept a fragment (default r)")
+    parser.add_argument("--max-replicas", type=int, default=None,
+                        help="tasks scenario: replicas a fragment may reach on disagreement")
+    parser.add_argument("--liars", type=float, default=None, dest="liar_fraction",
+                        help="tasks scenario: fraction of nodes that lie (default 0)")
+    parser.add_argument("--lie-rate", type=float, default=None,
+                        help="tasks scenario: fraction of a liar's runs answered wrong (default 0.1)")
+    parser.add_argument("--wall-noise", type=float, default=None,
+                        help="tasks scenario: sigma of each run's lognormal wall-time noise (0.1)")
+    parser.add_argument("--slow-fraction", type=float, default=None,
+                        help="tasks scenario: fraction of slow nodes (default 0.1)")
+    parser.add_argument("--slow-factor", type=float, default=None,
+                        help="tasks scenario: how much longer a slow node takes (default 8)")
+    parser.add_argument("--min-score", type=int, default=None,
+                        help="tasks scenario: the policy's minimum score, points (default 60)")
+    parser.add_argument("--submit-window-s", type=float, default=None,
+                        help="tasks scenario: jobs arrive uniformly over this window (default 120)")
+    parser.add_argument("--task-crashes", type=int, default=None, dest="crashes",
+                        help="tasks scenario: nodes crashed mid-job (default 3)")
+    parser.add_argument("--task-revocations", type=int, default=None, dest="revocations",
+                        help="tasks scenario: nodes revoked mid-job (default 2)")
     accel.add_engine_argument(parser)
 
 

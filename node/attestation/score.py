@@ -57,7 +57,13 @@ import hashlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from consensus.integrity import HALF_LIFE_RESULTS, WEIGHTS, penalty_points, step_penalty
+from consensus.integrity import (
+    HALF_LIFE_RESULTS,
+    WEIGHTS,
+    federation_score,
+    penalty_points,
+    step_penalty,
+)
 from node.attestation.base import Evidence, TeeKind, Verdict
 from node.attestation.policy import Decision, Policy
 from overlay.messages import ScoreRecord
@@ -128,8 +134,9 @@ def degrade(score: int, *, missed_reattestations: int = 0, integrity_alarms: int
 
 def with_integrity(attestation_score: int, integrity_penalty: int) -> int:
     """The federation's score of a member: its attestation score (0..100) less its committed
-    integrity penalty in points (``consensus.integrity.penalty``), clamped to 0..100."""
-    return degrade(attestation_score, integrity_penalty=integrity_penalty)
+    integrity penalty in points (``consensus.integrity.penalty``), clamped to 0..100: the
+    replicated state's rule (``consensus.integrity.federation_score``)."""
+    return federation_score(attestation_score, integrity_penalty)
 
 
 def integrity_penalty(events: list[str] | tuple[str, ...], start_milli: int = 0) -> int:

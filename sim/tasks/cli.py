@@ -21,6 +21,9 @@ def config_from_args(args: argparse.Namespace, seed: int) -> TasksConfig:
     kw = given(args, ("nodes", "duration_s", "fragments", "redundancy"))
     if getattr(args, "task_jobs", None) is not None:
         kw["jobs"] = args.task_jobs
+    kw.update(given(args, ("quorum", "max_replicas", "liar_fraction", "lie_rate", "wall_noise",
+                           "slow_fraction", "slow_factor", "min_score", "submit_window_s",
+                           "crashes", "revocations")))
     return TasksConfig(seed=seed, scenario=args.scenario, **kw)
 
 

@@ -18,13 +18,19 @@ Three families:
      ``detect_s`` ago or that the state revoked (held or computed), and at the end every job
      is done or failed with a reason;
    - **none counted twice**: at most one accepted result per assignment of a replica, and a
-     done job holds exactly ``fragments x redundancy`` accepted results;
+     done job holds ``fragments x redundancy`` accepted results (a quorum job: at least
+     ``fragments x quorum``);
+   - **no wrong result while an honest quorum exists**: at every committed ``JobDone``, each
+     fragment whose honest replicas (nodes that are not liars, not revoked) outputting the
+     truth number at least the job's quorum has the true output as its agreed one, and the
+     committed result is the digest of the agreed outputs;
 3. the manager's proposals: a command the manager had every reason to expect accepted and the
    state machine refused is a driver bug (the world reports it through :meth:`violation`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from consensus.scheduler import check_decision
@@ -37,9 +43,11 @@ from consensus.tasks import (
     R_DONE,
     AssignFragments,
     FragmentResult,
+    JobDone,
     ReassignFragment,
     check_invariants,
     check_transition,
+    fragment_verdict,
     used_capacity,
 )
 
@@ -97,6 +105,9 @@ class TaskInvariants:
                 self._qualified(e.index, e.command.job_id, before, after)
             if e.ok and isinstance(e.command, FragmentResult):
                 self._counted_once(e.command, before)
+            if e.ok and isinstance(e.command, JobDone):
+                self._honest_quorum_wins(e.index, e.command, before)
+                self._done_counts(e.command.job_id, after)
         while self._decision < len(m.decisions):
             d = m.decisions[self._decision]
             self._decision += 1
@@ -157,6 +168,37 @@ class TaskInvariants:
         self._check(ok and d.decision.seed == d.index,
                     f"entry {d.index}: decision for {d.request.job_id} does not replay: {why}")
 
+    def _honest_quorum_wins(self, index: int, c: JobDone, before: SwarmState) -> None:
+        """No wrong result is delivered while an honest quorum exists (see the docstring)."""
+        w = self.w
+        j = _jobs(before)[c.job_id]
+        outs = []
+        for f, frag in enumerate(j["frags"]):
+            agreed = fragment_verdict(before, j, f).output
+            outs.append(agreed or b"")
+            truth = w.honest_output(c.job_id, f)
+            honest = 0
+            for rep in frag:
+                m = before.members.get(rep["node"])
+                if (rep["st"] == R_DONE and rep["out"] == truth and rep["node"] not in w.liars
+                        and m is not None and m.status != REVOKED):
+                    honest += 1
+            self._check(honest < j["q"] or agreed == truth,
+                        f"entry {index}: {c.job_id} fragment {f}: a wrong output agreed while "
+                        f"{honest} honest replicas (quorum {j['q']}) held the truth")
+        self._check(c.result_hash == hashlib.sha256(b"".join(outs)).digest(),
+                    f"entry {index}: {c.job_id}: the result is not the digest of the agreed outputs")
+
+    def _done_counts(self, jid: str, after: SwarmState) -> None:
+        """A job done holds every replica's result (a plain job), or at least a quorum of each
+        fragment's (a quorum job), each accepted once."""
+        j = _jobs(after)[jid]
+        accepted = sum(1 for (k, *_), n in self.results_per_assignment.items() if k == jid and n)
+        plain = j["q"] == j["r"] == j["rmax"]
+        need = j["n"] * (j["r"] if plain else j["q"])
+        self._check((j["done"] == need if plain else j["done"] >= need) and accepted >= need,
+                    f"{jid}: done with {j['done']} of {need} results")
+
     def _counted_once(self, c: FragmentResult, before: SwarmState) -> None:
         attempt = _jobs(before)[c.job_id]["frags"][c.fragment][c.replica]["attempts"]
         key = (c.job_id, c.fragment, c.replica, attempt)
@@ -193,12 +235,11 @@ class TaskInvariants:
             self._check(j["status"] in (DONE, FAILED), f"{jid}: still {j['status']} at the end (lost)")
             if j["status"] == FAILED:
                 self._check(bool(j["reason"]), f"{jid}: failed without a reason")
-            if j["status"] == DONE:
-                accepted = sum(1 for (k, *_), n in self.results_per_assignment.items() if k == jid and n)
-                self._check(j["done"] == j["n"] * j["r"] and accepted >= j["n"] * j["r"],
-                            f"{jid}: done with {j['done']} of {j['n'] * j['r']} results")
-        missing = sorted(set(self.w.job_specs) - set(_jobs(s)))
+        missing = sorted(set(self.w.job_specs) - set(self.w.submitted))
         self._check(not missing, f"jobs never committed: {missing[:5]}")
+        # a job dropped from the state ended first (done or failed)
+        gone = sorted(set(self.w.submitted) - set(_jobs(s)) - set(self.w.finished))
+        self._check(not gone, f"jobs dropped before they ended: {gone[:5]}")
 
     def lost_fragments(self) -> int:
         """Fragments of jobs neither done nor failed at the end, plus replicas left on a dead

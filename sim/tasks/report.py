@@ -4,6 +4,13 @@
 ``reassigned``, ``lost``, ``duplicated``, ``makespan_p50_s``, ``makespan_p99_s`` (a job's
 makespan: submission to ``JobDone``, virtual seconds); ``invariants`` the checks and the
 violations; ``liveness`` whether every job ended (done or failed) within ``duration_s``.
+
+``integrity`` (issue 13): ``findings`` (committed, by kind), ``false_findings`` (against honest
+nodes: neither liars nor slow), ``slow_findings``, ``liar_findings``, ``detected_liars`` (liars
+revoked by the score rule) of ``liars``, ``time_to_revoke_s`` (per liar, virtual time from its
+first wrong result accepted to its revocation: median and max), ``wrong_results_delivered``
+(jobs whose committed result differs from the true one), ``honest_revoked``, ``slow_revoked``
+and ``false_findings_per_10k_fragments`` (per agreed fragment).
 """
 
 from __future__ import annotations
@@ -28,6 +35,43 @@ def makespans(w: TasksWorld) -> list[float]:
     return [t - w.submitted[jid] for jid, (st, t) in sorted(w.finished.items()) if st == "done"]
 
 
+def integrity_block(w: TasksWorld) -> dict[str, Any]:
+    """The integrity figures of a run (see the module docstring)."""
+    slow = {s.node_id for s in w.specs if s.slow}
+    kinds: dict[str, int] = {}
+    against = {"liar": 0, "slow": 0, "honest": 0}
+    for f in w.findings:
+        kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
+        who = "liar" if f["node"] in w.liars else "slow" if f["node"] in slow else "honest"
+        against[who] += 1
+    revoked = w.integrity_revoked
+    ttr = sorted(revoked[n] - w.first_lie[n] for n in sorted(w.liars) if n in revoked and n in w.first_lie)
+    wrong = sum(1 for jid, h in w.delivered.items() if h != w.truth[jid])
+    per_10k = 1e4 * against["honest"] / w.fragments_agreed if w.fragments_agreed else None
+    return {
+        "liars": len(w.liars),
+        "lie_rate": w.cfg.lie_rate,
+        "lies_accepted": w.lies,
+        "findings": dict(sorted(kinds.items())),
+        "findings_total": len(w.findings),
+        "false_findings": against["honest"],
+        "slow_findings": against["slow"],
+        "liar_findings": against["liar"],
+        "detected_liars": sum(1 for n in w.liars if n in revoked),
+        "liars_lying": len(w.first_lie),
+        "time_to_revoke_s": {"median": _r(percentile(ttr, 0.5)), "max": _r(max(ttr)) if ttr else None,
+                             "samples": len(ttr)},
+        "wrong_results_delivered": wrong,
+        "jobs_delivered": len(w.delivered),
+        "honest_revoked": sum(1 for n in revoked if n not in w.liars and n not in slow),
+        "slow_revoked": sum(1 for n in revoked if n not in w.liars and n in slow),
+        "fragments_agreed": w.fragments_agreed,
+        "false_findings_per_10k_fragments": _r(per_10k, 3),
+        "score_records": w.counts["score_records"],
+        "replicas_added": w.counts["replicas_added"],
+    }
+
+
 def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
     cfg, inv = w.cfg, w.inv
     spans = makespans(w)
@@ -50,6 +94,7 @@ def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
             "jobs": cfg.jobs,
             "fragments": cfg.jobs * cfg.fragments,
             "redundancy": cfg.redundancy,
+            "quorum": cfg.quorum or cfg.redundancy,
             "completed": statuses.count(DONE),
             "failed": statuses.count(FAILED),
             "reassigned": w.counts["reassigned"],
@@ -72,6 +117,7 @@ def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
             "decisions": len(decisions),
             "decisions_unplaceable": sum(1 for d in decisions if not d.decision.ok),
         },
+        "integrity": integrity_block(w),
         "invariants": {
             "checked": inv.checked,
             "violation_count": inv.violation_count,
@@ -83,7 +129,7 @@ def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
 
 def summary(r: dict[str, Any]) -> str:
     """The lines printed after a run."""
-    t, f, inv = r["tasks"], r["faults"], r["invariants"]
+    t, f, inv, g = r["tasks"], r["faults"], r["invariants"], r["integrity"]
 
     def s(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f}s"
@@ -96,6 +142,11 @@ def summary(r: dict[str, Any]) -> str:
         f"duplicated={t['duplicated']} makespan p50={s(t['makespan_p50_s'])} "
         f"p99={s(t['makespan_p99_s'])} | crashes={f['crashes']} revocations={f['revocations']} "
         f"timeouts={f['timeouts']} traps={f['traps']} late_rejected={f['late_results_rejected']}",
+        f"integrity: findings={g['findings_total']} {g['findings']} false={g['false_findings']} "
+        f"({g['false_findings_per_10k_fragments']}/10k fragments) slow={g['slow_findings']} "
+        f"liars detected={g['detected_liars']}/{g['liars']} time_to_revoke median="
+        f"{s(g['time_to_revoke_s']['median'])} max={s(g['time_to_revoke_s']['max'])} "
+        f"wrong_results={g['wrong_results_delivered']}/{g['jobs_delivered']}",
         f"invariants checked={inv['checked']} violations={inv['violation_count']} "
         f"liveness converged={r['liveness']['converged']}",
     ])
@@ -120,8 +171,9 @@ def plot(w: TasksWorld, path: str) -> None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7))
     ax1.step(xs, running, where="post", color="tab:blue", label="replicas running")
     for i, (t, kind, node) in enumerate(w.fault_times):
-        ax1.axvline(t, color="tab:red" if kind == "revoke" else "tab:orange", linestyle="--",
-                    linewidth=1, label=None if i else "crash (orange) / revocation (red)")
+        color = {"revoke": "tab:red", "integrity": "tab:purple"}.get(kind, "tab:orange")
+        ax1.axvline(t, color=color, linestyle="--", linewidth=1,
+                    label=None if i else "crash (orange) / revocation (red) / integrity (purple)")
         ax1.annotate(f"{kind} {node}", (t, max(running, default=1)), rotation=90, fontsize=7,
                      va="top", ha="right")
     ax1.set_xlabel("virtual time (s)")

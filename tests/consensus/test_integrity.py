@@ -75,11 +75,24 @@ def test_no_outlier_before_the_minimum_sample_count() -> None:
 
 @given(st.integers(10_000, 10**10), st.integers(0, 5))
 def test_identical_samples_do_not_make_jitter_an_outlier(base: int, permille: int) -> None:
-    """MAD = 0 over identical samples: the floor (1 % of the median for fuel) keeps a jitter of a
-    few permille from being flagged; a doubling is."""
+    """MAD = 0 over identical samples: the floor (15 % of the median for fuel) keeps a jitter of
+    a few permille from being flagged; 2.5x is."""
     window = [base] * I.WINDOW
     assert I.outlier(base + base * permille // 1000, window, "fuel") == 0
-    assert I.outlier(2 * base, window, "fuel") > 0
+    assert I.outlier(base * 5 // 2, window, "fuel") > 0
+
+
+@given(st.integers(10, 40), st.integers(0, 2**20 - 1), st.integers(0, 2**20 - 1),
+       st.sampled_from(["fuel", "memory", "output_bytes"]),
+       st.lists(st.integers(-50, 50), min_size=I.WINDOW, max_size=I.WINDOW), st.integers(-50, 50))
+def test_an_input_size_difference_inside_one_bucket_is_never_an_outlier(
+        bit: int, a: int, b: int, metric: str, content: list[int], c: int) -> None:
+    """Metrics that grow with the input (here in proportion, with +-5 % of content): a window
+    of one job's fragments and a job of another size in the same power-of-two bucket."""
+    size_a, size_b = ((1 << bit) + (x << bit) // 2**20 for x in (a, b))
+    assert size_a.bit_length() == size_b.bit_length()
+    window = [size_a * (1000 + k) // 1000 for k in content]
+    assert I.outlier(size_b * (1000 + c) // 1000, window, metric) == 0
 
 
 def test_wall_time_floor_tolerates_a_loaded_host() -> None:
@@ -274,3 +287,50 @@ def test_a_garbage_report_decodes_to_invalid_command_only(body: object) -> None:
     with contextlib.suppress(InvalidCommand):
         cmd = T.TASK_REGISTRY.decode(cbor2.dumps(["report-bad-signature", body]))
         assert isinstance(cmd, I.ReportBadSignature)
+
+
+# --------------------------------------------------------------------------- the manager's rule
+
+
+def _liar_state(lies: int) -> SwarmState:
+    """n2 outvoted ``lies`` times in a row (no good result between): 20 points each."""
+    s = swarm(8, providers=8)
+    for i in range(lies):
+        jid = f"l{i}"
+        s = one_job(s, jid, ("n1", "n2", "n3"), q=2, most=3)
+        s = ok(ok(ok(s, prof_result(0, 0, "n1", job=jid)), prof_result(0, 1, "n2", out=H2, job=jid)),
+               prof_result(0, 2, "n3", job=jid))
+        s = ok(ok(s, JobDone(jid, H, 3)), T.DropJob(jid))
+    return s
+
+
+def test_review_records_the_score_less_the_penalty_then_revokes_below_policy() -> None:
+    from consensus.state import RecordScore
+
+    s = swarm(8, providers=8)  # every member committed at 900
+    assert I.review_member(s, "n2", 90, 600) is None  # nothing changed
+    assert I.review_member(s, "n2", 100, 600) == RecordScore("n2", 1000, 1)
+    s = _liar_state(1)
+    assert I.member_score(s, "n2", 100) == 800
+    assert I.review_member(s, "n2", 100, 600) == RecordScore("n2", 800, 1)
+    assert I.review_member(s, "n1", 90, 600) is None  # an honest node: untouched
+    s = _liar_state(3)
+    cmd = I.review_member(s, "n2", 100, 600)
+    assert isinstance(cmd, Revoke) and cmd.node_id == "n2"
+    assert cmd.reason == "score 400 below policy 600; integrity: penalty 60 (3 minority)"
+    s2 = ok(s, cmd)
+    assert I.review_member(s2, "n2", 100, 600) is None  # revoked: nothing more to decide
+    assert I.review_member(s2, "n9", 100, 600) is None  # not a member
+
+
+@given(att=st.integers(0, 100), lies=st.integers(0, 4), min_points=st.integers(0, 100))
+@settings(max_examples=60, deadline=None)
+def test_review_revokes_exactly_when_the_federation_score_is_below_policy(att: int, lies: int,
+                                                                          min_points: int) -> None:
+    s = _liar_state(lies)
+    cmd = I.review_member(s, "n2", att, min_points * 10)
+    fed = max(0, min(100, att - 20 * lies))
+    assert I.federation_score(att, I.penalty(s, "n2")) == fed
+    assert isinstance(cmd, Revoke) == (fed * 10 < min_points * 10)
+    if not isinstance(cmd, Revoke):
+        assert (cmd is None) == (fed * 10 == 900)
