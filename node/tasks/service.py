@@ -213,7 +213,8 @@ class TaskService:
     def status(self) -> dict[str, Any]:
         return {"owner": self.owner.status(), "agent": self.executor.status(),
                 "manager": self.duty.status(), "decisions": dict(self.check.stats),
-                "findings": dict(ct.integrity_findings(self.view()))}
+                "findings": dict(ct.integrity_findings(self.view())),
+                "trust": dict(ct.trust_counters(self.view()))}
 
 
 def _slots(agent: Any) -> int:
