@@ -551,7 +551,10 @@ def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
         raise Rejected("no assignments")
     if len(c.inputs_digest) not in (0, HASH_BYTES):
         raise Rejected("inputs digest is SHA-256 (32 bytes)")
+    widths = [len(fr) for fr in job["frags"]]  # replicas an adaptive primary adds come later
     for a in c.assignments:
+        if 0 <= a.fragment < len(widths) and a.replica >= widths[a.fragment]:
+            raise Rejected(f"no fragment {a.fragment} replica {a.replica} before this decision")
         _assign(s, job, a.fragment, a.replica, a.node_id, c.seed)
     job["status"] = RUNNING
     return _put(s, c.job_id, job)

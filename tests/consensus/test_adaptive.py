@@ -63,6 +63,16 @@ def test_an_untrusted_node_gets_its_fragment_replicated() -> None:
     assert T.trust_counters(s) == {"n1": 1, "n2": 1, "n3": 1, "n4": 1}
 
 
+def test_a_decision_places_only_replicas_that_existed_before_it() -> None:
+    """The replicas a primary's assignment adds are placed by a later decision (one made on
+    the state that holds them), never by the batch that created them."""
+    s = ok(swarm(), adaptive(n=1))
+    refused(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"), Assignment(0, 1, "n2"))),
+            "no fragment 0 replica 1 before this decision")
+    s = ok(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)))
+    ok(s, AssignFragments("j", 2, (Assignment(0, 1, "n2"),)))
+
+
 def test_a_trusted_node_runs_alone_and_earns_nothing_from_it() -> None:
     s = with_trust(swarm(), {"n1": TRUSTED - 1, "n2": 3})
     s = ok(s, adaptive(ppm=0))
