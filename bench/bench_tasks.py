@@ -3,7 +3,8 @@
     python -m bench tasks                                   # via the runner (quick: 10 jobs, 300 fragments)
     python -m bench.bench_tasks --jobs 20 --fragments 1000  # the issue's figures
     python -m bench.bench_tasks --only overhead --jobs 5    # one part
-    python -m bench.bench_tasks --only redundancy --fragments 60   # r = 3 (quorum 2) against r = 1
+    python -m bench.bench_tasks --only redundancy --fragments 60   # r = 3 (quorum 2) against r = 1,
+                                                                   # and adaptive replication
 
 Nodes: ``node.tasks.testing.task_federation`` (real py-libp2p on loopback, the simulated TEE, gossip,
 the manager role with its council, the shard and task services, each node offering 2 cores);
@@ -27,6 +28,14 @@ all in this process, on this machine's cores.
   nodes), and, as a baseline in the same run, the same fragments through one workload engine
   in this process with as many slots as the machine has cores (what the hardware does with no
   federation around it). The committed state is sampled every 20 ms for the results' rate.
+- **Redundancy** (issue 13's cost): 6 nodes, the same wordcount job with r = 1, with r = 3 and
+  a quorum of 2, and with adaptive replication (r = 2, quorum 2, up to 3 replicas, trusted
+  nodes alone, ``--spot-check`` 0.1) once every node is trusted: adaptive jobs of 24 fragments
+  run first, timed apart, until every node has ``CV >= 10`` consecutive valid results. Order:
+  r = 1, the trust warm-up, adaptive, r = 3, r = 1 again. Printed:
+  job fragments per second and its ratio to r = 1 (run before and after the others: the mean),
+  the replication overhead (replicas beyond one per fragment, and the fuel and engine time they
+  took, against one replica a fragment's).
 """
 
 from __future__ import annotations
@@ -311,11 +320,15 @@ async def throughput(tmp: Path, fragments: int, fragment_bytes: int, owner_kind:
             "cores": os.cpu_count()}
 
 
-async def redundancy(tmp: Path, fragments: int, fragment_bytes: int) -> dict[str, Any]:
+async def redundancy(tmp: Path, fragments: int, fragment_bytes: int,
+                     spot_check: str = "0.1") -> dict[str, Any]:
     """The cost of redundancy (issue 13): the same wordcount job with r = 1, then r = 3 with a
     quorum of 2, on one 6-node federation, after a warm-up; fragments of the *job* per second
-    over the makespan, and their ratio (ideal 1/3: three times the work on the same nodes)."""
+    over the makespan, and their ratio (ideal 1/3: three times the work on the same nodes).
+    Then adaptive replication at ``spot_check``, once every node is trusted (the trust warm-up
+    reported on its own)."""
     from consensus import tasks as ct
+    from consensus import trust
     from node.tasks.testing import task_federation, write_job
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -344,30 +357,91 @@ async def redundancy(tmp: Path, fragments: int, fragment_bytes: int) -> dict[str
 
         await run(write_job(tmp, "wordcount", fragments=24, split="records",
                             aggregation="merge-counts", input_path=tmp / "warm"))
-        for name, r, q in (("r1", 1, 1), ("r3q2", 3, 2)):
+        async def replicated(name: str, r: int, q: int) -> None:
             spec = write_job(tmp, "wordcount", fragments=fragments, split="records",
                              aggregation="merge-counts", redundancy=r)
             spec.write_text(spec.read_text().replace(f"redundancy = {r}\n",
                                                      f"redundancy = {r}\nquorum = {q}\n"))
             makespan, j = await run(spec)
-            ran = sum(1 for fr in j["frags"] for rep in fr if rep["st"] == ct.R_DONE)
-            out[name] = {"makespan_s": round(makespan, 2),
-                         "job_fragments_per_s": round(fragments / makespan, 2),
-                         "replicas_run": ran, "findings": len(j["findings"])}
+            out[name] = _arm(ct, fragments, makespan, j)
+
+        # r = 1, adaptive (its trust earned from nothing first), r = 3, r = 1 again: the order
+        # keeps the r = 3 job's checked results out of the adaptive arm's warm-up
+        await replicated("r1", 1, 1)
+
+        def adaptive_spec(n: int, path: Path) -> Path:
+            spec = write_job(tmp, "wordcount", fragments=n, split="records",
+                             aggregation="merge-counts", redundancy=2, input_path=path)
+            spec.write_text(spec.read_text().replace(
+                "redundancy = 2\n", f"redundancy = 2\nquorum = 2\nmax_replicas = 3\nadaptive = true\n"
+                                    f"spot_check = {spot_check}\n"))
+            return spec
+
+        ids = [n.peer_id for n in fed.nodes]
+        warm: dict[str, Any] = {"jobs": 0, "s": 0.0, "replicas_run": 0}
+        while min(ct.trust_counters(lead.role.state).get(n, 0) for n in ids) < trust.CV_MIN:
+            if warm["jobs"] >= 8:
+                raise RuntimeError(f"nodes not trusted after 8 jobs: {ct.trust_counters(lead.role.state)}")
+            took, j = await run(adaptive_spec(24, tmp / "warm"))
+            warm["jobs"] += 1
+            warm["s"] = round(warm["s"] + took, 2)
+            warm["replicas_run"] += sum(1 for fr in j["frags"] for rep in fr if rep["st"] != ct.PENDING)
+        out["trust_warmup"] = warm
+        out["trust_before"] = sorted(ct.trust_counters(lead.role.state).get(n, 0) for n in ids)
+        makespan, j = await run(adaptive_spec(fragments, tmp / "input"))
+        out["adaptive"] = _arm(ct, fragments, makespan, j)
+        out["adaptive"]["spot_check"] = float(spot_check)
+        out["adaptive"]["modes"] = {m: j["modes"].count(m) for m in sorted(set(j["modes"]))}
+        out["trust_after"] = sorted(ct.trust_counters(lead.role.state).get(n, 0) for n in ids)
+        await replicated("r3q2", 3, 2)
+        # r = 1 once more: the machine's speed drifts (shared cores); the ratios use both r = 1 runs
+        await replicated("r1_again", 1, 1)
         if fed.leader() is not lead:
             raise RuntimeError("the manager changed during the benchmark")
-    out["r3_over_r1"] = round(out["r3q2"]["job_fragments_per_s"] / out["r1"]["job_fragments_per_s"], 3)
+    r1 = (out["r1"]["job_fragments_per_s"] + out["r1_again"]["job_fragments_per_s"]) / 2
+    out["r3_over_r1"] = round(out["r3q2"]["job_fragments_per_s"] / r1, 3)
+    out["adaptive_over_r1"] = round(out["adaptive"]["job_fragments_per_s"] / r1, 3)
     return out
+
+
+def _arm(ct: Any, fragments: int, makespan: float, j: Any) -> dict[str, Any]:
+    """One arm's figures from its committed job: throughput, replicas run (done, or failed:
+    work spent either way; a replica still running when the quorum settled is not counted),
+    and the replication overhead: replicas beyond one a fragment, and the engine time
+    (``wall_ms`` of the committed profiles) and the fuel (the wasm instructions run: the CPU
+    work, which the machine's load does not change) of every replica against one a fragment's."""
+    ran = [rep for fr in j["frags"] for rep in fr if rep["st"] in (ct.R_DONE, ct.R_FAILED)]
+    def spent(i: int) -> tuple[int, int]:  # (every replica's, one replica a fragment's)
+        one = [min((rep["prof"][i] for rep in fr if rep["st"] == ct.R_DONE), default=0) for fr in j["frags"]]
+        return sum(rep["prof"][i] for rep in ran), sum(one)
+
+    fuel, fuel_one = spent(0)
+    wall, wall_one = spent(2)
+    return {"makespan_s": round(makespan, 2), "job_fragments_per_s": round(fragments / makespan, 2),
+            "replicas_run": len(ran), "findings": len(j["findings"]),
+            "extra_replicas_pct": round(100 * (len(ran) - fragments) / fragments, 1),
+            "extra_fuel_pct": round(100 * (fuel - fuel_one) / max(1, fuel_one), 1),
+            "extra_engine_time_pct": round(100 * (wall - wall_one) / max(1, wall_one), 1)}
 
 
 def _print_redundancy(r: dict[str, Any]) -> None:
     print(f"redundancy: one wordcount job of {r['fragments']} fragments over {r['nodes']} nodes, "
-          f"r = 1 then r = 3 with a quorum of 2, same federation:")
-    for name in ("r1", "r3q2"):
+          f"r = 1, r = 3 with a quorum of 2, then adaptive, same federation:")
+    for name in ("r1", "adaptive", "r3q2", "r1_again"):
         x = r[name]
         print(f"  {name}: makespan {x['makespan_s']:.2f} s, {x['job_fragments_per_s']:.2f} job "
-              f"fragments/s ({x['replicas_run']} replicas run, {x['findings']} findings)")
-    print(f"  r = 3 / r = 1 throughput: {r['r3_over_r1']:.3f}x (ideal 0.333x: three times the work)")
+              f"fragments/s ({x['replicas_run']} replicas run, {x['findings']} findings); replication "
+              f"overhead {x['extra_replicas_pct']:.1f} % replicas, {x['extra_fuel_pct']:.1f} % fuel, "
+              f"{x['extra_engine_time_pct']:.1f} % engine time")
+    print(f"  r = 3 / r = 1 throughput: {r['r3_over_r1']:.3f}x (ideal 0.333x: three times the work; "
+          f"r = 1 the mean of its two runs)")
+    w = r["trust_warmup"]
+    a = r["adaptive"]
+    print(f"  adaptive (r = 2, quorum 2, spot-check {a['spot_check']:g}): trust warm-up {w['jobs']} jobs "
+          f"of 24 fragments, {w['s']:.1f} s, {w['replicas_run']} replicas; CV before "
+          f"{r['trust_before']}, after {r['trust_after']}; fragments {a['modes']}")
+    print(f"  adaptive / r = 1 throughput: {r['adaptive_over_r1']:.3f}x (BOINC: overhead 5-10 % "
+          f"of CPU time, from >= 50 % without it)")
 
 
 def _print_throughput(r: dict[str, Any]) -> None:
@@ -397,6 +471,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--owner", choices=("council", "follower"), default="council",
                     help="throughput: the job's owner sits on the council, or follows it")
     ap.add_argument("--only", choices=("overhead", "throughput", "redundancy"), default=None)
+    ap.add_argument("--spot-check", default="0.1", help="redundancy: adaptive arm's spot-check rate")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
@@ -415,7 +490,7 @@ def main(argv: list[str]) -> int:
         if args.only == "redundancy":  # not in the default run: it is issue 13's figure
             t = time.monotonic()
             report["redundancy"] = trio.run(redundancy, Path(tmp) / "redundancy", args.fragments,
-                                            args.fragment_bytes)
+                                            args.fragment_bytes, args.spot_check)
             report["redundancy"]["wall_s"] = round(time.monotonic() - t, 1)
             _print_redundancy(report["redundancy"])
     report["load_average_at_end"] = os.getloadavg()

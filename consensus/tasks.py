@@ -42,7 +42,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from consensus import budgets, integrity
+from consensus import budgets, integrity, trust
 from consensus.scheduler import (
     MAX_FRAGMENT_BYTES,
     MAX_FRAGMENTS,
@@ -161,6 +161,11 @@ class SubmitJob:
     privacy: Privacy | None = None
     quorum: int = 0          # agreeing replicas that accept a fragment's output (0: all r)
     max_replicas: int = 0    # replicas a fragment may reach on disagreement (0: r, none added)
+    # Adaptive replication (consensus/trust.py): each fragment is placed once; a trusted node
+    # runs it alone unless spot-checked at this rate (parts per million); otherwise it is
+    # replicated to r, decided by the quorum.
+    adaptive: bool = False
+    spot_check_ppm: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,12 +279,16 @@ def _jobs(s: SwarmState) -> Mapping[str, Any]:
 
 
 def _with_jobs(s: SwarmState, jobs: dict[str, Any], seq: int | None = None,
-               integrity: Mapping[str, int] | None = None) -> SwarmState:
+               integrity: Mapping[str, int] | None = None,
+               trusts: Mapping[str, int] | None = None) -> SwarmState:
     ext = dict(s.ext)
     sec: dict[str, Any] = {"jobs": jobs, "seq": _seq(s) if seq is None else seq}
     held = integrity if integrity is not None else integrity_findings(s)
     if held:
         sec["integrity"] = dict(held)
+    cvs = trusts if trusts is not None else trust_counters(s)
+    if cvs:
+        sec["trust"] = dict(cvs)
     ext[SECTION] = sec
     return dataclasses.replace(s, ext=ext)
 
@@ -289,6 +298,14 @@ def integrity_findings(s: SwarmState) -> Mapping[str, int]:
     dropped after delivery; this count stays): the input the score will take (issue 13)."""
     sec = s.ext.get(SECTION)
     got = sec.get("integrity") if isinstance(sec, Mapping) else None
+    return got if isinstance(got, Mapping) else {}
+
+
+def trust_counters(s: SwarmState) -> Mapping[str, int]:
+    """Each node's consecutive valid results (consensus/trust.py), for adaptive replication;
+    a node absent has none."""
+    sec = s.ext.get(SECTION)
+    got = sec.get("trust") if isinstance(sec, Mapping) else None
     return got if isinstance(got, Mapping) else {}
 
 
@@ -394,6 +411,35 @@ def _assign(s: SwarmState, job: dict[str, Any], f: int, r: int, node_id: str, se
     rep.update(st=ASSIGNED, node=node_id, attempts=rep["attempts"] + 1, seed=seed,
                tried=[*rep["tried"], node_id])
     _set_replica(job, f, r, rep)
+    if job.get("adapt") is not None and len(job["frags"][f]) == 1:
+        _adapt(s, job, f)
+
+
+def _adapt(s: SwarmState, job: dict[str, Any], f: int) -> None:
+    """An adaptive fragment's only replica (its primary) was just assigned: decide whether it
+    runs alone (consensus/trust.py ``mode``, from committed data only), or widen it to ``r``
+    pending replicas. A primary moved to another node before the fragment was widened is
+    decided again, for that node and attempt."""
+    rep = job["frags"][f][0]
+    node = rep["node"]
+    got = trust.mode(int(trust_counters(s).get(node, 0)), job["adapt"], _job_id_of(job), job["seq"],
+                     f, rep["attempts"], node)
+    modes = list(job["modes"])
+    modes[f] = got
+    job["modes"] = modes
+    if got != trust.SOLO:
+        frags = list(job["frags"])
+        frags[f] = [*frags[f], *(_new_replica() for _ in range(job["r"] - 1))]
+        job["frags"] = frags
+
+
+def _new_replica() -> dict[str, Any]:
+    return {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
+            "size": 0, "prof": [0, 0, 0], "err": ""}
+
+
+def _job_id_of(job: Mapping[str, Any]) -> str:
+    return str(job["id"])
 
 
 # --------------------------------------------------------------------------- handlers
@@ -445,19 +491,28 @@ def _submit(s: SwarmState, c: SubmitJob) -> SwarmState:
                        "otherwise both be accepted)")
     if c.fragments * most > MAX_REPLICAS_PER_JOB:
         raise Rejected(f"{c.fragments} x {most} replicas > {MAX_REPLICAS_PER_JOB}")
-    replica = {"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0, "out": b"",
-               "size": 0, "prof": [0, 0, 0], "err": ""}
+    if not 0 <= c.spot_check_ppm <= trust.PPM:
+        raise Rejected(f"spot-check rate outside 0..{trust.PPM} ppm")
+    if c.adaptive and c.redundancy < 2:
+        raise Rejected("adaptive replication needs a redundancy of 2 or more for the fragments "
+                       "it replicates")
+    if c.spot_check_ppm and not c.adaptive:
+        raise Rejected("a spot-check rate comes with adaptive replication only")
+    replica = _new_replica()
+    width = 1 if c.adaptive else c.redundancy  # an adaptive fragment starts with its primary
     job = {
         "owner": c.owner, "spec": c.spec_digest, "module": c.module_hash, "n": c.fragments,
         "r": c.redundancy, "req": _plain(c.requirements), "w": _plain(c.weights),
         "deadline": c.queue_deadline_ms, "max_attempts": c.max_attempts, "input": c.input_object,
         "frag_bytes": c.fragment_bytes, "status": QUEUED, "reason": "", "result": b"",
         "result_bytes": 0, "done": 0,
-        "frags": [[dict(replica) for _ in range(c.redundancy)] for _ in range(c.fragments)],
+        "frags": [[dict(replica) for _ in range(width)] for _ in range(c.fragments)],
         "inputs": list(c.input_hashes), "limits": _plain(c.limits), "agg": c.aggregation,
         "bw": c.bin_width, "name": c.name, "seq": _seq(s) + 1, "reducer": c.reducer_hash,
         "dp": dp, "release": b"", "q": quorum, "rmax": most, "findings": [],
     }
+    if c.adaptive:  # absent from other jobs' records, which keep their former encoding
+        job.update(id=c.job_id, adapt=c.spot_check_ppm, modes=[""] * c.fragments)
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job
     return _with_jobs(s, jobs, seq=_seq(s) + 1)
@@ -496,7 +551,10 @@ def _assign_batch(s: SwarmState, c: AssignFragments) -> SwarmState:
         raise Rejected("no assignments")
     if len(c.inputs_digest) not in (0, HASH_BYTES):
         raise Rejected("inputs digest is SHA-256 (32 bytes)")
+    widths = [len(fr) for fr in job["frags"]]  # replicas an adaptive primary adds come later
     for a in c.assignments:
+        if 0 <= a.fragment < len(widths) and a.replica >= widths[a.fragment]:
+            raise Rejected(f"no fragment {a.fragment} replica {a.replica} before this decision")
         _assign(s, job, a.fragment, a.replica, a.node_id, c.seed)
     job["status"] = RUNNING
     return _put(s, c.job_id, job)
@@ -584,14 +642,67 @@ def _quorum(job: Mapping[str, Any]) -> tuple[int, int]:
     return int(job.get("q", job["r"])), int(job.get("rmax", job["r"]))
 
 
+def fragment_quorum(job: Mapping[str, Any], f: int) -> int:
+    """The votes fragment ``f`` needs: the job's quorum, or 1 for an adaptive fragment that
+    runs alone (or whose primary is not placed yet)."""
+    modes = job.get("modes")
+    if modes is not None and modes[f] in ("", trust.SOLO):
+        return 1
+    return _quorum(job)[0]
+
+
 def fragment_verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
     """The verdict on fragment ``f`` (pure; every replica computes the same). A vote is a done
     replica whose node is not revoked; a failed replica votes for nothing. An output is
     accepted with at least ``q`` votes and strictly more than any other output has (``q`` is
     more than half of ``r``, but replicas added on disagreement could otherwise let two
-    outputs each reach it: a tie is decided by one more replica, never by a rule)."""
+    outputs each reach it: a tie is decided by one more replica, never by a rule).
+
+    An adaptive fragment that ran alone is agreed on its one result, unless its node was
+    caught in this job (outvoted, or failed where others agreed, on another fragment): then it
+    needs replicas (see :func:`verdicts`, which computes every fragment's at once)."""
+    v = _verdict(s, job, f)
+    modes = job.get("modes")
+    if modes is None or modes[f] != trust.SOLO or v.state != AGREED:
+        return v
+    others = [_verdict(s, job, g) if modes[g] != trust.SOLO else None for g in range(len(modes))]
+    return _solo_checked(job, f, v, caught(job, others))
+
+
+def verdicts(s: SwarmState, job: Mapping[str, Any]) -> list[Verdict]:
+    """Every fragment's :func:`fragment_verdict`, in one pass over the job."""
+    out = [_verdict(s, job, f) for f in range(len(job["frags"]))]
+    modes = job.get("modes")
+    if modes is None:
+        return out
+    bad = caught(job, [v if modes[f] != trust.SOLO else None for f, v in enumerate(out)])
+    return [_solo_checked(job, f, v, bad) if modes[f] == trust.SOLO else v for f, v in enumerate(out)]
+
+
+def caught(job: Mapping[str, Any], checked: list[Verdict | None]) -> set[str]:
+    """The nodes caught in ``job``: outvoted on a fragment whose output is agreed, or failed
+    there. ``checked`` holds the verdicts of the replicated fragments (None elsewhere)."""
+    out: set[str] = set()
+    for f, v in enumerate(checked):
+        if v is None or v.state != AGREED:
+            continue
+        out.update(node for _, node, _ in v.minority)
+        out.update(rep["node"] for rep in job["frags"][f] if rep["st"] == R_FAILED)
+    return out
+
+
+def _solo_checked(job: Mapping[str, Any], f: int, v: Verdict, bad: set[str]) -> Verdict:
+    node = job["frags"][f][0]["node"]
+    if v.state != AGREED or node not in bad:
+        return v
+    # Its result was accepted alone from a node now known to lie or fail: check it after all
+    # (the job is not done, so the result was never delivered).
+    return Verdict(NEEDS_REPLICA, votes=v.votes, why=f"ran alone on {node}, caught in this job")
+
+
+def _verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
     frag = job["frags"][f]
-    q, most = _quorum(job)
+    q, most = fragment_quorum(job, f), _quorum(job)[1]
     votes: dict[bytes, list[int]] = {}
     undecided = revoked = 0
     failed = []
@@ -625,8 +736,7 @@ def fragment_verdict(s: SwarmState, job: Mapping[str, Any], f: int) -> Verdict:
 def incomplete(s: SwarmState, job: Mapping[str, Any]) -> str:
     """Why ``job`` may not be completed now ("" when every fragment has a quorum of agreeing
     replicas from nodes not revoked since; with the default quorum, all ``r`` of them)."""
-    for f, frag in enumerate(job["frags"]):
-        v = fragment_verdict(s, job, f)
+    for f, (frag, v) in enumerate(zip(job["frags"], verdicts(s, job), strict=True)):
         if v.state == AGREED:
             continue
         if v.state == NO_QUORUM:
@@ -645,8 +755,7 @@ def findings(s: SwarmState, job: Mapping[str, Any]) -> list[list[Any]]:
     """[fragment, replica, node, output hash] of every done replica outside its fragment's
     agreed output (in fragment order)."""
     out: list[list[Any]] = []
-    for f in range(len(job["frags"])):
-        v = fragment_verdict(s, job, f)
+    for f, v in enumerate(verdicts(s, job)):
         if v.state == AGREED:
             out.extend([f, r, node, o] for r, node, o in v.minority)
     return out
@@ -662,8 +771,13 @@ def _add_replica(s: SwarmState, c: AddReplica) -> SwarmState:
     if v.state != NEEDS_REPLICA:
         raise Rejected(f"fragment {c.fragment} is {v.state}: no replica to add")
     frags = [list(fr) for fr in job["frags"]]
-    frags[c.fragment].append({"st": PENDING, "node": "", "attempts": 0, "tried": [], "seed": 0,
-                              "out": b"", "size": 0, "prof": [0, 0, 0], "err": ""})
+    frags[c.fragment].append(_new_replica())
+    modes = job.get("modes")
+    if modes is not None and modes[c.fragment] == trust.SOLO:
+        # A fragment run alone whose result failed, or whose node was caught: replicated now,
+        # to r replicas, and decided by the job's quorum.
+        frags[c.fragment].extend(_new_replica() for _ in range(job["r"] - len(frags[c.fragment])))
+        job["modes"] = [*modes[:c.fragment], trust.REPLICATED, *modes[c.fragment + 1:]]
     job["frags"] = frags
     return _put(s, c.job_id, job)
 
@@ -685,6 +799,7 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
     elif c.release:
         raise Rejected("only a private job commits a release")
     found = findings(s, job)[:MAX_FINDINGS]
+    cvs = _trust_after(s, job)
     job.update(status=DONE, result=c.result_hash, result_bytes=c.result_bytes, release=c.release,
                findings=found)
     counts = dict(integrity_findings(s))
@@ -694,8 +809,29 @@ def _done(s: SwarmState, c: JobDone) -> SwarmState:
     jobs = dict(_jobs(s))
     jobs[c.job_id] = job
     # runtime integrity monitoring (consensus/integrity.py): statistics, findings, penalties
-    agreed = [fragment_verdict(s, job, f).output for f in range(len(job["frags"]))]
-    return integrity.observe_job(_with_jobs(s, jobs, integrity=counts), c.job_id, job, agreed)
+    agreed = [v.output for v in verdicts(s, job)]
+    return integrity.observe_job(_with_jobs(s, jobs, integrity=counts, trusts=cvs), c.job_id, job, agreed)
+
+
+def _trust_after(s: SwarmState, job: Mapping[str, Any]) -> dict[str, int]:
+    """The trust counters once ``job``'s verdicts are committed (consensus/trust.py): valid,
+    a done replica voting for an agreed output that at least two replicas gave (a result
+    compared with another node's); invalid, a done replica outside an agreed output or a failed
+    one beside it. A fragment run alone compares nothing and counts for nobody."""
+    valid: list[str] = []
+    invalid: list[str] = []
+    for f, v in enumerate(verdicts(s, job)):
+        if v.state != AGREED:
+            continue
+        invalid.extend(node for _, node, _ in v.minority)
+        for rep in job["frags"][f]:
+            if rep["st"] == R_FAILED:
+                invalid.append(rep["node"])
+            elif rep["st"] == R_DONE and rep["out"] == v.output and v.votes >= 2:
+                m = s.members.get(rep["node"])
+                if m is not None and m.status != REVOKED:
+                    valid.append(rep["node"])
+    return trust.update(trust_counters(s), valid, invalid)
 
 
 def _failed(s: SwarmState, c: JobFailed) -> SwarmState:
@@ -825,7 +961,8 @@ def check_invariants(s: SwarmState) -> list[str]:
         if j["status"] not in LIVE_JOB + TERMINAL_JOB:
             out.append(f"{jid}: unknown status {j['status']}")
         q, most = _quorum(j)
-        if len(j["frags"]) != j["n"] or any(not j["r"] <= len(fr) <= most for fr in j["frags"]):
+        least = 1 if j.get("adapt") is not None else j["r"]
+        if len(j["frags"]) != j["n"] or any(not least <= len(fr) <= most for fr in j["frags"]):
             out.append(f"{jid}: fragments lost: {len(j['frags'])} of {j['n']}")
             continue
         done = 0
@@ -854,8 +991,12 @@ def check_invariants(s: SwarmState) -> list[str]:
             out.append(f"{jid}: done count {j['done']} but {done} done replicas (counted twice?)")
         if j["status"] == DONE and (len(j["result"]) != HASH_BYTES or any(
                 max(collections.Counter(rep["out"] for rep in fr if rep["st"] == R_DONE).values(),
-                    default=0) < q for fr in j["frags"])):
+                    default=0) < fragment_quorum(j, f) for f, fr in enumerate(j["frags"]))):
             out.append(f"{jid}: done without {q} agreeing replicas of every fragment")
+        for f, m in enumerate(j.get("modes") or ()):
+            width = len(j["frags"][f])
+            if (m in ("", trust.SOLO)) != (width == 1) or (m == "" and j["frags"][f][0]["st"] != PENDING):
+                out.append(f"{jid} fragment {f}: mode {m!r} with {width} replicas")
         if j["status"] == QUEUED and any(rep["st"] != PENDING for fr in j["frags"] for rep in fr):
             out.append(f"{jid}: queued with assigned replicas")
         release = j.get("release", b"")

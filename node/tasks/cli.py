@@ -260,6 +260,10 @@ def describe_text(job: dict[str, Any]) -> str:
     if job.get("quorum") and (job["quorum"] != job["redundancy"] or job["max_replicas"] != job["redundancy"]):
         head.append(f"  quorum      {job['quorum']} agreeing replicas, up to {job['max_replicas']} "
                     "a fragment on disagreement")
+    ad = job.get("adaptive")
+    if ad:
+        head.append(f"  adaptive    spot-check {ad['spot_check']:g}; fragments "
+                    + ", ".join(f"{n} {m}" for m, n in ad["modes"].items()))
     for x in job.get("findings", []):
         head.append(f"  finding     fragment {x['fragment']} replica {x['replica']} on {_short(x['node'])}: "
                     f"output {x['output_hash'][:16]}… outvoted")

@@ -167,10 +167,11 @@ class ManagerDuty:
             states = [rep["st"] for frag in j["frags"] for rep in frag]
             if j["status"] in ct.LIVE_JOB:
                 live |= self._track_replicas(st, jid, j, now)
-                # A quorum below r, or replicas added on disagreement, may settle a fragment
-                # with replicas still to run; a plain job never is, and does not pay the check.
-                early = (j.get("q", j["r"]) != j["r"] or j.get("rmax", j["r"]) != j["r"]) and (
-                    not ct.incomplete(st, j))
+                # A quorum below r, replicas added on disagreement, or adaptive replication
+                # (a fragment that runs alone) may settle a fragment with replicas still to
+                # run; a plain job never is, and does not pay the check.
+                early = (j.get("q", j["r"]) != j["r"] or j.get("rmax", j["r"]) != j["r"]
+                         or j.get("adapt") is not None) and not ct.incomplete(st, j)
                 if ct.PENDING in states and not early:
                     self._start(jid, self._place, jid)
                 elif ct.ASSIGNED not in states or early:
@@ -286,8 +287,7 @@ class ManagerDuty:
         lost. Returns the keys tracked."""
         seen: set[tuple[str, int, int]] = set()
         have = {(f, r) for (k, f, r) in self.outputs if k == jid}
-        for f, frag in enumerate(j["frags"]):
-            v = ct.fragment_verdict(st, j, f)
+        for f, (frag, v) in enumerate(zip(j["frags"], ct.verdicts(st, j), strict=True)):
             fragment_output = v.state == ct.AGREED and any(
                 (f, r) in have and rep["out"] == v.output for r, rep in enumerate(frag))
             for r, rep in enumerate(frag):
@@ -543,7 +543,7 @@ class ManagerDuty:
             await self._fail(jid, f"{len(failed)} of {j['n'] * j['r']} replicas failed: "
                                   + "; ".join(parts) + more)
             return
-        verdicts = [ct.fragment_verdict(st, j, f) for f in range(j["n"])]
+        verdicts = ct.verdicts(st, j)
         lost = next((v for v in verdicts if v.state == ct.NO_QUORUM), None)
         if lost is not None:
             await self._fail(jid, lost.why)
@@ -625,7 +625,7 @@ class ManagerDuty:
     def _outputs(self, jid: str, j: Any, verdicts: list[Any] | None = None) -> list[bytes] | None:
         """Each fragment's agreed output, if held here (from a replica that voted for it)."""
         if verdicts is None:
-            verdicts = [ct.fragment_verdict(self.svc.role.state, j, f) for f in range(j["n"])]
+            verdicts = ct.verdicts(self.svc.role.state, j)
         out = []
         for f, frag in enumerate(j["frags"]):
             if verdicts[f].state != ct.AGREED:

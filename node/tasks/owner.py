@@ -330,6 +330,10 @@ class OwnerSide:
             out["quorum"], out["max_replicas"] = j.get("q", j["r"]), j.get("rmax", j["r"])
             out["findings"] = [{"fragment": f, "replica": r, "node": node, "output_hash": o.hex()}
                                for f, r, node, o in j.get("findings", [])]
+            if j.get("adapt") is not None:  # adaptive replication: how each fragment ran
+                modes = list(j["modes"])
+                out["adaptive"] = {"spot_check": j["adapt"] / 1_000_000,
+                                   "modes": {m or "unplaced": modes.count(m) for m in sorted(set(modes))}}
         out["integrity"] = job_findings(st, job_id)  # every kind (docs/tasks.md)
         dp = j.get("dp") if j is not None else None
         if dp is not None:

@@ -217,7 +217,8 @@ class TaskService:
         return {"owner": self.owner.status(), "agent": self.executor.status(),
                 "manager": self.duty.status(), "decisions": dict(self.check.stats),
                 "findings": dict(ct.integrity_findings(self.view())),
-                "integrity": self.findings.status()}
+                "integrity": self.findings.status(),
+                "trust": dict(ct.trust_counters(self.view()))}
 
 
 def _slots(agent: Any) -> int:

@@ -20,6 +20,8 @@ The format (docs/tasks.md, "Job spec")::
     redundancy = 2                 # each fragment on r distinct nodes of distinct providers
     quorum = 2                     # agreeing replicas that accept a fragment (> r/2; default r)
     max_replicas = 4               # replicas a fragment may reach when they disagree (default r)
+    adaptive = true                # trusted nodes run fragments alone (BOINC's adaptive replication)
+    spot_check = 0.1               # with adaptive: share of a trusted node's fragments replicated anyway
     queue_timeout_s = 300          # how long the job may wait for nodes
     [module]   path = "wc.wasm"   sha256 = "<64 hex>"
     [input]    path = "book.txt"  # or object = "<32 hex>" (a stored object), or a directory
@@ -46,7 +48,7 @@ from typing import Any
 
 import cbor2
 
-from consensus import budgets
+from consensus import budgets, trust
 from consensus.scheduler import MAX_FRAGMENTS, MAX_REDUNDANCY, WEIGHT_NAMES, Requirements, Weights
 from consensus.tasks import (
     MAX_ATTEMPTS,
@@ -137,6 +139,8 @@ class JobSpec:
     privacy: PrivateQuery | None = None  # the result is this query's noisy answer
     quorum: int = 0          # agreeing replicas that accept a fragment (0: all of redundancy)
     max_replicas: int = 0    # replicas a fragment may reach on disagreement (0: redundancy)
+    adaptive: bool = False   # adaptive replication (consensus/trust.py)
+    spot_check_ppm: int = 0  # with adaptive: the spot-check rate, parts per million
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical CBOR of every field: the spec digest committed with the job."""
@@ -277,7 +281,8 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
         raise SpecError([("", "expected a table at the top level")])
     base = Path(base_dir) if base_dir is not None else None
     errs = _Errors()
-    top = ("version", "name", "redundancy", "quorum", "max_replicas", "queue_timeout_s",
+    top = ("version", "name", "redundancy", "quorum", "max_replicas", "adaptive", "spot_check",
+           "queue_timeout_s",
            "max_attempts", "module", "input",
            "split", "requirements", "limits", "aggregation", "weights", "privacy")
     for k in raw:
@@ -371,6 +376,7 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
         errs.add("max_replicas", f"at least redundancy ({redundancy})")
     elif fragments * max_replicas > MAX_REPLICAS_PER_JOB:
         errs.add("max_replicas", f"{fragments} fragments x {max_replicas} > {MAX_REPLICAS_PER_JOB} replicas")
+    adaptive, spot_ppm = _adaptive(raw, errs, redundancy)
     queue_timeout = _int(raw, "", "queue_timeout_s", errs, 1, MAX_QUEUE_TIMEOUT_S, default=300)
     max_attempts = _int(raw, "", "max_attempts", errs, 1, MAX_ATTEMPTS, default=3)
 
@@ -410,7 +416,37 @@ def parse_spec(text: str | bytes, *, fmt: str = "toml", base_dir: Path | str | N
     return JobSpec(SPEC_VERSION, mod, InputSpec(resolved_input, obj.lower()), SplitSpec(mode, fragments),
                    req, limits, redundancy, AggregationSpec(kind, reducer, bin_width), queue_timeout,
                    weights, max_attempts, name, privacy,
-                   quorum if quorum != redundancy else 0, max_replicas if max_replicas != redundancy else 0)
+                   quorum if quorum != redundancy else 0, max_replicas if max_replicas != redundancy else 0,
+                   adaptive, spot_ppm)
+
+
+DEFAULT_SPOT_CHECK = "0.1"  # BOINC's adaptive replication measured 5-10 % overhead; see docs
+
+
+def _adaptive(raw: Mapping[str, Any], errs: _Errors, redundancy: int) -> tuple[bool, int]:
+    """``adaptive`` (a boolean) and ``spot_check`` (a number in [0, 1], at most six decimal
+    places; default 0.1, only with ``adaptive = true``): (adaptive, rate in ppm)."""
+    adaptive = raw.get("adaptive", False)
+    if type(adaptive) is not bool:
+        errs.add("adaptive", "expected true or false")
+        adaptive = False
+    elif adaptive and redundancy < 2:
+        errs.add("adaptive", f"needs redundancy 2 or more (the replicas of a fragment that is "
+                             f"checked), not {redundancy}")
+    if "spot_check" not in raw:
+        return adaptive, trust.rate_ppm(DEFAULT_SPOT_CHECK) if adaptive else 0
+    v = raw["spot_check"]
+    if type(v) not in (int, float):
+        errs.add("spot_check", "expected a number in 0..1 (a share of fragments, e.g. 0.1)")
+        return adaptive, 0
+    try:
+        ppm = trust.rate_ppm(v)
+    except ValueError as exc:
+        errs.add("spot_check", f"{exc} (a share of fragments, e.g. 0.1)")
+        return adaptive, 0
+    if raw.get("adaptive") is not True:
+        errs.add("spot_check", "only with adaptive = true")
+    return adaptive, ppm
 
 
 def _privacy(raw: Mapping[str, Any], errs: _Errors, aggregation: str | None) -> PrivateQuery | None:
@@ -473,7 +509,8 @@ def submit_command(spec: JobSpec, *, job_id: str, owner: str, fragments: Sequenc
                      reducer_hash=(bytes.fromhex(spec.aggregation.module.sha256)
                                    if spec.aggregation.module is not None else b""),
                      privacy=private_job(spec.privacy) if spec.privacy is not None else None,
-                     quorum=spec.quorum, max_replicas=spec.max_replicas)
+                     quorum=spec.quorum, max_replicas=spec.max_replicas,
+                     adaptive=spec.adaptive, spot_check_ppm=spec.spot_check_ppm)
 
 
 def private_job(q: PrivateQuery) -> Privacy:

@@ -87,3 +87,10 @@ def test_describe_shows_the_quorum_and_its_findings():
     assert "finding     fragment 1 replica 0 on" in text and "efefefefefefefef… outvoted" in text
     assert "privacy     count of data set census, epsilon 0.5 charged" in text
     assert "quorum" not in describe_text({**JOB, "quorum": 1, "max_replicas": 1})
+
+
+def test_describe_shows_how_an_adaptive_job_ran():
+    job = {**JOB, "status": "done", "redundancy": 2, "quorum": 2, "max_replicas": 3,
+           "adaptive": {"spot_check": 0.1, "modes": {"replicated": 1, "solo": 5, "spot": 2}}}
+    assert "adaptive    spot-check 0.1; fragments 1 replicated, 5 solo, 2 spot" in describe_text(job)
+    assert "adaptive" not in describe_text(JOB)

@@ -299,3 +299,54 @@ def test_privacy_replaces_the_aggregation_and_becomes_a_charged_query(work: Path
     assert cmd.privacy.epsilon == budgets.to_units(0.25)[0]
     assert spec.digest() != parse_spec(PRIVATE + '[privacy]\ndataset = "d"\nkind = "count"\n'
                                        'epsilon = 0.5\n', base_dir=work).digest()
+
+
+def test_adaptive_replication_keys(work: Path) -> None:
+    """``adaptive`` and ``spot_check`` (docs/tasks.md, "Adaptive replication"): the rate in ppm,
+    0.1 by default, carried into the submit command the state accepts."""
+    from consensus.state import Join, SwarmState, apply
+    from consensus.tasks import TASK_REGISTRY, job
+    from node.tasks.spec import submit_command
+
+    spec = parse_spec(GOOD.replace("redundancy = 2\n", "redundancy = 2\nadaptive = true\n"
+                                                       "spot_check = 0.05\n"), base_dir=work)
+    assert spec.adaptive and spec.spot_check_ppm == 50_000
+    default = parse_spec(GOOD.replace("redundancy = 2\n", "redundancy = 2\nadaptive = true\n"),
+                         base_dir=work)
+    assert default.spot_check_ppm == 100_000 and default.digest() != spec.digest()
+    off = parse_spec(GOOD.replace("redundancy = 2\n", "redundancy = 2\nadaptive = false\n"),
+                     base_dir=work)
+    assert not off.adaptive and off.spot_check_ppm == 0 and off.digest() == load_spec_text(work).digest()
+    cmd = submit_command(spec, job_id="j1", owner="n0", fragments=[b"a", b"b"], now_ms=0)
+    assert cmd.adaptive and cmd.spot_check_ppm == 50_000
+    s, _ = apply(SwarmState(), Join("n0", "p", "eu", "sev-snp", 900, True))
+    s, r = TASK_REGISTRY.apply(s, TASK_REGISTRY.decode(TASK_REGISTRY.encode(cmd)))
+    assert r.ok, r.error
+    committed = job(s, "j1")
+    assert committed is not None and committed["adapt"] == 50_000
+    assert [len(fr) for fr in committed["frags"]] == [1, 1]
+
+
+def load_spec_text(work: Path) -> JobSpec:
+    return parse_spec(GOOD, base_dir=work)
+
+
+@pytest.mark.parametrize("keys,field,why", [
+    ('adaptive = "yes"', "adaptive", "expected true or false"),
+    ("adaptive = 1", "adaptive", "expected true or false"),
+    ("spot_check = 0.1", "spot_check", "only with adaptive = true"),
+    ("adaptive = true\nspot_check = 1.5", "spot_check", "outside 0..1"),
+    ("adaptive = true\nspot_check = -0.1", "spot_check", "outside 0..1"),
+    ('adaptive = true\nspot_check = "0.1"', "spot_check", "expected a number"),
+    ("adaptive = true\nspot_check = true", "spot_check", "expected a number"),
+    ("adaptive = true\nspot_check = 0.0000001", "spot_check", "six decimal places"),
+    ("adaptive = true\nspot_check = nan", "spot_check", "outside 0..1"),
+])
+def test_adaptive_errors_are_named(work: Path, keys: str, field: str, why: str) -> None:
+    errs = errors_of(GOOD.replace("redundancy = 2\n", f"redundancy = 2\n{keys}\n"), work)
+    assert why in errs[field], errs
+
+
+def test_adaptive_needs_replicas_to_adapt(work: Path) -> None:
+    errs = errors_of(GOOD.replace("redundancy = 2\n", "redundancy = 1\nadaptive = true\n"), work)
+    assert "needs redundancy 2 or more" in errs["adaptive"]
