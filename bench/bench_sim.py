@@ -244,7 +244,8 @@ def integrity_bench(nodes: int, jobs: int, liars: float, seed: int = SEED) -> di
         print(f"  detection: {nodes} nodes, {g['liars']} liars x 10 % of runs, r=3 q=2, seed {seed}: "
               f"wrong results delivered {g['wrong_results_delivered']}/{g['jobs_delivered']} jobs "
               f"(goal 0); liars revoked {g['detected_liars']}/{g['liars']} "
-              f"({g['liars_lying']} lied at least once; {g['lies_accepted']} lies accepted); "
+              f"({g['liars_lying']} lied at least once; {g['lies_accepted']} lies committed as "
+              f"results, each outvoted); "
               f"time to revoke median {ttr['median']} s max {ttr['max']} s; false findings "
               f"{g['false_findings']}, honest revoked {g['honest_revoked']}, "
               f"violations {row['violations']} [{row['wall_s']} s]")

@@ -35,8 +35,11 @@ median and ``MAD`` its median absolute deviation, a sample ``x`` is an outlier w
 
 and the window holds at least :data:`MIN_SAMPLES` samples. ``floor`` =
 max(absolute floor, median × relative floor) of the metric (:data:`FLOORS`): identical samples
-give MAD = 0, and without a floor any jitter would be infinitely far out. Wall time gets a wide
-floor (25 % of the median, 20 ms): hosts differ and are loaded. Fuel, memory and output size
+give MAD = 0, and without a floor any jitter would be infinitely far out. Only fuel, memory
+and output size are judged (:data:`JUDGED`); wall time is kept, with a wide floor (25 % of the
+median, 20 ms) for its z-score in the status, but never makes a finding: it measures the host
+(its speed and load) as much as the workload, and extra work shows in the fuel, counted
+instruction by instruction. Fuel, memory and output size
 are deterministic for one module and one input, but a key holds every input whose size falls
 in one power-of-two bucket, and these metrics grow with the input: two honest jobs of a module
 can differ by 2x (and a few percent of content) inside one bucket, and the window is mostly the
@@ -114,6 +117,13 @@ MIN_SAMPLES = 8                  # no outlier is flagged before the window holds
 Z_MAX_MILLI = 6000               # robust z-score threshold (6.0), in thousandths
 MAD_SCALE_E4 = 14826             # 1.4826 (MAD -> standard deviation of a normal), x 10^4
 METRICS = ("fuel", "memory", "wall_ms", "output_bytes")
+# The metrics an outlier is a finding on: those the module and its input decide. Wall time is
+# kept (and shown) but never judged: it measures the host -- its speed, its load -- as much as
+# the workload, and a workload doing more than it should shows in its fuel, which is counted
+# instruction by instruction. With wall time judged (floor 25 %), honest nodes with noisy
+# timing drew 10 findings per 10,000 fragments in the simulator (docs/benchmarks.md), and a
+# slow but honest node a finding on most of its fragments, which would in time revoke it.
+JUDGED = frozenset({"fuel", "memory", "output_bytes"})
 # (absolute floor, relative floor in permille of the median) for each metric's MAD
 FLOORS: Mapping[str, tuple[int, int]] = {
     "fuel": (1000, 150),
@@ -398,8 +408,8 @@ def observe_job(s: SwarmState, job_id: str, job: Mapping[str, Any],
                 continue
             prof = profile_of(rep)
             learned.append(prof)
-            worst = max(((outlier(x, before[i], METRICS[i]), i) for i, x in enumerate(prof)),
-                        default=(0, 0))
+            worst = max(((outlier(x, before[i], METRICS[i]), i) for i, x in enumerate(prof)
+                         if METRICS[i] in JUDGED), default=(0, 0))
             if worst[0]:
                 i = worst[1]
                 med = median(before[i])

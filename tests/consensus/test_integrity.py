@@ -97,8 +97,23 @@ def test_an_input_size_difference_inside_one_bucket_is_never_an_outlier(
 
 def test_wall_time_floor_tolerates_a_loaded_host() -> None:
     window = [100] * I.WINDOW               # 100 ms, every time
-    assert I.outlier(250, window, "wall_ms") == 0    # 2.5x on a loaded host: not a finding
-    assert I.outlier(1200, window, "wall_ms") > 0    # 12x is
+    assert I.outlier(250, window, "wall_ms") == 0    # 2.5x on a loaded host: not even an outlier
+    assert I.outlier(1200, window, "wall_ms") > 0    # 12x is one, though not judged (below)
+
+
+def test_a_slow_host_is_never_a_finding_but_extra_fuel_is() -> None:
+    """Wall time measures the host: an honest node 1,000x slower than the rest draws no
+    finding; the same node burning 10x the fuel does."""
+    s = honest_history(swarm(), I.MIN_SAMPLES)
+    s = one_job(s, "slow", ("n2",))
+    s = ok(s, prof_result(0, 0, "n2", wall=100_000, job="slow"))
+    s = ok(s, JobDone("slow", H, 3))
+    assert I.findings_log(s) == []
+    s = one_job(s, "greedy", ("n2",))
+    s = ok(s, prof_result(0, 0, "n2", fuel=10_000_000, job="greedy"))
+    s = ok(s, JobDone("greedy", H, 3))
+    assert [(f["node"], f["kind"], f["ev"]["metric"]) for f in I.findings_log(s)] == [
+        ("n2", I.OUTLIER, "fuel")]
 
 
 # --------------------------------------------------------------------------- findings from jobs
