@@ -18,6 +18,7 @@ from consensus import tasks as T
 from consensus.state import InvalidCommand, Revoke, SwarmState, apply, decode_state, encode_state
 from consensus.tasks import AssignFragments, Assignment, FragmentResult, JobDone
 from tests.consensus.test_tasks import H2, H, ok, refused, run, submit, swarm
+from tests.strategies import cbor_values
 
 
 def prof_result(f: int, r: int, node: str, *, out: bytes = H, fuel: int = 1_000_000,
@@ -288,16 +289,8 @@ def test_a_bad_signature_report_is_accepted_exactly_when_valid(job: str, f: int,
     assert I.check_invariants(new) == []
 
 
-plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
-    max_leaves=12,
-)
-
-
 @settings(max_examples=300)
-@given(plain)
+@given(cbor_values)
 def test_a_garbage_report_decodes_to_invalid_command_only(body: object) -> None:
     with contextlib.suppress(InvalidCommand):
         cmd = T.TASK_REGISTRY.decode(cbor2.dumps(["report-bad-signature", body]))

@@ -22,6 +22,7 @@ from overlay.host import peer_id_of
 from overlay.messages_gossip import FindingRecord
 from overlay.wire import decode, encode, spec_of
 from tests.consensus.test_tasks import H2, H, ok, submit
+from tests.strategies import cbor_values
 
 KEYS = [Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32) for i in range(6)]
 IDS = [peer_id_of(k) for k in KEYS]
@@ -134,16 +135,8 @@ def test_mutated_records_give_remote_protocol_error_only(rec: FindingRecord, dat
         assert got.kind in I.KINDS  # whatever decodes passed the schema
 
 
-plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
-    | st.binary(max_size=8),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
-    max_leaves=12,
-)
-
-
 @settings(max_examples=300)
-@given(plain)
+@given(cbor_values)
 def test_wrong_bodies_in_a_valid_envelope_give_remote_protocol_error_only(body: object) -> None:
     name, version, _ = spec_of(FindingRecord)
     with contextlib.suppress(RemoteProtocolError):
