@@ -150,14 +150,15 @@ async def task_federation(tmp: Path, n: int, settings: Any = None) -> AsyncItera
 
 def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
               aggregation: str = "concat", redundancy: int = 1, extra: str = "",
-              input_path: Path | None = None) -> Path:
+              top: str = "", input_path: Path | None = None) -> Path:
     """A job spec in ``tmp`` (named after the module: a second call replaces it) over
-    ``input_path`` (default ``tmp/input``); ``extra`` is appended (more TOML tables)."""
+    ``input_path`` (default ``tmp/input``); ``top`` adds top-level keys (TOML lines, e.g.
+    ``quorum = 2``), ``extra`` is appended (more TOML tables)."""
     wasm = EXAMPLES / f"{module}.wasm"
     digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
     spec = tmp / f"{module}-job.toml"
     spec.write_text(
-        f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n'
+        f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n{top}'
         f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
         f'[input]\npath = "{input_path or tmp / "input"}"\n'
         f'[split]\nmode = "{split}"\n' + (f'fragments = {fragments}\n' if split != "files" else "")

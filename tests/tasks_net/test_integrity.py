@@ -68,9 +68,7 @@ async def test_a_liar_is_flagged_revoked_through_consensus_and_cut_off(tmp_path)
     text = b"".join(b"the quick brown fox %d\n" % (i % 5) for i in range(300))
     (tmp_path / "input").write_bytes(text)
     spec = write_job(tmp_path, "wordcount", fragments=6, split="records", aggregation="merge-counts",
-                     redundancy=2)
-    spec.write_text(spec.read_text().replace("redundancy = 2\n", "redundancy = 2\nquorum = 2\n"
-                                                                 "max_replicas = 3\n"))
+                     redundancy=2, top="quorum = 2\nmax_replicas = 3\n")
     async with task_federation(tmp_path, 5) as fed:
         lead = fed.leader()
         owner = next(n for n in fed.nodes if n is not lead)

@@ -67,9 +67,7 @@ def test_a_lying_node_process_is_outvoted_flagged_and_revoked(tmp_path, procs): 
     text = b"".join(b"the quick brown fox %d\n" % (i % 5) for i in range(300))
     (tmp_path / "input").write_bytes(text)
     spec = write_job(tmp_path, "wordcount", fragments=8, split="records", aggregation="merge-counts",
-                     redundancy=2)
-    spec.write_text(spec.read_text().replace("redundancy = 2\n", "redundancy = 2\nquorum = 2\n"
-                                                                 "max_replicas = 3\n"))
+                     redundancy=2, top="quorum = 2\nmax_replicas = 3\n")
     truth = dict(Counter(text.decode().split()))
 
     def revoked_everywhere() -> bool:

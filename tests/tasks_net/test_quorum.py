@@ -43,9 +43,7 @@ async def test_a_lying_agent_is_outvoted_and_recorded_and_the_result_is_right(tm
     (tmp_path / "input").write_bytes(text)
     # two replicas must agree; a fragment whose two disagree gets a third, elsewhere
     spec = write_job(tmp_path, "wordcount", fragments=4, split="records", aggregation="merge-counts",
-                     redundancy=2)
-    spec.write_text(spec.read_text().replace("redundancy = 2\n", "redundancy = 2\nquorum = 2\n"
-                                                                 "max_replicas = 3\n"))
+                     redundancy=2, top="quorum = 2\nmax_replicas = 3\n")
     async with task_federation(tmp_path, 4) as fed:
         lead = fed.leader()
         owner = next(n for n in fed.nodes if n is not lead)
