@@ -215,6 +215,9 @@ class FragmentResult:
     peak_memory_bytes: int
     wall_ms: int
     error: str = ""
+    # the spot-check draw of an adaptive fragment's solo result (consensus/trust.py): the
+    # manager's signature over trust.spot_transcript; empty for every other result
+    draw: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,14 +425,19 @@ def _adapt(s: SwarmState, job: dict[str, Any], f: int) -> None:
     decided again, for that node and attempt."""
     rep = job["frags"][f][0]
     node = rep["node"]
-    got = trust.mode(int(trust_counters(s).get(node, 0)), job["adapt"], _job_id_of(job), job["seq"],
+    got = trust.mode(int(trust_counters(s).get(node, 0)), _job_id_of(job), job["seq"],
                      f, rep["attempts"], node)
+    _set_mode(job, f, got)
+
+
+def _set_mode(job: dict[str, Any], f: int, mode: str) -> None:
+    """Set fragment ``f``'s adaptive mode; any mode but SOLO widens it to ``r`` replicas."""
     modes = list(job["modes"])
-    modes[f] = got
+    modes[f] = mode
     job["modes"] = modes
-    if got != trust.SOLO:
+    if mode != trust.SOLO:
         frags = list(job["frags"])
-        frags[f] = [*frags[f], *(_new_replica() for _ in range(job["r"] - 1))]
+        frags[f] = [*frags[f], *(_new_replica() for _ in range(job["r"] - len(frags[f])))]
         job["frags"] = frags
 
 
@@ -578,11 +586,19 @@ def _result(s: SwarmState, c: FragmentResult) -> SwarmState:
         raise Rejected("a failed result carries an error and no output")
     if len(c.error) > MAX_REASON or min(c.output_bytes, c.fuel_used, c.peak_memory_bytes, c.wall_ms) < 0:
         raise Rejected("bad result fields")
+    modes = job.get("modes")
+    solo = modes is not None and modes[c.fragment] == trust.SOLO and c.ok
+    if solo and len(c.draw) != trust.DRAW_BYTES:
+        raise Rejected(f"a result run alone carries the manager's spot-check draw ({trust.DRAW_BYTES} bytes)")
+    if not solo and c.draw:
+        raise Rejected("only a result run alone carries a spot-check draw")
     rep.update(st=R_DONE if c.ok else R_FAILED, out=c.output_hash, size=c.output_bytes,
                prof=[c.fuel_used, c.peak_memory_bytes, c.wall_ms], err=c.error)
     _set_replica(job, c.fragment, c.replica, rep)
     if c.ok:
         job["done"] += 1
+    if solo and trust.spot_checked(job["adapt"], c.draw):
+        _set_mode(job, c.fragment, trust.SPOT)  # checked: its result is one vote of r
     return _put(s, c.job_id, job)
 
 
@@ -772,13 +788,12 @@ def _add_replica(s: SwarmState, c: AddReplica) -> SwarmState:
         raise Rejected(f"fragment {c.fragment} is {v.state}: no replica to add")
     frags = [list(fr) for fr in job["frags"]]
     frags[c.fragment].append(_new_replica())
+    job["frags"] = frags
     modes = job.get("modes")
     if modes is not None and modes[c.fragment] == trust.SOLO:
         # A fragment run alone whose result failed, or whose node was caught: replicated now,
         # to r replicas, and decided by the job's quorum.
-        frags[c.fragment].extend(_new_replica() for _ in range(job["r"] - len(frags[c.fragment])))
-        job["modes"] = [*modes[:c.fragment], trust.REPLICATED, *modes[c.fragment + 1:]]
-    job["frags"] = frags
+        _set_mode(job, c.fragment, trust.REPLICATED)
     return _put(s, c.job_id, job)
 
 

@@ -11,12 +11,17 @@ applies that assignment it decides, from committed data only, whether the fragme
   [0, 1) keyed on (job id, the job's submission number, fragment, attempt, node) is at least
   ``1 / CV``: probability ``1 - 1/CV`` (BOINC: "trusted with probability 1 - 1/CV, never below
   CV = 10");
-- the fragment is **spot-checked** when a second draw, keyed on (job id, submission number,
-  fragment, attempt), falls below the job's spot-check rate;
-- it runs **alone** (``SOLO``) when the node is trusted and the fragment is not spot-checked;
-  otherwise it is replicated to the job's redundancy (``SPOT`` when a trusted node is checked,
-  ``REPLICATED`` when the node is not trusted), and the job's quorum decides it as for any
-  replicated fragment.
+- it runs **alone** (``SOLO``) when the node is trusted; otherwise it is replicated to the
+  job's redundancy at once (``REPLICATED``) and the job's quorum decides it;
+- a fragment run alone is **spot-checked** (``SPOT``: widened to the job's redundancy, its
+  primary's result one vote among them) when a second draw falls below the job's spot-check
+  rate. That draw is made *after* the primary's result is in, and is keyed on the manager's
+  Ed25519 signature over :func:`spot_transcript` (job, submission number, fragment, attempt,
+  node, the output hash the node returned), which the manager commits with the result
+  (``FragmentResult.draw``). The node cannot compute it: it cannot tell, when it answers,
+  whether its answer will be checked, so lying on the fragments it runs alone is caught at the
+  job's rate. Ed25519 signatures are deterministic (RFC 8032), and council members check the
+  committed one (``task_decision``, node/tasks/verify.py).
 
 The counters move when a job's verdicts are committed (``job-done``): a done replica that voted
 for its fragment's agreed output, in a fragment that was replicated, is *valid*; a done replica
@@ -31,15 +36,20 @@ Rules
 - Integers only: a draw is the first 64 bits of a SHA-256; ``u >= 1/CV`` is
   ``u64 * CV >= 2**64`` and ``u < rate`` is ``u64 * 10**6 < rate_ppm * 2**64``. Every member
   reaches the same decision on every machine.
-- Nothing the manager chooses enters a draw: not the log index, not a clock. The manager only
-  chooses the node, and that choice is the scheduler's, verifiable (``check_decision``).
+- Nothing the manager chooses enters the trust draw: not the log index, not a clock. The manager
+  only chooses the node, and that choice is the scheduler's, verifiable (``check_decision``).
+  The spot-check draw is its signature: an honest manager's is deterministic; a compromised
+  manager could sign with another nonce (Ed25519 verifies those too) and so choose which
+  solo results go unchecked, as it could already by other means. A verifiable random function
+  (RFC 9381) would close that; none is in the libraries this project uses.
 - Bounded: at most :data:`MAX_TRUST_NODES` counters (a reset deletes its entry; a node beyond
   the bound is not counted, so never trusted: the safe side), each at most :data:`CV_CAP`.
 
-What it does not guarantee (docs/tasks.md, "Adaptive replication"): the draws are public, so a
-node that reads the committed state knows which of its fragments run alone. Adaptive mode
-catches nodes that fail or lie without that calculation (BOINC's threat model) and bounds what
-the others gain: a result accepted alone is never re-checked.
+What it does not guarantee (docs/tasks.md, "Adaptive replication"): the trust draw is public,
+so a node knows which of its fragments run alone, but not which of those will be checked. A
+liar lying on a share ``p`` of its solo fragments goes unseen on each with probability
+``1 - rate`` and is caught (its counter reset, the fragment re-run by a quorum) at the rate; a
+result accepted alone and not checked is never re-checked.
 """
 
 from __future__ import annotations
@@ -74,19 +84,27 @@ def trusted(cv: int, job_id: str, seq: int, fragment: int, attempt: int, node: s
     return draw(_TRUST_DOMAIN, job_id, seq, fragment, attempt, node) * cv >= _TWO64
 
 
-def spot_checked(rate_ppm: int, job_id: str, seq: int, fragment: int, attempt: int) -> bool:
-    """Whether this fragment is replicated anyway (probability ``rate_ppm / 10**6``)."""
+DRAW_BYTES = 64             # an Ed25519 signature
+
+
+def spot_transcript(job_id: str, seq: int, fragment: int, attempt: int, node: str,
+                    output_hash: bytes) -> bytes:
+    """What the manager signs to draw the spot-check of a fragment run alone."""
+    return _SPOT_DOMAIN + b"\0" + cbor2.dumps([job_id, seq, fragment, attempt, node, output_hash],
+                                               canonical=True)
+
+
+def spot_checked(rate_ppm: int, signature: bytes) -> bool:
+    """Whether a solo fragment whose result drew ``signature`` (the manager's, over
+    :func:`spot_transcript`) is checked: probability ``rate_ppm / 10**6``."""
     if not 0 <= rate_ppm <= PPM:
         raise ValueError(f"spot-check rate {rate_ppm} ppm outside 0..{PPM}")
-    return draw(_SPOT_DOMAIN, job_id, seq, fragment, attempt) * PPM < rate_ppm * _TWO64
+    return draw(_SPOT_DOMAIN, signature) * PPM < rate_ppm * _TWO64
 
 
-def mode(cv: int, rate_ppm: int, job_id: str, seq: int, fragment: int, attempt: int,
-         node: str) -> str:
-    """SOLO (run once), SPOT (a trusted node, checked) or REPLICATED (not trusted)."""
-    if not trusted(cv, job_id, seq, fragment, attempt, node):
-        return REPLICATED
-    return SPOT if spot_checked(rate_ppm, job_id, seq, fragment, attempt) else SOLO
+def mode(cv: int, job_id: str, seq: int, fragment: int, attempt: int, node: str) -> str:
+    """SOLO (a trusted node runs it once, spot-checked later) or REPLICATED (not trusted)."""
+    return SOLO if trusted(cv, job_id, seq, fragment, attempt, node) else REPLICATED
 
 
 def update(counters: Mapping[str, int], valid: Iterable[str], invalid: Iterable[str]) -> dict[str, int]:

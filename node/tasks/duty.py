@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from consensus import tasks as ct
+from consensus import trust
 from consensus.scheduler import Measurements, inputs_digest, schedule
 from consensus.state import ADMITTED, REVOKED
 from node.tasks import budget
@@ -421,6 +422,18 @@ class ManagerDuty:
         self.wake()
         return TaskReply(True)
 
+    def _spot_draw(self, j: Any, rep: ResultReport, rec: Any) -> bytes:
+        """For the result of an adaptive fragment run alone: this manager's signature over the
+        result (consensus/trust.py ``spot_transcript``), from which the state machine draws
+        whether it is spot-checked; the node could not know it when it answered. Else b""."""
+        modes = j.get("modes")
+        if modes is None or modes[rep.fragment] != trust.SOLO:
+            return b""
+        transcript = trust.spot_transcript(rep.job_id, j["seq"], rep.fragment, rec["attempts"],
+                                           rec["node"], rep.output_hash)
+        sig: bytes = self.svc.agent._identity.sign(transcript)
+        return sig
+
     async def on_result(self, pid: str, rep: ResultReport, output: bytes) -> TaskReply:
         if not self.active():
             return self._not_manager()
@@ -441,7 +454,8 @@ class ManagerDuty:
                 rep.job_id, rep.fragment, rep.replica, pid, rep.ok,
                 rep.output_hash if rep.ok else b"", len(output), rep.fuel_used,
                 rep.peak_memory_bytes, rep.wall_ms,
-                "" if rep.ok else f"{rep.error_kind}: {rep.error}"[:500]))
+                "" if rep.ok else f"{rep.error_kind}: {rep.error}"[:500],
+                self._spot_draw(j, rep, rec) if rep.ok else b""))
             if not ok:
                 return TaskReply(False, err[:500], "rejected")
             self.stats["results"] += 1

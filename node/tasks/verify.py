@@ -10,6 +10,11 @@ and, when its own offers and measurements give the same digest, re-runs the sche
 mismatch (a manager that placed replicas other than the scheduler chooses) is logged as an error
 with what differs. ``unverifiable`` means this node's inputs differ (gossip has not converged)
 or the seed's state is older than the history it keeps.
+
+The spot-check draw of an adaptive fragment's solo result (``fragment-result`` with a ``draw``,
+consensus/trust.py) is checked the same way: it must be the committing manager's Ed25519
+signature over the result's ``spot_transcript``; otherwise the manager chose which solo results
+go unchecked, and it is counted as a ``mismatch``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from typing import Any
 
 from consensus import tasks as ct
+from consensus import trust
 from consensus.scheduler import Decision, Measurements, Placement, check_decision, inputs_digest
 from consensus.state import InvalidCommand, SwarmState
 
@@ -50,6 +56,25 @@ def check_assignment(cmd: ct.AssignFragments, at_seed: SwarmState, offers: Any,
     return ("verified", "") if ok else ("mismatch", why)
 
 
+def check_draw(cmd: ct.FragmentResult, st: SwarmState) -> tuple[str, str]:
+    """("verified" | "mismatch" | "unverifiable", detail) for a committed solo result's draw,
+    against the state it was applied to (the manager that committed it, the replica's attempt)."""
+    from node.manager_checks import _peer_key, verify_ed25519
+
+    j = ct.job(st, cmd.job_id)
+    if j is None or not 0 <= cmd.fragment < len(j["frags"]):
+        return "unverifiable", "the job is no longer in the state"
+    rec = j["frags"][cmd.fragment][cmd.replica]
+    key = _peer_key(st.manager_id)
+    if key is None:
+        return "unverifiable", "no manager key"
+    transcript = trust.spot_transcript(cmd.job_id, j["seq"], cmd.fragment, rec["attempts"],
+                                       cmd.node_id, cmd.output_hash)
+    if verify_ed25519(key, transcript, cmd.draw):
+        return "verified", ""
+    return "mismatch", f"the spot-check draw of fragment {cmd.fragment} is not {st.manager_id}'s signature"
+
+
 class DecisionCheck:
     """Installed on a node's manager role: checks every applied ``assign-fragments``."""
 
@@ -65,6 +90,9 @@ class DecisionCheck:
             cmd = ct.TASK_REGISTRY.decode(data)
         except InvalidCommand:
             return
+        if isinstance(cmd, ct.FragmentResult) and cmd.draw:
+            self._count(*check_draw(cmd, role.state), cmd.job_id, index)
+            return
         if not isinstance(cmd, ct.AssignFragments) or not cmd.inputs_digest:
             return
         at_seed = role.cert.history.get(cmd.seed)
@@ -74,10 +102,13 @@ class DecisionCheck:
         else:
             verdict, why = check_assignment(cmd, at_seed, offers_src.offers(),
                                             offers_src.measurements())
+        self._count(verdict, why, cmd.job_id, index)
+
+    def _count(self, verdict: str, why: str, job_id: str, index: int) -> None:
         self.stats[verdict] += 1
         self.svc.agent.counters.inc("task_decision", verdict)
         if verdict == "mismatch":
-            log.error("the manager's placement of job %s at index %d is not the scheduler's: %s",
-                      cmd.job_id, index, why, extra={"job": cmd.job_id})
+            log.error("the manager's decision on job %s at index %d does not check out: %s",
+                      job_id, index, why, extra={"job": job_id})
         elif verdict == "unverifiable":
-            log.debug("placement of job %s at index %d not checked: %s", cmd.job_id, index, why)
+            log.debug("decision on job %s at index %d not checked: %s", job_id, index, why)

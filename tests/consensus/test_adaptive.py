@@ -1,6 +1,7 @@
 """Adaptive replication in the task state machine: each fragment placed once, run alone on a
-trusted node unless spot-checked, the counters moved by committed verdicts, a node caught lying
-has its unchecked fragments of the job checked after all."""
+trusted node, spot-checked after its result by the manager's draw, the counters moved by
+committed verdicts, a node caught lying has its unchecked fragments of the job checked after
+all."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import random
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,26 @@ from consensus.tasks import AddReplica, AssignFragments, Assignment, FragmentRes
 from tests.consensus.test_tasks import H2, H, ok, random_command, refused, result, submit, swarm
 
 TRUSTED = trust.CV_CAP  # trusted with probability 1 - 1e-6: every draw below passes
+MANAGER = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # fixed: the draws reprint
+
+
+def drawn(s: SwarmState, cmd: Any, key: Ed25519PrivateKey = MANAGER) -> Any:
+    """``cmd`` as the manager commits it: an ok result of a fragment run alone carries its
+    signature over the result (the spot-check draw); anything else is unchanged."""
+    if not isinstance(cmd, FragmentResult) or not cmd.ok:
+        return cmd
+    j = T.job(s, cmd.job_id)
+    if (j is None or j.get("modes") is None or not 0 <= cmd.fragment < len(j["modes"])
+            or j["modes"][cmd.fragment] != trust.SOLO
+            or not 0 <= cmd.replica < len(j["frags"][cmd.fragment])):
+        return cmd
+    rec = j["frags"][cmd.fragment][cmd.replica]
+    return dataclasses.replace(cmd, draw=key.sign(trust.spot_transcript(
+        cmd.job_id, j["seq"], cmd.fragment, rec["attempts"], cmd.node_id, cmd.output_hash)))
+
+
+def checked(s: SwarmState, cmd: FragmentResult, ppm: int) -> bool:
+    return trust.spot_checked(ppm, drawn(s, cmd).draw)
 
 
 def with_trust(s: SwarmState, cvs: dict[str, int]) -> SwarmState:
@@ -80,7 +102,10 @@ def test_a_trusted_node_runs_alone_and_earns_nothing_from_it() -> None:
     j = T.job(s, "j")
     assert j["modes"] == [trust.SOLO, trust.REPLICATED]
     assert len(j["frags"][0]) == 1 and len(j["frags"][1]) == 2
-    s = ok(s, result(0, 0, "n1"))
+    refused(s, result(0, 0, "n1"), "carries the manager's spot-check draw")
+    refused(s, dataclasses.replace(result(1, 0, "n2"), draw=bytes(64)), "only a result run alone")
+    s = ok(s, drawn(s, result(0, 0, "n1")))
+    assert T.job(s, "j")["modes"][0] == trust.SOLO  # rate 0: never checked
     assert T.fragment_verdict(s, T.job(s, "j"), 0).state == T.AGREED  # one vote is enough alone
     refused(s, JobDone("j", H2, 10), "fragment 1 replica 0 is assigned")
     s = ok(s, AssignFragments("j", 2, (Assignment(1, 1, "n3"),)))
@@ -93,22 +118,28 @@ def test_a_trusted_node_runs_alone_and_earns_nothing_from_it() -> None:
 
 
 def test_a_spot_check_catches_a_trusted_liar_and_rechecks_its_solo_fragments() -> None:
-    """n1 is trusted. Fragment 0 runs alone on it and it lies there, accepted alone for now;
-    fragment 1, also on n1, is spot-checked and outvotes it: its counter resets, and fragment 0
+    """n1 is trusted and runs both fragments alone. It lies on both: on fragment 0 the
+    manager's draw does not check it (accepted alone for now); on fragment 1 it does, the
+    fragment is widened and the honest replicas outvote n1: its counter resets, and fragment 0
     is checked after all before the job may end, so its wrong output never reaches the
     result."""
-    # a job (id) whose draws give fragment 0 alone and fragment 1 spot-checked on n1 (the job
-    # is the first submitted: seq 1; attempt 1)
+    base = with_trust(swarm(), {"n1": TRUSTED, "n2": TRUSTED})
+
+    def placed(jid: str) -> SwarmState:
+        s = ok(base, adaptive(n=2, r=2, ppm=500_000, quorum=2, max_replicas=3, job_id=jid))
+        return ok(s, AssignFragments(jid, 1, (Assignment(0, 0, "n1"), Assignment(1, 0, "n1"))))
+
+    # a job (id) whose draws leave the lie on fragment 0 unchecked and check the one on 1
     jid = next(f"j{i}" for i in range(1000)
-               if [trust.mode(TRUSTED, 500_000, f"j{i}", 1, f, 1, "n1") for f in (0, 1)]
-               == [trust.SOLO, trust.SPOT])
-    s = with_trust(swarm(), {"n1": TRUSTED, "n2": TRUSTED})
-    s = ok(s, adaptive(n=2, r=2, ppm=500_000, quorum=2, max_replicas=3, job_id=jid))
-    s = ok(s, AssignFragments(jid, 1, (Assignment(0, 0, "n1"), Assignment(1, 0, "n1"))))
-    assert T.job(s, jid)["modes"] == [trust.SOLO, trust.SPOT]
-    s = ok(s, result(0, 0, "n1", H2, job=jid))                   # a lie, accepted alone for now
+               if [checked(placed(f"j{i}"), result(f, 0, "n1", H2, job=f"j{i}"), 500_000)
+                   for f in (0, 1)] == [False, True])
+    s = placed(jid)
+    assert T.job(s, jid)["modes"] == [trust.SOLO, trust.SOLO]
+    s = ok(s, drawn(s, result(0, 0, "n1", H2, job=jid)))        # a lie, accepted alone for now
+    s = ok(s, drawn(s, result(1, 0, "n1", H2, job=jid)))        # a lie, drawn for a check
+    j = T.job(s, jid)
+    assert j["modes"] == [trust.SOLO, trust.SPOT] and len(j["frags"][1]) == 2
     s = ok(s, AssignFragments(jid, 2, (Assignment(1, 1, "n2"),)))
-    s = ok(s, result(1, 0, "n1", H2, job=jid))
     s = ok(s, result(1, 1, "n2", H, job=jid))
     v = T.verdicts(s, T.job(s, jid))
     assert v[1].state == T.NEEDS_REPLICA and v[0].state == T.AGREED  # not caught yet: a tie
@@ -162,7 +193,7 @@ def test_a_revoked_solo_node_votes_for_nothing() -> None:
     s = with_trust(swarm(), {"n1": TRUSTED})
     s = ok(s, adaptive(n=1, r=2))
     s = ok(s, AssignFragments("j", 1, (Assignment(0, 0, "n1"),)))
-    s = ok(s, result(0, 0, "n1"))
+    s = ok(s, drawn(s, result(0, 0, "n1")))
     s, _ = apply(s, Revoke("n1", "alarm"))
     refused(s, JobDone("j", H2, 10), "revoked since")
     s = ok(s, ReassignFragment("j", 0, 0, "n1", "n2", "revoked"))
@@ -200,6 +231,8 @@ def test_random_adaptive_sequences_keep_every_invariant(seed: int) -> None:
         if isinstance(cmd, T.SubmitJob) and cmd.redundancy >= 2 and rng.random() < 0.7:
             cmd = dataclasses.replace(cmd, adaptive=True,
                                       spot_check_ppm=rng.choice([0, 100_000, trust.PPM]))
+        if rng.random() < 0.9:
+            cmd = drawn(s, cmd)
         new, res = T.TASK_REGISTRY.apply(s, cmd)
         if not res.ok:
             assert new is s
@@ -224,7 +257,7 @@ def test_random_adaptive_sequences_run_fragments_alone_and_widen_others() -> Non
             cmd = random_command(rng, s)
             if isinstance(cmd, T.SubmitJob) and cmd.redundancy >= 2:
                 cmd = dataclasses.replace(cmd, adaptive=True, spot_check_ppm=300_000)
-            s, _ = T.TASK_REGISTRY.apply(s, cmd)
+            s, _ = T.TASK_REGISTRY.apply(s, drawn(s, cmd))
             for jid, j in T.jobs(s).items():
                 seen.update(j.get("modes") or ())
                 if j["status"] == T.DONE and "modes" in j:

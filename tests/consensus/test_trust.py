@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,21 +20,27 @@ nodes = st.sampled_from([f"n{i}" for i in range(8)])
        st.integers(1, 16), ids)
 def test_never_trusted_below_cv_min(cv, job, seq, f, attempt, node) -> None:
     assert not trust.trusted(cv, job, seq, f, attempt, node)
-    assert trust.mode(cv, trust.PPM // 2, job, seq, f, attempt, node) == trust.REPLICATED
+    assert trust.mode(cv, job, seq, f, attempt, node) == trust.REPLICATED
 
 
 @given(st.integers(0, 2 * trust.CV_CAP), st.integers(0, trust.PPM), ids, st.integers(0, 10**6),
-       st.integers(0, 4095), st.integers(1, 16), ids)
-def test_the_same_inputs_give_the_same_decision(cv, ppm, job, seq, f, attempt, node) -> None:
-    """Every member computes the mode from committed data alone: a pure function, and SOLO
-    exactly when trusted and not spot-checked."""
-    got = trust.mode(cv, ppm, job, seq, f, attempt, node)
-    assert got == trust.mode(cv, ppm, job, seq, f, attempt, node)
-    t = trust.trusted(cv, job, seq, f, attempt, node)
-    sc = trust.spot_checked(ppm, job, seq, f, attempt)
-    assert got == (trust.REPLICATED if not t else trust.SPOT if sc else trust.SOLO)
-    assert trust.spot_checked(0, job, seq, f, attempt) is False
-    assert trust.spot_checked(trust.PPM, job, seq, f, attempt) is True
+       st.integers(0, 4095), st.integers(1, 16), ids, st.binary(min_size=64, max_size=64))
+def test_the_same_inputs_give_the_same_decision(cv, ppm, job, seq, f, attempt, node, sig) -> None:
+    """Every member computes the mode from committed data alone: a pure function, SOLO exactly
+    when trusted; and the spot-check from the committed draw alone."""
+    got = trust.mode(cv, job, seq, f, attempt, node)
+    assert got == trust.mode(cv, job, seq, f, attempt, node)
+    assert got == (trust.SOLO if trust.trusted(cv, job, seq, f, attempt, node) else trust.REPLICATED)
+    assert trust.spot_checked(ppm, sig) == trust.spot_checked(ppm, sig)
+    assert trust.spot_checked(0, sig) is False
+    assert trust.spot_checked(trust.PPM, sig) is True
+
+
+MANAGER = Ed25519PrivateKey.generate()
+
+
+def _draw(f: int, out: bytes = b"\x11" * 32, key: Ed25519PrivateKey = MANAGER, job: str = "j") -> bytes:
+    return key.sign(trust.spot_transcript(job, 3, f, 1, "n1", out))
 
 
 def _within(hits: int, n: int, p: float, sigmas: float = 5.0) -> bool:
@@ -45,7 +52,7 @@ def test_the_spot_check_rate_is_the_jobs_rate(ppm: int) -> None:
     """Over 20,000 fragments of fixed jobs, the share spot-checked is the rate (within five
     standard deviations of the binomial: a fixed seed, so this never flakes)."""
     n = 20_000
-    hits = sum(trust.spot_checked(ppm, f"job-{f % 7}", 3, f, 1) for f in range(n))
+    hits = sum(trust.spot_checked(ppm, _draw(f, job=f"job-{f % 7}")) for f in range(n))
     assert _within(hits, n, ppm / trust.PPM), hits
 
 
@@ -60,7 +67,7 @@ def test_draws_are_independent_of_each_other() -> None:
     """Whether a node is trusted says nothing about whether the fragment is spot-checked: the
     joint frequency is the product of the rates."""
     n = 20_000
-    both = sum(trust.trusted(10, "j", 1, f, 1, "n") and trust.spot_checked(100_000, "j", 1, f, 1)
+    both = sum(trust.trusted(10, "j", 1, f, 1, "n") and trust.spot_checked(100_000, _draw(f))
                for f in range(n))
     assert _within(both, n, 0.9 * 0.1), both
 
@@ -69,9 +76,25 @@ def test_a_new_attempt_or_node_draws_again() -> None:
     """A primary moved to another node (or tried again) is decided afresh, not copied."""
     same_attempt = [trust.trusted(10, "j", 1, f, 1, "a") for f in range(2000)]
     other_node = [trust.trusted(10, "j", 1, f, 1, "b") for f in range(2000)]
-    other_attempt = [trust.spot_checked(500_000, "j", 1, f, 2) for f in range(2000)]
-    first = [trust.spot_checked(500_000, "j", 1, f, 1) for f in range(2000)]
-    assert same_attempt != other_node and first != other_attempt
+    assert same_attempt != other_node
+
+
+def test_the_node_cannot_know_whether_its_answer_is_checked() -> None:
+    """The spot-check hangs on the manager's signature over the answer: the same answers under
+    another manager's key, or other answers under the same key, are checked on other fragments
+    (about half of them differ at a 50 % rate), and nothing the node knows decides it."""
+    other = Ed25519PrivateKey.generate()
+    mine = [trust.spot_checked(500_000, _draw(f)) for f in range(2000)]
+    theirs = [trust.spot_checked(500_000, _draw(f, key=other)) for f in range(2000)]
+    lie = [trust.spot_checked(500_000, _draw(f, out=b"\x22" * 32)) for f in range(2000)]
+    assert _within(sum(a != b for a, b in zip(mine, theirs, strict=True)), 2000, 0.5)
+    assert _within(sum(a != b for a, b in zip(mine, lie, strict=True)), 2000, 0.5)
+    # the transcript binds every field the node could vary
+    base = trust.spot_transcript("j", 3, 0, 1, "n1", b"\x11" * 32)
+    assert len({base, trust.spot_transcript("j", 3, 0, 2, "n1", b"\x11" * 32),
+                trust.spot_transcript("j", 3, 0, 1, "n2", b"\x11" * 32),
+                trust.spot_transcript("j", 4, 0, 1, "n1", b"\x11" * 32),
+                trust.spot_transcript("k", 3, 0, 1, "n1", b"\x11" * 32)}) == 5
 
 
 @settings(max_examples=300, deadline=None)
@@ -122,4 +145,4 @@ def test_bad_rates_are_named(text, why) -> None:
     with pytest.raises(ValueError, match=why):
         trust.rate_ppm(text)
     with pytest.raises(ValueError, match="outside"):
-        trust.spot_checked(trust.PPM + 1, "j", 1, 0, 1)
+        trust.spot_checked(trust.PPM + 1, _draw(0))

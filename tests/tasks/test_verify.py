@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from consensus import tasks as ct
+from consensus import trust
 from consensus.scheduler import Measurements, Offer, inputs_digest, schedule
-from node.tasks.verify import check_assignment, free_capacity
-from tests.consensus.test_tasks import ok, submit, swarm
+from consensus.state import apply
+from node.tasks.verify import check_assignment, check_draw, free_capacity
+from overlay.host import peer_id_of
+from tests.consensus.test_adaptive import adaptive, drawn, with_trust
+from tests.consensus.test_tasks import ok, result, submit, swarm
 
 
 def _decide(s, offers, job_id="j"):
@@ -65,3 +70,24 @@ def test_a_wave_is_checked_against_the_first_pending_replicas():
                                            for p in d.placements),
                              inputs_digest(offers, sub, free, Measurements()))
     assert check_assignment(cmd, s, offers, Measurements()) == ("verified", "")
+
+
+# --------------------------------------------------------------------------- spot-check draws
+
+
+def test_a_members_check_of_a_spot_check_draw() -> None:
+    """A solo result's draw must be the committing manager's signature over the result: a
+    draw signed by another key (a manager choosing which solo results go unchecked, or
+    forging the manager's word) is a mismatch."""
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    s = with_trust(swarm(), {"n1": trust.CV_CAP})
+    s = dataclasses.replace(s, manager_term=1, manager_id=peer_id_of(key))
+    s = ok(s, adaptive(n=1, r=2))
+    s = ok(s, ct.AssignFragments("j", 1, (ct.Assignment(0, 0, "n1"),)))
+    good, forged = drawn(s, result(0, 0, "n1"), key), drawn(s, result(0, 0, "n1"), other)
+    after, res = apply(s, good, ct.TASK_REGISTRY)
+    assert res.ok
+    assert check_draw(good, after) == ("verified", "")
+    verdict, why = check_draw(forged, after)
+    assert verdict == "mismatch" and "signature" in why
+    assert check_draw(good, dataclasses.replace(after, manager_id="not-a-peer-id"))[0] == "unverifiable"

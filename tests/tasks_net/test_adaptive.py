@@ -72,6 +72,9 @@ async def test_trusted_nodes_run_alone_and_a_spot_check_catches_a_trusted_liar(t
         assert all(cvs()[n] >= before[n] for n in solo_nodes)
         d = owner.tasks.owner.describe(job_id)
         assert d["adaptive"]["spot_check"] == 0 and d["adaptive"]["modes"][trust.SOLO] == len(solo)
+        # every solo result carried the manager's spot-check draw, which the members checked
+        assert all(n.tasks.status()["decisions"]["mismatch"] == 0 for n in fed.nodes)
+        assert sum(n.tasks.status()["decisions"]["verified"] for n in fed.nodes) >= len(solo)
 
         # 3. a trusted node turns liar; every trusted fragment is spot-checked: outvoted,
         # recorded, its trust reset, and the result is still right
