@@ -114,7 +114,8 @@ async def test_a_peer_flooding_reshare_mailboxes_cannot_stop_a_repair(tmp_path):
                     refused += 1
             for _ in range(70):
                 try:
-                    await attacker.repairer.deliver(vid, ReshareMaskSeed(os.urandom(16), 1, 2, os.urandom(32)))
+                    seed = ReshareMaskSeed(os.urandom(16), 1, 2, os.urandom(32))
+                    await attacker.repairer.deliver(vid, seed)
                 except RemoteProtocolError:
                     refused += 1
         for victim in svcs[1:6]:  # (before the repair claims or drops any mailbox)

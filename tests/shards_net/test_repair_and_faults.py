@@ -302,7 +302,7 @@ async def test_a_holder_forging_its_fragment_on_the_wire_is_caught_and_replaced(
     fetches: the forged stripe fails authentication before that fragment's hash is checked, so
     the combiner waits for the verdict, drops fragment 0 and uses another. The output is
     exact, and the forger is named."""
-    async with shard_federation(tmp_path, 6, repair_grace_s=3600) as (agents, svcs, _):
+    async with shard_federation(tmp_path, 6, repair_grace_s=3600) as (_agents, svcs, _):
         owner = svcs[0]
         data = write_random(tmp_path / "in.bin", 3_000_000)
         res = await owner.put(tmp_path / "in.bin", n=5, k=3)

@@ -80,7 +80,8 @@ def test_a_waiting_job_says_why():
 
 def test_describe_shows_the_quorum_and_its_findings():
     job = {**JOB, "status": "done", "redundancy": 2, "quorum": 2, "max_replicas": 3,
-           "findings": [{"fragment": 1, "replica": 0, "node": "12D3KooWliarliarliar", "output_hash": "ef" * 32}],
+           "findings": [{"fragment": 1, "replica": 0, "node": "12D3KooWliarliarliar",
+                         "output_hash": "ef" * 32}],
            "privacy": {"dataset": "census", "kind": "count", "epsilon_charged": 0.5}}
     text = describe_text(job)
     assert "quorum      2 agreeing replicas, up to 3" in text
