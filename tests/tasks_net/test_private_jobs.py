@@ -128,3 +128,37 @@ async def test_forged_budget_grants_are_refused_and_counted(tmp_path):
         assert lead.agent.counters.get("budget_refused", "signature") == 1
         assert _ledger(fed, "ds") == granted
         assert budgets.budget(lead.role.state, "mine") is None
+
+
+@pytest.mark.slow  # ~13 s: five nodes, a manager crash, a new election
+async def test_a_budget_survives_a_manager_failover_and_is_never_spent_twice(tmp_path):
+    """The ledger is replicated state: after the manager that charged a query crashes, its
+    successor holds the same charge, refuses what would pass the budget and charges the rest
+    once."""
+    (tmp_path / "input").write_text("".join(f"{a}\n" for a in AGES))
+    async with task_federation(tmp_path, 5) as fed:
+        old = fed.leader()
+        owner = next(n for n in fed.nodes if n is not old)
+        await budget.set_budget(owner.tasks, "ages", 1.0, 0.0)
+        await wait_until(lambda: _ledger(fed, "ages") is not None, 10)
+        job = await owner.tasks.owner.submit(str(_spec(tmp_path, 'dataset = "ages"\nkind = "count"\n'
+                                                                  'epsilon = 0.5\n')))
+        await _done(owner, job)
+        before = _ledger(fed, "ages")
+        assert (before["spent_eps"], before["n"]) == (500_000, 1)
+
+        await fed.crash(old)
+        await wait_until(lambda: fed.leader() is not None and fed.leader() is not old, 60)
+        await wait_until(lambda: owner.tasks.manager_peer() == fed.leader().peer_id, 60)
+        assert _ledger(fed, "ages") == before  # the successor's own copy: the same charge
+        with pytest.raises(TaskError, match="over budget"):
+            await owner.tasks.owner.submit(str(_spec(tmp_path, 'dataset = "ages"\nkind = "count"\n'
+                                                               'epsilon = 0.6\n')))
+        assert _ledger(fed, "ages")["spent_eps"] == 500_000
+        job2 = await owner.tasks.owner.submit(str(_spec(tmp_path, 'dataset = "ages"\nkind = "count"\n'
+                                                                   'epsilon = 0.5\n')))
+        await _done(owner, job2)
+        led = _ledger(fed, "ages")
+        assert led["spent_eps"] == led["eps"] == 1_000_000 and led["n"] == 2
+        assert [c[0] for c in led["charges"]] == [job, job2]  # each query charged once
+        assert ct.check_invariants(fed.leader().role.state) == []
