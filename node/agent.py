@@ -11,7 +11,11 @@ then these services, each of which signals readiness with ``task_status.started(
   peer each ``reattest_interval_s``, expires stale score records and disconnects peers that
   never attested within ``attest_deadline_s``;
 - *ping*: RTT to every connected peer with libp2p ping (``/ipfs/ping/1.0.0``);
-- *peer exchange*: asks attested peers for the attested peers they know, and dials them;
+- *peer exchange*: asks attested peers for the attested peers they know, and dials them:
+  at once when a peer newly attests and whenever gossip names members we do not hold (the
+  join path: a new node meets the whole federation in about one round trip after its first
+  attestation), and every ``peer_exchange_interval_s`` to repair what those missed. What a
+  peer names is dialled through :class:`~overlay.peers.DialPlan` (bounded);
 - *bootstrap*: dials each bootstrap address with backoff until connected;
 - *mDNS* (LAN profile): advertises and browses the local network;
 - *control*: the Unix-socket control API (node/control.py).
@@ -83,7 +87,7 @@ from overlay.messages import (
     PeersResponse,
     ScoreRecord,
 )
-from overlay.peers import PeerState, PeerTable
+from overlay.peers import DialPlan, PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
@@ -93,8 +97,13 @@ EVENT_QUEUE = 1024  # connection events buffered before they are dropped (and co
 PING_BYTES = 32
 MAX_INBOUND_STREAMS_PER_PEER = 16  # concurrent streams a peer may hold open on our protocols
 PX_FANOUT = 3  # attested peers asked per peer-exchange round
-PX_LIMIT = 64  # peers asked for per request
+PX_LIMIT = 64  # peers asked for per request; an answer naming more is refused whole
 MAX_DIALS_IN_FLIGHT = 16
+# Learned peers pending a dial at once (dialling, or waiting for one of the slots above);
+# beyond it they are dropped (counted dial_dropped{pending-full}) and peer exchange asks again.
+MAX_PENDING_DIALS = 2 * PX_LIMIT
+# A peer whose gossip keeps naming members we lack is asked again at most this often.
+LEARNED_EXCHANGE_GAP_S = 0.5
 #: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
 UNREACHABLE = "unreachable: "
 #: Share of the handshake timeout a prover that accepted the connection waits for its own
@@ -162,7 +171,12 @@ class Agent:
         # How peers judged us, by peer id: their latest signed score record about us.
         self.records_about_us: dict[str, ScoreRecord] = {}
         self._nursery: trio.Nursery | None = None
-        self._dialing: set[str] = set()
+        self.dial_plan = DialPlan(self.peer_id, max_pending=MAX_PENDING_DIALS, max_per_answer=PX_LIMIT)
+        # Peers with an exchange running now, and those asked for again meanwhile.
+        self._px_running: set[str] = set()
+        self._px_again: set[str] = set()
+        # Peers whose last verdict on us, on their current connection, was a pass.
+        self._accepted_by: set[str] = set()
         # The connection each peer opened or accepted last (see _close_stale_connections).
         self._newest_conn: dict[str, INetConn] = {}
         self._token: trio.lowlevel.TrioToken | None = None
@@ -423,8 +437,18 @@ class Agent:
                 self.counters.inc("remote_error", "attest:bad-score-record")
                 log.warning("peer %s sent a score record that does not verify", pid)
         if not result.accepted:
+            self._accepted_by.discard(pid)
             log.warning("peer %s refused our attestation: %s", pid, result.reason,
                         extra={"peer": pid, "reason": result.reason})
+        elif pid not in self._accepted_by:
+            self._accepted_by.add(pid)
+            if self.peers.is_attested(pid):
+                self._now_mutual(pid)
+
+    def _now_mutual(self, pid: str) -> None:
+        """``pid`` and we have just attested each other: the join path. Whom it knows, we
+        meet now, not a peer-exchange interval later (its peers handler is open to us now)."""
+        self.exchange_soon(pid)
 
     async def _handle_peers(self, stream: INetStream, pid: str) -> None:
         timeout = self.config.network.request_timeout_s
@@ -516,6 +540,8 @@ class Agent:
                 if self._nursery is not None:
                     # It heard only the minimal identify so far (overlay/host.py).
                     self._nursery.start_soon(push_identify, self.host, ID.from_base58(pid))
+                if pid in self._accepted_by:
+                    self._now_mutual(pid)
         else:
             self.counters.inc("attest_rejected", reason.split(":")[0])
             log.warning("peer %s failed attestation: %s", pid, reason, extra={"peer": pid, "reason": reason})
@@ -630,6 +656,7 @@ class Agent:
                     assert self._nursery is not None
                     self._nursery.start_soon(self.attest_peer, peer_id)
             elif event == "disconnected" and not self.host.get_network().connections.get(peer_id):
+                self._accepted_by.discard(pid)
                 was = self.peers.is_attested(pid)
                 self.peers.on_disconnected(pid, now)
                 if was:
@@ -654,6 +681,7 @@ class Agent:
             for p in self.peers.connected():
                 if p.peer_id not in live:
                     self.peers.on_disconnected(p.peer_id, now)
+                    self._accepted_by.discard(p.peer_id)
             assert self._nursery is not None
             for pid_s, _pid in live.items():
                 st = self.peers.get(pid_s)
@@ -751,32 +779,76 @@ class Agent:
         except RemoteProtocolError as exc:
             self._remote_error(pid, PEERS_PROTOCOL, exc)
             return
-        for entry in resp.peers:
-            if entry.peer_id == self.peer_id:
-                continue
-            st = self.peers.get(entry.peer_id)
-            if st is not None and (st.connected or st.state == "left"):
-                continue
-            self._spawn_dial(entry.peer_id, list(entry.addrs))
-
-    def _spawn_dial(self, pid: str, addrs: list[str]) -> None:
-        if pid in self._dialing or self._nursery is None:
+        if len(resp.peers) > PX_LIMIT:
+            self._remote_error(pid, PEERS_PROTOCOL, RemoteProtocolError(
+                "invalid", f"{len(resp.peers)} peers named, {PX_LIMIT} asked for"))
             return
-        self._dialing.add(pid)
-        self._nursery.start_soon(self._dial_hint, pid, addrs)
+        self._dial_learned([(e.peer_id, list(e.addrs)) for e in resp.peers], "px")
 
-    async def _dial_hint(self, pid: str, addrs: list[str]) -> None:
+    def exchange_soon(self, pid: str) -> None:
+        """Ask attested ``pid`` for the attested peers it knows and dial them, now: called when
+        ``pid`` newly attests (the join path) and when its gossip names members we do not hold.
+        Requests to a peer never overlap: one asked for meanwhile runs once more afterwards,
+        ``LEARNED_EXCHANGE_GAP_S`` later. Off with ``network.join_exchange = false``."""
+        if (not self.config.network.join_exchange or self._nursery is None or self.stopping
+                or not self.peers.is_attested(pid)):
+            return
+        if pid in self._px_running:
+            self._px_again.add(pid)
+            return
+        self._px_running.add(pid)
+        self._nursery.start_soon(self._exchange_now, pid)
+
+    async def _exchange_now(self, pid: str) -> None:
+        try:
+            while True:
+                self.counters.inc("px_learned")
+                await self._exchange_with(pid)
+                if pid not in self._px_again:
+                    return
+                self._px_again.discard(pid)
+                await trio.sleep(LEARNED_EXCHANGE_GAP_S)
+                if not self.peers.is_attested(pid):
+                    return
+        finally:
+            self._px_running.discard(pid)
+            self._px_again.discard(pid)
+
+    def _dial_learned(self, entries: list[tuple[str, list[str]]], source: str) -> None:
+        """Dial the peers another member (or mDNS) named, within :class:`DialPlan`'s bounds.
+        Entries that do not parse are dropped and counted ``remote_error{<source>:bad-entry}``."""
+        if self._nursery is None:
+            return
+        parsed: list[tuple[str, list[str]]] = []
+        infos: dict[str, PeerInfo] = {}
+        for pid, addrs in entries:
+            try:
+                peer_id = ID.from_base58(pid)
+                mas = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs[:8]]
+            except Exception:  # base58/multiaddr raise several types on garbage
+                self.counters.inc("remote_error", f"{source}:bad-entry")
+                continue
+            infos[pid] = PeerInfo(peer_id, mas)
+            parsed.append((pid, addrs))
+        try:
+            dials, dropped = self.dial_plan.offer(parsed, self.peers)
+        except ValueError:
+            self.counters.inc("remote_error", f"{source}:over-limit")
+            return
+        if dropped:
+            self.counters.inc("dial_dropped", "pending-full", dropped)
+        for pid, _addrs in dials:
+            self._nursery.start_soon(self._dial_planned, infos[pid])
+
+    async def _dial_planned(self, info: PeerInfo) -> None:
         try:
             async with self._dial_limiter:
-                try:
-                    peer_id = ID.from_base58(pid)
-                    mas = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs[:8]]
-                except Exception:
-                    self.counters.inc("remote_error", "px:bad-entry")
-                    return
-                await self._dial(PeerInfo(peer_id, mas))
+                st = self.peers.get(info.peer_id.to_base58())
+                if st is None or not st.connected:  # it may have dialled us meanwhile
+                    self.counters.inc("dial_learned")
+                    await self._dial(info)
         finally:
-            self._dialing.discard(pid)
+            self.dial_plan.done(info.peer_id.to_base58())
 
     async def _dial(self, info: PeerInfo) -> bool:
         with trio.move_on_after(self.config.network.dial_timeout_s):
@@ -839,9 +911,7 @@ class Agent:
 
         def found(pid: str, addrs: list[str]) -> None:
             def hop() -> None:
-                st = self.peers.get(pid)
-                if st is None or not st.connected:
-                    self._spawn_dial(pid, addrs)
+                self._dial_learned([(pid, addrs)], "mdns")
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(hop, trio_token=token)
 

@@ -81,7 +81,10 @@ the sender is:
 * New members. A member enters only if ``admit(node)`` holds (the driver: an attested peer),
   and one peer may introduce at most ``max_introduced_per_peer`` members we have not yet
   heard from ourselves (the first message from a member releases its slot), except in the
-  full state a seed sends back to our own join.
+  full state a seed sends back to our own join. A member ``admit`` refuses is reported in
+  :attr:`Ready.unadmitted` under the peer that named it, so the driver can go and meet it
+  (and admit it once it is an attested peer): this is how a joining node learns the
+  federation from its seed's full state at once.
 
 *Dissemination.* Updates ride on probe messages and on ``swim-gossip`` rounds (``gossip_nodes``
 members every ``gossip_interval_s``, only while something is pending) through a
@@ -267,11 +270,16 @@ class MemberEvent:
 @dataclasses.dataclass(slots=True)
 class Ready:
     """What the caller must do now: send ``messages`` (in order); observe ``events``; count
-    ``refused`` inputs, ``(peer that sent it, reason)`` (rule 5)."""
+    ``refused`` inputs, ``(peer that sent it, reason)`` (rule 5). ``unadmitted`` maps each
+    peer that named alive members ``admit`` refused (members it holds that we cannot admit
+    yet) to how many it named: the driver may ask that peer how to reach them (the join
+    path: a seed's full state names the whole federation). Its keys are senders, so it is
+    bounded by the peers we hear from, whatever they name."""
 
     messages: list[tuple[NodeId, Any]]
     events: list[MemberEvent]
     refused: list[tuple[NodeId, str]] = dataclasses.field(default_factory=list)
+    unadmitted: dict[NodeId, int] = dataclasses.field(default_factory=dict)
 
 
 class PiggybackDelegate(Protocol):
@@ -424,6 +432,7 @@ class Membership:
         self._reconnect_seq = -1
         self._reconnect_target: NodeId | None = None
         self._refused: list[tuple[NodeId, str]] = []
+        self._unadmitted: dict[NodeId, int] = {}
         # Members a peer introduced that have not spoken to us yet, and how many per peer.
         self._introduced: dict[NodeId, NodeId] = {}
         self._intro_count: dict[NodeId, int] = {}
@@ -503,14 +512,15 @@ class Membership:
 
     def ready(self) -> Ready:
         """Drain pending outputs."""
-        out = Ready(self._messages, self._events, self._refused)
+        out = Ready(self._messages, self._events, self._refused, self._unadmitted)
         self._messages = []
         self._events = []
         self._refused = []
+        self._unadmitted = {}
         return out
 
     def has_output(self) -> bool:
-        return bool(self._messages or self._events or self._refused)
+        return bool(self._messages or self._events or self._refused or self._unadmitted)
 
     def next_deadline(self) -> float:
         """The latest local time by which :meth:`tick` must be called."""
@@ -894,6 +904,7 @@ class Membership:
             if self.admit is not None and not self.admit(node):
                 if sender is not None:
                     self._refuse(sender, "not-admitted")
+                    self._unadmitted[sender] = self._unadmitted.get(sender, 0) + 1
                 return
             if sender is not None and sender != node and not seeded:
                 if self._intro_count.get(sender, 0) >= self.config.max_introduced_per_peer:
