@@ -779,11 +779,7 @@ class Agent:
         except RemoteProtocolError as exc:
             self._remote_error(pid, PEERS_PROTOCOL, exc)
             return
-        if len(resp.peers) > PX_LIMIT:
-            self._remote_error(pid, PEERS_PROTOCOL, RemoteProtocolError(
-                "invalid", f"{len(resp.peers)} peers named, {PX_LIMIT} asked for"))
-            return
-        self._dial_learned([(e.peer_id, list(e.addrs)) for e in resp.peers], "px")
+        self._dial_learned([(e.peer_id, list(e.addrs)) for e in resp.peers], "px", pid)
 
     def exchange_soon(self, pid: str) -> None:
         """Ask attested ``pid`` for the attested peers it knows and dial them, now: called when
@@ -802,7 +798,7 @@ class Agent:
     async def _exchange_now(self, pid: str) -> None:
         try:
             while True:
-                self.counters.inc("px_learned")
+                self.counters.inc("join_exchange")
                 await self._exchange_with(pid)
                 if pid not in self._px_again:
                     return
@@ -814,41 +810,48 @@ class Agent:
             self._px_running.discard(pid)
             self._px_again.discard(pid)
 
-    def _dial_learned(self, entries: list[tuple[str, list[str]]], source: str) -> None:
-        """Dial the peers another member (or mDNS) named, within :class:`DialPlan`'s bounds.
-        Entries that do not parse are dropped and counted ``remote_error{<source>:bad-entry}``."""
+    def _dial_learned(self, entries: list[tuple[str, list[str]]], source: str,
+                      named_by: str | None = None) -> None:
+        """Dial the peers another member (``named_by``) or mDNS named, within
+        :class:`DialPlan`'s bounds. Entries that do not parse are dropped and counted
+        ``remote_error{<source>:bad-entry}``; an answer naming more peers than we asked for is
+        dropped whole (``remote_error{<source>:over-limit}``); dials with no room left are
+        counted ``dial_dropped{pending-full}``."""
         if self._nursery is None:
             return
-        parsed: list[tuple[str, list[str]]] = []
-        infos: dict[str, PeerInfo] = {}
-        for pid, addrs in entries:
-            try:
-                peer_id = ID.from_base58(pid)
-                mas = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs[:8]]
-            except Exception:  # base58/multiaddr raise several types on garbage
-                self.counters.inc("remote_error", f"{source}:bad-entry")
-                continue
-            infos[pid] = PeerInfo(peer_id, mas)
-            parsed.append((pid, addrs))
         try:
-            dials, dropped = self.dial_plan.offer(parsed, self.peers)
-        except ValueError:
+            dials, dropped = self.dial_plan.offer(entries, self.peers)
+        except ValueError as exc:
             self.counters.inc("remote_error", f"{source}:over-limit")
+            log.warning("dropped the peers %s named: %s", named_by, exc,
+                        extra={"peer": named_by, "reason": "over-limit"})
             return
         if dropped:
             self.counters.inc("dial_dropped", "pending-full", dropped)
-        for pid, _addrs in dials:
-            self._nursery.start_soon(self._dial_planned, infos[pid])
+        bad = 0
+        for pid, addrs in dials:
+            try:
+                info = PeerInfo(ID.from_base58(pid), [multiaddr.Multiaddr(a.split("/p2p/")[0])
+                                                      for a in addrs])
+            except Exception:  # base58/multiaddr raise several types on garbage
+                self.dial_plan.done(pid)
+                bad += 1
+                continue
+            self._nursery.start_soon(self._dial_planned, pid, info)
+        if bad:
+            self.counters.inc("remote_error", f"{source}:bad-entry", bad)
+            log.warning("dropped %d peer entries %s named: bad peer id or address", bad,
+                        named_by or source, extra={"peer": named_by, "reason": "bad-entry"})
 
-    async def _dial_planned(self, info: PeerInfo) -> None:
+    async def _dial_planned(self, pid: str, info: PeerInfo) -> None:
         try:
             async with self._dial_limiter:
-                st = self.peers.get(info.peer_id.to_base58())
+                st = self.peers.get(pid)
                 if st is None or not st.connected:  # it may have dialled us meanwhile
                     self.counters.inc("dial_learned")
                     await self._dial(info)
         finally:
-            self.dial_plan.done(info.peer_id.to_base58())
+            self.dial_plan.done(pid)
 
     async def _dial(self, info: PeerInfo) -> bool:
         with trio.move_on_after(self.config.network.dial_timeout_s):
