@@ -104,6 +104,14 @@ MAX_DIALS_IN_FLIGHT = 16
 MAX_PENDING_DIALS = 2 * PX_LIMIT
 # A peer whose gossip keeps naming members we lack is asked again at most this often.
 LEARNED_EXCHANGE_GAP_S = 0.5
+# Attempts at a connection's first attestation within attest_deadline_s (one every
+# deadline / FIRST_TRIES: 5 s on lan) before the peer is dropped as unattested.
+FIRST_TRIES = 6
+# We dial a learned peer whose id is below ours this much later: when two nodes learn each
+# other at the same moment (both joined through one seed), the lower id's dial usually lands
+# first and the higher finds the connection there, instead of two crossing connections whose
+# loser takes the first attestation exchange down with it.
+CROSSING_DIAL_DELAY_S = 0.15
 #: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
 UNREACHABLE = "unreachable: "
 #: Share of the handshake timeout a prover that accepted the connection waits for its own
@@ -687,7 +695,8 @@ class Agent:
                 st = self.peers.get(pid_s)
                 if st is None or not st.connected:
                     self.peers.on_connected(pid_s, self._advertised_addrs(pid_s), now)
-            for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s):
+            for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s,
+                                                    first_retry_s=cfg.attest_deadline_s / FIRST_TRIES):
                 if p.state == "revoked":
                     if p.peer_id in live:
                         self._nursery.start_soon(self._disconnect, live[p.peer_id])
@@ -845,6 +854,8 @@ class Agent:
 
     async def _dial_planned(self, pid: str, info: PeerInfo) -> None:
         try:
+            if pid < self.peer_id:
+                await trio.sleep(CROSSING_DIAL_DELAY_S)
             async with self._dial_limiter:
                 st = self.peers.get(pid)
                 if st is None or not st.connected:  # it may have dialled us meanwhile

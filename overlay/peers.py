@@ -100,13 +100,21 @@ class PeerTable:
     def __len__(self) -> int:
         return len(self._peers)
 
-    def due_for_attestation(self, now: float, interval_s: float) -> list[PeerState]:
-        """Connected peers with no attempt in flight whose last attempt is ``interval_s`` old."""
+    def due_for_attestation(self, now: float, interval_s: float, *,
+                            first_retry_s: float | None = None) -> list[PeerState]:
+        """Connected peers with no attempt in flight whose last attempt is ``interval_s`` old,
+        or ``first_retry_s`` old (when given) for a peer that has not attested on this
+        connection yet: a first exchange lost to a transient failure (the connection it ran
+        on closed under a simultaneous dial, a stalled peer) is retried well before the
+        unattested deadline drops the peer, not a whole re-attestation interval later."""
         out = []
         for p in self._peers.values():
             if not p.connected or p.attest_in_flight:
                 continue
-            if p.last_attempt_at is None or now - p.last_attempt_at >= interval_s:
+            wait = interval_s
+            if first_retry_s is not None and p.last_attested_at is None:
+                wait = min(interval_s, first_retry_s)
+            if p.last_attempt_at is None or now - p.last_attempt_at >= wait:
                 out.append(p)
         return out
 

@@ -173,3 +173,19 @@ def test_dial_plan_never_has_more_than_max_pending_whatever_members_name(answers
         assert dropped + len(ids) >= len(dialable) if len(plan.pending) == 5 else dropped == 0
         if k < len(finished):
             plan.done(f"p{finished[k]}")
+
+
+def test_a_first_attestation_that_missed_is_retried_sooner_than_a_reattestation():
+    t = PeerTable()
+    t.on_connected("new", [], 0)
+    t.on_connected("old", [], 0)
+    ok(t, "old", 1)
+    t.on_attest_started("old", 1)
+    ok(t, "old", 1)
+    t.on_attest_started("new", 1)
+    t.on_attest_missed("new", "stream: StreamEOF", 1, max_missed=3, penalty=10)
+    due = lambda now: {p.peer_id for p in t.due_for_attestation(now, 60, first_retry_s=5)}  # noqa: E731
+    assert due(5.9) == set()
+    assert due(6.0) == {"new"}  # never attested on this connection: 5 s, not 60 s
+    assert due(61.0) == {"new", "old"}
+    assert {p.peer_id for p in t.due_for_attestation(6.0, 60)} == set()  # without: the interval
