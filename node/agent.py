@@ -804,6 +804,14 @@ class Agent:
         self._px_running.add(pid)
         self._nursery.start_soon(self._exchange_now, pid)
 
+    def unknown_peer(self, pid: str) -> bool:
+        """Neither connected to us, nor being dialled, nor gone for good: a member we could
+        only meet by learning its address."""
+        if pid == self.peer_id or pid in self.dial_plan.pending:
+            return False
+        st = self.peers.get(pid)
+        return st is None or (not st.connected and st.state == "alive")
+
     async def _exchange_now(self, pid: str) -> None:
         try:
             while True:

@@ -198,10 +198,12 @@ class GossipService:
         for pid, reason in r.refused:  # a claim the sender cannot truthfully make (membership.py)
             self.agent.counters.inc("swim_refused", reason)
             log.debug("refused a membership claim from %s: %s", pid, reason, extra={"peer": pid})
-        for pid in r.unadmitted:
-            # It holds members we do not (the join's full state, or news of a newcomer): ask
+        for pid, named in r.unadmitted.items():
+            # It holds members we do not (the join's full state, or news of a newcomer). Most
+            # are usually peers we are connected to and still attesting; for any other, ask
             # it how to reach them now rather than at the next peer exchange.
-            self.agent.exchange_soon(pid)
+            if any(self.agent.unknown_peer(node) for node in named):
+                self.agent.exchange_soon(pid)
         for ev in r.events:
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)

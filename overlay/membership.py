@@ -267,19 +267,23 @@ class MemberEvent:
         return STATE_NAMES[self.state]
 
 
+#: Members ``admit`` refused that :attr:`Ready.unadmitted` names per sender and batch.
+UNADMITTED_SAMPLE = 64
+
+
 @dataclasses.dataclass(slots=True)
 class Ready:
     """What the caller must do now: send ``messages`` (in order); observe ``events``; count
     ``refused`` inputs, ``(peer that sent it, reason)`` (rule 5). ``unadmitted`` maps each
     peer that named alive members ``admit`` refused (members it holds that we cannot admit
-    yet) to how many it named: the driver may ask that peer how to reach them (the join
-    path: a seed's full state names the whole federation). Its keys are senders, so it is
-    bounded by the peers we hear from, whatever they name."""
+    yet) to the first :data:`UNADMITTED_SAMPLE` of them: the driver may ask that peer how to
+    reach those it does not know (the join path: a seed's full state names the whole
+    federation). Bounded by the peers we hear from times the sample, whatever they name."""
 
     messages: list[tuple[NodeId, Any]]
     events: list[MemberEvent]
     refused: list[tuple[NodeId, str]] = dataclasses.field(default_factory=list)
-    unadmitted: dict[NodeId, int] = dataclasses.field(default_factory=dict)
+    unadmitted: dict[NodeId, list[NodeId]] = dataclasses.field(default_factory=dict)
 
 
 class PiggybackDelegate(Protocol):
@@ -432,7 +436,7 @@ class Membership:
         self._reconnect_seq = -1
         self._reconnect_target: NodeId | None = None
         self._refused: list[tuple[NodeId, str]] = []
-        self._unadmitted: dict[NodeId, int] = {}
+        self._unadmitted: dict[NodeId, list[NodeId]] = {}
         # Members a peer introduced that have not spoken to us yet, and how many per peer.
         self._introduced: dict[NodeId, NodeId] = {}
         self._intro_count: dict[NodeId, int] = {}
@@ -904,7 +908,9 @@ class Membership:
             if self.admit is not None and not self.admit(node):
                 if sender is not None:
                     self._refuse(sender, "not-admitted")
-                    self._unadmitted[sender] = self._unadmitted.get(sender, 0) + 1
+                    named = self._unadmitted.setdefault(sender, [])
+                    if len(named) < UNADMITTED_SAMPLE:
+                        named.append(node)
                 return
             if sender is not None and sender != node and not seeded:
                 if self._intro_count.get(sender, 0) >= self.config.max_introduced_per_peer:

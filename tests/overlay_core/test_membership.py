@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from overlay.dissemination import retransmit_limit
 from overlay.errors import LocalProtocolError
 from overlay.membership import (
+    UNADMITTED_SAMPLE,
     Membership,
     MembershipConfig,
     Snapshot,
@@ -398,7 +399,7 @@ def test_members_not_admitted_yet_are_reported_under_the_peer_that_named_them():
     m.step("b", SwimGossip((SwimUpdate("c", ALIVE, 0, "c"),)), 1.5)
     assert m.has_output()
     r = m.ready()
-    assert r.unadmitted == {"seed": 2, "b": 1}
+    assert r.unadmitted == {"seed": ["c", "d"], "b": ["c"]}
     assert m.state_of("c") is None and m.state_of("b") == (ALIVE, 0)
     assert m.ready().unadmitted == {}  # drained
     attested.add("c")  # now attested here: it enters, and nobody is reported
@@ -412,15 +413,15 @@ def test_members_not_admitted_yet_are_reported_under_the_peer_that_named_them():
 def test_unadmitted_reports_are_bounded_by_the_senders_whatever_they_name(batches):
     m = Membership("h", FAST, random.Random(1), 0.0, admit={"h", "a", "b", "c"}.__contains__)
     m.join(["a", "b", "c"], 0.0)
-    named: dict[str, int] = {}
+    named: dict[str, list[str]] = {}
     for t, (sender, k) in enumerate(batches):
         ups = tuple(SwimUpdate(f"fake{sender}{i}", ALIVE, 0, f"fake{sender}{i}")
                     for i in range(k % 300))
         m.step(sender, SwimSync(members=ups), float(t))
-        named[sender] = named.get(sender, 0) + len(ups)
+        named.setdefault(sender, []).extend(u.node for u in ups)
     r = m.ready()
     assert set(r.unadmitted) <= {"a", "b", "c"}
-    assert r.unadmitted == {s: n for s, n in named.items() if n}
+    assert r.unadmitted == {s: ids[:UNADMITTED_SAMPLE] for s, ids in named.items() if ids}
     assert m.num_members() <= 4
 
 
