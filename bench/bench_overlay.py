@@ -30,9 +30,19 @@ module in a subprocess (``--arm unpatched``) whose ``build_host`` installs none 
 7. wirespeed: one stream, 32 MiB in 256 KiB writes, Noise and TLS; baseline: a trio TCP
    socket carrying TLS 1.3 (Python's ``ssl``), the same writes. Goal: >= 0.5x.
 
+8. formation: N node processes started as an operator starts them (``enclave-swarm init``,
+   then ``run``: the first, then the N - 1 others at once with ``--bootstrap`` to it), timed
+   from the last start until every node's ``status`` shows every other node attested, for 3
+   and 30 processes; also from the last node's "listening" line (30 processes on 2 cores spend
+   most of the first span starting Python). Arms: the join path (``network.join_exchange``,
+   the default) and without it (periodic peer exchange only). Baseline: one pair's connect +
+   mutual attestation (the ``connect`` part's second arm, in process), the floor.
+   Goals: 3 nodes within 3 s of the last start, 30 within 10 s.
+
     python -m bench overlay            # or: make bench
     python -m bench.bench_overlay --rounds 5 --only connect,exchange   # a quick look
     python -m bench.bench_overlay --only handshake,streams,wirespeed   # the wire-speed parts
+    python -m bench.bench_overlay --only formation --sizes 3,30          # formation
 """
 
 from __future__ import annotations
@@ -70,11 +80,14 @@ CHUNK = 64 * 1024
 PEERS_FOR_RSS = 50
 POLL_S = 0.0005  # both connect arms poll their condition at this step
 WIRE_PARTS = ("handshake", "streams", "wirespeed")
-PARTS = ("connect", "exchange", "throughput", "memory", *WIRE_PARTS)
+PARTS = ("connect", "exchange", "throughput", "memory", *WIRE_PARTS, "formation")
 STREAM_OPENS = 200
 WIRE_MB = 32
 WRITE = 256 * 1024
 WIRE_ROUNDS = 3
+FORMATION_SIZES = (3, 30)
+FORMATION_TIMEOUT_S = 120.0
+FORMATION_PROFILE = "lan"  # see _formation_s: local_test's 1-2 s intervals swamp 30 processes
 OPEN_PROTOCOL = TProtocol("/enclave-swarm/bench-open/1.0.0")
 BULK_PROTOCOL = TProtocol("/enclave-swarm/bench-bulk/1.0.0")
 
@@ -489,6 +502,78 @@ def _print_wire(parts: set[str], ours: dict[str, Any], plain: dict[str, Any]) ->
                   f"patched {o / base:.2f}x, unpatched {u / base:.2f}x (goal >= 0.5x)")
 
 
+def _init_nodes(dirs: list[Path], *, join_exchange: bool) -> None:
+    """``enclave-swarm init --profile lan`` in each dir at once; the join path on or off in
+    config.toml, as an operator would set it."""
+    procs = [subprocess.Popen([sys.executable, "-m", "node.cli", "init", "--data-dir", str(d),
+                               "--profile", FORMATION_PROFILE], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for d in dirs]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f"init failed: {err.decode(errors='replace')}")
+    if not join_exchange:
+        for d in dirs:
+            cfg = d / "config.toml"
+            text = cfg.read_text()
+            if "join_exchange = true" not in text:
+                raise RuntimeError(f"{cfg}: no join_exchange setting to switch off")
+            cfg.write_text(text.replace("join_exchange = true", "join_exchange = false"))
+
+
+def _formation_s(tmp: Path, n: int, *, join_exchange: bool) -> dict[str, Any]:
+    """Start ``n`` node processes (the first, then the rest at once bootstrapping from it) and
+    time until each one's status shows all the others attested.
+
+    Profile ``lan`` with the simulated TEE admitted (``--insecure-simulated-tee``, loopback,
+    no mDNS): its intervals are the ones a federation runs with. ``local_test``'s (ping every
+    1 s, re-attestation every 2 s, peer exchange every 1 s) cost 30 processes on 2 cores more
+    CPU than they have: loops stall, re-attestations time out, and peers are quarantined and
+    cut faster than they form (measured: no formation within 120 s, load 25)."""
+    from node.demo import NodeProcess, all_mutually_attested
+
+    dirs = [tmp / f"n{n}-{'join' if join_exchange else 'periodic'}-{i}" for i in range(n)]
+    _init_nodes(dirs, join_exchange=join_exchange)
+    extra = ["--insecure-simulated-tee", "--no-mdns", "--log-level", "warning"]
+    nodes = [NodeProcess(dirs[0], extra=extra)]
+    try:
+        boot = nodes[0].wait_listening(60)[0]
+        for d in dirs[1:]:
+            nodes.append(NodeProcess(d, bootstrap=[boot], extra=extra))
+        t0 = time.monotonic()
+        for p in nodes[1:]:
+            p.wait_listening(120)
+        t_ready = time.monotonic()
+        poll_s = 0.05 if n <= 5 else 0.5  # polling 30 control sockets is itself load
+        formed = None
+        while time.monotonic() - t0 < FORMATION_TIMEOUT_S:
+            if all_mutually_attested([p.status() for p in nodes]):
+                formed = time.monotonic()
+                break
+            time.sleep(poll_s)
+        return {"n": n, "join": join_exchange, "startup_s": t_ready - t0,
+                "from_start_s": None if formed is None else formed - t0,
+                "from_ready_s": None if formed is None else formed - t_ready, "poll_s": poll_s}
+    finally:
+        for p in nodes:
+            p.signal(signal.SIGTERM)
+        for p in nodes:
+            p.wait(20)
+
+
+def _print_formation(r: dict[str, Any], floor_s: float) -> None:
+    arm = "join path" if r["join"] else "periodic peer exchange only (join_exchange = false)"
+    if r["from_start_s"] is None:
+        print(f"formation, {r['n']} processes, {arm}: not formed within {FORMATION_TIMEOUT_S:.0f} s "
+              f"of the last start (start-up {r['startup_s']:.1f} s)")
+        return
+    goal = 3.0 if r["n"] <= 3 else 10.0
+    print(f"formation, {r['n']} processes, {arm}: {r['from_start_s']:.2f} s from the last start "
+          f"(goal <= {goal:.0f} s), {r['from_ready_s']:.2f} s from the last 'listening' line "
+          f"(start-up {r['startup_s']:.2f} s; polled every {r['poll_s'] * 1000:.0f} ms); "
+          f"{r['from_ready_s'] / floor_s:.0f}x one pair's connect + mutual attestation")
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -531,6 +616,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench_overlay", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"connect/exchange rounds ({ROUNDS})")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    ap.add_argument("--sizes", default=",".join(map(str, FORMATION_SIZES)),
+                    help="formation: comma-separated federation sizes (processes)")
     ap.add_argument("--arm", choices=("patched", "unpatched"), default="patched",
                     help="unpatched: measure the wire-speed parts without overlay/libp2p_fixes.py "
                          "and print them as JSON (the benchmark runs this itself)")
@@ -595,6 +682,14 @@ def main(argv: list[str]) -> int:
         print(f"  (patched arm and baselines done, load {os.getloadavg()[0]:.1f}; "
               f"now the unpatched arm in a subprocess)")
         _print_wire(wire, ours, _unpatched_arm(wire, args.rounds))
+    if "formation" in parts:
+        floor = statistics.median(trio.run(_attested_connect_s, tmp, 100 + i) for i in range(5))
+        print(f"formation floor: one pair's connect + mutual attestation, in process, median of 5: "
+              f"{floor * 1000:.1f} ms")
+        for n in (int(x) for x in args.sizes.split(",")):
+            for join in (True, False):
+                print(f"  (load {os.getloadavg()[0]:.1f})", flush=True)
+                _print_formation(_formation_s(tmp, n, join_exchange=join), floor)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     return 0
 

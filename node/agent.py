@@ -11,7 +11,11 @@ then these services, each of which signals readiness with ``task_status.started(
   peer each ``reattest_interval_s``, expires stale score records and disconnects peers that
   never attested within ``attest_deadline_s``;
 - *ping*: RTT to every connected peer with libp2p ping (``/ipfs/ping/1.0.0``);
-- *peer exchange*: asks attested peers for the attested peers they know, and dials them;
+- *peer exchange*: asks attested peers for the attested peers they know, and dials them:
+  at once when a peer newly attests and whenever gossip names members we do not hold (the
+  join path: a new node meets the whole federation in about one round trip after its first
+  attestation), and every ``peer_exchange_interval_s`` to repair what those missed. What a
+  peer names is dialled through :class:`~overlay.peers.DialPlan` (bounded);
 - *bootstrap*: dials each bootstrap address with backoff until connected;
 - *mDNS* (LAN profile): advertises and browses the local network;
 - *control*: the Unix-socket control API (node/control.py).
@@ -83,7 +87,7 @@ from overlay.messages import (
     PeersResponse,
     ScoreRecord,
 )
-from overlay.peers import PeerState, PeerTable
+from overlay.peers import DialPlan, PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
@@ -93,8 +97,21 @@ EVENT_QUEUE = 1024  # connection events buffered before they are dropped (and co
 PING_BYTES = 32
 MAX_INBOUND_STREAMS_PER_PEER = 16  # concurrent streams a peer may hold open on our protocols
 PX_FANOUT = 3  # attested peers asked per peer-exchange round
-PX_LIMIT = 64  # peers asked for per request
+PX_LIMIT = 64  # peers asked for per request; an answer naming more is refused whole
 MAX_DIALS_IN_FLIGHT = 16
+# Learned peers pending a dial at once (dialling, or waiting for one of the slots above);
+# beyond it they are dropped (counted dial_dropped{pending-full}) and peer exchange asks again.
+MAX_PENDING_DIALS = 2 * PX_LIMIT
+# A peer whose gossip keeps naming members we lack is asked again at most this often.
+LEARNED_EXCHANGE_GAP_S = 0.5
+# Attempts at a connection's first attestation within attest_deadline_s (one every
+# deadline / FIRST_TRIES: 5 s on lan) before the peer is dropped as unattested.
+FIRST_TRIES = 6
+# We dial a learned peer whose id is below ours this much later: when two nodes learn each
+# other at the same moment (both joined through one seed), the lower id's dial usually lands
+# first and the higher finds the connection there, instead of two crossing connections whose
+# loser takes the first attestation exchange down with it.
+CROSSING_DIAL_DELAY_S = 0.15
 #: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
 UNREACHABLE = "unreachable: "
 #: Share of the handshake timeout a prover that accepted the connection waits for its own
@@ -162,7 +179,12 @@ class Agent:
         # How peers judged us, by peer id: their latest signed score record about us.
         self.records_about_us: dict[str, ScoreRecord] = {}
         self._nursery: trio.Nursery | None = None
-        self._dialing: set[str] = set()
+        self.dial_plan = DialPlan(self.peer_id, max_pending=MAX_PENDING_DIALS, max_per_answer=PX_LIMIT)
+        # Peers with an exchange running now, and those asked for again meanwhile.
+        self._px_running: set[str] = set()
+        self._px_again: set[str] = set()
+        # Peers whose last verdict on us, on their current connection, was a pass.
+        self._accepted_by: set[str] = set()
         # The connection each peer opened or accepted last (see _close_stale_connections).
         self._newest_conn: dict[str, INetConn] = {}
         self._token: trio.lowlevel.TrioToken | None = None
@@ -423,8 +445,18 @@ class Agent:
                 self.counters.inc("remote_error", "attest:bad-score-record")
                 log.warning("peer %s sent a score record that does not verify", pid)
         if not result.accepted:
+            self._accepted_by.discard(pid)
             log.warning("peer %s refused our attestation: %s", pid, result.reason,
                         extra={"peer": pid, "reason": result.reason})
+        elif pid not in self._accepted_by:
+            self._accepted_by.add(pid)
+            if self.peers.is_attested(pid):
+                self._now_mutual(pid)
+
+    def _now_mutual(self, pid: str) -> None:
+        """``pid`` and we have just attested each other: the join path. Whom it knows, we
+        meet now, not a peer-exchange interval later (its peers handler is open to us now)."""
+        self.exchange_soon(pid)
 
     async def _handle_peers(self, stream: INetStream, pid: str) -> None:
         timeout = self.config.network.request_timeout_s
@@ -516,6 +548,8 @@ class Agent:
                 if self._nursery is not None:
                     # It heard only the minimal identify so far (overlay/host.py).
                     self._nursery.start_soon(push_identify, self.host, ID.from_base58(pid))
+                if pid in self._accepted_by:
+                    self._now_mutual(pid)
         else:
             self.counters.inc("attest_rejected", reason.split(":")[0])
             log.warning("peer %s failed attestation: %s", pid, reason, extra={"peer": pid, "reason": reason})
@@ -630,6 +664,7 @@ class Agent:
                     assert self._nursery is not None
                     self._nursery.start_soon(self.attest_peer, peer_id)
             elif event == "disconnected" and not self.host.get_network().connections.get(peer_id):
+                self._accepted_by.discard(pid)
                 was = self.peers.is_attested(pid)
                 self.peers.on_disconnected(pid, now)
                 if was:
@@ -654,12 +689,14 @@ class Agent:
             for p in self.peers.connected():
                 if p.peer_id not in live:
                     self.peers.on_disconnected(p.peer_id, now)
+                    self._accepted_by.discard(p.peer_id)
             assert self._nursery is not None
             for pid_s, _pid in live.items():
                 st = self.peers.get(pid_s)
                 if st is None or not st.connected:
                     self.peers.on_connected(pid_s, self._advertised_addrs(pid_s), now)
-            for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s):
+            for p in self.peers.due_for_attestation(now, cfg.reattest_interval_s,
+                                                    first_retry_s=cfg.attest_deadline_s / FIRST_TRIES):
                 if p.state == "revoked":
                     if p.peer_id in live:
                         self._nursery.start_soon(self._disconnect, live[p.peer_id])
@@ -751,32 +788,89 @@ class Agent:
         except RemoteProtocolError as exc:
             self._remote_error(pid, PEERS_PROTOCOL, exc)
             return
-        for entry in resp.peers:
-            if entry.peer_id == self.peer_id:
-                continue
-            st = self.peers.get(entry.peer_id)
-            if st is not None and (st.connected or st.state == "left"):
-                continue
-            self._spawn_dial(entry.peer_id, list(entry.addrs))
+        self._dial_learned([(e.peer_id, list(e.addrs)) for e in resp.peers], "px", pid)
 
-    def _spawn_dial(self, pid: str, addrs: list[str]) -> None:
-        if pid in self._dialing or self._nursery is None:
+    def exchange_soon(self, pid: str) -> None:
+        """Ask attested ``pid`` for the attested peers it knows and dial them, now: called when
+        ``pid`` newly attests (the join path) and when its gossip names members we do not hold.
+        Requests to a peer never overlap: one asked for meanwhile runs once more afterwards,
+        ``LEARNED_EXCHANGE_GAP_S`` later. Off with ``network.join_exchange = false``."""
+        if (not self.config.network.join_exchange or self._nursery is None or self.stopping
+                or not self.peers.is_attested(pid)):
             return
-        self._dialing.add(pid)
-        self._nursery.start_soon(self._dial_hint, pid, addrs)
+        if pid in self._px_running:
+            self._px_again.add(pid)
+            return
+        self._px_running.add(pid)
+        self._nursery.start_soon(self._exchange_now, pid)
 
-    async def _dial_hint(self, pid: str, addrs: list[str]) -> None:
+    def unknown_peer(self, pid: str) -> bool:
+        """Neither connected to us, nor being dialled, nor gone for good: a member we could
+        only meet by learning its address."""
+        if pid == self.peer_id or pid in self.dial_plan.pending:
+            return False
+        st = self.peers.get(pid)
+        return st is None or (not st.connected and st.state == "alive")
+
+    async def _exchange_now(self, pid: str) -> None:
         try:
-            async with self._dial_limiter:
-                try:
-                    peer_id = ID.from_base58(pid)
-                    mas = [multiaddr.Multiaddr(a.split("/p2p/")[0]) for a in addrs[:8]]
-                except Exception:
-                    self.counters.inc("remote_error", "px:bad-entry")
+            while True:
+                self.counters.inc("join_exchange")
+                await self._exchange_with(pid)
+                if pid not in self._px_again:
                     return
-                await self._dial(PeerInfo(peer_id, mas))
+                self._px_again.discard(pid)
+                await trio.sleep(LEARNED_EXCHANGE_GAP_S)
+                if not self.peers.is_attested(pid):
+                    return
         finally:
-            self._dialing.discard(pid)
+            self._px_running.discard(pid)
+            self._px_again.discard(pid)
+
+    def _dial_learned(self, entries: list[tuple[str, list[str]]], source: str,
+                      named_by: str | None = None) -> None:
+        """Dial the peers another member (``named_by``) or mDNS named, within
+        :class:`DialPlan`'s bounds. Entries that do not parse are dropped and counted
+        ``remote_error{<source>:bad-entry}``; an answer naming more peers than we asked for is
+        dropped whole (``remote_error{<source>:over-limit}``); dials with no room left are
+        counted ``dial_dropped{pending-full}``."""
+        if self._nursery is None:
+            return
+        try:
+            dials, dropped = self.dial_plan.offer(entries, self.peers)
+        except ValueError as exc:
+            self.counters.inc("remote_error", f"{source}:over-limit")
+            log.warning("dropped the peers %s named: %s", named_by, exc,
+                        extra={"peer": named_by, "reason": "over-limit"})
+            return
+        if dropped:
+            self.counters.inc("dial_dropped", "pending-full", dropped)
+        bad = 0
+        for pid, addrs in dials:
+            try:
+                info = PeerInfo(ID.from_base58(pid), [multiaddr.Multiaddr(a.split("/p2p/")[0])
+                                                      for a in addrs])
+            except Exception:  # base58/multiaddr raise several types on garbage
+                self.dial_plan.done(pid)
+                bad += 1
+                continue
+            self._nursery.start_soon(self._dial_planned, pid, info)
+        if bad:
+            self.counters.inc("remote_error", f"{source}:bad-entry", bad)
+            log.warning("dropped %d peer entries %s named: bad peer id or address", bad,
+                        named_by or source, extra={"peer": named_by, "reason": "bad-entry"})
+
+    async def _dial_planned(self, pid: str, info: PeerInfo) -> None:
+        try:
+            if pid < self.peer_id:
+                await trio.sleep(CROSSING_DIAL_DELAY_S)
+            async with self._dial_limiter:
+                st = self.peers.get(pid)
+                if st is None or not st.connected:  # it may have dialled us meanwhile
+                    self.counters.inc("dial_learned")
+                    await self._dial(info)
+        finally:
+            self.dial_plan.done(pid)
 
     async def _dial(self, info: PeerInfo) -> bool:
         with trio.move_on_after(self.config.network.dial_timeout_s):
@@ -839,9 +933,7 @@ class Agent:
 
         def found(pid: str, addrs: list[str]) -> None:
             def hop() -> None:
-                st = self.peers.get(pid)
-                if st is None or not st.connected:
-                    self._spawn_dial(pid, addrs)
+                self._dial_learned([(pid, addrs)], "mdns")
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(hop, trio_token=token)
 

@@ -58,6 +58,10 @@ class NetworkConfig:
     ping_timeout_s: float = 5.0
     # Ask attested peers for the attested peers they know, every interval (peer exchange).
     peer_exchange_interval_s: float = 30.0
+    # Also ask at once: a peer we have just mutually attested, and one whose gossip names
+    # members we do not hold, then dial who they name (the join path: a new node meets the
+    # federation in about a second instead of a peer-exchange interval). Off: periodic only.
+    join_exchange: bool = True
     # Timeout for one request/response on our protocols.
     request_timeout_s: float = 10.0
 

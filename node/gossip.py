@@ -14,7 +14,11 @@ simulator runs) decide everything; this module only moves their messages and the
 - **Time.** A single loop ticks both cores at their ``next_deadline`` (or on input) with the
   wall clock, drains ``ready()`` and hands the messages to the senders.
 - **Admission.** Only attested peers become members (the core's ``admit`` predicate, so an
-  id another member invented never enters): each newly attested peer is sent a join. The
+  id another member invented never enters): each newly attested peer is sent a join. A peer
+  that names members we cannot admit yet (``Ready.unadmitted``: the seed's full state
+  answering our join, news of a newcomer) is asked at once for the attested peers it knows
+  (``Agent.exchange_soon``), which the agent dials within its bounds: a new node meets the
+  federation without waiting for the periodic peer exchange. The
   sender the core sees is the attested peer the frame came from; claims it cannot truthfully
   make (membership.py, "Hostile members") are refused and counted ``swim_refused{reason}``.
   A peer quarantined or revoked by the agent is dropped from gossip at once (the dissemination
@@ -194,6 +198,12 @@ class GossipService:
         for pid, reason in r.refused:  # a claim the sender cannot truthfully make (membership.py)
             self.agent.counters.inc("swim_refused", reason)
             log.debug("refused a membership claim from %s: %s", pid, reason, extra={"peer": pid})
+        for pid, named in r.unadmitted.items():
+            # It holds members we do not (the join's full state, or news of a newcomer). Most
+            # are usually peers we are connected to and still attesting; for any other, ask
+            # it how to reach them now rather than at the next peer exchange.
+            if any(self.agent.unknown_peer(node) for node in named):
+                self.agent.exchange_soon(pid)
         for ev in r.events:
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)

@@ -9,12 +9,15 @@ Rules
   protocol handler asks.
 - Entries are bounded (``max_entries``): when full, the longest-disconnected entry goes.
 - Time is a float passed in by the caller; the table never reads a clock.
+- Peers learned from others (peer exchange, mDNS) are dialled through one :class:`DialPlan`:
+  what another member names costs us at most ``max_per_answer`` dials per answer and
+  ``max_pending`` dials at once, whatever it names (see the class).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 ALIVE, LEFT, REVOKED = "alive", "left", "revoked"
@@ -97,13 +100,21 @@ class PeerTable:
     def __len__(self) -> int:
         return len(self._peers)
 
-    def due_for_attestation(self, now: float, interval_s: float) -> list[PeerState]:
-        """Connected peers with no attempt in flight whose last attempt is ``interval_s`` old."""
+    def due_for_attestation(self, now: float, interval_s: float, *,
+                            first_retry_s: float | None = None) -> list[PeerState]:
+        """Connected peers with no attempt in flight whose last attempt is ``interval_s`` old,
+        or ``first_retry_s`` old (when given) for a peer that has not attested on this
+        connection yet: a first exchange lost to a transient failure (the connection it ran
+        on closed under a simultaneous dial, a stalled peer) is retried well before the
+        unattested deadline drops the peer, not a whole re-attestation interval later."""
         out = []
         for p in self._peers.values():
             if not p.connected or p.attest_in_flight:
                 continue
-            if p.last_attempt_at is None or now - p.last_attempt_at >= interval_s:
+            wait = interval_s
+            if first_retry_s is not None and p.last_attested_at is None:
+                wait = min(interval_s, first_retry_s)
+            if p.last_attempt_at is None or now - p.last_attempt_at >= wait:
                 out.append(p)
         return out
 
@@ -289,3 +300,63 @@ class PeerTable:
 
     def known_addrs(self) -> dict[str, list[str]]:
         return {p.peer_id: list(p.addrs) for p in self._peers.values() if p.addrs and p.state == ALIVE}
+
+
+class DialPlan:
+    """Which learned peers to dial now (sans-IO): the bound on what other members make us dial.
+
+    A member that names peers (a peer-exchange answer, an mDNS advertisement) is trusted for
+    nothing: the dial it leads to is a plain outbound connection that must then pass our
+    attestation like any other. What it could cost us is the dials themselves, so:
+
+    - an answer is taken whole or not at all: one naming more than ``max_per_answer`` peers is
+      refused (the caller counts it; we asked for at most that many);
+    - self, peers connected or being dialled, and peers that left or were revoked are skipped;
+    - at most ``max_pending`` dials are pending at once (dialling or waiting to); what comes
+      beyond is dropped and reported, never queued: the periodic peer exchange asks again.
+
+    So a member naming 10,000 invented peers costs at most ``max_pending`` dials at a time, and
+    each ends within the dial timeout. The caller runs the dials (bounded concurrency) and calls
+    :meth:`done` when each ends.
+    """
+
+    def __init__(self, self_id: str, *, max_pending: int, max_per_answer: int,
+                 max_addrs: int = 8) -> None:
+        if max_pending < 1 or max_per_answer < 1 or max_addrs < 1:
+            raise ValueError("max_pending, max_per_answer and max_addrs must be positive")
+        self.self_id = self_id
+        self.max_pending = max_pending
+        self.max_per_answer = max_per_answer
+        self.max_addrs = max_addrs
+        self._pending: set[str] = set()
+
+    @property
+    def pending(self) -> frozenset[str]:
+        return frozenset(self._pending)
+
+    def offer(self, entries: Sequence[tuple[str, Sequence[str]]],
+              table: PeerTable) -> tuple[list[tuple[str, list[str]]], int]:
+        """Plan the dials for one answer. Returns ``(dials, dropped)``: ``dials`` are now
+        pending (the caller must dial each and call :meth:`done`); ``dropped`` is how many
+        dialable entries found no room. Raises ValueError if the answer names more than
+        ``max_per_answer`` peers (nothing is planned)."""
+        if len(entries) > self.max_per_answer:
+            raise ValueError(f"{len(entries)} peers named, at most {self.max_per_answer} asked for")
+        dials: list[tuple[str, list[str]]] = []
+        dropped = 0
+        for pid, addrs in entries:
+            if pid == self.self_id or pid in self._pending or not addrs:
+                continue
+            st = table.get(pid)
+            if st is not None and (st.connected or st.state != ALIVE):
+                continue
+            if len(self._pending) >= self.max_pending:
+                dropped += 1
+                continue
+            self._pending.add(pid)
+            dials.append((pid, list(addrs[: self.max_addrs])))
+        return dials, dropped
+
+    def done(self, peer_id: str) -> None:
+        """A planned dial ended (connected or not)."""
+        self._pending.discard(peer_id)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlay.peers import PeerTable
+from overlay.peers import DialPlan, PeerTable
 
 
 def ok(t: PeerTable, pid: str, now: float, accepted: bool = True) -> bool:
@@ -125,3 +125,67 @@ def test_rtt_and_rate_are_smoothed_and_small_transfers_ignored():
     assert t.on_transfer("a", 1 << 20, 0.5)
     assert t.get("a").kib_s == 1024.0 + (2048.0 - 1024.0) / 4
     assert t.get("a").to_json(0)["kib_s"] == 1280
+
+
+# ---------------------------------------------------------------------- DialPlan: learned peers
+
+def test_dial_plan_skips_self_known_and_pending_peers_and_caps_addresses():
+    t = PeerTable()
+    t.on_connected("conn", [], 0)
+    t.on_connected("gone", [], 0)
+    t.on_goodbye("gone")
+    t.on_disconnected("gone", 1)
+    t.revoke("bad", "revoked by the council")
+    plan = DialPlan("me", max_pending=10, max_per_answer=10, max_addrs=2)
+    entries = [("me", ["/a"]), ("conn", ["/a"]), ("gone", ["/a"]), ("bad", ["/a"]), ("noaddr", []),
+               ("x", ["/1", "/2", "/3"]), ("x", ["/4"])]
+    dials, dropped = plan.offer(entries, t)
+    assert dials == [("x", ["/1", "/2"])] and dropped == 0
+    assert plan.pending == {"x"}
+    assert plan.offer([("x", ["/1"])], t) == ([], 0)  # already being dialled
+    plan.done("x")
+    assert plan.offer([("x", ["/1"])], t) == ([("x", ["/1"])], 0)
+
+
+def test_dial_plan_refuses_an_answer_over_the_asked_limit_whole():
+    plan = DialPlan("me", max_pending=100, max_per_answer=3)
+    with pytest.raises(ValueError, match="4 peers named, at most 3"):
+        plan.offer([(f"p{i}", ["/a"]) for i in range(4)], PeerTable())
+    assert plan.pending == frozenset()
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from([f"p{i}" for i in range(40)] + ["me"]),
+                                   st.lists(st.sampled_from(["/a", "/b"]), max_size=3)),
+                         max_size=12), max_size=30),
+       st.lists(st.integers(0, 39), max_size=30))
+def test_dial_plan_never_has_more_than_max_pending_whatever_members_name(answers, finished):
+    # Hostile members may name anyone, any number of times: the dials pending at once stay
+    # within the bound, none twice, never ourselves; what found no room is reported.
+    t = PeerTable()
+    plan = DialPlan("me", max_pending=5, max_per_answer=12)
+    for k, entries in enumerate(answers):
+        before = set(plan.pending)
+        dials, dropped = plan.offer(entries, t)
+        ids = [pid for pid, _ in dials]
+        assert len(ids) == len(set(ids)) and "me" not in ids and not set(ids) & before
+        assert len(plan.pending) <= 5 and plan.pending == before | set(ids)
+        dialable = {pid for pid, addrs in entries if pid != "me" and addrs} - before
+        assert dropped + len(ids) >= len(dialable) if len(plan.pending) == 5 else dropped == 0
+        if k < len(finished):
+            plan.done(f"p{finished[k]}")
+
+
+def test_a_first_attestation_that_missed_is_retried_sooner_than_a_reattestation():
+    t = PeerTable()
+    t.on_connected("new", [], 0)
+    t.on_connected("old", [], 0)
+    ok(t, "old", 1)
+    t.on_attest_started("old", 1)
+    ok(t, "old", 1)
+    t.on_attest_started("new", 1)
+    t.on_attest_missed("new", "stream: StreamEOF", 1, max_missed=3, penalty=10)
+    due = lambda now: {p.peer_id for p in t.due_for_attestation(now, 60, first_retry_s=5)}  # noqa: E731
+    assert due(5.9) == set()
+    assert due(6.0) == {"new"}  # never attested on this connection: 5 s, not 60 s
+    assert due(61.0) == {"new", "old"}
+    assert {p.peer_id for p in t.due_for_attestation(6.0, 60)} == set()  # without: the interval

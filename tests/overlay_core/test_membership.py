@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from overlay.dissemination import retransmit_limit
 from overlay.errors import LocalProtocolError
 from overlay.membership import (
+    UNADMITTED_SAMPLE,
     Membership,
     MembershipConfig,
     Snapshot,
@@ -384,6 +385,44 @@ def test_only_admitted_members_enter_and_a_join_seed_may_introduce_everyone():
     assert ("seed", "not-admitted") in m.ready().refused
     m.step("seed", SwimSync(members=(SwimUpdate("r99", ALIVE, 0, "r99"),)), 2.0)
     assert m.state_of("r99") is None  # not attested: never a member
+
+
+def test_members_not_admitted_yet_are_reported_under_the_peer_that_named_them():
+    # The join path (node/gossip.py): a seed's full state names members this node has not
+    # attested yet; the driver is told whom to ask about them, once per sender and batch.
+    attested = {"h", "seed", "b"}
+    m = Membership("h", FAST, random.Random(1), 0.0, admit=lambda n: n in attested)
+    m.join(["seed"], 0.0)
+    assert m.ready().unadmitted == {}
+    state = tuple(SwimUpdate(n, ALIVE, 0, n) for n in ("seed", "b", "c", "d"))
+    m.step("seed", SwimSync(members=state), 1.0)
+    m.step("b", SwimGossip((SwimUpdate("c", ALIVE, 0, "c"),)), 1.5)
+    assert m.has_output()
+    r = m.ready()
+    assert r.unadmitted == {"seed": ["c", "d"], "b": ["c"]}
+    assert m.state_of("c") is None and m.state_of("b") == (ALIVE, 0)
+    assert m.ready().unadmitted == {}  # drained
+    attested.add("c")  # now attested here: it enters, and nobody is reported
+    m.step("b", SwimGossip((SwimUpdate("c", ALIVE, 1, "c"),)), 2.0)
+    assert m.state_of("c") == (ALIVE, 1) and m.ready().unadmitted == {}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 20_000)),
+                max_size=30))
+def test_unadmitted_reports_are_bounded_by_the_senders_whatever_they_name(batches):
+    m = Membership("h", FAST, random.Random(1), 0.0, admit={"h", "a", "b", "c"}.__contains__)
+    m.join(["a", "b", "c"], 0.0)
+    named: dict[str, list[str]] = {}
+    for t, (sender, k) in enumerate(batches):
+        ups = tuple(SwimUpdate(f"fake{sender}{i}", ALIVE, 0, f"fake{sender}{i}")
+                    for i in range(k % 300))
+        m.step(sender, SwimSync(members=ups), float(t))
+        named.setdefault(sender, []).extend(u.node for u in ups)
+    r = m.ready()
+    assert set(r.unadmitted) <= {"a", "b", "c"}
+    assert r.unadmitted == {s: ids[:UNADMITTED_SAMPLE] for s, ids in named.items() if ids}
+    assert m.num_members() <= 4
 
 
 def test_claims_are_checked_against_the_sender():
