@@ -11,11 +11,9 @@ then these services, each of which signals readiness with ``task_status.started(
   peer each ``reattest_interval_s``, expires stale score records and disconnects peers that
   never attested within ``attest_deadline_s``;
 - *ping*: RTT to every connected peer with libp2p ping (``/ipfs/ping/1.0.0``);
-- *peer exchange*: asks attested peers for the attested peers they know, and dials them:
-  at once when a peer newly attests and whenever gossip names members we do not hold (the
-  join path: a new node meets the whole federation in about one round trip after its first
-  attestation), and every ``peer_exchange_interval_s`` to repair what those missed. What a
-  peer names is dialled through :class:`~overlay.peers.DialPlan` (bounded);
+- *peer exchange* (node/peer_exchange.py, ``Agent.px``): asks attested peers for the
+  attested peers they know and dials them, at once when a peer newly attests or gossip names
+  members we do not hold (the join path), and every ``peer_exchange_interval_s``;
 - *bootstrap*: dials each bootstrap address with backoff until connected;
 - *mDNS* (LAN profile): advertises and browses the local network;
 - *control*: the Unix-socket control API (node/control.py).
@@ -60,6 +58,7 @@ from node.config import NodeConfig
 from node.datadir import DataDir
 from node.loop_health import LoopHealth
 from node.metrics import Counters
+from node.peer_exchange import PeerExchange
 from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, close_stream, read_message, reset_stream, write_message
@@ -82,12 +81,9 @@ from overlay.messages import (
     AttestEvidence,
     AttestResult,
     Goodbye,
-    PeerEntry,
-    PeersRequest,
-    PeersResponse,
     ScoreRecord,
 )
-from overlay.peers import DialPlan, PeerState, PeerTable
+from overlay.peers import PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
@@ -96,22 +92,10 @@ Status = Any
 EVENT_QUEUE = 1024  # connection events buffered before they are dropped (and counted)
 PING_BYTES = 32
 MAX_INBOUND_STREAMS_PER_PEER = 16  # concurrent streams a peer may hold open on our protocols
-PX_FANOUT = 3  # attested peers asked per peer-exchange round
-PX_LIMIT = 64  # peers asked for per request; an answer naming more is refused whole
 MAX_DIALS_IN_FLIGHT = 16
-# Learned peers pending a dial at once (dialling, or waiting for one of the slots above);
-# beyond it they are dropped (counted dial_dropped{pending-full}) and peer exchange asks again.
-MAX_PENDING_DIALS = 2 * PX_LIMIT
-# A peer whose gossip keeps naming members we lack is asked again at most this often.
-LEARNED_EXCHANGE_GAP_S = 0.5
 # Attempts at a connection's first attestation within attest_deadline_s (one every
 # deadline / FIRST_TRIES: 5 s on lan) before the peer is dropped as unattested.
 FIRST_TRIES = 6
-# We dial a learned peer whose id is below ours this much later: when two nodes learn each
-# other at the same moment (both joined through one seed), the lower id's dial usually lands
-# first and the higher finds the connection there, instead of two crossing connections whose
-# loser takes the first attestation exchange down with it.
-CROSSING_DIAL_DELAY_S = 0.15
 #: Prefix of quarantine reasons where no verdict was reached (see :meth:`Agent.on_quarantine`).
 UNREACHABLE = "unreachable: "
 #: Share of the handshake timeout a prover that accepted the connection waits for its own
@@ -179,10 +163,7 @@ class Agent:
         # How peers judged us, by peer id: their latest signed score record about us.
         self.records_about_us: dict[str, ScoreRecord] = {}
         self._nursery: trio.Nursery | None = None
-        self.dial_plan = DialPlan(self.peer_id, max_pending=MAX_PENDING_DIALS, max_per_answer=PX_LIMIT)
-        # Peers with an exchange running now, and those asked for again meanwhile.
-        self._px_running: set[str] = set()
-        self._px_again: set[str] = set()
+        self.px = PeerExchange(self)  # peer exchange and the dials it learns (node/peer_exchange.py)
         # Peers whose last verdict on us, on their current connection, was a pass.
         self._accepted_by: set[str] = set()
         # The connection each peer opened or accepted last (see _close_stale_connections).
@@ -216,7 +197,7 @@ class Agent:
             await nursery.start(self._connection_events_loop)
             await nursery.start(self._maintenance_loop)
             await nursery.start(self._ping_loop)
-            await nursery.start(self._peer_exchange_loop)
+            await nursery.start(self.px.loop)
             for addr in self._bootstrap_addrs():
                 await nursery.start(self._bootstrap_loop, addr)
             mdns = None
@@ -319,7 +300,7 @@ class Agent:
     def _register_handlers(self) -> None:
         install_identify(self.host, self.peers.is_attested)
         self.set_handler(ATTEST_PROTOCOL, self._handle_attest, gated=False)
-        self.set_handler(PEERS_PROTOCOL, self._handle_peers)
+        self.set_handler(PEERS_PROTOCOL, self.px.handle)
         self.set_handler(GOODBYE_PROTOCOL, self._handle_goodbye)
 
     def set_handler(self, proto: str, handler: Callable[[INetStream, str], Awaitable[None]], *,
@@ -456,22 +437,8 @@ class Agent:
     def _now_mutual(self, pid: str) -> None:
         """``pid`` and we have just attested each other: the join path. Whom it knows, we
         meet now, not a peer-exchange interval later (its peers handler is open to us now)."""
-        self.exchange_soon(pid)
+        self.px.soon(pid)
 
-    async def _handle_peers(self, stream: INetStream, pid: str) -> None:
-        timeout = self.config.network.request_timeout_s
-        req = await read_message(FrameReader(stream), PeersRequest, timeout_s=timeout)
-        entries = []
-        for p in self.peers.attested():
-            if p.peer_id == pid:
-                continue
-            addrs = self._advertised_addrs(p.peer_id)
-            if addrs:
-                entries.append(PeerEntry(p.peer_id, tuple(addrs[:8])))
-            if len(entries) >= req.limit:
-                break
-        await write_message(stream, PeersResponse(tuple(entries)), timeout_s=timeout)
-        await close_stream(stream)
 
     async def _handle_goodbye(self, stream: INetStream, pid: str) -> None:
         msg = await read_message(FrameReader(stream), Goodbye,
@@ -764,114 +731,6 @@ class Agent:
             return
         self.peers.on_rtt(pid, rtt)
 
-    async def _peer_exchange_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(self.config.network.peer_exchange_interval_s)
-            attested = self.peers.attested()
-            for p in self._rng.sample(attested, min(PX_FANOUT, len(attested))):
-                await self._exchange_with(p.peer_id)
-
-    async def _exchange_with(self, pid: str) -> None:
-        timeout = self.config.network.request_timeout_s
-        try:
-            with trio.fail_after(timeout):
-                stream = await self._open_stream(ID.from_base58(pid), PEERS_PROTOCOL)
-                try:
-                    await write_message(stream, PeersRequest(PX_LIMIT), timeout_s=timeout)
-                    resp = await read_message(FrameReader(stream), PeersResponse, timeout_s=timeout)
-                finally:
-                    await reset_stream(stream)
-        except trio.TooSlowError:
-            self.counters.inc("px_failed", "timeout")
-            return
-        except RemoteProtocolError as exc:
-            self._remote_error(pid, PEERS_PROTOCOL, exc)
-            return
-        self._dial_learned([(e.peer_id, list(e.addrs)) for e in resp.peers], "px", pid)
-
-    def exchange_soon(self, pid: str) -> None:
-        """Ask attested ``pid`` for the attested peers it knows and dial them, now: called when
-        ``pid`` newly attests (the join path) and when its gossip names members we do not hold.
-        Requests to a peer never overlap: one asked for meanwhile runs once more afterwards,
-        ``LEARNED_EXCHANGE_GAP_S`` later. Off with ``network.join_exchange = false``."""
-        if (not self.config.network.join_exchange or self._nursery is None or self.stopping
-                or not self.peers.is_attested(pid)):
-            return
-        if pid in self._px_running:
-            self._px_again.add(pid)
-            return
-        self._px_running.add(pid)
-        self._nursery.start_soon(self._exchange_now, pid)
-
-    def unknown_peer(self, pid: str) -> bool:
-        """Neither connected to us, nor being dialled, nor gone for good: a member we could
-        only meet by learning its address."""
-        if pid == self.peer_id or pid in self.dial_plan.pending:
-            return False
-        st = self.peers.get(pid)
-        return st is None or (not st.connected and st.state == "alive")
-
-    async def _exchange_now(self, pid: str) -> None:
-        try:
-            while True:
-                self.counters.inc("join_exchange")
-                await self._exchange_with(pid)
-                if pid not in self._px_again:
-                    return
-                self._px_again.discard(pid)
-                await trio.sleep(LEARNED_EXCHANGE_GAP_S)
-                if not self.peers.is_attested(pid):
-                    return
-        finally:
-            self._px_running.discard(pid)
-            self._px_again.discard(pid)
-
-    def _dial_learned(self, entries: list[tuple[str, list[str]]], source: str,
-                      named_by: str | None = None) -> None:
-        """Dial the peers another member (``named_by``) or mDNS named, within
-        :class:`DialPlan`'s bounds. Entries that do not parse are dropped and counted
-        ``remote_error{<source>:bad-entry}``; an answer naming more peers than we asked for is
-        dropped whole (``remote_error{<source>:over-limit}``); dials with no room left are
-        counted ``dial_dropped{pending-full}``."""
-        if self._nursery is None:
-            return
-        try:
-            dials, dropped = self.dial_plan.offer(entries, self.peers)
-        except ValueError as exc:
-            self.counters.inc("remote_error", f"{source}:over-limit")
-            log.warning("dropped the peers %s named: %s", named_by, exc,
-                        extra={"peer": named_by, "reason": "over-limit"})
-            return
-        if dropped:
-            self.counters.inc("dial_dropped", "pending-full", dropped)
-        bad = 0
-        for pid, addrs in dials:
-            try:
-                info = PeerInfo(ID.from_base58(pid), [multiaddr.Multiaddr(a.split("/p2p/")[0])
-                                                      for a in addrs])
-            except Exception:  # base58/multiaddr raise several types on garbage
-                self.dial_plan.done(pid)
-                bad += 1
-                continue
-            self._nursery.start_soon(self._dial_planned, pid, info)
-        if bad:
-            self.counters.inc("remote_error", f"{source}:bad-entry", bad)
-            log.warning("dropped %d peer entries %s named: bad peer id or address", bad,
-                        named_by or source, extra={"peer": named_by, "reason": "bad-entry"})
-
-    async def _dial_planned(self, pid: str, info: PeerInfo) -> None:
-        try:
-            if pid < self.peer_id:
-                await trio.sleep(CROSSING_DIAL_DELAY_S)
-            async with self._dial_limiter:
-                st = self.peers.get(pid)
-                if st is None or not st.connected:  # it may have dialled us meanwhile
-                    self.counters.inc("dial_learned")
-                    await self._dial(info)
-        finally:
-            self.dial_plan.done(pid)
-
     async def _dial(self, info: PeerInfo) -> bool:
         with trio.move_on_after(self.config.network.dial_timeout_s):
             try:
@@ -933,7 +792,7 @@ class Agent:
 
         def found(pid: str, addrs: list[str]) -> None:
             def hop() -> None:
-                self._dial_learned([(pid, addrs)], "mdns")
+                self.px.dial_learned([(pid, addrs)], "mdns")
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(hop, trio_token=token)
 

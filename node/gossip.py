@@ -17,7 +17,7 @@ simulator runs) decide everything; this module only moves their messages and the
   id another member invented never enters): each newly attested peer is sent a join. A peer
   that names members we cannot admit yet (``Ready.unadmitted``: the seed's full state
   answering our join, news of a newcomer) is asked at once for the attested peers it knows
-  (``Agent.exchange_soon``), which the agent dials within its bounds: a new node meets the
+  (``PeerExchange.soon``, node/peer_exchange.py), which dials within its bounds: a new node meets the
   federation without waiting for the periodic peer exchange. The
   sender the core sees is the attested peer the frame came from; claims it cannot truthfully
   make (membership.py, "Hostile members") are refused and counted ``swim_refused{reason}``.
@@ -202,8 +202,8 @@ class GossipService:
             # It holds members we do not (the join's full state, or news of a newcomer). Most
             # are usually peers we are connected to and still attesting; for any other, ask
             # it how to reach them now rather than at the next peer exchange.
-            if any(self.agent.unknown_peer(node) for node in named):
-                self.agent.exchange_soon(pid)
+            if any(self.agent.px.unknown(node) for node in named):
+                self.agent.px.soon(pid)
         for ev in r.events:
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)

@@ -3,7 +3,7 @@ two bootstrapping from the first, meet through the join path.
 
 The periodic peer exchange is set to an hour in every node's config.toml and mDNS is off
 (local_test), so the two joiners, which only know the first node, can only find each other by
-asking it at once when they join (node/agent.py, ``Agent.exchange_soon``)."""
+asking it at once when they join (node/peer_exchange.py, ``PeerExchange.soon``)."""
 
 from __future__ import annotations
 

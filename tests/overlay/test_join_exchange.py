@@ -13,7 +13,7 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from node.agent import MAX_PENDING_DIALS, PX_LIMIT
+from node.peer_exchange import MAX_PENDING_DIALS, PX_LIMIT
 from node.testing import gossip_config
 from overlay.framing import FrameReader, close_stream, read_message, write_message
 from overlay.messages import PEERS_PROTOCOL, PeerEntry, PeersRequest, PeersResponse
@@ -45,7 +45,7 @@ async def test_nodes_bootstrapped_from_one_seed_meet_through_the_join_path(tmp_p
         assert sum(a.counters.get("dial_learned") for a in joiners) >= 3
         assert seed.counters.get("dial_learned") == 0
         # Dials still waiting (a crossing dial's delay) end and free their slots.
-        await wait_until(lambda: all(not a.dial_plan.pending for a in agents), 15)
+        await wait_until(lambda: all(not a.px.plan.pending for a in agents), 15)
 
 
 async def test_an_answer_naming_more_peers_than_asked_is_dropped_whole(tmp_path):
@@ -62,9 +62,9 @@ async def test_an_answer_naming_more_peers_than_asked_is_dropped_whole(tmp_path)
 
         attacker.set_handler(PEERS_PROTOCOL, oversized)
         dialled = honest.counters.get("dial_learned")
-        honest.exchange_soon(attacker.peer_id)
+        honest.px.soon(attacker.peer_id)
         await wait_until(lambda: honest.counters.get("remote_error", "px:over-limit") == 1, 10)
-        assert not honest.dial_plan.pending and honest.counters.get("dial_learned") == dialled
+        assert not honest.px.plan.pending and honest.counters.get("dial_learned") == dialled
         assert fully_attested(agents)  # nothing else changed: still attested both ways
 
 
@@ -96,7 +96,7 @@ async def test_a_member_naming_ten_thousand_invented_members_gets_bounded_dials(
             async def watch() -> None:
                 nonlocal most
                 while True:
-                    most = max(most, len(honest.dial_plan.pending))
+                    most = max(most, len(honest.px.plan.pending))
                     await trio.sleep(0.01)
 
             nursery.start_soon(watch)
