@@ -521,7 +521,8 @@ def _init_nodes(dirs: list[Path], *, join_exchange: bool) -> None:
             cfg.write_text(text.replace("join_exchange = true", "join_exchange = false"))
 
 
-def _formation_s(tmp: Path, n: int, *, join_exchange: bool) -> dict[str, Any]:
+def _formation_s(tmp: Path, n: int, *, join_exchange: bool,
+                 timeout_s: float = FORMATION_TIMEOUT_S) -> dict[str, Any]:
     """Start ``n`` node processes (the first, then the rest at once bootstrapping from it) and
     time until each one's status shows all the others attested.
 
@@ -546,12 +547,12 @@ def _formation_s(tmp: Path, n: int, *, join_exchange: bool) -> dict[str, Any]:
         t_ready = time.monotonic()
         poll_s = 0.05 if n <= 5 else 0.5  # polling 30 control sockets is itself load
         formed = None
-        while time.monotonic() - t0 < FORMATION_TIMEOUT_S:
+        while time.monotonic() - t0 < timeout_s:
             if all_mutually_attested([p.status() for p in nodes]):
                 formed = time.monotonic()
                 break
             time.sleep(poll_s)
-        return {"n": n, "join": join_exchange, "startup_s": t_ready - t0,
+        return {"n": n, "join": join_exchange, "startup_s": t_ready - t0, "timeout_s": timeout_s,
                 "from_start_s": None if formed is None else formed - t0,
                 "from_ready_s": None if formed is None else formed - t_ready, "poll_s": poll_s}
     finally:
@@ -564,7 +565,7 @@ def _formation_s(tmp: Path, n: int, *, join_exchange: bool) -> dict[str, Any]:
 def _print_formation(r: dict[str, Any], floor_s: float) -> None:
     arm = "join path" if r["join"] else "periodic peer exchange only (join_exchange = false)"
     if r["from_start_s"] is None:
-        print(f"formation, {r['n']} processes, {arm}: not formed within {FORMATION_TIMEOUT_S:.0f} s "
+        print(f"formation, {r['n']} processes, {arm}: not formed within {r['timeout_s']:.0f} s "
               f"of the last start (start-up {r['startup_s']:.1f} s)")
         return
     goal = 3.0 if r["n"] <= 3 else 10.0
@@ -618,11 +619,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     ap.add_argument("--sizes", default=",".join(map(str, FORMATION_SIZES)),
                     help="formation: comma-separated federation sizes (processes)")
+    ap.add_argument("--formation-timeout", type=float, default=FORMATION_TIMEOUT_S,
+                    help=f"formation: seconds to wait from the last start ({FORMATION_TIMEOUT_S:.0f})")
+    ap.add_argument("--formation-arms", default="join,periodic",
+                    help="formation: join (the join path) and/or periodic (join_exchange = false)")
     ap.add_argument("--arm", choices=("patched", "unpatched"), default="patched",
                     help="unpatched: measure the wire-speed parts without overlay/libp2p_fixes.py "
                          "and print them as JSON (the benchmark runs this itself)")
     args = ap.parse_args(argv)
     parts = set(args.only.split(","))
+    if set(args.formation_arms.split(",")) - {"join", "periodic"}:
+        ap.error(f"--formation-arms: join and/or periodic, not {args.formation_arms!r}")
     if parts - set(PARTS):
         ap.error(f"unknown part(s): {', '.join(sorted(parts - set(PARTS)))}")
     from node.demo import NodeProcess
@@ -687,9 +694,10 @@ def main(argv: list[str]) -> int:
         print(f"formation floor: one pair's connect + mutual attestation, in process, median of 5: "
               f"{floor * 1000:.1f} ms")
         for n in (int(x) for x in args.sizes.split(",")):
-            for join in (True, False):
+            for arm in args.formation_arms.split(","):
                 print(f"  (load {os.getloadavg()[0]:.1f})", flush=True)
-                _print_formation(_formation_s(tmp, n, join_exchange=join), floor)
+                _print_formation(_formation_s(tmp, n, join_exchange=arm == "join",
+                                              timeout_s=args.formation_timeout), floor)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     return 0
 
