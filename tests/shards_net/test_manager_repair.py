@@ -124,7 +124,10 @@ async def test_crashed_holder_is_repaired_by_the_manager_while_the_owner_is_offl
         # manifest (revision 1) naming the new holder and pushes it
         back = await fed.restart(owner)
         await wait_until(lambda: fully_attested([x.agent for x in [*live, back]]), 90)
-        await wait_until(lambda: back.role.view()[0].placements.get(oid.hex()) is not None, 60)
+        # (its own persisted state holds the placement from before the repair: wait until it has
+        # caught up with the repaired one, not merely any)
+        await wait_until(lambda: (q := back.role.view()[0].placements.get(oid.hex())) is not None
+                         and q.epoch >= p.epoch, 60)
         listing = back.svc.ls()[0]
         assert listing["placement"].startswith("committed")
         assert spare.peer_id in {h["peer_id"] for h in listing["holders"]}
