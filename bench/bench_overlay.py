@@ -547,12 +547,23 @@ def _formation_s(tmp: Path, n: int, *, join_exchange: bool,
         t_ready = time.monotonic()
         poll_s = 0.05 if n <= 5 else 0.5  # polling 30 control sockets is itself load
         formed = None
+        statuses: list[Any] = []
         while time.monotonic() - t0 < timeout_s:
-            if all_mutually_attested([p.status() for p in nodes]):
+            statuses = [p.status() for p in nodes]
+            if all_mutually_attested(statuses):
                 formed = time.monotonic()
                 break
             time.sleep(poll_s)
+        # where the time went: every process's CPU (start-up included) and a few counters
+        cpu = sum(_cpu_s(p.proc.pid) for p in nodes)
+        counts: dict[str, int] = {}
+        for st in statuses:
+            for name in ("attest_missed", "quarantined", "dial_learned", "join_exchange",
+                         "record_rejected"):
+                counts[name] = counts.get(name, 0) + sum(((st or {}).get("counters") or {})
+                                                         .get(name, {}).values())
         return {"n": n, "join": join_exchange, "startup_s": t_ready - t0, "timeout_s": timeout_s,
+                "cpu_s": cpu, "counters": counts,
                 "from_start_s": None if formed is None else formed - t0,
                 "from_ready_s": None if formed is None else formed - t_ready, "poll_s": poll_s}
     finally:
@@ -560,6 +571,12 @@ def _formation_s(tmp: Path, n: int, *, join_exchange: bool,
             p.signal(signal.SIGTERM)
         for p in nodes:
             p.wait(20)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _print_formation(r: dict[str, Any], floor_s: float) -> None:
@@ -573,6 +590,8 @@ def _print_formation(r: dict[str, Any], floor_s: float) -> None:
           f"(goal <= {goal:.0f} s), {r['from_ready_s']:.2f} s from the last 'listening' line "
           f"(start-up {r['startup_s']:.2f} s; polled every {r['poll_s'] * 1000:.0f} ms); "
           f"{r['from_ready_s'] / floor_s:.0f}x one pair's connect + mutual attestation")
+    print(f"  where the time went: {r['cpu_s']:.1f} CPU-s in all {r['n']} processes (start-up "
+          f"included); summed counters {r['counters']}")
 
 
 def _rss_kb(pid: int) -> int:
