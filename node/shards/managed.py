@@ -395,11 +395,12 @@ class ManagedShards:
         sources = [(h.index, h.holder) for h in p.holders if not h.pending and h.holder != self.me]
         frame, m = await self._fetch_manifest(oid, owner, sources)
         log.info("rebuilding shard %d of %s from %d settled holders", j, p.object_id, len(sources))
-        got, failures = await svc._fetch_k(m, want_share=False, exclude=set(), job=None, holders=sources)
+        got, failures = await svc.fetcher.fetch_k(m, want_share=False, exclude=set(), job=None,
+                                                  holders=sources)
         regen = svc._tmp_path(f"rebuild{j}")
         try:
             if len(got) < m.k:
-                raise svc._not_enough("repair", m, len(got), failures)
+                raise svc.fetcher.not_enough("repair", m, len(got), failures)
             await trio.to_thread.run_sync(svc.repairer.regenerate, m, got, j, regen)
             by_x = {i + 1: pid for i, pid in sources}
             helpers_x = tuple(sorted(i + 1 for i in got))

@@ -195,13 +195,13 @@ class Repairer:
                 )
             except PlacementError as exc:
                 raise ShardServiceError(f"no new holder: {exc}") from None
-            got, failures = await self.svc._fetch_k(m, want_share=False, exclude={lost}, job=None)
+            got, failures = await self.svc.fetcher.fetch_k(m, want_share=False, exclude={lost}, job=None)
             for i in got:  # helpers must resolve each other's points with the current placement
                 await self.push_manifest(m.holder_of(i), frame, m, i)
             regen = self.svc._tmp_path(f"regen{j}")
             try:
                 if len(got) < m.k:
-                    raise self.svc._not_enough("repair", m, len(got), failures)
+                    raise self.svc.fetcher.not_enough("repair", m, len(got), failures)
                 helpers_x = tuple(sorted(i + 1 for i in got))
                 await trio.to_thread.run_sync(self.regenerate, m, got, j, regen)
                 new_m = m.with_placement(

@@ -152,7 +152,8 @@ async def test_revoked_holder_is_repaired_and_forged_repair_requests_are_refused
         # 1. a fragment without the key share, asked by a node the placement does not name
         for _ in range(5):  # a stream that fails to open on a loaded machine is not the point
             with pytest.raises(FetchFailed) as exc:
-                await forger.svc.fetch_fragment(holder.peer_id, m, 0, tmp_path / "stolen", want_share=False)
+                await forger.svc.fetcher.fetch_fragment(holder.peer_id, m, 0, tmp_path / "stolen",
+                                                        want_share=False)
             if "cannot open" not in str(exc.value):
                 break
         assert "nor a repairing holder named by the committed placement" in str(exc.value)

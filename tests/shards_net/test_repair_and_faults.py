@@ -118,7 +118,7 @@ async def test_unauthorised_attested_peer_is_refused_with_reason_logged(tmp_path
             caplog.at_level(logging.WARNING),
             pytest.raises(FetchFailed, match="not the owner or a principal"),
         ):
-            await thief.fetch_fragment(holder, m, idx, tmp_path / "stolen", want_share=True)
+            await thief.fetcher.fetch_fragment(holder, m, idx, tmp_path / "stolen", want_share=True)
         assert not (tmp_path / "stolen").exists()
         assert "refused to release shard" in caplog.text and "not the owner" in caplog.text
         holder_agent = next(a for a in agents if a.peer_id == holder)
@@ -168,7 +168,7 @@ async def test_unattested_peer_gets_nothing(tmp_path):
         await nursery.start(rogue.run)
         await wait_until(lambda: holder_agent.counters.get("attest_rejected", "policy") >= 1, 15)
         with pytest.raises(FetchFailed):
-            await rogue_svc.fetch_fragment(holder, m, 0, tmp_path / "x", want_share=True)
+            await rogue_svc.fetcher.fetch_fragment(holder, m, 0, tmp_path / "x", want_share=True)
         assert not (tmp_path / "x").exists()
         assert holder_agent.counters.get("refused_unattested", SHARD_PROTOCOL) >= 1
         assert holder_agent.counters.get("shard_released") == 0
@@ -239,7 +239,7 @@ async def test_interrupted_store_transfer_resumes_at_the_offset(tmp_path):
         holder_svc = next(s for s in svcs if s.agent.peer_id == holder)
         # the holder erases its shard, then the owner re-stores it by hand, breaking the stream
         await owner.erase_on(holder, oid, 0)
-        got, _ = await owner._fetch_k(m, want_share=True, exclude={holder}, job=None)
+        got, _ = await owner.fetcher.fetch_k(m, want_share=True, exclude={holder}, job=None)
         regen = owner._tmp_path("t")
         await trio.to_thread.run_sync(owner.repairer.regenerate, m, got, 0, regen)
         tid = os.urandom(16)
