@@ -833,8 +833,11 @@ class ManagerRole:
             return
         for pid, reason in list(self._pending_revokes.items()):
             m = st.member(pid)
-            self._pending_revokes.pop(pid)
-            if m is not None and m.status in (ADMITTED, SUSPECT, LEFT):
+            if m is None or m.status not in (ADMITTED, SUSPECT, LEFT):
+                # done (revoked, or no longer a member): kept queued until then, so that a
+                # proposal dropped by a lost term is made again if this node leads again
+                self._pending_revokes.pop(pid)
+            else:
                 log.warning("revoking %s through consensus: %s", pid, reason, extra={"peer": pid})
                 await self._control(Revoke(pid, reason[:200]))
                 return
@@ -1225,7 +1228,10 @@ class ManagerRole:
             self._pending_revokes.setdefault(peer_id, f"failed attestation: {outcome.reason}")
 
     def request_revoke(self, peer_id: str, reason: str) -> None:
-        """Queue a revocation for the next reconcile round (manager only)."""
+        """Queue a revocation for the reconcile rounds (manager only): proposed until committed
+        while this node leads."""
+        if not reason:
+            raise ValueError("a revocation needs a reason")
         self._pending_revokes[peer_id] = reason
 
     # ------------------------------------------------------------------ dissolve
