@@ -35,4 +35,4 @@ if [ "${1:-}" = "run" ]; then
     fi
   fi
 fi
-exec /opt/enclave-swarm/bin/enclave-swarm "$@"
+exec "${ENCLAVE_SWARM_BIN:-/opt/enclave-swarm/bin/enclave-swarm}" "$@"

@@ -113,12 +113,17 @@ def prepare(spec: Mapping[str, Any], *, workdir: Path, examples_dir: Path = EXAM
         errs.append(("job", f"larger than {MAX_SPEC_BYTES} bytes"))
     # the input file is written only after this check: its path cannot be checked yet
     check_input = check_files and data is None
+    found: list[tuple[str, str]] = []
     try:
         parse_spec(spec_json, fmt="json", base_dir=workdir, check_files=False)
-        if check_files:
-            _check_files(doc, workdir, check_input)
     except SpecError as exc:
-        errs += [(f"job.{p}" if p else "job", w) for p, w in exc.errors]
+        found += exc.errors
+    if check_files:  # the files' checks too, whatever else is wrong: every problem in one pass
+        try:
+            _check_files(doc, workdir, check_input)
+        except SpecError as exc:
+            found += [e for e in exc.errors if e not in found]
+    errs += [(f"job.{p}" if p else "job", w) for p, w in found]
     if errs:
         raise SpecError(errs)
     return Prepared(spec_json, data)

@@ -152,7 +152,7 @@ def test_an_invalid_enclavejob_gets_its_reasons_and_the_operator_goes_on(fed, mo
     text = "\n".join(status["reasons"])
     assert "job.module.sha256" in text and "job.split.mode" in text and "job.split.fragments" in text
     assert "jobId" not in status  # nothing was submitted
-    # the node refuses what only it can check (an input path it cannot read): Invalid too
+    # an input path that does not exist: Invalid too, named
     missing = {"job": {**bad["job"], "module": {"path": "wordcount.wasm", "sha256": hashlib_of("wordcount.wasm")},
                        "split": {"mode": "records", "fragments": 2},
                        "input": {"path": str(tmp / "no-such-input")}}}
