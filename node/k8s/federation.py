@@ -161,8 +161,10 @@ def bootstrap_text(existing: str, pod: str, addr: str, max_lines: int = MAX_BOOT
 def status_from_node(node: Mapping[str, Any], sts: Mapping[str, Any], p: FederationPlan) -> dict[str, Any]:
     """The resource's status from the operator's own node and the StatefulSet's status."""
     ready = int(sts.get("readyReplicas") or 0)
-    cons = node.get("consensus") if isinstance(node.get("consensus"), Mapping) else {}
-    members = cons.get("members") if isinstance(cons.get("members"), Mapping) else {}
+    cons = node.get("consensus")
+    cons = cons if isinstance(cons, Mapping) else {}
+    members = cons.get("members")
+    members = members if isinstance(members, Mapping) else {}
     out: dict[str, Any] = {
         "replicas": p.scale, "readyReplicas": ready,
         "attestedPeers": int(node.get("attested_peers") or 0),

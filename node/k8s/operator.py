@@ -11,7 +11,7 @@ becomes a :class:`kopf.TemporaryError` (kopf retries the handler after ``delay``
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Union
 
 try:
     import kopf
@@ -22,6 +22,7 @@ from node.k8s import handlers, jobs
 from node.k8s.kube import Api, InClusterApi
 from node.k8s.nodeclient import NodeUnavailable
 
+Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
 GROUP, VERSION = "enclave-swarm.io", "v1alpha1"
 JOB_POLL_S = 2.0
 FEDERATION_POLL_S = 15.0
@@ -44,7 +45,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # k8s Events for problems only
 
 
-def _live(status: dict[str, Any], **_: Any) -> bool:
+def _live(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in jobs.TERMINAL_PHASES or (
         status.get("phase") == jobs.SUCCEEDED and not status.get("result"))
 
@@ -52,23 +53,24 @@ def _live(status: dict[str, Any], **_: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, "enclavejobs", id="job-create")
 @kopf.on.resume(GROUP, VERSION, "enclavejobs", id="job-resume")
 @kopf.timer(GROUP, VERSION, "enclavejobs", interval=JOB_POLL_S, when=_live, id="job-poll")
-async def job_reconcile(spec: dict[str, Any], status: dict[str, Any], namespace: str, name: str,
-                        uid: str, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+async def job_reconcile(spec: kopf.Spec, status: kopf.Status, namespace: str | None, name: str,
+                        uid: str, patch: kopf.Patch, logger: Logger, **_: Any) -> None:
+    ns = namespace or CONFIG.namespace
     try:
-        fields = await handlers.reconcile_job(CONFIG, spec, status, namespace=namespace, name=name,
-                                              uid=uid)
+        fields = await handlers.reconcile_job(CONFIG, spec, status, namespace=ns, name=name, uid=uid)
     except NodeUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_S) from None
     if fields.get("phase") == jobs.INVALID and status.get("phase") != jobs.INVALID:
-        logger.warning("EnclaveJob %s/%s is invalid: %s", namespace, name, "; ".join(fields["reasons"]))
+        logger.warning("EnclaveJob %s/%s is invalid: %s", ns, name, "; ".join(fields["reasons"]))
     for key, value in fields.items():
         patch.status[key] = value
 
 
 @kopf.on.delete(GROUP, VERSION, "enclavejobs", optional=True, id="job-delete")
-async def job_delete(status: dict[str, Any], namespace: str, name: str, uid: str, **_: Any) -> None:
+async def job_delete(status: kopf.Status, namespace: str | None, name: str, uid: str, **_: Any) -> None:
     try:
-        await handlers.forget_job(CONFIG, status, namespace=namespace, name=name, uid=uid)
+        await handlers.forget_job(CONFIG, status, namespace=namespace or CONFIG.namespace, name=name,
+                                  uid=uid)
     except NodeUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_S) from None
 
@@ -77,10 +79,11 @@ async def job_delete(status: dict[str, Any], namespace: str, name: str, uid: str
 @kopf.on.update(GROUP, VERSION, "enclavefederations", field="spec", id="federation-update")
 @kopf.on.resume(GROUP, VERSION, "enclavefederations", id="federation-resume")
 @kopf.timer(GROUP, VERSION, "enclavefederations", interval=FEDERATION_POLL_S, id="federation-poll")
-async def federation_reconcile(spec: dict[str, Any], namespace: str, name: str, patch: kopf.Patch,
-                               logger: logging.Logger, **_: Any) -> None:
+async def federation_reconcile(spec: kopf.Spec, namespace: str | None, name: str, patch: kopf.Patch,
+                               logger: Logger, **_: Any) -> None:
     try:
-        fields = await handlers.reconcile_federation(CONFIG, api(), spec, namespace=namespace)
+        fields = await handlers.reconcile_federation(CONFIG, api(), spec,
+                                                     namespace=namespace or CONFIG.namespace)
     except NodeUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_S) from None
     if fields.get("phase") == "Invalid":

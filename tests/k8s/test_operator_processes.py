@@ -7,6 +7,7 @@ the patch), and the federation handler's API is :class:`DictApi`, three calls ov
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import signal
@@ -104,12 +105,9 @@ def test_an_enclavejob_runs_to_completion_and_its_status_mirrors_describe(fed, m
     owner = procs[1]
     monkeypatch.setattr(op, "CONFIG", _config(tmp, owner, "enclave-swarm-1"))
     text = "".join(f"the quick brown fox jumps over the lazy dog {i % 7}\n" for i in range(300))
-    wasm = EXAMPLES / "wordcount.wasm"
-    import hashlib
-
     spec = {"job": {"version": 1, "name": "words",
                     "module": {"path": "wordcount.wasm",  # a shipped example, by name
-                               "sha256": hashlib.sha256(wasm.read_bytes()).hexdigest()},
+                               "sha256": hashlib_of("wordcount.wasm")},
                     "split": {"mode": "records", "fragments": 4},
                     "aggregation": {"kind": "merge-counts"}},
             "inputText": text}
@@ -153,7 +151,8 @@ def test_an_invalid_enclavejob_gets_its_reasons_and_the_operator_goes_on(fed, mo
     assert "job.module.sha256" in text and "job.split.mode" in text and "job.split.fragments" in text
     assert "jobId" not in status  # nothing was submitted
     # an input path that does not exist: Invalid too, named
-    missing = {"job": {**bad["job"], "module": {"path": "wordcount.wasm", "sha256": hashlib_of("wordcount.wasm")},
+    wc = {"path": "wordcount.wasm", "sha256": hashlib_of("wordcount.wasm")}
+    missing = {"job": {**bad["job"], "module": wc,
                        "split": {"mode": "records", "fragments": 2},
                        "input": {"path": str(tmp / "no-such-input")}}}
     status2: dict = {}
@@ -174,8 +173,6 @@ def test_an_invalid_enclavejob_gets_its_reasons_and_the_operator_goes_on(fed, mo
 
 
 def hashlib_of(example: str) -> str:
-    import hashlib
-
     return hashlib.sha256((EXAMPLES / example).read_bytes()).hexdigest()
 
 
@@ -185,7 +182,8 @@ def test_a_stopped_node_is_a_retry_not_a_failure(tmp_path, monkeypatch):
                                   service="enclave-swarm", work_dir=tmp_path / "jobs",
                                   results_dir=tmp_path / "results")
     monkeypatch.setattr(op, "CONFIG", cfg)
-    spec = {"job": {"version": 1, "module": {"path": "wordcount.wasm", "sha256": hashlib_of("wordcount.wasm")},
+    wc = {"path": "wordcount.wasm", "sha256": hashlib_of("wordcount.wasm")}
+    spec = {"job": {"version": 1, "module": wc,
                     "split": {"mode": "records", "fragments": 1}, "aggregation": {"kind": "merge-counts"}},
             "inputText": "x\n"}
     patch = kopf.Patch()
