@@ -160,7 +160,7 @@ def test_statefulset_service_pdb_and_probes():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         cmd = node[probe]["exec"]["command"]
         assert cmd[:2] == ["enclave-swarm", "status"] and "--data-dir=/var/lib/enclave-swarm/node" in cmd
-    assert "--metrics=$(POD_IP):9464" in node["args"]
+    assert {"--metrics=$(POD_IP):9464", "--metrics-allow-remote"} <= set(node["args"])
     for c in sts["spec"]["template"]["spec"]["containers"]:
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]), c["name"]
         assert c["image"] == f"localhost/enclave-swarm:{VERSION}"
