@@ -27,8 +27,10 @@ if [ ! -f "$stamp" ]; then
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$SUITE" "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -n 20 "$WORK/debootstrap.log" >&2; exit 1; }
-  # what a container never needs: apt lists, docs, man pages, locales, the debootstrap log
+  # what a container never needs: apt lists and the downloaded .debs, docs, man pages, locales,
+  # the debootstrap log
   rm -rf "$WORK/rootfs/var/lib/apt/lists"/* "$WORK/rootfs/var/cache/apt"/*.bin \
+    "$WORK/rootfs/var/cache/apt/archives"/*.deb \
     "$WORK/rootfs/usr/share/doc" "$WORK/rootfs/usr/share/man" "$WORK/rootfs/usr/share/info" \
     "$WORK/rootfs/usr/share/locale" "$WORK/rootfs/debootstrap"
   tar -C "$WORK/rootfs" --numeric-owner -cf "$WORK/rootfs.tar" .
