@@ -36,15 +36,20 @@ class Api(Protocol):
 
 
 class InClusterApi:
-    """The API server of the cluster this pod runs in (service account token and CA)."""
+    """An API server over HTTPS with a bearer token: the cluster this pod runs in
+    (:meth:`from_service_account`), or any ``base`` URL, CA context and token file."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: str, ssl_context: ssl.SSLContext, token_file: Path) -> None:
+        self.base, self.ssl, self.token_file = base.rstrip("/"), ssl_context, token_file
+
+    @classmethod
+    def from_service_account(cls) -> InClusterApi:
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-        self.base = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-        self.ssl = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
+        base = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
+        return cls(base, ssl.create_default_context(cafile=str(SA_DIR / "ca.crt")), SA_DIR / "token")
 
     def _headers(self, content_type: str = "application/json") -> dict[str, str]:
-        token = (SA_DIR / "token").read_text().strip()  # re-read: kubelet rotates it
+        token = self.token_file.read_text().strip()  # re-read: kubelet rotates it
         return {"Authorization": f"Bearer {token}", "Content-Type": content_type,
                 "Accept": "application/json"}
 

@@ -35,7 +35,7 @@ _API: Api | None = None
 def api() -> Api:
     global _API
     if _API is None:
-        _API = InClusterApi()
+        _API = InClusterApi.from_service_account()
     return _API
 
 
