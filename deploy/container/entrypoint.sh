@@ -7,7 +7,9 @@
 #                                  keeps: /dns4/<pod>.<service>.../tcp/4001/p2p/<peer id>; blank
 #                                  lines, # comments and this pod's own line skipped)
 #   ENCLAVE_SWARM_BOOTSTRAP_WAIT_S on any pod but ordinal 0, wait up to this long for that file
-#                                  to name a node (a node started with nobody to join stays alone)
+#                                  to name a node, then exit 1 if it still names none: a node
+#                                  started with nobody to join would be a federation of its own,
+#                                  so the pod restarts (with kubelet's backoff) until one is named
 set -eu
 if [ "${1:-}" = "run" ]; then
   shift
@@ -23,7 +25,12 @@ if [ "${1:-}" = "run" ]; then
          while [ "$waited" -lt "${ENCLAVE_SWARM_BOOTSTRAP_WAIT_S:-0}" ] \
                && ! grep -q '/p2p/' "$f" 2>/dev/null; do
            sleep 1; waited=$((waited + 1))
-         done ;;
+         done
+         if [ "${ENCLAVE_SWARM_BOOTSTRAP_WAIT_S:-0}" -gt 0 ] && ! grep -q '/p2p/' "$f" 2>/dev/null; then
+           echo "enclave-swarm: no node to join in $f after ${ENCLAVE_SWARM_BOOTSTRAP_WAIT_S} s" \
+                "(the operator publishes node 0 there once an EnclaveFederation exists)" >&2
+           exit 1
+         fi ;;
     esac
     if [ -r "$f" ]; then
       while IFS= read -r line || [ -n "$line" ]; do

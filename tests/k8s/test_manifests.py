@@ -273,7 +273,8 @@ def _entrypoint(tmp_path: Path, hostname: str, lines: str, extra_env: dict[str, 
            "ENCLAVE_SWARM_BOOTSTRAP_FILE": str(boot), **extra_env}
     r = subprocess.run(["sh", str(ROOT / "deploy" / "container" / "entrypoint.sh"), "run", "--data-dir=/d"],
                        capture_output=True, text=True, env=env, timeout=30)
-    assert r.returncode == 0, r.stderr
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
     return r.stdout.splitlines()
 
 
@@ -290,3 +291,10 @@ def test_the_entrypoint_turns_the_bootstrap_configmap_into_flags(tmp_path):
     args = _entrypoint(tmp_path, "enclave-swarm-0", "", {"ENCLAVE_SWARM_POLICY_FILE": "/nonexistent",
                                                           "ENCLAVE_SWARM_BOOTSTRAP_WAIT_S": "600"})
     assert args == ["run", "--data-dir=/d"]
+
+
+def test_a_later_pod_does_not_start_alone(tmp_path):
+    """Pod 1 with no node to join after the wait exits 1 saying why (kubelet restarts it),
+    rather than founding a federation of its own."""
+    with pytest.raises(RuntimeError, match="no node to join"):
+        _entrypoint(tmp_path, "enclave-swarm-1", "# nothing yet\n", {"ENCLAVE_SWARM_BOOTSTRAP_WAIT_S": "1"})
