@@ -232,3 +232,23 @@ def test_prepare_keeps_spec_errors_apart_from_the_files_it_writes(tmp_path):
         jobs.prepare({"job": {"version": 1, "module": {"path": "../x.wasm", "sha256": "0" * 64}},
                       "inputText": "a"}, workdir=tmp_path)
     assert any(p == "job.module.path" for p, _ in e.value.errors)
+
+
+def test_deleting_a_running_enclavejob_cancels_its_job(fed, monkeypatch):
+    tmp, procs = fed
+    owner = procs[2]
+    monkeypatch.setattr(op, "CONFIG", _config(tmp, owner, "enclave-swarm-2"))
+    spec = {"job": {"version": 1, "name": "spin",
+                    "module": {"path": "forever.wasm", "sha256": hashlib_of("forever.wasm")},
+                    "split": {"mode": "bytes", "fragments": 2},
+                    "limits": {"wall_time_s": 600},
+                    "aggregation": {"kind": "concat"}},
+            "inputText": "0123456789"}
+    status: dict = {}
+    drive_job(spec, status, name="spin", uid="u-spin", until=lambda s: s.get("phase") == jobs.RUNNING)
+    job_id = status["jobId"]
+    asyncio.run(op.job_delete(status=dict(status), namespace="swarm", name="spin", uid="u-spin"))
+    wait_for(lambda: _describe(owner, job_id)["status"] == "cancelled", 60, 0.5)
+    assert "EnclaveJob swarm/spin deleted" in _describe(owner, job_id)["reason"]
+    # the files handed to the node are gone with the resource
+    assert not jobs.job_workdir(op.CONFIG.work_dir, "swarm", "spin", "u-spin").exists()
