@@ -800,7 +800,8 @@ class Agent:
             with trio.fail_after(self.config.network.dial_timeout_s):
                 found = await trio.socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
         except (OSError, trio.TooSlowError) as exc:  # socket.gaierror is an OSError
-            log.debug("bootstrap name %s does not resolve: %s", host, exc)
+            log.debug("bootstrap name %s of %s does not resolve: %s", host, info.peer_id, exc,
+                      extra={"peer": str(info.peer_id), "reason": "dns"})
             self.counters.inc("dial_failed", "dns")
             return None
         addrs = resolved_addrs([(fam, str(sa[0])) for fam, _, _, _, sa in found], rest)
