@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads interop-deps
+.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads interop-deps image
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
@@ -88,6 +88,17 @@ workloads: $(STAMP)
 	  echo "  WAT $$src"; $(PY) -c 'import sys, wasmtime; open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' \
 	    "$$src" "$${src%.wat}.wasm" || exit 1; done
 	cd $(WORKLOADS) && sha256sum *.wasm > SHA256SUMS
+
+# The node image (deploy/container/Containerfile): a Debian 12 root filesystem made with
+# debootstrap, the project's wheels built here, `buildah build` (both stages FROM scratch: no
+# container registry needed). Installs buildah and debootstrap (Debian) when missing; needs root
+# (debootstrap). CI does not run it. Size and start-up: python -m bench.bench_image.
+IMAGE ?= localhost/enclave-swarm:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
+image: $(STAMP)
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	       buildah debootstrap; }
+	PY=$(PY) deploy/container/build.sh $(IMAGE)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check node overlay consensus sim tests bench

@@ -38,6 +38,7 @@ import logging
 import os
 import random
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,7 +60,7 @@ from node.datadir import DataDir
 from node.loop_health import LoopHealth
 from node.metrics import Counters
 from node.peer_exchange import PeerExchange
-from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
+from overlay.discovery import Backoff, MdnsAdvertiser, dns_name, resolved_addrs, split_p2p_addr
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, close_stream, read_message, reset_stream, write_message
 from overlay.handshake import Challenge, binding, may_prove_to
@@ -776,7 +777,8 @@ class Agent:
                     backoff.reset()
                 await trio.sleep(net.bootstrap_backoff_initial_s)
                 continue
-            if await self._dial(info):
+            target = await self._resolve_bootstrap(info)
+            if target is not None and await self._dial(target):
                 log.info("connected to bootstrap peer %s", addr)
                 await trio.sleep(net.bootstrap_backoff_initial_s)
                 if self.peers.is_attested(pid):
@@ -786,6 +788,27 @@ class Agent:
                 log.warning("bootstrap %s not joined yet (attempt %d); retrying in %.1fs", addr,
                             backoff.attempts, delay)
             await trio.sleep(delay)
+
+    async def _resolve_bootstrap(self, info: PeerInfo) -> PeerInfo | None:
+        """``info`` with a host name resolved (overlay/discovery.py, ``dns_name``), afresh each
+        attempt: a rescheduled pod keeps its name, not its IP. None when it does not resolve."""
+        name = dns_name(str(info.addrs[0]))
+        if name is None:
+            return info
+        host, family, rest = name
+        try:
+            with trio.fail_after(self.config.network.dial_timeout_s):
+                found = await trio.socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+        except (OSError, trio.TooSlowError) as exc:  # socket.gaierror is an OSError
+            log.debug("bootstrap name %s of %s does not resolve: %s", host, info.peer_id, exc,
+                      extra={"peer": str(info.peer_id), "reason": "dns"})
+            self.counters.inc("dial_failed", "dns")
+            return None
+        addrs = resolved_addrs([(fam, str(sa[0])) for fam, _, _, _, sa in found], rest)
+        if not addrs:
+            self.counters.inc("dial_failed", "dns")
+            return None
+        return PeerInfo(info.peer_id, [multiaddr.Multiaddr(a) for a in addrs])
 
     async def _start_mdns(self) -> MdnsAdvertiser | None:
         token = trio.lowlevel.current_trio_token()

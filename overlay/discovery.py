@@ -53,6 +53,35 @@ class BootstrapAddressError(ValueError):
     pass
 
 
+# A bootstrap address may name its host (Kubernetes' StatefulSet pods are reached by their
+# stable DNS names, their IPs change when rescheduled). The agent resolves the name with the
+# system resolver (getaddrinfo: /etc/hosts and the resolv.conf servers, as every program on the
+# host) before each attempt and dials the addresses found; py-libp2p's own resolver asks DNS
+# servers only, so it cannot resolve a name /etc/hosts holds (localhost).
+DNS_FAMILIES = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+MAX_RESOLVED_ADDRS = 4
+
+
+def dns_name(transport: str) -> tuple[str, int, str] | None:
+    """For ``/dns4/<name>/tcp/4001`` (``dns``, ``dns6`` alike): (name, address family, the
+    rest of the address: ``/tcp/4001``); None for an address that names no host."""
+    parts = transport.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] not in DNS_FAMILIES or not parts[2]:
+        return None
+    return parts[2], DNS_FAMILIES[parts[1]], "/" + "/".join(parts[3:]) if len(parts) > 3 else ""
+
+
+def resolved_addrs(found: list[tuple[int, str]], rest: str) -> list[str]:
+    """The multiaddrs to dial for the (family, IP) pairs a resolver returned, in its order,
+    without duplicates, at most MAX_RESOLVED_ADDRS."""
+    out: list[str] = []
+    for family, ip in found:
+        a = f"/ip4/{ip}{rest}" if family == socket.AF_INET else f"/ip6/{ip}{rest}"
+        if family in (socket.AF_INET, socket.AF_INET6) and a not in out:
+            out.append(a)
+    return out[:MAX_RESOLVED_ADDRS]
+
+
 def split_p2p_addr(addr: str) -> tuple[str, str]:
     """Split ``/ip4/…/tcp/…/p2p/<id>`` into (transport address, peer id).
 

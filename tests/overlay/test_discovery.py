@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+import multiaddr
 import pytest
 import zeroconf
 from hypothesis import given, settings
@@ -313,3 +314,33 @@ def test_two_advertisers_find_each_other_on_loopback_and_a_hostile_record_is_fil
             adv.close()
         evil_zc.unregister_service(evil)
         evil_zc.close()
+
+
+# --------------------------------------------------------------------------- bootstrap by name
+
+
+def test_dns_name_of_a_bootstrap_address():
+    from overlay.discovery import dns_name
+
+    assert dns_name("/dns4/enclave-swarm-0.svc.ns.svc.cluster.local/tcp/4001") == (
+        "enclave-swarm-0.svc.ns.svc.cluster.local", socket.AF_INET, "/tcp/4001")
+    assert dns_name("/dns6/h/tcp/1") == ("h", socket.AF_INET6, "/tcp/1")
+    assert dns_name("/dns/h/udp/1/quic-v1") == ("h", socket.AF_UNSPEC, "/udp/1/quic-v1")
+    assert dns_name("/ip4/127.0.0.1/tcp/1") is None
+    assert dns_name("/dnsaddr/h") is None  # TXT-record indirection: not a host name
+    assert dns_name("/dns4//tcp/1") is None and dns_name("dns4/h") is None
+
+
+@given(st.lists(st.sampled_from([(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "10.0.0.7"),
+                                  (socket.AF_INET6, "::1"), (socket.AF_INET6, "fd00::2"),
+                                  (socket.AF_INET6, "fd00::3"), (socket.AF_UNIX, "/x")]), max_size=12))
+def test_resolved_addrs_are_ip_multiaddrs_without_duplicates(found):
+    from overlay.discovery import MAX_RESOLVED_ADDRS, resolved_addrs
+
+    out = resolved_addrs(found, "/tcp/4001")
+    assert len(out) == len(set(out)) <= MAX_RESOLVED_ADDRS
+    for a in out:
+        multiaddr.Multiaddr(a)  # parses
+        assert a.startswith(("/ip4/", "/ip6/")) and a.endswith("/tcp/4001")
+    wanted = [(f, ip) for f, ip in found if f != socket.AF_UNIX]
+    assert len(out) == min(MAX_RESOLVED_ADDRS, len({(f, ip) for f, ip in wanted}))
