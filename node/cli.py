@@ -224,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from node.config import ConfigError, exposure_error
     from node.datadir import DataDirError
     from node.logs import setup_logging
+    from node.upgrade import SchemaError, check_data_dir
 
     try:  # overlay.libp2p_fixes refuses any py-libp2p but the version its fixes are for
         from node.runtime import SetupError, build_agent
@@ -235,6 +236,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # stderr is the log from the start: with --log-format json every line must be a JSON
     # record, the note about a new data dir included (the config may refine format and level).
     setup_logging(args.log_format or "text", args.log_level or "info")
+    for b in args.bootstrap:  # a bad --bootstrap is a usage error; one from config.toml is not
+        try:
+            split_p2p_addr(b)
+        except BootstrapAddressError as exc:
+            raise CliError(f"--bootstrap: {exc}", EXIT_USAGE) from None
     log = logging.getLogger("enclave_swarm.cli")
     dd = _data_dir(args)
     if not dd.exists():
@@ -247,14 +253,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         log.info("initialised a new node in %s; %s", dd.path, why)
     try:
-        cfg = _apply_overrides(dd.load_config(), args)
+        loaded = dd.load_config()
+        # Every store this release reads, before anything (the run lock included) is written.
+        check_data_dir(dd.path)
+        cfg = _apply_overrides(loaded, args)
         for b in cfg.network.bootstrap:
             split_p2p_addr(b)
         psk = read_psk(cfg.network.psk_file) if cfg.network.psk_file else None
-    except (DataDirError, ConfigError, HostConfigError) as exc:
+    except (DataDirError, ConfigError, HostConfigError, SchemaError) as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
     except BootstrapAddressError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise CliError(f"{dd.config_path}: network.bootstrap: {exc}", EXIT_FAIL) from None
     problem = exposure_error(cfg, has_psk=psk is not None)
     if problem:
         raise CliError(problem)
