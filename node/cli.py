@@ -465,7 +465,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from sim.cli import run as run_sim
     except ImportError:
         raise CliError("the simulator is not available in this build") from None
-    rc: int = run_sim(args)
+    for out in (args.json, args.plot):  # found out before the run, not after it
+        if out and out != "-" and not Path(out).expanduser().absolute().parent.is_dir():
+            raise CliError(f"{out}: no such directory")
+    try:
+        rc: int = run_sim(args)
+    except OSError as exc:  # writing the report or the plot
+        raise CliError(f"{exc.filename or 'output'}: {exc.strerror or exc}") from None
     return rc
 
 
