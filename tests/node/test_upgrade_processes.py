@@ -136,6 +136,13 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
                    what="the old federation settling")
         data = _get(dirs[2], meta["object_id"], tmp_path / "before.bin")
         assert data == object_bytes() and hashlib.sha256(data).hexdigest() == meta["sha256"]
+        # the human status says what the JSON does in summary: manager, term, role; shards; jobs
+        st = nodes[2].status()
+        human = cli("status", "--data-dir", str(dirs[2]))
+        assert human.returncode == 0, human.stderr
+        assert st is not None and f"manager {st['manager'][-12:]}" in human.stdout
+        assert f"role {st['role']}" in human.stdout and "term " in human.stdout
+        assert "objects owned 1" in human.stdout and "jobs owned: none" in human.stdout
         manager = next(i for i, p in enumerate(nodes) if (s := p.status()) and s["role"] == "manager")
         nodes = restart_one(nodes, manager, watch, council=3)
         assert _get(dirs[2], meta["object_id"], tmp_path / "after.bin") == object_bytes()
