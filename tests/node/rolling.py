@@ -130,5 +130,7 @@ def restart_one(nodes: list[NodeProcess], i: int, watch: Watch, council: int) ->
     except BaseException:
         kill_all([back])
         raise
-    watch.wait(nodes, lambda sts: settled(sts, council), what=f"{victim.name} rejoining")
+    # generous: on a loaded machine a rejoin waits out election rounds and re-attestations
+    watch.wait(nodes, lambda sts: settled(sts, council), timeout_s=180.0,
+               what=f"{victim.name} rejoining")
     return nodes
