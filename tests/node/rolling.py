@@ -23,6 +23,11 @@ def _brief(s: dict[str, Any] | None) -> Any:
     return None if not s else {k: s.get(k) for k in ("role", "manager", "term", "commit_index")}
 
 
+def _attested(sts: list[dict[str, Any] | None]) -> dict[str, list[str]]:
+    return {s["peer_id"][-6:]: sorted(p["peer_id"][-6:] for p in s["peers"] if p["attested"])
+            for s in sts if s}
+
+
 class Watch:
     """Samples the status of every live node while waiting on a condition; fails on two
     managers in one term, ever. ``seen`` (term -> managers) is what the samples showed."""
@@ -53,6 +58,7 @@ class Watch:
                     return value
             time.sleep(0.2)
         raise AssertionError(f"{what} not reached; statuses: {[_brief(s) for s in sts]}\n"
+                             f"attested (peer: peers it attested): {_attested(sts)}\n"
                              + "\n".join(p.tail_log(8) for p in nodes))
 
 
@@ -73,11 +79,20 @@ def settled(sts: list[dict[str, Any]], council: int) -> str | None:
     return agreed(sts, council) if all_mutually_attested(list(sts)) else None
 
 
-def start(dirs: list[Path]) -> list[NodeProcess]:
-    """A node process per data dir (new or existing), the first one the others' bootstrap."""
+def start(dirs: list[Path], *, chain: bool = False) -> list[NodeProcess]:
+    """A node process per data dir (new or existing), the first one the others' bootstrap.
+
+    With ``chain`` the nodes start one after another, each given every earlier node's address:
+    what an operator does when restarting a federation whose saved peer addresses
+    (``peers.json``) are stale, as the fixture's are (its nodes listened on ephemeral ports)."""
     nodes = [NodeProcess(dirs[0])]
     try:
         boot = nodes[0].wait_listening(60)[:1]
+        if chain:
+            for d in dirs[1:]:
+                nodes.append(NodeProcess(d, bootstrap=list(boot)))
+                boot += nodes[-1].wait_listening(60)[:1]
+            return nodes
         nodes += [NodeProcess(d, bootstrap=boot) for d in dirs[1:]]
         for p in nodes[1:]:
             p.wait_listening(60)

@@ -129,7 +129,7 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
     root = copy_fixture(tmp_path / "v1")
     dirs = [root / f"node{i}" for i in range(3)]
     meta = fixture_object()
-    nodes = start(dirs)
+    nodes = start(dirs, chain=True)  # their saved peer addresses are stale (ephemeral ports)
     try:
         watch = Watch()
         watch.wait(nodes, lambda sts: settled(sts, 3) and all(s["commit_index"] >= 12 for s in sts),
