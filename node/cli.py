@@ -363,7 +363,8 @@ def print_status(status: dict[str, Any]) -> None:
 
 def status_summary(status: dict[str, Any]) -> list[str]:
     """What the JSON status says beyond the peer table, a line each: the manager, the term and
-    this node's role; its shards; its jobs and fragments (the parts a node runs without omitted)."""
+    this node's role; its shards; its jobs and fragments; the schema versions of its data dir
+    against the newest this release reads (the parts a node runs without omitted)."""
     out = []
     if "role" in status:
         mgr = status.get("manager") or "unknown"
@@ -381,6 +382,12 @@ def status_summary(status: dict[str, Any]) -> list[str]:
         owned = ", ".join(f"{n} {k}" for k, n in sorted(jobs.items())) or "none"
         out.append(f"jobs owned: {owned}  fragments here: {agent.get('running', 0)} running, "
                    f"{agent.get('succeeded', 0)} succeeded, {agent.get('failed', 0)} failed")
+    sc = status.get("schema")
+    if isinstance(sc, dict):
+        sup = sc.get("supported") or {}
+        out.append("schema " + "  ".join(f"{k} {sc.get(k)}/{sup.get(k)}"
+                                         for k in ("config", "raft", "shards"))
+                   + "  (data dir / newest this release reads)")
     return out
 
 

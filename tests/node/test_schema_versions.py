@@ -172,3 +172,17 @@ def test_a_newer_or_garbled_shard_store_is_refused_untouched(tmp_path: Path, raw
     with pytest.raises(SchemaError, match="shard store schema version"):
         check_data_dir(dirs / "node0")
     assert tree_state(dirs / "node0") == before
+
+
+def test_status_reports_each_store_version_against_what_this_release_reads(tmp_path: Path) -> None:
+    from node.cli import status_summary
+    from node.upgrade import schema_status
+
+    dirs = copy_fixture(tmp_path / "v1")
+    st = schema_status(dirs / "node0", 1)
+    assert st == {"config": 1, "raft": 1, "shards": 1,
+                  "supported": {"config": CONFIG_VERSION, "raft": RAFT_VERSION, "shards": SHARD_VERSION}}
+    (dirs / "node0" / "raft" / VERSION_FILE).write_text("junk")  # damaged while running
+    assert schema_status(dirs / "node0", 1)["raft"] == "unreadable"
+    [line] = status_summary({"schema": st})
+    assert line.startswith("schema config 1/1  raft 1/1  shards 1/1")

@@ -143,6 +143,10 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
         assert st is not None and f"manager {st['manager'][-12:]}" in human.stdout
         assert f"role {st['role']}" in human.stdout and "term " in human.stdout
         assert "objects owned 1" in human.stdout and "jobs owned: none" in human.stdout
+        # and which schema versions the old data dir has, against what this release reads
+        assert st["schema"] == {"config": 1, "raft": 1, "shards": 1,
+                                "supported": {"config": 1, "raft": 1, "shards": 1}}
+        assert "schema config 1/1  raft 1/1  shards 1/1" in human.stdout
         manager = next(i for i, p in enumerate(nodes) if (s := p.status()) and s["role"] == "manager")
         nodes = restart_one(nodes, manager, watch, council=3)
         assert _get(dirs[2], meta["object_id"], tmp_path / "after.bin") == object_bytes()
