@@ -140,12 +140,12 @@ def restart_one(nodes: list[NodeProcess], i: int, watch: Watch, council: int) ->
     watch.wait(rest, noticed, what=f"the others noticing {victim.name} stopped")
     back = NodeProcess(victim.data_dir, bootstrap=[a for p in rest for a in p.addrs[:1]])
     nodes = [*nodes[:i], back, *nodes[i + 1:]]
-    try:
+    try:  # the caller's clean-up knows only the old list: this process is ours to kill
         back.wait_listening(60)
+        # generous: on a loaded machine a rejoin waits out election rounds and re-attestations
+        watch.wait(nodes, lambda sts: settled(sts, council), timeout_s=180.0,
+                   what=f"{victim.name} rejoining")
     except BaseException:
         kill_all([back])
         raise
-    # generous: on a loaded machine a rejoin waits out election rounds and re-attestations
-    watch.wait(nodes, lambda sts: settled(sts, council), timeout_s=180.0,
-               what=f"{victim.name} rejoining")
     return nodes
