@@ -224,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from node.config import ConfigError, exposure_error
     from node.datadir import DataDirError
     from node.logs import setup_logging
+    from node.upgrade import SchemaError, check_data_dir
 
     try:  # overlay.libp2p_fixes refuses any py-libp2p but the version its fixes are for
         from node.runtime import SetupError, build_agent
@@ -235,6 +236,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # stderr is the log from the start: with --log-format json every line must be a JSON
     # record, the note about a new data dir included (the config may refine format and level).
     setup_logging(args.log_format or "text", args.log_level or "info")
+    for b in args.bootstrap:  # a bad --bootstrap is a usage error; one from config.toml is not
+        try:
+            split_p2p_addr(b)
+        except BootstrapAddressError as exc:
+            raise CliError(f"--bootstrap: {exc}", EXIT_USAGE) from None
     log = logging.getLogger("enclave_swarm.cli")
     dd = _data_dir(args)
     if not dd.exists():
@@ -247,14 +253,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         log.info("initialised a new node in %s; %s", dd.path, why)
     try:
-        cfg = _apply_overrides(dd.load_config(), args)
+        loaded = dd.load_config()
+        # Every store this release reads, before anything (the run lock included) is written.
+        check_data_dir(dd.path)
+        cfg = _apply_overrides(loaded, args)
         for b in cfg.network.bootstrap:
             split_p2p_addr(b)
         psk = read_psk(cfg.network.psk_file) if cfg.network.psk_file else None
-    except (DataDirError, ConfigError, HostConfigError) as exc:
+    except (DataDirError, ConfigError, HostConfigError, SchemaError) as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
     except BootstrapAddressError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise CliError(f"{dd.config_path}: network.bootstrap: {exc}", EXIT_FAIL) from None
     problem = exposure_error(cfg, has_psk=psk is not None)
     if problem:
         raise CliError(problem)
@@ -354,7 +363,8 @@ def print_status(status: dict[str, Any]) -> None:
 
 def status_summary(status: dict[str, Any]) -> list[str]:
     """What the JSON status says beyond the peer table, a line each: the manager, the term and
-    this node's role; its shards; its jobs and fragments (the parts a node runs without omitted)."""
+    this node's role; its shards; its jobs and fragments; the schema versions of its data dir
+    against the newest this release reads (the parts a node runs without omitted)."""
     out = []
     if "role" in status:
         mgr = status.get("manager") or "unknown"
@@ -372,6 +382,12 @@ def status_summary(status: dict[str, Any]) -> list[str]:
         owned = ", ".join(f"{n} {k}" for k, n in sorted(jobs.items())) or "none"
         out.append(f"jobs owned: {owned}  fragments here: {agent.get('running', 0)} running, "
                    f"{agent.get('succeeded', 0)} succeeded, {agent.get('failed', 0)} failed")
+    sc = status.get("schema")
+    if isinstance(sc, dict):
+        sup = sc.get("supported") or {}
+        out.append("schema " + "  ".join(f"{k} {sc.get(k)}/{sup.get(k)}"
+                                         for k in ("config", "raft", "shards"))
+                   + "  (data dir / newest this release reads)")
     return out
 
 
@@ -456,7 +472,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from sim.cli import run as run_sim
     except ImportError:
         raise CliError("the simulator is not available in this build") from None
-    rc: int = run_sim(args)
+    for out in (args.json, args.plot):  # found out before the run, not after it
+        if out and out != "-" and not Path(out).expanduser().absolute().parent.is_dir():
+            raise CliError(f"{out}: no such directory")
+    try:
+        rc: int = run_sim(args)
+    except OSError as exc:  # writing the report or the plot
+        raise CliError(f"{exc.filename or 'output'}: {exc.strerror or exc}") from None
     return rc
 
 

@@ -13,7 +13,10 @@ a network it does not control: :func:`exposure_error` refuses a non-loopback lis
 bootstrap address, or mDNS, unless a private-network key (PSK) keeps strangers out.
 
 ``config.toml`` in the data dir holds every field with a comment (see :func:`to_toml`); a key
-it does not know is an error, never ignored. Units are in the names.
+it does not know is an error, never ignored. Units are in the names. Its ``schema_version``
+(``SCHEMA_VERSION``; absent in files written before it existed, which are version 1) is
+checked first, so a file from a newer release is refused as such, not for its new keys
+(node/schema.py).
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from node.schema import SchemaError, check_version
+
 PROFILES = ("lan", "wan", "local_test")
 SECURITY = ("noise", "tls")
 TEE_CHOICES = ("auto", "sim", "sev-snp", "tdx", "sgx")
+# The layout of config.toml. Bump it, and read the old one, when a key changes meaning or goes.
+SCHEMA_VERSION = 1
 
 
 class ConfigError(ValueError):
@@ -239,6 +246,8 @@ class NodeConfig:
             "# enclave-swarm node configuration. Every key is shown with its default.",
             "# Profiles: lan (hardware TEEs), wan (production: hardware TEEs, bootstrap only),",
             "# local_test (simulated TEE, loopback only).",
+            "# The layout of this file; a release refuses a newer one (docs/operations.md, Upgrades).",
+            f"schema_version = {SCHEMA_VERSION}",
             f'profile = "{self.profile}"',
             "# Log format on stderr: text | json. Level: debug | info | warning | error.",
             f'log_format = "{self.log_format}"',
@@ -406,12 +415,18 @@ def config_from_toml(text: str, *, where: str = "config") -> NodeConfig:
     """Parse a config document over the defaults of the profile it names.
 
     Raises:
-        ConfigError: bad TOML, unknown keys, wrong types or invalid values; names ``where``.
+        ConfigError: bad TOML, a schema version newer than this release reads or garbled,
+            unknown keys, wrong types or invalid values; names ``where``.
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML ({exc})") from None
+    try:  # first: a newer file's new keys must not be the reason given
+        check_version(data.pop("schema_version", 1), where=where, what="config",
+                      supported=SCHEMA_VERSION)
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     profile = data.get("profile", "lan")
     if not isinstance(profile, str):
         raise ConfigError(f"{where}: profile must be a string")

@@ -143,7 +143,7 @@ from node.manager_wire import (
     StateResponse,
     TransferRequest,
 )
-from node.raftstore import RaftStore
+from node.raftstore import RaftStore, check_schema
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, write_message
 from overlay.records import KIND_MANAGER
@@ -424,6 +424,7 @@ class ManagerRole:
         from node.datadir import write_atomic
 
         def open_store() -> RaftStore:
+            check_schema(self.raft_dir)  # a newer store is refused before `id` is written
             self.raft_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if stored != raft_id:
                 write_atomic(self.raft_dir / "id", f"{raft_id}\n".encode())

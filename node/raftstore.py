@@ -6,7 +6,12 @@ Layout of ``<dir>``::
 
     wal            append-only records: hard states and entries, each framed and checksummed
     snapshot       the latest snapshot (one framed record), replaced atomically
+    schema-version the store's format version (node/schema.py): written when the store is
+                   created; absent in stores made before versions existed, which are version 1
     *.tmp          leftovers of an interrupted atomic write; removed at open
+
+The version is checked before anything else at open: a store newer than ``SCHEMA_VERSION``,
+or one whose version is garbled, is refused (``SchemaError``) with the directory untouched.
 
 A record is ``u32 length | 32-byte SHA-256(body) | body`` with ``body = u8 kind | payload``
 (big-endian). SHA-256 rather than CRC32C because the stdlib has no CRC32C and a torn write
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from consensus.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from consensus.raft import Persisted
+from node.schema import read_version, write_version
 
 log = logging.getLogger("node.raftstore")
 
@@ -49,6 +55,8 @@ _HARD = struct.Struct(">QQQ")        # term, vote (0 = none), commit
 _SNAP = struct.Struct(">QQII")       # index, term, n_voters, n_removed
 _ENTRY_KINDS = ("normal", "conf")
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+# The format of wal and snapshot above. Bump it (and read the old one) when either changes.
+SCHEMA_VERSION = 1
 
 
 class StoreCorrupted(Exception):
@@ -105,6 +113,16 @@ def _read_records(data: bytes) -> tuple[list[tuple[int, bytes]], int, str]:
     return out, off, ""
 
 
+def check_schema(directory: str | os.PathLike[str]) -> int:
+    """The schema version of the Raft store in ``directory`` (1 when it has none, or when the
+    directory does not exist yet). Reads only.
+
+    Raises:
+        SchemaError: newer than this release reads, or garbled.
+    """
+    return read_version(Path(directory), what="Raft store", supported=SCHEMA_VERSION)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -130,10 +148,16 @@ class RaftStore:
         directory: the data directory (created if missing).
         initial: what a brand-new node starts from (``Persisted.initial(...)``), used when the
             directory holds no snapshot yet.
+
+    Raises:
+        SchemaError: the store's schema version is newer than this release reads, or garbled
+            (nothing in the directory was changed).
+        StoreCorrupted: the snapshot is unreadable.
     """
 
     def __init__(self, directory: str | os.PathLike[str], initial: Persisted) -> None:
         self.dir = Path(directory)
+        self.schema_version = check_schema(self.dir)  # before anything is touched
         self.dir.mkdir(parents=True, exist_ok=True)
         self._wal_path = self.dir / "wal"
         self._snap_path = self.dir / "snapshot"
@@ -148,7 +172,10 @@ class RaftStore:
             self.snapshot = self._load_snapshot()
             self.entries = []
         elif not self._wal_path.exists():
-            # Brand new: make the initial snapshot durable so a restart sees the same start.
+            # Brand new: make the initial snapshot durable so a restart sees the same start,
+            # and say which format it is in.
+            write_version(self.dir, SCHEMA_VERSION)
+            self.schema_version = SCHEMA_VERSION
             _atomic_write(self._snap_path, _encode_snapshot(self.snapshot))
         self._replay()
         self._wal = open(self._wal_path, "ab")  # noqa: SIM115  (held open for appends)

@@ -26,7 +26,8 @@ log = logging.getLogger("enclave_swarm.runtime")
 # services (Agent.add_service), protocol handlers (Agent.set_handler), status fields
 # (Agent.add_status) and control commands (node.control.register_command).
 EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.manager_control", "node.shards.service",
-                         "node.shards.control", "node.tasks.offers", "node.tasks.service"]
+                         "node.shards.control", "node.tasks.offers", "node.tasks.service",
+                         "node.upgrade"]
 
 
 class SetupError(Exception):

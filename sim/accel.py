@@ -229,7 +229,7 @@ def delegate(args: argparse.Namespace) -> int | None:
         if not running_compiled():  # never recurse: say what went wrong instead
             print(f"error: the compiled snapshot {os.environ[_CHILD_ENV]} did not load; "
                   "run with --engine cpython", file=sys.stderr)
-            return 2
+            return 1  # a failure of the build, not of the command line
         return None
     if engine == "cpython":
         return None
@@ -241,7 +241,7 @@ def delegate(args: argparse.Namespace) -> int | None:
             snap = build()
         except AccelError as exc:
             print(f"error: --engine mypyc: {exc}", file=sys.stderr)
-            return 2
+            return 1  # the build failed: not a usage error
     return run_in_snapshot(snap, _argv_of(args))
 
 

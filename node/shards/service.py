@@ -128,6 +128,7 @@ from node.shards.store import (
     ShardWriter,
     StoredShardCorrupt,
     StoreError,
+    check_schema,
 )
 from overlay.errors import RemoteProtocolError
 from overlay.framing import FrameReader, close_stream, read_message, write_message
@@ -245,6 +246,8 @@ class ShardService:
     ) -> None:
         self.agent = agent
         self.root = Path(root)
+        # A store newer than this release (or garbled) is refused before staging is cleared.
+        check_schema(self.root / "shards")
         self.objects_dir = self.root / "objects"
         self.staging = self.objects_dir / "tmp"
         for d in (self.root, self.objects_dir):

@@ -17,6 +17,12 @@ Layout under ``root`` (directories 0700, files 0600)::
     placed/<object id hex>.<index>            "<federation> <state index>": this holder saw the
                                               committed placement name it (node/shards/managed.py)
     tmp/                                      staging; anything here at start-up is debris
+    schema-version                            this layout's version (node/schema.py): written
+                                              when the store is created; stores made before
+                                              versions existed have none and are version 1
+
+The version is checked before anything else at open: a store newer than ``SCHEMA_VERSION``, or
+one whose version is garbled, is refused (``SchemaError``) with nothing removed or created.
 
 Writes are atomic: a shard is built in ``tmp/<random>/`` (each file fsynced), the directory is
 fsynced and renamed into ``shards/``, then ``shards/`` is fsynced. A crash leaves either the
@@ -66,6 +72,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from node.schema import read_version, write_version
 from node.shards.crypto import (
     KEY_BYTES,
     NONCE_PREFIX_BYTES,
@@ -99,6 +106,18 @@ _METADATA_ALLOWANCE = 4096  # per shard, on top of the sealed files, for the quo
 # No single owner may hold or reserve more than this fraction of a holder's quota unless the
 # operator says otherwise: a compromised owner fills its share, never the whole holder.
 DEFAULT_OWNER_SHARE = 0.25
+# The on-disk layout above (files, headers, wrapping). Bump it, and read the old one, when it changes.
+SCHEMA_VERSION = 1
+
+
+def check_schema(root: Path) -> int:
+    """The schema version of the shard store at ``root`` (1 when it has none, or when it does
+    not exist yet). Reads only.
+
+    Raises:
+        SchemaError: newer than this release reads, or garbled.
+    """
+    return read_version(Path(root), what="shard store", supported=SCHEMA_VERSION)
 
 
 class StoreError(Exception):
@@ -213,6 +232,10 @@ class ShardStore:
         holder_peer_id: this node's peer id, written into receipts.
         chunk_bytes: at-rest AEAD chunk size.
         owner_share: the fraction of ``quota_bytes`` one owner may hold and reserve, in (0, 1].
+
+    Raises:
+        SchemaError: the store's schema version is newer than this release reads, or garbled
+            (nothing was removed or created).
     """
 
     def __init__(
@@ -233,6 +256,8 @@ class ShardStore:
         if not 0 < owner_share <= 1:
             raise ValueError("owner_share must be in (0, 1]")
         self._root = Path(root)
+        self.schema_version = check_schema(self._root)  # before debris removal touches anything
+        new = not self._root.exists() or not any(self._root.iterdir())
         self._shards = self._root / "shards"
         self._placed = self._root / "placed"
         self._tmp = self._root / "tmp"
@@ -252,6 +277,9 @@ class ShardStore:
         for d in (self._root, self._shards, self._placed, self._tmp):
             d.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             os.chmod(d, _DIR_MODE)
+        if new:
+            write_version(self._root, SCHEMA_VERSION)
+            self.schema_version = SCHEMA_VERSION
         self._debris = self._remove_debris()
         self.chunk_bytes = chunk_bytes
         self._used = 0

@@ -17,3 +17,25 @@ def test_input_files_that_cannot_be_read_fail_with_1_not_2(tmp_path, capsys):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith("enclave-swarm: ") and err.count("\n") == 1, (argv, err)
+
+
+def test_sim_output_that_cannot_be_written_fails_with_1_before_the_run(tmp_path, capsys):
+    """`sim --json/--plot` into a directory that does not exist: one line, exit 1, and no
+    simulation run first (it once ran to the end, then died with a traceback)."""
+    from node.cli import main
+
+    for flag in ("--json", "--plot"):
+        argv = ["sim", "--nodes", "5", "--duration-s", "1", "--no-progress", "--seed", "1",
+                flag, str(tmp_path / "missing" / "out")]
+        assert main(argv) == 1, flag
+        captured = capsys.readouterr()
+        assert "SEED=" not in captured.out  # refused before the run
+        assert captured.err == f"enclave-swarm: {tmp_path / 'missing' / 'out'}: no such directory\n"
+
+
+def test_sim_bad_values_stay_usage_errors(capsys):
+    from node.cli import main
+
+    assert main(["sim", "--nodes", "1", "--seed", "1", "--no-progress"]) == 2
+    assert main(["sim", "--nodes", "notanumber"]) == 2
+    capsys.readouterr()
