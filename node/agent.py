@@ -57,7 +57,7 @@ from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
 from node.config import NodeConfig
 from node.datadir import DataDir
 from node.loop_health import LoopHealth
-from node.metrics import Counters
+from node.metrics import Counters, Timings
 from node.peer_exchange import PeerExchange
 from overlay.discovery import Backoff, MdnsAdvertiser, split_p2p_addr
 from overlay.errors import RemoteProtocolError
@@ -143,7 +143,9 @@ class Agent:
         self.peer_id = self.host.get_id().to_base58()
         self.peers = PeerTable()
         self.counters = Counters()
-        self.loop_health = LoopHealth(clock=clock)
+        self.timings = Timings()  # durations, in histogram buckets (node/metrics.py)
+        self.loop_health = LoopHealth(
+            clock=clock, on_stall=lambda s: self.timings.observe("loop_stall", "stall", s))
         self.started_at: float | None = None
         self.stopping = False
         self._stop = trio.Event()
@@ -230,6 +232,11 @@ class Agent:
     def stop(self) -> None:
         """Ask the node to shut down gracefully (idempotent, callable from any task)."""
         self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """:meth:`stop` was called (the node is leaving or has left)."""
+        return self._stop.is_set()
 
     async def wait_stopped(self) -> None:
         """Wait until :meth:`run` has finished its shutdown (goodbyes sent, state saved)."""
@@ -456,6 +463,9 @@ class Agent:
             if self.stopping:
                 return
             began = self._now()
+            began_mono = trio.current_time()
+            known = self.peers.get(pid)
+            phase = "reattest" if known is not None and known.last_attested_at is not None else "first"
             self.peers.on_attest_started(pid, began)
             pub = public_key_of_peer(peer_id)
             if pub is None:
@@ -495,6 +505,7 @@ class Agent:
                     return
                 # The verdict is in; only delivering the result to the prover failed.
             assert outcome is not None
+            self.timings.observe("attestation", "exchange", trio.current_time() - began_mono, phase)
             for hook in self._on_outcome:
                 hook(pid, outcome)
             self._record_outcome(
@@ -583,7 +594,8 @@ class Agent:
         return min(self.engine.record_ttl_s, self.loop_health.stalled_s(since))
 
     def _quarantined(self, pid: str, reason: str) -> None:
-        self.counters.inc("quarantined")
+        self.counters.inc("quarantined", "unreachable" if reason.startswith(UNREACHABLE) else
+                          "revoked" if reason.startswith("revoked: ") else "failed")
         log.warning("peer %s quarantined: %s", pid, reason, extra={"peer": pid, "reason": reason})
         if not reason.startswith(UNREACHABLE):
             self._cut_streams(pid)

@@ -148,6 +148,10 @@ class GossipService:
         self.states: dict[str, str] = {}
         self._subscribers: dict[str, list[Callable[[Record], None]]] = {}
         self._revocation_hints: list[Callable[[str, str], None]] = []
+        # Traffic and suspicions, counted as they happen (plain ints: only this task writes
+        # them; the metrics exporter reads them from its thread).
+        self.traffic = {"messages_in": 0, "bytes_in": 0, "messages_out": 0, "bytes_out": 0}
+        self.suspicions = 0
 
     # ------------------------------------------------------------------ trust
     def _attested(self, node: str) -> bool:
@@ -205,6 +209,8 @@ class GossipService:
             if any(self.agent.px.unknown(node) for node in named):
                 self.agent.px.soon(pid)
         for ev in r.events:
+            if ev.state_name == "suspect":
+                self.suspicions += 1
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)
             if p is not None:
@@ -251,6 +257,9 @@ class GossipService:
             ch.send_nowait(data)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.agent.counters.inc("gossip_dropped", "queue-full")
+            return
+        self.traffic["messages_out"] += 1
+        self.traffic["bytes_out"] += len(data)
 
     async def _sender(self, dest: str, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         """One long-lived stream to ``dest``; reopened when it breaks, dropped when the peer is."""
@@ -296,6 +305,7 @@ class GossipService:
         reader = FrameReader(stream)
         idle = max(60.0, 4 * self.agent.config.attestation.reattest_interval_s)
         while True:
+            before = reader.consumed
             try:
                 msg = await read_message(reader, ALL_TYPES, timeout_s=idle)
             except RemoteProtocolError as exc:
@@ -310,6 +320,8 @@ class GossipService:
                 self.agent.counters.inc("refused_unattested", GOSSIP_PROTOCOL)
                 await reset_stream(stream)  # the sender sees it and reopens once attested
                 return
+            self.traffic["messages_in"] += 1
+            self.traffic["bytes_in"] += reader.consumed - before
             now = self._now()
             if isinstance(msg, GOSSIP_TYPES):
                 self.dissemination.step(pid, msg, now)
@@ -408,6 +420,8 @@ class GossipService:
             "members": self.membership.num_members(),
             "health": self.membership.health,
             "records": len(self.dissemination),
+            "traffic": dict(self.traffic),
+            "suspicions": self.suspicions,
             "states": dict(sorted(self.states.items())),
             "scores": self.scores(),
         }

@@ -164,6 +164,9 @@ class Executor:
     def _finish(self, key: tuple[str, int, int], run: _Run, report: ResultReport, output: bytes) -> None:
         run.report, run.output, run.finished = report, output, time.monotonic()
         self.stats["succeeded" if report.ok else "failed"] += 1
+        if run.fetched is not None:  # it ran (a fragment whose inputs never came did not)
+            self.agent.timings.observe("fragment_run", "run", run.finished - run.fetched,
+                                       "succeeded" if report.ok else "failed")
         log.info("job %s fragment %d replica %d: %s", key[0], key[1], key[2],
                  "ok" if report.ok else f"{report.error_kind}: {report.error}",
                  extra={"job": key[0]})
