@@ -84,9 +84,11 @@ def parse_metrics_address(text: str, *, allow_remote: bool = False) -> MetricsAd
 class MetricsEndpoint:
     """The registry of one node and the HTTP server exporting it."""
 
-    def __init__(self, agent: Any, address: MetricsAddress, *, sample_period_s: float | None = None) -> None:
+    def __init__(self, agent: Any, address: MetricsAddress, *, sample_period_s: float | None = None,
+                 retry_s: float = RETRY_S) -> None:
         self.agent = agent
         self.address = address
+        self.retry_s = retry_s
         self.sampler = Sampler(agent) if sample_period_s is None else Sampler(agent, period_s=sample_period_s)
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = NodeCollector(agent, self.sampler)
@@ -151,14 +153,14 @@ class MetricsEndpoint:
             self.agent.counters.inc("metrics_bind_failed", name)
             if first:
                 log.error("metrics: %s; the node runs on without metrics and retries every %.0fs",
-                          self.error, RETRY_S)
+                          self.error, self.retry_s)
             return False
         log.info("metrics on %s", self.url)
         return True
 
     async def _retry(self) -> None:
         while True:
-            await trio.sleep(RETRY_S)
+            await trio.sleep(self.retry_s)
             if self._try_open(first=False):
                 return
 
