@@ -238,6 +238,10 @@ class Agent:
         """:meth:`stop` was called (the node is leaving or has left)."""
         return self._stop.is_set()
 
+    async def wait_stop_requested(self) -> None:
+        """Wait until :meth:`stop` is called."""
+        await self._stop.wait()
+
     async def wait_stopped(self) -> None:
         """Wait until :meth:`run` has finished its shutdown (goodbyes sent, state saved)."""
         await self._stopped.wait()

@@ -120,24 +120,28 @@ async def supervise(agent: Any, notifier: Notifier, *, watchdog_s: float | None,
     next_pet = trio.current_time()
     next_status = trio.current_time() + STATUS_EVERY_S
     withheld = 0
-    while not agent.stop_requested:
-        now = trio.current_time()
-        if watchdog_s is not None and now >= next_pet:
-            if loop_healthy(agent, watchdog_s):
-                notifier.notify(watchdog=1)
-                withheld = 0
-            else:
-                withheld += 1
-                agent.counters.inc("watchdog_withheld", "loop-stalled")
-                if withheld == 1:
-                    log.warning("event loop lost over half the watchdog interval (%.1fs) to stalls: "
-                                "not petting the systemd watchdog", watchdog_s)
-            next_pet = now + watchdog_s / 2
-        if now >= next_status:
-            line = status_line(agent)
-            if line != last_status:
-                notifier.notify(status=line)
-                last_status = line
-            next_status = now + STATUS_EVERY_S
-        await trio.sleep(tick)
-    notifier.notify(stopping=1, status="leaving the federation")
+    try:
+        while not agent.stop_requested:
+            now = trio.current_time()
+            if watchdog_s is not None and now >= next_pet:
+                if loop_healthy(agent, watchdog_s):
+                    notifier.notify(watchdog=1)
+                    withheld = 0
+                else:
+                    withheld += 1
+                    agent.counters.inc("watchdog_withheld", "loop-stalled")
+                    if withheld == 1:
+                        log.warning("event loop lost over half the watchdog interval (%.1fs) to "
+                                    "stalls: not petting the systemd watchdog", watchdog_s)
+                next_pet = now + watchdog_s / 2
+            if now >= next_status:
+                line = status_line(agent)
+                if line != last_status:
+                    notifier.notify(status=line)
+                    last_status = line
+                next_status = now + STATUS_EVERY_S
+            with trio.move_on_after(tick):
+                await agent.wait_stop_requested()
+    finally:
+        # Sent even when cancelled (the node's nursery closing): a non-blocking datagram.
+        notifier.notify(stopping=1, status="leaving the federation")

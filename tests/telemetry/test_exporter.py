@@ -123,7 +123,7 @@ async def test_a_scrape_answers_while_the_node_loop_is_stalled(tmp_path: Path) -
 
         t = threading.Thread(target=scrape_during_stall)
         t.start()
-        time.sleep(6.0)  # noqa: ASYNC251 - blocks the trio loop on purpose: the stall under test
+        time.sleep(6.0)  # blocks the trio loop on purpose: the stall under test
         t.join()
         assert got and PREFIX + "uptime_seconds" in got[0]  # type: ignore[operator]
         await wait_until(lambda: a.loop_health.total_s >= 5.0, 5)

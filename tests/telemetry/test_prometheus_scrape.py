@@ -63,7 +63,7 @@ def test_prometheus_scrapes_three_nodes(tmp_path: Path) -> None:
     ports = [free_port() for _ in range(3)]
     nodes: list[NodeProcess] = []
     server = None
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "prometheus.log", "wb")  # closed in finally
     try:
         for i, port in enumerate(ports):
             boot = [nodes[0].addrs[0]] if nodes else None
@@ -130,7 +130,8 @@ def test_every_metric_an_alert_names_is_exported() -> None:
     from node.telemetry.catalog import CATALOG, PREFIX
 
     exposed = {m.exposed_name for m in CATALOG}
-    exposed |= {m.full_name + s for m in CATALOG if m.kind == "histogram" for s in ("_bucket", "_sum", "_count")}
+    exposed |= {m.full_name + s for m in CATALOG if m.kind == "histogram"
+                for s in ("_bucket", "_sum", "_count")}
     names = set(re.findall(r"\b(enclave_swarm_[a-z0-9_]+)", (RULES / "alerts.yml").read_text()))
     assert names and names <= exposed, names - exposed
     assert all(n.startswith(PREFIX) for n in names)
