@@ -346,7 +346,7 @@ class Agent:
                 await reset_stream(stream)
             except Exception:  # a bug of ours: loud, counted, but the node stays up
                 self.counters.inc("internal_error", proto)
-                log.exception("internal error handling %s from %s", proto, pid)
+                log.exception("internal error handling %s from %s", proto, pid, extra={"peer": pid})
                 await reset_stream(stream)
             finally:
                 if gated:
@@ -391,7 +391,7 @@ class Agent:
                 evidence = await trio.to_thread.run_sync(self.provider.get_evidence, report_data)
             except AttestationUnavailable as exc:
                 self.counters.inc("evidence_unavailable")
-                log.error("cannot produce evidence for %s: %s", pid, exc)
+                log.error("cannot produce evidence for %s: %s", pid, exc, extra={"peer": pid})
                 await reset_stream(stream)
                 return
             await write_message(stream, AttestEvidence(str(evidence.kind), evidence.blob,
@@ -435,7 +435,7 @@ class Agent:
                 self.records_about_us[pid] = rec
             else:
                 self.counters.inc("remote_error", "attest:bad-score-record")
-                log.warning("peer %s sent a score record that does not verify", pid)
+                log.warning("peer %s sent a score record that does not verify", pid, extra={"peer": pid})
         if not result.accepted:
             self._accepted_by.discard(pid)
             log.warning("peer %s refused our attestation: %s", pid, result.reason,
@@ -704,7 +704,7 @@ class Agent:
             try:
                 await self.host.disconnect(peer_id)
             except Exception as exc:  # libp2p may raise if the connection is already gone
-                log.debug("disconnect %s: %s", peer_id, exc)
+                log.debug("disconnect %s: %s", peer_id, exc, extra={"peer": str(peer_id)})
 
     async def _ping_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -755,7 +755,7 @@ class Agent:
             except trio.Cancelled:
                 raise
             except Exception as exc:  # libp2p: SwarmException, OSError, ...
-                log.debug("dial %s failed: %s", info.peer_id, exc)
+                log.debug("dial %s failed: %s", info.peer_id, exc, extra={"peer": str(info.peer_id)})
                 self.counters.inc("dial_failed", type(exc).__name__)
                 return False
         self.counters.inc("dial_failed", "timeout")
@@ -793,14 +793,14 @@ class Agent:
                 await trio.sleep(net.bootstrap_backoff_initial_s)
                 continue
             if await self._dial(info):
-                log.info("connected to bootstrap peer %s", addr)
+                log.info("connected to bootstrap peer %s", addr, extra={"peer": pid})
                 await trio.sleep(net.bootstrap_backoff_initial_s)
                 if self.peers.is_attested(pid):
                     continue
             delay = backoff.next_delay()
             if backoff.attempts in (1, 5) or backoff.attempts % 20 == 0:
                 log.warning("bootstrap %s not joined yet (attempt %d); retrying in %.1fs", addr,
-                            backoff.attempts, delay)
+                            backoff.attempts, delay, extra={"peer": pid})
             await trio.sleep(delay)
 
     async def _start_mdns(self) -> MdnsAdvertiser | None:

@@ -216,7 +216,7 @@ class GossipService:
             if p is not None:
                 p.membership = ev.state_name
             log.info("member %s is %s (incarnation %d, by %s)", ev.node, ev.state_name,
-                     ev.incarnation, ev.origin, extra={"peer": ev.node})
+                     ev.incarnation, ev.origin, extra={"peer": ev.node, "peers": [ev.node, ev.origin]})
         for dest, msg in r.messages:
             self._send(dest, msg)
         d = self.dissemination.ready()
@@ -236,7 +236,8 @@ class GossipService:
             level = logging.DEBUG if reason in _BENIGN_REFUSALS else logging.WARNING
             log.log(level, "refused a %s record by %s about %s from %s: %s", rec.kind[:32],
                     rec.issuer[:64], rec.subject[:64], from_id, reason,
-                    extra={"peer": from_id, "reason": reason})
+                    extra={"peer": from_id, "reason": reason,
+                           "peers": [from_id, rec.issuer[:64], rec.subject[:64]]})
     def _send(self, dest: str, msg: Any) -> None:
         if dest == self.agent.peer_id or not self.agent.peers.is_attested(dest):
             self.agent.counters.inc("gossip_dropped", "unattested-destination")
@@ -287,13 +288,13 @@ class GossipService:
                         await stream.write(data)
                 except (trio.TooSlowError, RemoteProtocolError) as exc:
                     self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
-                    log.debug("gossip to %s failed: %s", dest, exc)
+                    log.debug("gossip to %s failed: %s", dest, exc, extra={"peer": dest})
                     if stream is not None:
                         await reset_stream(stream)
                     stream = None
                 except Exception as exc:  # libp2p stream errors on write
                     self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
-                    log.debug("gossip to %s failed: %s", dest, exc)
+                    log.debug("gossip to %s failed: %s", dest, exc, extra={"peer": dest})
                     if stream is not None:
                         await reset_stream(stream)
                     stream = None

@@ -987,7 +987,8 @@ class ManagerRole:
         except ProposalDropped as exc:
             log.debug("conf change %s %d dropped: %s", op, rid, exc)
             return
-        log.info("council change: %s raft id %d (%s)", op, rid, self._raft_to_peer.get(rid, "?"))
+        log.info("council change: %s raft id %d (%s)", op, rid, self._raft_to_peer.get(rid, "?"),
+                 extra={"peer": self._raft_to_peer.get(rid, "?")})
         self._wake()
 
     async def _term_policy(self, st: SwarmState) -> bool:

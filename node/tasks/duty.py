@@ -529,7 +529,7 @@ class ManagerDuty:
         try:
             await self.svc.request(node, CancelRequest(jid, "cancelled"), TaskReply)
         except RemoteProtocolError as exc:
-            log.debug("cancel of %s not delivered to %s: %s", jid, node, exc)
+            log.debug("cancel of %s not delivered to %s: %s", jid, node, exc, extra={"peer": node})
 
     def on_logs(self, pid: str, req: LogsRequest) -> LogsReply:
         if not self.active():

@@ -214,7 +214,7 @@ class Executor:
                     reply, _ = await self.svc.request(target, run.report, TaskReply, blob=run.output,
                                                       timeout_s=max(self.svc.timeout(), 30.0))
                 except RemoteProtocolError as exc:
-                    log.debug("result of %s not reported to %s: %s", key, target, exc)
+                    log.debug("result of %s not reported to %s: %s", key, target, exc, extra={"peer": target})
                 else:
                     if reply.ok:
                         run.reported_to = target
