@@ -31,8 +31,12 @@ class Sampler:
         self._jobs_at: int | None = None
         self._jobs: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
-    def refresh(self) -> None:
+    def refresh(self, *, recount: bool = False) -> None:
+        """Recompute the sampled gauges (``recount``: the jobs too, even if the state did not
+        move)."""
         began = time.perf_counter()
+        if recount:
+            self._jobs_at = None
         tee: collections.Counter[str] = collections.Counter()
         connected = 0
         for p in self.agent.peers.all():
