@@ -58,21 +58,45 @@ SCRAPES = 200
 POLL_S = 0.0005
 PEERS, JOBS = 100, 1000
 
-# The scraper: a separate process, as Prometheus is; GETs each URL every interval until stdin
-# closes. Prints nothing.
+# The scraper: one separate process for the whole run, as Prometheus is one. It reads a line of
+# URLs from stdin (empty: scrape nothing), acknowledges it, and GETs each URL every interval.
 SCRAPER = r"""
-import sys, time, urllib.request, select
-urls, every = sys.argv[2:], float(sys.argv[1])
+import select, sys, urllib.request
+urls, every = [], float(sys.argv[1])
 while True:
+    ready, _, _ = select.select([sys.stdin], [], [], every)
+    if ready:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        urls = line.split()
+        print("ok", flush=True)
+        continue
     for u in urls:
         try:
             urllib.request.urlopen(u, timeout=5).read()
         except OSError:
             pass
-    r, _, _ = select.select([sys.stdin], [], [], every)
-    if r and not sys.stdin.read(1):
-        break
 """
+
+
+class Scraper:
+    def __init__(self, every_s: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", SCRAPER, str(every_s)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def scrape(self, urls: list[str]) -> None:
+        """Scrape ``urls`` from now on (none: stop scraping)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(" ".join(urls) + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
 
 # Timed scrapes from a separate process: prints one duration (seconds) per line.
 TIMER = r"""
@@ -91,52 +115,38 @@ def _quiet_config() -> NodeConfig:
 
     cfg = local_config()
     return dataclasses.replace(
-        cfg, network=dataclasses.replace(cfg.network, ping_interval_s=3600.0, peer_exchange_interval_s=3600.0),
+        cfg, network=dataclasses.replace(cfg.network, ping_interval_s=3600.0,
+                                         peer_exchange_interval_s=3600.0),
         attestation=dataclasses.replace(cfg.attestation, reattest_interval_s=3600.0))
 
 
-def _scraper(urls: list[str], every_s: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", SCRAPER, str(every_s), *urls], stdin=subprocess.PIPE)
-
-
-def _stop(p: subprocess.Popen[bytes] | None) -> None:
-    if p is not None:
-        assert p.stdin is not None
-        p.stdin.close()
-        p.wait(10)
-
-
-async def _connect_s(tmp: Path, i: int, metrics: bool, every_s: float) -> float:
+async def _connect_s(tmp: Path, i: int, metrics: bool, scraper: Scraper) -> float:
     from node.testing import make_agent
 
     cfg = _quiet_config()
     a, b = make_agent(tmp, f"a{i}{metrics}", config=cfg), make_agent(tmp, f"b{i}{metrics}", config=cfg)
     eps = [enable_metrics(x, MetricsAddress("127.0.0.1", 0)) for x in (a, b)] if metrics else []
-    scraper = None
     async with trio.open_nursery() as n:
         await n.start(a.run)
         await n.start(b.run)
-        if metrics:
-            scraper = _scraper([e.url for e in eps], every_s)
-            await trio.sleep(0.2)  # the scraper is up and reading
+        scraper.scrape([e.url for e in eps])
         info = info_from_p2p_addr(multiaddr.Multiaddr(a.full_addrs()[0]))
         t = time.perf_counter()
         n.start_soon(b.host.connect, info)
         while not (a.peers.is_attested(b.peer_id) and b.peers.is_attested(a.peer_id)):
             await trio.sleep(POLL_S)
         dt = time.perf_counter() - t
-        _stop(scraper)
+        scraper.scrape([])
         a.stop()
         b.stop()
     return dt
 
 
-async def _gossip_rps(tmp: Path, i: int, metrics: bool, every_s: float, records: int) -> float:
+async def _gossip_rps(tmp: Path, i: int, metrics: bool, scraper: Scraper, records: int) -> float:
     from node.testing import fully_attested, make_agent, wait_until
 
     cfg = _quiet_config()
     agents: list[Any] = []
-    scraper = None
     async with trio.open_nursery() as n:
         for k in range(3):
             boot = (agents[0].full_addrs()[0],) if agents else ()
@@ -147,12 +157,7 @@ async def _gossip_rps(tmp: Path, i: int, metrics: bool, every_s: float, records:
             agents.append(a)
         await wait_until(lambda: fully_attested(agents), 60)
         await wait_until(lambda: all(a.gossip.membership.num_members() == 3 for a in agents), 60)
-        if metrics:
-            from node.telemetry.server import MetricsEndpoint  # noqa: F401 - the endpoints are services
-
-            urls = [a.status()["metrics"]["url"] for a in agents]
-            scraper = _scraper(urls, every_s)
-            await trio.sleep(0.2)
+        scraper.scrape([a.status()["metrics"]["url"] for a in agents] if metrics else [])
         last = f"burst-{records - 1}".encode()
         seen = [trio.Event(), trio.Event()]
         for k, a in enumerate(agents[1:]):
@@ -165,7 +170,7 @@ async def _gossip_rps(tmp: Path, i: int, metrics: bool, every_s: float, records:
         for ev in seen:
             await ev.wait()
         dt = time.perf_counter() - t
-        _stop(scraper)
+        scraper.scrape([])
         for a in agents:
             a.stop()
     return records / dt
@@ -255,7 +260,8 @@ async def _scrape_arm(tmp: Path, name: str, peers: int, jobs: int, n: int, busy:
 
 
 def _ms(xs: list[float]) -> str:
-    return f"median {statistics.median(xs) * 1000:.2f} ms (min {min(xs) * 1000:.2f}, max {max(xs) * 1000:.2f})"
+    return (f"median {statistics.median(xs) * 1000:.2f} ms "
+            f"(min {min(xs) * 1000:.2f}, max {max(xs) * 1000:.2f})")
 
 
 def _p99(xs: list[float]) -> float:
@@ -279,24 +285,26 @@ def main(argv: list[str]) -> int:
     setup_logging("text", "error")
     tmp = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     print(f"load average at start {os.getloadavg()[0]:.1f}")
+    scraper = Scraper(args.scrape_interval)
     if "connect" in parts:
         off, on = [], []
         for i in range(args.rounds):  # alternating: a load change hits both arms alike
-            off.append(trio.run(_connect_s, tmp, i, False, args.scrape_interval))
-            on.append(trio.run(_connect_s, tmp, i, True, args.scrape_interval))
+            off.append(trio.run(_connect_s, tmp, i, False, scraper))
+            on.append(trio.run(_connect_s, tmp, i, True, scraper))
         ratio = statistics.median(on) / statistics.median(off)
         print(f"connect, {args.rounds} rounds each: metrics off {_ms(off)}; on (serving, sampled, "
               f"scraped every {args.scrape_interval:g} s) {_ms(on)}; ratio {ratio:.3f}x (goal <= 1.03x)")
     if "gossip" in parts:
         off, on = [], []
         for i in range(args.gossip_rounds):
-            off.append(trio.run(_gossip_rps, tmp, i, False, args.scrape_interval, args.records))
-            on.append(trio.run(_gossip_rps, tmp, i, True, args.scrape_interval, args.records))
+            off.append(trio.run(_gossip_rps, tmp, i, False, scraper, args.records))
+            on.append(trio.run(_gossip_rps, tmp, i, True, scraper, args.records))
         m_off, m_on = statistics.median(off), statistics.median(on)
         print(f"gossip, bursts of {args.records} records, {args.gossip_rounds} rounds each: metrics off "
               f"median {m_off:.0f} records/s ({', '.join(f'{x:.0f}' for x in off)}); on median {m_on:.0f} "
               f"records/s ({', '.join(f'{x:.0f}' for x in on)}); time ratio on/off {m_off / m_on:.3f}x "
               f"(goal <= 1.03x)")
+    scraper.close()
     if "scrape" in parts:
         empty = trio.run(_scrape_arm, tmp, "empty", 0, 0, args.scrapes, False)
         full = trio.run(_scrape_arm, tmp, "full", PEERS, JOBS, args.scrapes, False)
