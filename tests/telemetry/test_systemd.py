@@ -94,7 +94,7 @@ def test_node_process_notifies_ready_status_watchdog_and_stopping(tmp_path: Path
     name = f"enclave-swarm-notify-{os.getpid()}"
     address = "\0" + name if abstract else str(tmp_path / "notify")
     rx.bind(address)
-    env = {"NOTIFY_SOCKET": "@" + name if abstract else address, "WATCHDOG_USEC": "1000000"}
+    env = {"NOTIFY_SOCKET": "@" + name if abstract else address, "WATCHDOG_USEC": "2000000"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # NodeProcess passes its environment on
     try:
@@ -112,9 +112,9 @@ def test_node_process_notifies_ready_status_watchdog_and_stopping(tmp_path: Path
         assert "READY=1" in ready and any(s.startswith("STATUS=listening; 0 attested peers") for s in ready)
         assert f"MAINPID={p.proc.pid}" in ready
         pets = 0
-        deadline = time.monotonic() + 20
-        while pets < 3 and time.monotonic() < deadline:  # every 0.5 s: half of WATCHDOG_USEC
-            pets += "WATCHDOG=1" in _receive_until(rx, "WATCHDOG=1", 5)[-1]
+        deadline = time.monotonic() + 30
+        while pets < 3 and time.monotonic() < deadline:  # every 1 s: half of WATCHDOG_USEC
+            pets += "WATCHDOG=1" in _receive_until(rx, "WATCHDOG=1", 10)[-1]
         assert pets >= 3
         p.signal(signal.SIGTERM)
         assert "STOPPING=1" in _receive_until(rx, "STOPPING=1", 15)[-1]
