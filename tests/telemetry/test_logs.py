@@ -146,6 +146,54 @@ def _peer_id(p: NodeProcess) -> str:
     return str(peer_id_of(DataDir(p.data_dir).load_identity()))
 
 
+async def test_no_secret_of_an_in_process_put_and_get_is_logged(tmp_path: Path) -> None:
+    """The fast twin of the process test above: four in-process nodes with the shard service,
+    every record of a put and a get at debug level, formatted as text and as JSON."""
+    from node.shards.service import sealing_secret_from_identity as sealing_of
+    from tests.shards_net.helpers import shard_federation, write_random
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    secrets: dict[str, bytes] = {}
+    try:
+        async with shard_federation(tmp_path, 4) as (agents, svcs, _):
+            plaintext = write_random(tmp_path / "in.bin", 200_000)
+            res = await svcs[0].put(tmp_path / "in.bin", n=3, k=2)
+            await svcs[0].get(bytes.fromhex(res["object_id"]), tmp_path / "out.bin")
+            assert (tmp_path / "out.bin").read_bytes() == plaintext
+            oid = bytes.fromhex(res["object_id"])
+            shares = []
+            for a, svc in zip(agents, svcs, strict=True):
+                secrets[f"{a.peer_id} identity"] = a._identity.private_bytes_raw()
+                secrets[f"{a.peer_id} sealing"] = sealing_of(a._identity)
+                for info in svc.store.list_shards():
+                    if info.object_id == oid:
+                        shares.append(svc.store.read_share(oid, info.index))
+                        secrets[f"share {info.index}"] = shares[-1].value
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old)
+    assert len(shares) == 3
+    secrets["data key"] = combine_shares(shares[:2], 2)
+    for off in range(0, len(plaintext) - 32, len(plaintext) // 16):
+        secrets[f"plaintext @{off}"] = plaintext[off:off + 32]
+    text, js = formatter("text"), formatter("json")
+    corpus = "\n".join(f"{text.format(r)}\n{js.format(r)}" for r in records).encode()
+    assert len(records) > 50
+    found = [(what, form[:12]) for what, secret in secrets.items() for form in encodings(secret)
+             if form in corpus]
+    assert not found, f"secrets in the logs: {found}"
+
+
 async def test_both_formats_render_the_same_records_one_line_each(tmp_path: Path) -> None:
     records: list[logging.LogRecord] = []
 
