@@ -185,7 +185,7 @@ class Repairer:
                 return {"object_id": oid.hex(), "repaired": False}
             j = m.indices_held_by(lost)[0]
             start = trio.current_time()
-            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason)
+            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason, extra={"peer": lost})
             holders = {p.peer_id for p in m.placement}
             try:
                 (new_holder,) = choose_holders(

@@ -223,7 +223,7 @@ class Executor:
                         return
                     if reply.detail not in ("not-manager", "busy"):
                         log.warning("result of job %s fragment %d refused by %s: %s", key[0],
-                                    key[1], target, reply.error, extra={"job": key[0]})
+                                    key[1], target, reply.error, extra={"job": key[0], "peer": target})
                         return
             await trio.sleep(delay)
             delay = min(2.0, delay * 2)

@@ -236,3 +236,33 @@ def test_text_names_the_peer_a_message_leaves_out() -> None:
     r.peer = "12D3KooWExample"
     assert formatter("text").format(r).endswith("stream refused peer=12D3KooWExample")
     assert json.loads(formatter("json").format(r))["peer"] == "12D3KooWExample"
+
+
+def test_every_log_call_with_a_peer_argument_passes_its_id() -> None:
+    """A static guard for the rule above: a log call in node/ or overlay/ that formats a
+    peer-ish value (a variable named for a peer, holder, issuer, target, ...) passes
+    ``extra={"peer": ...}`` (or ``"peers"``), so JSON lines carry it as a field. This node's own
+    id (``self.peer_id``) is not about a peer."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    peerish = re.compile(r"^(pid|peer_id|peer|dest|holder|new_holder|issuer|target|node|from_id|lost|"
+                         r"sender|subject)$|\.(holder|new_holder|peer_id|subject|issuer|node|origin)$")
+    missing = []
+    for path in sorted([*root.glob("node/**/*.py"), *root.glob("overlay/**/*.py")]):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id in ("log", "logger")
+                    and n.func.attr in ("debug", "info", "warning", "error", "exception", "critical", "log")):
+                continue
+            extra = next((k.value for k in n.keywords if k.arg == "extra"), None)
+            if isinstance(extra, ast.Dict) and {"peer", "peers"} & {
+                    k.value for k in extra.keys if isinstance(k, ast.Constant)}:
+                continue
+            args = n.args[2:] if n.func.attr == "log" else n.args[1:]
+            named = [ast.unparse(a) for a in args]
+            own = ("self.peer_id", "agent.peer_id", "self.me")
+            if any(peerish.search(x) and x not in own for x in named):
+                missing.append(f"{path.relative_to(root)}:{n.lineno}")
+    assert not missing, f"log calls naming a peer without extra peer: {missing}"
