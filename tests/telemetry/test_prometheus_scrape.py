@@ -111,6 +111,7 @@ def test_prometheus_scrapes_three_nodes(tmp_path: Path) -> None:
         log.close()
 
 
+@pytest.mark.process  # runs promtool
 def test_promtool_accepts_the_example_rules() -> None:
     r = subprocess.run([_tool("promtool"), "check", "rules", str(RULES / "alerts.yml")],
                        capture_output=True, text=True, timeout=60)
@@ -118,6 +119,7 @@ def test_promtool_accepts_the_example_rules() -> None:
     assert "SUCCESS" in r.stdout
 
 
+@pytest.mark.process  # runs promtool
 def test_the_example_alerts_fire_on_their_series() -> None:
     r = subprocess.run([_tool("promtool"), "test", "rules", "alerts_test.yml"], cwd=RULES,
                        capture_output=True, text=True, timeout=60)

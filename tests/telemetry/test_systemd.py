@@ -43,6 +43,7 @@ def _systemd_analyze() -> str:
     return path
 
 
+@pytest.mark.process  # runs systemd-analyze
 def test_the_unit_verifies(tmp_path: Path) -> None:
     unit = _unit_with_a_real_binary(tmp_path)
     r = subprocess.run([_systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60)
@@ -54,6 +55,7 @@ def test_the_unit_verifies(tmp_path: Path) -> None:
         assert line in text, line
 
 
+@pytest.mark.process  # runs systemd-analyze
 def test_the_unit_verify_catches_a_malformed_override(tmp_path: Path) -> None:
     unit = _unit_with_a_real_binary(tmp_path)
     unit.write_text(unit.read_text().replace("Type=notify", "Type=notfy"))
@@ -62,6 +64,7 @@ def test_the_unit_verify_catches_a_malformed_override(tmp_path: Path) -> None:
     assert "Failed to parse service type" in r.stderr and "notfy" in r.stderr, r.stderr
 
 
+@pytest.mark.process  # runs systemd-analyze
 def test_the_unit_security_exposure_is_low(tmp_path: Path) -> None:
     unit = _unit_with_a_real_binary(tmp_path)
     r = subprocess.run([_systemd_analyze(), "security", "--offline=true", "--no-pager", str(unit)],
