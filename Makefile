@@ -34,11 +34,14 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
 # System tools the suite needs: tests/node/test_netns_mdns.py builds network namespaces with
-# `ip` (iproute2), which slim Debian images lack. Installed when missing on a root Debian
-# machine (the project's and CI's); elsewhere the test says why it skips.
+# `ip` (iproute2), which slim Debian images lack; tests/telemetry/test_prometheus_scrape.py runs
+# Debian's Prometheus server and promtool (package prometheus, 2.42 on Debian 12; without its
+# recommends: no node exporter). Installed when missing on a root Debian machine (the
+# project's and CI's); elsewhere the tests say why they fail.
+SYSDEPS := $(if $(shell command -v ip),,iproute2) $(if $(shell command -v prometheus),,prometheus)
 sysdeps:
-	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2; \
+	@if [ -n "$(strip $(SYSDEPS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSDEPS); \
 	fi
 
 # The js-libp2p peer of tests/overlay/test_js_interop.py: Node.js and npm from Debian (Node 18 on

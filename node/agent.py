@@ -58,7 +58,7 @@ from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
 from node.config import NodeConfig
 from node.datadir import DataDir
 from node.loop_health import LoopHealth
-from node.metrics import Counters
+from node.metrics import Counters, Timings
 from node.peer_exchange import PeerExchange
 from overlay.discovery import Backoff, MdnsAdvertiser, dns_name, resolved_addrs, split_p2p_addr
 from overlay.errors import RemoteProtocolError
@@ -144,7 +144,9 @@ class Agent:
         self.peer_id = self.host.get_id().to_base58()
         self.peers = PeerTable()
         self.counters = Counters()
-        self.loop_health = LoopHealth(clock=clock)
+        self.timings = Timings()  # durations, in histogram buckets (node/metrics.py)
+        self.loop_health = LoopHealth(
+            clock=clock, on_stall=lambda s: self.timings.observe("loop_stall", "stall", s))
         self.started_at: float | None = None
         self.stopping = False
         self._stop = trio.Event()
@@ -231,6 +233,15 @@ class Agent:
     def stop(self) -> None:
         """Ask the node to shut down gracefully (idempotent, callable from any task)."""
         self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """:meth:`stop` was called (the node is leaving or has left)."""
+        return self._stop.is_set()
+
+    async def wait_stop_requested(self) -> None:
+        """Wait until :meth:`stop` is called."""
+        await self._stop.wait()
 
     async def wait_stopped(self) -> None:
         """Wait until :meth:`run` has finished its shutdown (goodbyes sent, state saved)."""
@@ -336,7 +347,7 @@ class Agent:
                 await reset_stream(stream)
             except Exception:  # a bug of ours: loud, counted, but the node stays up
                 self.counters.inc("internal_error", proto)
-                log.exception("internal error handling %s from %s", proto, pid)
+                log.exception("internal error handling %s from %s", proto, pid, extra={"peer": pid})
                 await reset_stream(stream)
             finally:
                 if gated:
@@ -381,7 +392,7 @@ class Agent:
                 evidence = await trio.to_thread.run_sync(self.provider.get_evidence, report_data)
             except AttestationUnavailable as exc:
                 self.counters.inc("evidence_unavailable")
-                log.error("cannot produce evidence for %s: %s", pid, exc)
+                log.error("cannot produce evidence for %s: %s", pid, exc, extra={"peer": pid})
                 await reset_stream(stream)
                 return
             await write_message(stream, AttestEvidence(str(evidence.kind), evidence.blob,
@@ -425,7 +436,7 @@ class Agent:
                 self.records_about_us[pid] = rec
             else:
                 self.counters.inc("remote_error", "attest:bad-score-record")
-                log.warning("peer %s sent a score record that does not verify", pid)
+                log.warning("peer %s sent a score record that does not verify", pid, extra={"peer": pid})
         if not result.accepted:
             self._accepted_by.discard(pid)
             log.warning("peer %s refused our attestation: %s", pid, result.reason,
@@ -457,6 +468,9 @@ class Agent:
             if self.stopping:
                 return
             began = self._now()
+            began_mono = trio.current_time()
+            known = self.peers.get(pid)
+            phase = "reattest" if known is not None and known.last_attested_at is not None else "first"
             self.peers.on_attest_started(pid, began)
             pub = public_key_of_peer(peer_id)
             if pub is None:
@@ -496,6 +510,7 @@ class Agent:
                     return
                 # The verdict is in; only delivering the result to the prover failed.
             assert outcome is not None
+            self.timings.observe("attestation", "exchange", trio.current_time() - began_mono, phase)
             for hook in self._on_outcome:
                 hook(pid, outcome)
             self._record_outcome(
@@ -584,7 +599,8 @@ class Agent:
         return min(self.engine.record_ttl_s, self.loop_health.stalled_s(since))
 
     def _quarantined(self, pid: str, reason: str) -> None:
-        self.counters.inc("quarantined")
+        self.counters.inc("quarantined", "unreachable" if reason.startswith(UNREACHABLE) else
+                          "revoked" if reason.startswith("revoked: ") else "failed")
         log.warning("peer %s quarantined: %s", pid, reason, extra={"peer": pid, "reason": reason})
         if not reason.startswith(UNREACHABLE):
             self._cut_streams(pid)
@@ -689,7 +705,7 @@ class Agent:
             try:
                 await self.host.disconnect(peer_id)
             except Exception as exc:  # libp2p may raise if the connection is already gone
-                log.debug("disconnect %s: %s", peer_id, exc)
+                log.debug("disconnect %s: %s", peer_id, exc, extra={"peer": str(peer_id)})
 
     async def _ping_loop(self, *, task_status: Status = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -740,7 +756,7 @@ class Agent:
             except trio.Cancelled:
                 raise
             except Exception as exc:  # libp2p: SwarmException, OSError, ...
-                log.debug("dial %s failed: %s", info.peer_id, exc)
+                log.debug("dial %s failed: %s", info.peer_id, exc, extra={"peer": str(info.peer_id)})
                 self.counters.inc("dial_failed", type(exc).__name__)
                 return False
         self.counters.inc("dial_failed", "timeout")
@@ -779,14 +795,14 @@ class Agent:
                 continue
             target = await self._resolve_bootstrap(info)
             if target is not None and await self._dial(target):
-                log.info("connected to bootstrap peer %s", addr)
+                log.info("connected to bootstrap peer %s", addr, extra={"peer": pid})
                 await trio.sleep(net.bootstrap_backoff_initial_s)
                 if self.peers.is_attested(pid):
                     continue
             delay = backoff.next_delay()
             if backoff.attempts in (1, 5) or backoff.attempts % 20 == 0:
                 log.warning("bootstrap %s not joined yet (attempt %d); retrying in %.1fs", addr,
-                            backoff.attempts, delay)
+                            backoff.attempts, delay, extra={"peer": pid})
             await trio.sleep(delay)
 
     async def _resolve_bootstrap(self, info: PeerInfo) -> PeerInfo | None:

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "outside local-test; needs --psk unless on loopback; never with wan")
     p.add_argument("--log-format", choices=["text", "json"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default; "
+                        "loopback only, e.g. 127.0.0.1:9464)")
+    p.add_argument("--metrics-allow-remote", action="store_true", default=False,
+                   help="allow --metrics on a non-loopback address (the metrics have no "
+                        "authentication: put a proxy or a firewall in front)")
 
     p = sub.add_parser("status", help="show a running node's state")
     _data_dir_arg(p)
@@ -241,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             split_p2p_addr(b)
         except BootstrapAddressError as exc:
             raise CliError(f"--bootstrap: {exc}", EXIT_USAGE) from None
+    metrics_address = _metrics_address(args)
     log = logging.getLogger("enclave_swarm.cli")
     dd = _data_dir(args)
     if not dd.exists():
@@ -279,6 +286,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         except Exception as exc:  # libp2p host construction (bad listen address, ...)
             raise CliError(f"cannot start: {exc}") from None
+        if metrics_address is not None:
+            from node.telemetry.server import enable_metrics
+
+            enable_metrics(agent, metrics_address)
 
         async def on_signals(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -299,6 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     raise CliError(f"cannot listen: {exc.strerror or exc}") from None
                 for a in agent.full_addrs():
                     print(a, flush=True)
+                await _start_systemd_notify(nursery, agent)
                 await agent.wait_stopped()
                 nursery.cancel_scope.cancel()
 
@@ -306,6 +318,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         dd.unlock()
     return EXIT_OK
+
+
+def _metrics_address(args: argparse.Namespace) -> Any:
+    """``--metrics`` parsed and checked before anything starts: a malformed address is a usage
+    error (2), a non-loopback one without --metrics-allow-remote a refusal (1)."""
+    if args.metrics is None:
+        if args.metrics_allow_remote:
+            raise CliError("--metrics-allow-remote needs --metrics HOST:PORT", EXIT_USAGE)
+        return None
+    from node.telemetry.server import MetricsAddressError, parse_metrics_address
+
+    try:
+        return parse_metrics_address(args.metrics, allow_remote=args.metrics_allow_remote)
+    except MetricsAddressError as exc:
+        raise CliError(str(exc), EXIT_USAGE if exc.usage else EXIT_FAIL) from None
+
+
+async def _start_systemd_notify(nursery: Any, agent: Any) -> None:
+    """Under systemd (``$NOTIFY_SOCKET`` set): READY now, then STATUS and the watchdog."""
+    from node.telemetry.systemd import Notifier, supervise, watchdog_interval_s
+
+    notifier = Notifier.from_env()
+    if notifier is not None:
+        watchdog_s = watchdog_interval_s(os.environ)
+        await nursery.start(lambda **kw: supervise(agent, notifier, watchdog_s=watchdog_s, **kw))
 
 
 # ---------------------------------------------------------------------------- status

@@ -148,6 +148,10 @@ class GossipService:
         self.states: dict[str, str] = {}
         self._subscribers: dict[str, list[Callable[[Record], None]]] = {}
         self._revocation_hints: list[Callable[[str, str], None]] = []
+        # Traffic and suspicions, counted as they happen (plain ints: only this task writes
+        # them; the metrics exporter reads them from its thread).
+        self.traffic = {"messages_in": 0, "bytes_in": 0, "messages_out": 0, "bytes_out": 0}
+        self.suspicions = 0
 
     # ------------------------------------------------------------------ trust
     def _attested(self, node: str) -> bool:
@@ -205,12 +209,14 @@ class GossipService:
             if any(self.agent.px.unknown(node) for node in named):
                 self.agent.px.soon(pid)
         for ev in r.events:
+            if ev.state_name == "suspect":
+                self.suspicions += 1
             self.states[ev.node] = ev.state_name
             p = self.agent.peers.get(ev.node)
             if p is not None:
                 p.membership = ev.state_name
             log.info("member %s is %s (incarnation %d, by %s)", ev.node, ev.state_name,
-                     ev.incarnation, ev.origin, extra={"peer": ev.node})
+                     ev.incarnation, ev.origin, extra={"peer": ev.node, "peers": [ev.node, ev.origin]})
         for dest, msg in r.messages:
             self._send(dest, msg)
         d = self.dissemination.ready()
@@ -230,7 +236,8 @@ class GossipService:
             level = logging.DEBUG if reason in _BENIGN_REFUSALS else logging.WARNING
             log.log(level, "refused a %s record by %s about %s from %s: %s", rec.kind[:32],
                     rec.issuer[:64], rec.subject[:64], from_id, reason,
-                    extra={"peer": from_id, "reason": reason})
+                    extra={"peer": from_id, "reason": reason,
+                           "peers": [from_id, rec.issuer[:64], rec.subject[:64]]})
     def _send(self, dest: str, msg: Any) -> None:
         if dest == self.agent.peer_id or not self.agent.peers.is_attested(dest):
             self.agent.counters.inc("gossip_dropped", "unattested-destination")
@@ -251,6 +258,9 @@ class GossipService:
             ch.send_nowait(data)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.agent.counters.inc("gossip_dropped", "queue-full")
+            return
+        self.traffic["messages_out"] += 1
+        self.traffic["bytes_out"] += len(data)
 
     async def _sender(self, dest: str, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         """One long-lived stream to ``dest``; reopened when it breaks, dropped when the peer is."""
@@ -278,13 +288,13 @@ class GossipService:
                         await stream.write(data)
                 except (trio.TooSlowError, RemoteProtocolError) as exc:
                     self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
-                    log.debug("gossip to %s failed: %s", dest, exc)
+                    log.debug("gossip to %s failed: %s", dest, exc, extra={"peer": dest})
                     if stream is not None:
                         await reset_stream(stream)
                     stream = None
                 except Exception as exc:  # libp2p stream errors on write
                     self.agent.counters.inc("gossip_dropped", "send-failed", len(chunks))
-                    log.debug("gossip to %s failed: %s", dest, exc)
+                    log.debug("gossip to %s failed: %s", dest, exc, extra={"peer": dest})
                     if stream is not None:
                         await reset_stream(stream)
                     stream = None
@@ -296,6 +306,7 @@ class GossipService:
         reader = FrameReader(stream)
         idle = max(60.0, 4 * self.agent.config.attestation.reattest_interval_s)
         while True:
+            before = reader.consumed
             try:
                 msg = await read_message(reader, ALL_TYPES, timeout_s=idle)
             except RemoteProtocolError as exc:
@@ -310,6 +321,8 @@ class GossipService:
                 self.agent.counters.inc("refused_unattested", GOSSIP_PROTOCOL)
                 await reset_stream(stream)  # the sender sees it and reopens once attested
                 return
+            self.traffic["messages_in"] += 1
+            self.traffic["bytes_in"] += reader.consumed - before
             now = self._now()
             if isinstance(msg, GOSSIP_TYPES):
                 self.dissemination.step(pid, msg, now)
@@ -408,6 +421,8 @@ class GossipService:
             "members": self.membership.num_members(),
             "health": self.membership.health,
             "records": len(self.dissemination),
+            "traffic": dict(self.traffic),
+            "suspicions": self.suspicions,
             "states": dict(sorted(self.states.items())),
             "scores": self.scores(),
         }

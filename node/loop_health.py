@@ -40,13 +40,15 @@ class LoopHealth:
     """
 
     def __init__(self, *, clock: Callable[[], float], period_s: float = 0.1,
-                 bucket_s: float = 0.5, horizon_s: float = 900.0) -> None:
+                 bucket_s: float = 0.5, horizon_s: float = 900.0,
+                 on_stall: Callable[[float], None] | None = None) -> None:
         if period_s <= 0 or bucket_s <= 0 or horizon_s < bucket_s:
             raise ValueError("period_s and bucket_s must be positive, horizon_s at least bucket_s")
         self.period_s = period_s
         self.bucket_s = bucket_s
         self.horizon_s = horizon_s
         self._clock = clock
+        self._on_stall = on_stall  # called with each stall's lost seconds (the metrics' histogram)
         self._buckets: collections.deque[list[float]] = collections.deque(
             maxlen=int(horizon_s / bucket_s) + 1)
         self._wake_due: float | None = None  # trio time the measuring task should wake at
@@ -60,6 +62,8 @@ class LoopHealth:
             return
         self.worst_s = max(self.worst_s, lost)
         self.total_s += lost
+        if self._on_stall is not None:
+            self._on_stall(lost)
         start = at - at % self.bucket_s
         if self._buckets and self._buckets[-1][0] == start:
             self._buckets[-1][1] += lost

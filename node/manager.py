@@ -209,6 +209,11 @@ class ManagerRole:
         self.ticks = 0
         self.term_start_tick = 0
         self.leader_since: float | None = None
+        # For the metrics (node/telemetry): leaders seen change, and when each entry this node
+        # proposed was proposed (popped when it applies: the commit latency; bounded).
+        self.leader_changes = 0
+        self._last_leader: object = None
+        self._proposed_at: dict[int, float] = {}
         self.role_state = "joining"
         self.dissolved = False
         self.left = False
@@ -299,6 +304,37 @@ class ManagerRole:
             lead = self.node.raft.lead
             return self._raft_to_peer.get(lead) if lead else None
         return self.followed_leader or None
+
+    def note_leader(self, leader: object) -> None:
+        """The leader this node knows of is ``leader`` (a raft id or a peer id; falsy: none):
+        counted as a change when it differs from the last one known."""
+        if leader and leader != self._last_leader:
+            if self._last_leader is not None:
+                self.leader_changes += 1
+            self._last_leader = leader
+
+    def role_name(self) -> str:
+        """This node's role (O(1): the metrics read it at every scrape)."""
+        st, _ = self.view()
+        me = st.member(self.me)
+        if self.dissolved:
+            return "dissolved"
+        if me is not None and me.status == REVOKED:
+            return "revoked"
+        if self.left or (me is not None and me.status == LEFT):
+            return "left"
+        if self.is_leader():
+            return "manager"
+        if self.is_voter():
+            return "council"
+        return "follower" if me is not None else "joining"
+
+    def term_and_commit(self) -> tuple[int, int]:
+        """The Raft term and commit index this node knows (its own, or the followed ones)."""
+        if self.node is not None and self.is_voter():
+            r = self.node.raft
+            return r.term, r.log.committed
+        return self.followed_term, max(self.followed_index, self.state_index)
 
     def status(self) -> dict[str, Any]:
         st, idx = self.view()
@@ -550,6 +586,9 @@ class ManagerRole:
                 log.debug("entry %d rejected by the state machine: %s", e.index, error)
         self.state_index = e.index
         self.cert.remember(e.index, self.state)
+        proposed = self._proposed_at.pop(e.index, None)
+        if proposed is not None:
+            self.agent.timings.observe("raft_commit", "exchange", time.monotonic() - proposed)
         for hook in self.entry_hooks:
             try:
                 hook(e.index, e.data, ok)
@@ -574,10 +613,12 @@ class ManagerRole:
     def _on_soft_state(self, role: str, lead: int | None) -> None:
         node = self.node
         assert node is not None
+        self.note_leader(self._raft_to_peer.get(lead, lead) if lead else None)  # a peer id when known
         if role == "leader":
             self.term_start_tick = self.ticks
             self.leader_since = time.monotonic()
             self._control_pending = None
+            self._proposed_at.clear()  # what an earlier term proposed commits under another
             log.info("became the manager (term %d)", node.raft.term,
                      extra={"term": node.raft.term})
         else:
@@ -756,6 +797,8 @@ class ManagerRole:
             index = node.propose(data)
             term = node.raft.term
             self._waited.add(index)
+            if len(self._proposed_at) < 10_000:
+                self._proposed_at[index] = time.monotonic()
         if sign is None:
             sign = _kind_of(data) in DECISION_KINDS
         if sign and len(data) <= MAX_DECISION_ENTRY_BYTES:
@@ -948,7 +991,8 @@ class ManagerRole:
         except ProposalDropped as exc:
             log.debug("conf change %s %d dropped: %s", op, rid, exc)
             return
-        log.info("council change: %s raft id %d (%s)", op, rid, self._raft_to_peer.get(rid, "?"))
+        log.info("council change: %s raft id %d (%s)", op, rid, self._raft_to_peer.get(rid, "?"),
+                 extra={"peer": self._raft_to_peer.get(rid, "?")})
         self._wake()
 
     async def _term_policy(self, st: SwarmState) -> bool:

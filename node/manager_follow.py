@@ -141,6 +141,7 @@ class Follower:
             self.role.follow_updates[via] += 1
             if st.manager_term >= self.role.followed_term:
                 self.role.followed_term, self.role.followed_leader = st.manager_term, st.manager_id
+                self.role.note_leader(st.manager_id)
             self.role._refresh_ids()
             self.role._after_apply(st)
         st, _ = self.role.view()
@@ -335,6 +336,7 @@ class Follower:
         self.role.announcements["accepted"] += 1
         if ann.term >= self.role.followed_term:
             self.role.followed_term, self.role.followed_leader = ann.term, issuer
+            self.role.note_leader(issuer)
         node = self.role.node
         if node is not None and self.role.is_voter():
             if ann.commit_index > node.raft.log.committed and not self._raft_led_by(issuer, ann.term):

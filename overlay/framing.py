@@ -84,6 +84,7 @@ class FrameReader:
     def __init__(self, stream: ByteStream) -> None:
         self._stream = stream
         self._buf = bytearray()
+        self.consumed = 0  # bytes of the frames returned so far, length prefixes included
 
     async def _fill(self, want: int) -> None:
         while len(self._buf) < want:
@@ -104,6 +105,7 @@ class FrameReader:
         await self._fill(used + length)
         payload = bytes(self._buf[used : used + length])
         del self._buf[: used + length]
+        self.consumed += used + length
         return payload
 
 

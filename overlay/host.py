@@ -228,7 +228,7 @@ async def push_identify(host: IHost, peer_id: ID) -> bool:
         try:
             stream = await host.new_stream(peer_id, [IDENTIFY_PUSH_ID])
         except Exception as exc:  # libp2p raises several types when a peer is gone
-            log.debug("identify push to %s: %s", peer_id, exc)
+            log.debug("identify push to %s: %s", peer_id, exc, extra={"peer": str(peer_id)})
             return False
         await _send_identify(stream, identify_message(host, attested=True))
         return True

@@ -281,7 +281,8 @@ class ManagedShards:
             cmd = ShardRepaired(msg.object_id.hex(), msg.index, pid)
         ok, err = await role.command(cmd, timeout_s=self.svc.timeout_s)
         if not ok:
-            log.info("shard placement command %s from %s not committed: %s", type(cmd).__name__, pid, err)
+            log.info("shard placement command %s from %s not committed: %s", type(cmd).__name__, pid, err,
+                     extra={"peer": pid})
         return ShardManagerReply(rid, ok, _clip(err if ok else err or "rejected"))
 
     def _refuse(self, rid: bytes, pid: str, reason: str) -> ShardManagerReply:
@@ -326,7 +327,7 @@ class ManagedShards:
                               min_score=float(self.agent.engine.policy.min_score))
         except (PlacementError, ValueError) as exc:
             log.error("cannot repair shard %d of %s (holder %s %s): no new holder: %s",
-                      h.index, p.object_id, h.holder, reason, exc)
+                      h.index, p.object_id, h.holder, reason, exc, extra={"peer": h.holder})
             self.agent.counters.inc("shard_repair_failed", "no new holder")
             return False
         ok, err = await role.command(cmd, timeout_s=self.svc.timeout_s)
@@ -337,7 +338,7 @@ class ManagedShards:
         # it here made an unreachable holder's N shards wait N grace periods, one by one).
         self.agent.counters.inc("shard_repair_scheduled")
         log.warning("manager: shard %d of %s moves from %s (%s) to %s", h.index, p.object_id, h.holder,
-                    reason, cmd.new_holder)
+                    reason, cmd.new_holder, extra={"peer": h.holder, "peers": [h.holder, cmd.new_holder]})
         return True
 
     # ================================================================== the new holder's side
@@ -669,9 +670,10 @@ class ManagedShards:
     async def _erase_quietly(self, pid: str, oid: bytes, index: int) -> None:
         try:
             await self.svc.erase_on(pid, oid, index)
-            log.info("erased the replaced shard %s.%d on %s", oid.hex(), index, pid)
+            log.info("erased the replaced shard %s.%d on %s", oid.hex(), index, pid, extra={"peer": pid})
         except (RemoteProtocolError, ShardServiceError) as exc:
-            log.info("replaced shard %s.%d on %s not erased: %s", oid.hex(), index, pid, exc)
+            log.info("replaced shard %s.%d on %s not erased: %s", oid.hex(), index, pid, exc,
+                     extra={"peer": pid})
 
     def committed_listing(self, limit: int = 1000) -> list[dict[str, Any]]:
         """The committed placements in this node's view (for operators and tests)."""

@@ -118,7 +118,7 @@ class Repairer:
         log.info(
             "sent reshare contribution for %s (x=%d → x=%d on %s)",
             object_id.hex(), my_x, target_x, new_holder,
-        )
+        extra={"peer": new_holder})
         await self.svc._send(stream, ShardAck(session_id, True, "", 0))
 
     async def deliver(self, pid: str, msg: ReshareMaskSeed | ReshareContribution) -> None:
@@ -166,11 +166,13 @@ class Repairer:
                 except (ShardServiceError, RemoteProtocolError, OSError) as exc:
                     self.svc._repair_backoff[(oid, pid)] = now + max(5.0, self.svc.repair_grace_s)
                     self.svc.agent.counters.inc("shard_repair_failed")
-                    log.error("repair of %s (holder %s %s) failed: %s", oid.hex(), pid, reason, exc)
+                    log.error("repair of %s (holder %s %s) failed: %s", oid.hex(), pid, reason, exc,
+                              extra={"peer": pid})
                 except Exception:  # a bug of ours: loud, but the node and the monitor stay up
                     self.svc._repair_backoff[(oid, pid)] = now + max(5.0, self.svc.repair_grace_s)
                     self.svc.agent.counters.inc("internal_error", "shard-repair")
-                    log.exception("internal error repairing %s (holder %s)", oid.hex(), pid)
+                    log.exception("internal error repairing %s (holder %s)", oid.hex(), pid,
+                                  extra={"peer": pid})
                 break  # placement changed (or failed): look at the object afresh next tick
 
     async def repair(self, oid: bytes, lost: str, reason: str) -> dict[str, Any]:
@@ -183,7 +185,7 @@ class Repairer:
                 return {"object_id": oid.hex(), "repaired": False}
             j = m.indices_held_by(lost)[0]
             start = trio.current_time()
-            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason)
+            log.warning("repairing %s: shard %d on %s (%s)", oid.hex(), j, lost, reason, extra={"peer": lost})
             holders = {p.peer_id for p in m.placement}
             try:
                 (new_holder,) = choose_holders(
@@ -242,6 +244,7 @@ class Repairer:
                 new_holder,
                 took,
                 new_m.revision,
+                extra={"peer": lost, "peers": [lost, new_holder]},
             )
             return {
                 "object_id": oid.hex(),
@@ -277,7 +280,7 @@ class Repairer:
                 m.revision,
                 pid,
                 exc,
-            )
+            extra={"peer": pid})
 
     def regenerate(
         self, m: Manifest, got: dict[int, tuple[Path, KeyShare | None]], j: int, dest: Path

@@ -585,7 +585,7 @@ class ShardService:
                     offer.index,
                     pid,
                     writer.received_bytes,
-                )
+                extra={"peer": pid})
             else:
                 writer.abort()
             raise
@@ -876,7 +876,7 @@ class ShardService:
                     exc,
                     attempt + 1,
                     attempts,
-                )
+                extra={"peer": holder})
         raise ShardServiceError(f"shard {index} on {holder}: {last_error}")
 
     async def _store_attempt(
@@ -1039,7 +1039,8 @@ class ShardService:
             if committed is not True:
                 self.managed._unregistered.add(oid)  # the owner's monitor registers it later
                 log.warning("put %s: placement not committed yet (%s); will retry", oid.hex(), committed)
-        log.info("put %s: %d bytes as %d-of-%d on %s", oid.hex(), size, k, n, ", ".join(holders))
+        log.info("put %s: %d bytes as %d-of-%d on %s", oid.hex(), size, k, n, ", ".join(holders),
+                 extra={"peers": list(holders)})
         return {"object_id": oid.hex(), "size": size, "k": k, "n": n, "holders": list(holders),
                 "revision": m.revision, "placement_committed": committed is True}
 

@@ -670,6 +670,11 @@ class ShardStore:
 
     # ----------------------------------------------------------------- inventory
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes used, quota): kept as shards come and go, read without touching the disk."""
+        with self._lock:
+            return self._used, self._quota
+
     def list_shards(self) -> list[ShardInfo]:
         out = []
         for p in sorted(self._shards.iterdir()):

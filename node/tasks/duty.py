@@ -228,6 +228,7 @@ class ManagerDuty:
         last = self.tried_at.get(jid)
         if last is not None and last[0] == idx and time.monotonic() - last[1] < RESCHEDULE_S:
             return
+        decided_from = time.perf_counter()
         offers_src = getattr(self.agent, "offers", None)
         offers = offers_src.offers() if offers_src is not None else {}
         meas = offers_src.measurements() if offers_src is not None else Measurements()
@@ -249,6 +250,7 @@ class ManagerDuty:
             decision = schedule(st, offers, req, idx, free, meas)
             if not decision.ok:
                 req, decision = self._wave(st, offers, req, idx, free, meas) or (req, decision)
+        self.agent.timings.observe("scheduler_decision", "compute", time.perf_counter() - decided_from)
         if decision.ok:
             cmd = ct.AssignFragments(jid, idx, tuple(ct.Assignment(p.fragment, p.replica, p.node_id)
                                                      for p in decision.placements),
@@ -527,7 +529,7 @@ class ManagerDuty:
         try:
             await self.svc.request(node, CancelRequest(jid, "cancelled"), TaskReply)
         except RemoteProtocolError as exc:
-            log.debug("cancel of %s not delivered to %s: %s", jid, node, exc)
+            log.debug("cancel of %s not delivered to %s: %s", jid, node, exc, extra={"peer": node})
 
     def on_logs(self, pid: str, req: LogsRequest) -> LogsReply:
         if not self.active():

@@ -164,6 +164,9 @@ class Executor:
     def _finish(self, key: tuple[str, int, int], run: _Run, report: ResultReport, output: bytes) -> None:
         run.report, run.output, run.finished = report, output, time.monotonic()
         self.stats["succeeded" if report.ok else "failed"] += 1
+        if run.fetched is not None:  # it ran (a fragment whose inputs never came did not)
+            self.agent.timings.observe("fragment_run", "run", run.finished - run.fetched,
+                                       "succeeded" if report.ok else "failed")
         log.info("job %s fragment %d replica %d: %s", key[0], key[1], key[2],
                  "ok" if report.ok else f"{report.error_kind}: {report.error}",
                  extra={"job": key[0]})
@@ -211,7 +214,7 @@ class Executor:
                     reply, _ = await self.svc.request(target, run.report, TaskReply, blob=run.output,
                                                       timeout_s=max(self.svc.timeout(), 30.0))
                 except RemoteProtocolError as exc:
-                    log.debug("result of %s not reported to %s: %s", key, target, exc)
+                    log.debug("result of %s not reported to %s: %s", key, target, exc, extra={"peer": target})
                 else:
                     if reply.ok:
                         run.reported_to = target
@@ -220,7 +223,7 @@ class Executor:
                         return
                     if reply.detail not in ("not-manager", "busy"):
                         log.warning("result of job %s fragment %d refused by %s: %s", key[0],
-                                    key[1], target, reply.error, extra={"job": key[0]})
+                                    key[1], target, reply.error, extra={"job": key[0], "peer": target})
                         return
             await trio.sleep(delay)
             delay = min(2.0, delay * 2)

@@ -201,7 +201,7 @@ class FindingsService:
         self.agent.counters.inc("finding_adopted", fr.kind)
         log.info("adopted finding %d (%s) against %s for job %s fragment %d, by %s", fr.finding_id,
                  fr.kind, fr.subject, fr.job[:64], fr.fragment, issuer,
-                 extra={"peer": fr.subject, "job": fr.job[:64]})
+                 extra={"peer": fr.subject, "peers": [fr.subject, issuer], "job": fr.job[:64]})
 
     def _refuse(self, issuer: str, reason: str, detail: str) -> None:
         self.stats["refused"] += 1

@@ -77,3 +77,22 @@ async def test_silent_peer_times_out(autojump_clock):
     with pytest.raises(RemoteProtocolError) as e:
         await read_message(FrameReader(Silent()), Goodbye, timeout_s=5)
     assert e.value.reason == "timeout"
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=8), st.integers(1, 64))
+def test_consumed_counts_the_bytes_of_the_frames_returned(payloads, chunk):
+    """FrameReader.consumed (the gossip layer's bytes-in metric) is exactly the wire size of
+    the frames read so far, however the stream cuts them, and never counts a frame not yet
+    returned."""
+    wire = b"".join(frame(p) for p in payloads)
+
+    async def main() -> None:
+        reader = FrameReader(ChunkStream(wire, chunk))
+        total = 0
+        for p in payloads:
+            assert await reader.read_frame(1 << 20) == p
+            total += len(frame(p))
+            assert reader.consumed == total
+        assert reader.consumed == len(wire)
+
+    trio.run(main)
