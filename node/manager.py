@@ -642,9 +642,16 @@ class ManagerRole:
             log.error("this node was revoked by the federation: %s", me.reason)
 
     # ------------------------------------------------------------------ transport
-    def _sender_for(self, pid: str) -> trio.MemorySendChannel[cm.Message]:
+    def _sender_for(self, pid: str) -> trio.MemorySendChannel[cm.Message] | None:
+        """The outbox towards ``pid``; None (counted) for a member id that names no libp2p peer,
+        which only a forged or corrupt committed state can hold: never a crash of the role."""
         ch = self._senders.get(pid)
         if ch is None:
+            try:
+                ID.from_base58(pid)
+            except ValueError:
+                self.agent.counters.inc("raft_dropped", "bad-peer-id")
+                return None
             send, recv = trio.open_memory_channel[cm.Message](OUTBOX)
             self._senders[pid] = ch = send
             assert self._nursery is not None
@@ -669,6 +676,8 @@ class ManagerRole:
                 self.agent.counters.inc("raft_dropped", "unknown-peer")
                 continue
             ch = self._sender_for(pid)
+            if ch is None:
+                continue
             try:
                 ch.send_nowait(m)
             except trio.WouldBlock:
