@@ -111,6 +111,7 @@ from consensus.state import (
 )
 from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
+from node.keys.base import KeyUnavailable
 from node.manager_cert import CertState
 from node.manager_checks import (
     FOUNDER_RAFT_ID,
@@ -758,8 +759,13 @@ class ManagerRole:
         if sign is None:
             sign = _kind_of(data) in DECISION_KINDS
         if sign and len(data) <= MAX_DECISION_ENTRY_BYTES:
-            d = sign_decision(self.agent._identity.sign, self.me, term, index, data)
-            self._decisions.append(DecisionRecord(term, index, data, self.me, d.signature))
+            try:
+                d = sign_decision(self.agent._identity.sign, self.me, term, index, data)
+            except KeyUnavailable:
+                # Our token is gone (node/keys): the entry stands, its decision stays unsigned.
+                self.agent.counters.inc("sign_unavailable", "decision")
+            else:
+                self._decisions.append(DecisionRecord(term, index, data, self.me, d.signature))
         self._wake()
         return term, index
 
