@@ -50,7 +50,8 @@ class NodeProcess:
     """One ``enclave-swarm run`` child process and its data dir."""
 
     def __init__(self, data_dir: Path, *, bootstrap: list[str] | None = None,
-                 extra: list[str] | None = None, log_path: Path | None = None) -> None:
+                 extra: list[str] | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         cmd = [sys.executable, "-m", "node.cli", "run", "--data-dir", str(data_dir),
                "--profile", "local-test", "--listen", "/ip4/127.0.0.1/tcp/0", "--tee", "sim"]
@@ -60,7 +61,7 @@ class NodeProcess:
         self.log_path = log_path or data_dir.with_suffix(".log")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.addrs: list[str] = []
 
     @property

@@ -163,6 +163,22 @@ def _mech_name(m: Any) -> str:
     return "CKM_" + str(m.name)
 
 
+def mechanism_problem(mechs: set[Any], *, create: bool, sealing: bool) -> str | None:
+    """What a token with mechanisms ``mechs`` cannot do for us (naming the missing mechanisms),
+    or None. Signing is checked first: a token that cannot sign Ed25519 cannot hold a node."""
+    sign = [Mechanism.EDDSA] + ([Mechanism.EC_EDWARDS_KEY_PAIR_GEN] if create else [])
+    missing = [m for m in sign if m not in mechs]
+    if missing:
+        return f"cannot sign Ed25519: mechanism {', '.join(_mech_name(m) for m in missing)} missing"
+    if sealing:
+        seal = [Mechanism.AES_GCM] + ([Mechanism.AES_KEY_GEN] if create else [])
+        missing = [m for m in seal if m not in mechs]
+        if missing:
+            return (f"cannot seal with AES-256-GCM: mechanism "
+                    f"{', '.join(_mech_name(m) for m in missing)} missing")
+    return None
+
+
 def raw_ed25519_point(point: bytes) -> bytes:
     """The 32-byte key from CKA_EC_POINT (a DER OCTET STRING, or raw as some tokens give it)."""
     if len(point) == 34 and point[0] == 0x04 and point[1] == 32:
@@ -261,19 +277,9 @@ class Pkcs11Keys:
         except p11e.PKCS11Error as exc:
             raise KeyProviderError(f"token {cfg.token!r}: cannot list its mechanisms "
                                    f"({type(exc).__name__})") from None
-        need = [Mechanism.EDDSA]
-        if create:
-            need.append(Mechanism.EC_EDWARDS_KEY_PAIR_GEN)
-        if self._sealing_wanted:
-            need.append(Mechanism.AES_GCM)
-            if create:
-                need.append(Mechanism.AES_KEY_GEN)
-        missing = [m for m in need if m not in mechs]
-        if missing:
-            what = "sign Ed25519" if missing[0] in (Mechanism.EDDSA, Mechanism.EC_EDWARDS_KEY_PAIR_GEN) \
-                else "seal with AES-256-GCM"
-            raise KeyProviderError(f"token {cfg.token!r} cannot {what}: mechanism "
-                                   f"{', '.join(_mech_name(m) for m in missing)} missing")
+        problem = mechanism_problem(set(mechs), create=create, sealing=self._sealing_wanted)
+        if problem:
+            raise KeyProviderError(f"token {cfg.token!r} {problem}")
         try:
             session = token.open(user_pin=self._pin, rw=create)
         except p11e.PinIncorrect:
@@ -393,12 +399,15 @@ class Pkcs11Keys:
             try:
                 pt = self._aes.decrypt(blob[head:], mechanism=Mechanism.AES_GCM,
                                        mechanism_param=GCMParams(nonce, _SEAL_AD + purpose.encode()))
-            except (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange, p11e.FunctionFailed,
-                    p11e.DataInvalid):
+            except p11e.PKCS11Error as exc:
+                # Modules report a failed tag differently (SoftHSM2: CKR_GENERAL_ERROR): if the
+                # token still signs, it is here and its key does not open the blob.
+                try:
+                    self._priv.sign(b"enclave-swarm unseal probe", mechanism=Mechanism.EDDSA)
+                except p11e.PKCS11Error:
+                    raise self._lost(exc) from None
                 raise KeyProviderError(f"token {self.config.token!r}: its sealing key does not open this "
                                        "secret (sealed by another token, or damaged)") from None
-            except p11e.PKCS11Error as exc:
-                raise self._lost(exc) from None
         return bytes(pt)
 
     # ------------------------------------------------------------------ health
