@@ -307,6 +307,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(problem)
     setup_logging(cfg.log_format, cfg.log_level)
     try:
+        # The keys first: a wrong PIN, a missing token or object, a module that does not load
+        # is refused here, before the run lock or anything else in the data dir is touched.
+        dd.key_provider().close()
         dd.lock()
     except DataDirError as exc:
         raise CliError(str(exc)) from None
@@ -403,6 +406,11 @@ def status_summary(status: dict[str, Any]) -> list[str]:
     """What the JSON status says beyond the peer table, a line each: the manager, the term and
     this node's role; its shards; its jobs and fragments (the parts a node runs without omitted)."""
     out = []
+    keys = status.get("keys")
+    if isinstance(keys, dict) and keys.get("backend") == "pkcs11":
+        state = "available" if keys.get("available") else f"UNAVAILABLE ({keys.get('reason')}): not signing"
+        out.append(f"keys in PKCS#11 token {keys.get('token')!r}: {state}  "
+                   f"losses {keys.get('losses', 0)}  recoveries {keys.get('recoveries', 0)}")
     if "role" in status:
         mgr = status.get("manager") or "unknown"
         out.append(f"role {status['role']}  manager {mgr[-12:] if mgr != 'unknown' else mgr}  "

@@ -47,7 +47,7 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
 from libp2p.utils.varint import encode_uvarint
 
 from overlay import libp2p_fixes
-from overlay.errors import LocalProtocolError
+from overlay.errors import LocalProtocolError, SignerUnavailable
 from overlay.messages import ATTEST_PROTOCOL
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,10 @@ def identify_message(host: IHost, *, attested: bool, observed: multiaddr.Multiad
                             for a in host.get_addrs())
     if observed is not None:
         msg.observed_addr = observed.to_bytes()
-    envelope, _ = env_to_send_in_RPC(host)
+    try:
+        envelope, _ = env_to_send_in_RPC(host)
+    except SignerUnavailable:  # our key's token is away: identify goes out without the record
+        envelope = None
     if envelope:
         msg.signedPeerRecord = envelope
     return msg

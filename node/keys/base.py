@@ -27,12 +27,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from overlay.errors import SignerUnavailable
+
 
 class KeyProviderError(Exception):
     """The keys cannot be used as configured (one line: which and why). Nothing was changed."""
 
 
-class KeyUnavailable(Exception):
+class KeyUnavailable(SignerUnavailable):
     """The key's token went away (or its session failed) at run time; retry later."""
 
 

@@ -134,8 +134,12 @@ def _load_module(path: str) -> _Module:
             try:
                 mod = _Module(pkcs11.lib(real))
             except p11e.PKCS11Error as exc:
-                raise KeyProviderError(f"PKCS#11 module {path} does not load: "
-                                       f"{_one_line(exc) or type(exc).__name__}") from None
+                text = _one_line(exc)
+                if "loading" in text:
+                    raise KeyProviderError(f"PKCS#11 module {path} does not load: {text}") from None
+                # It loaded, but C_Initialize failed (SoftHSM2: its token directory is gone).
+                raise KeyProviderError(f"PKCS#11 module {path} cannot initialise "
+                                       f"({text or type(exc).__name__}): is its token store there?") from None
             _MODULES[real] = mod
         elif mod.users == 0:
             # Nobody holds a session: re-read the module's configuration and token list

@@ -40,12 +40,17 @@ async def test_a_file_key_node_and_a_node_of_each_backend_attest_each_other(tmp_
 async def test_token_removed_at_run_time_quarantines_the_node_and_it_recovers(tmp_path, request):
     keys = make_provider("pkcs11", request, "b")
     hsm = request.getfixturevalue("hsm")
+    started = []
+
+    async def start(nursery, agent):
+        started.append(agent)
+        await nursery.start(agent.run)
+        return agent
+
     async with trio.open_nursery() as nursery:
-        a = make_agent(tmp_path, "a", gossip=True)
-        await nursery.start(a.run)
-        b = make_agent(tmp_path, "b", gossip=True, bootstrap=(a.full_addrs()[0],), keys=keys,
-                       key_watch_s=0.5)
-        await nursery.start(b.run)
+        a = await start(nursery, make_agent(tmp_path, "a", gossip=True))
+        b = await start(nursery, make_agent(tmp_path, "b", gossip=True, bootstrap=(a.full_addrs()[0],),
+                                            keys=keys, key_watch_s=0.5))
         try:
             await wait_until(lambda: fully_attested([a, b]), 30)
             away = hsm.tokens.with_name("tokens.away")
@@ -55,12 +60,21 @@ async def test_token_removed_at_run_time_quarantines_the_node_and_it_recovers(tm
             await wait_until(lambda: not a.peers.is_attested(b.peer_id), 30)
             assert b.counters.get("evidence_withheld", "key-unavailable") >= 1
             assert b.counters.get("keys_lost") == 1
+            # a newcomer cannot even open a channel to b (b cannot sign its Noise handshake),
+            # and b's listener survives that
+            c = await start(nursery, make_agent(tmp_path, "c", gossip=True, bootstrap=(b.full_addrs()[0],)))
+            await wait_until(lambda: c.counters.get("dial_failed") >= 1, 20)
             away.rename(hsm.tokens)
             await wait_until(lambda: b.status()["keys"]["available"], 10)
             await wait_until(lambda: fully_attested([a, b]), 30)
+            # new channels to b work again (c itself waits out libp2p's 60 s negative dial
+            # cache of b, as after any failed dial; a newcomer does not)
+            d = await start(nursery, make_agent(tmp_path, "d", gossip=True, bootstrap=(b.full_addrs()[0],)))
+            await wait_until(lambda: fully_attested([b, d]), 30)
             st = b.status()["keys"]
             assert st["losses"] == 1 and st["recoveries"] == 1
             assert b.counters.get("keys_recovered") == 1
+            assert b.counters.get("internal_error") == 0
         finally:
-            a.stop()
-            b.stop()
+            for n in started:
+                n.stop()
