@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sysdeps
 	$(VENV)/bin/enclave-swarm demo --nodes 8
 
 # Everything but the suites marked slow (kept under 10 minutes on 2 cores). Two pytest workers:
@@ -34,11 +34,17 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
 # System tools the suite needs: tests/node/test_netns_mdns.py builds network namespaces with
-# `ip` (iproute2), which slim Debian images lack. Installed when missing on a root Debian
-# machine (the project's and CI's); elsewhere the test says why it skips.
+# `ip` (iproute2), which slim Debian images lack; tests/keys/ and `make demo` keep node keys in
+# SoftHSM2 tokens (softhsm2: softhsm2-util and /usr/lib/softhsm/libsofthsm2.so). Installed when
+# missing on a root Debian machine (the project's and CI's); elsewhere the tests say why they skip
+# and the demo runs every node on file keys, saying so.
 sysdeps:
 	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2; \
+	fi
+	@if { ! command -v softhsm2-util >/dev/null || ! test -e /usr/lib/softhsm/libsofthsm2.so; } \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends softhsm2; \
 	fi
 
 # The js-libp2p peer of tests/overlay/test_js_interop.py: Node.js and npm from Debian (Node 18 on

@@ -116,3 +116,28 @@ def test_run_refuses_a_wrong_pin_a_missing_token_object_or_module_and_changes_no
     check("backend must be one of")
     hsm.tokens.rename(hsm.tokens.with_name("tokens.away"))  # the token store is gone
     check("cannot initialise (GeneralError): is its token store there?")
+
+
+def test_federation_owner_key_in_a_token_signs_dissolve_orders_that_verify(tmp_path, hsm, capsys):
+    from cryptography.hazmat.primitives import serialization
+
+    from node.manager_checks import check_dissolve_order
+    from node.manager_cli import load_owner_private_key
+    from node.manager_wire import DissolveOrder, dissolve_payload
+
+    t = hsm.init_token("owner")
+    uri = f"pkcs11:token=owner;object=federation-owner?module-path={hsm.module}&pin-source=file:{t.pin_file}"
+    pub = tmp_path / "federation-owner.pub"
+    assert main(["manager", "owner-key", "--out", uri, "--pub", str(pub)]) == 0
+    assert "owner key in token 'owner'" in capsys.readouterr().out
+    owner_pub = serialization.load_pem_public_key(pub.read_bytes())
+    key = load_owner_private_key(uri)
+    fed = "12D3KooWBkYR2uQPvvExzCuDtmggpsiN3YbQL4C6rQbxHmjCMx63"
+    assert not hasattr(key, "private_bytes")  # it signs in the token
+    order = DissolveOrder(fed, 1000, key.sign(dissolve_payload(fed, 1000)))
+    assert check_dissolve_order(order, owner_pub, fed, now=1000) is None
+    key.provider.close()
+    # a wrong object name in the URI: exit 1, one line
+    bad = uri.replace("object=federation-owner", "object=nobody")
+    assert main(["dissolve", "--owner-key", bad, "--data-dir", str(tmp_path / "dd")]) == 1
+    assert "holds no Ed25519 key pair labelled 'nobody'" in _one_line(capsys)
