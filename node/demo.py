@@ -206,7 +206,8 @@ def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
             nodes.append(NodeProcess(root / f"node{i}", bootstrap=[boot],
                                      env=token_env if i == 1 else None))
         for i, p in enumerate(nodes[1:], 1):
-            console.print(f"  node{i} listening on {p.wait_listening(30)[0]}")
+            # n - 1 interpreters start at once: on a busy 2-core machine that takes a while
+            console.print(f"  node{i} listening on {p.wait_listening(90)[0]}")
         console.print("Waiting until every pair of nodes has mutually attested…")
         deadline = time.monotonic() + timeout_s
         start = time.monotonic()

@@ -141,3 +141,23 @@ def test_federation_owner_key_in_a_token_signs_dissolve_orders_that_verify(tmp_p
     bad = uri.replace("object=federation-owner", "object=nobody")
     assert main(["dissolve", "--owner-key", bad, "--data-dir", str(tmp_path / "dd")]) == 1
     assert "holds no Ed25519 key pair labelled 'nobody'" in _one_line(capsys)
+
+
+def test_demo_token_node_made_in_softhsm_or_file_keys_saying_why(tmp_path, hsm, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import node.keys.softhsm as softhsm_mod
+    from node.demo import _token_node
+
+    out = io.StringIO()
+    env = _token_node(tmp_path / "demo", "node1", Console(file=out, width=200))
+    assert env is not None and env["SOFTHSM2_CONF"].startswith(str(tmp_path))
+    assert "node1 keeps its keys in SoftHSM2 token 'node1'" in out.getvalue()
+    assert (tmp_path / "demo" / "node1" / "keys.toml").exists()
+    # a machine without SoftHSM2: file keys, and the demo says why
+    monkeypatch.setattr(softhsm_mod, "softhsm_missing", lambda: "softhsm2-util is not installed")
+    out = io.StringIO()
+    assert _token_node(tmp_path / "demo2", "node1", Console(file=out, width=200)) is None
+    assert "node1 keeps file keys like the others: softhsm2-util is not installed" in out.getvalue()
