@@ -423,12 +423,15 @@ class ManagerRole:
             await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir)
             self._retired_id = None
         from node.datadir import write_atomic
+        from node.keys.stores import raft_seal_key
 
         def open_store() -> RaftStore:
             self.raft_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if stored != raft_id:
                 write_atomic(self.raft_dir / "id", f"{raft_id}\n".encode())
-            return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE))
+            # Sealed with a key from the node's storage secret (TEE, token or identity: docs/keys.md).
+            return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE),
+                             seal_key=raft_seal_key(self.agent))
 
         self.store = await trio.to_thread.run_sync(open_store)
         persisted = self.store.load()
