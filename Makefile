@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sysdeps
 	$(VENV)/bin/enclave-swarm demo --nodes 8
 
 # Everything but the suites marked slow (kept under 10 minutes on 2 cores). Two pytest workers:
@@ -36,9 +36,12 @@ test-slow: $(STAMP)
 # System tools the suite needs: tests/node/test_netns_mdns.py builds network namespaces with
 # `ip` (iproute2), which slim Debian images lack; tests/telemetry/test_prometheus_scrape.py runs
 # Debian's Prometheus server and promtool (package prometheus, 2.42 on Debian 12; without its
-# recommends: no node exporter). Installed when missing on a root Debian machine (the
-# project's and CI's); elsewhere the tests say why they fail.
-SYSDEPS := $(if $(shell command -v ip),,iproute2) $(if $(shell command -v prometheus),,prometheus)
+# recommends: no node exporter); tests/keys/ and `make demo` keep node keys in SoftHSM2 tokens
+# (softhsm2: softhsm2-util and /usr/lib/softhsm/libsofthsm2.so). Installed when missing on a
+# root Debian machine (the project's and CI's); elsewhere the tests say why they fail and the
+# demo runs every node on file keys, saying so.
+SYSDEPS := $(if $(shell command -v ip),,iproute2) $(if $(shell command -v prometheus),,prometheus) \
+           $(if $(and $(shell command -v softhsm2-util),$(wildcard /usr/lib/softhsm/libsofthsm2.so)),,softhsm2)
 sysdeps:
 	@if [ -n "$(strip $(SYSDEPS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSDEPS); \

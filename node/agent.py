@@ -45,7 +45,6 @@ from typing import Any
 
 import multiaddr
 import trio
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p.abc import INetConn, INetStream, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -57,6 +56,7 @@ from node.attestation.engine import AttestationEngine, Outcome
 from node.attestation.score import MISSED_REATTEST_PENALTY, verify_record
 from node.config import NodeConfig
 from node.datadir import DataDir
+from node.keys.base import IdentityKey, KeyUnavailable
 from node.loop_health import LoopHealth
 from node.metrics import Counters, Timings
 from node.peer_exchange import PeerExchange
@@ -122,12 +122,13 @@ class Agent:
         self,
         *,
         config: NodeConfig,
-        identity: Ed25519PrivateKey,
+        identity: IdentityKey,
         provider: EvidenceProvider,
         engine: AttestationEngine,
         data_dir: DataDir | None = None,
         clock: Callable[[], float] = time.time,
         psk_hex: str | None = None,
+        keys: Any = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -136,6 +137,9 @@ class Agent:
         self.data_dir = data_dir
         self._now = clock
         self._identity = identity
+        # Where the identity lives (node/keys): a token may go away at run time; then we stop
+        # signing and withhold our evidence until node/keys/watch.py sees it back.
+        self.keys = keys
         self.public_key = identity.public_key().public_bytes_raw()
         net = config.network
         self.host = build_host(identity, HostOptions(
@@ -257,6 +261,10 @@ class Agent:
             out.append(s if "/p2p/" in s else f"{s}/p2p/{self.peer_id}")
         return out
 
+    def keys_available(self) -> bool:
+        """False while the identity key's token is gone (node/keys/pkcs11.py)."""
+        return self.keys is None or bool(getattr(self.keys, "available", True))
+
     def add_service(self, service: Callable[..., Awaitable[None]]) -> None:
         """Run ``await service(task_status=...)`` in the node's nursery once the core services are
         up (before the control socket opens). It must call ``task_status.started()`` when ready
@@ -345,6 +353,10 @@ class Agent:
             except RemoteProtocolError as exc:
                 self._remote_error(pid, proto, exc)
                 await reset_stream(stream)
+            except KeyUnavailable as exc:  # our token is gone: we cannot answer signed
+                self.counters.inc("sign_unavailable", proto)
+                log.warning("cannot answer %s from %s: %s", proto, pid, exc, extra={"peer": pid})
+                await reset_stream(stream)
             except Exception:  # a bug of ours: loud, counted, but the node stays up
                 self.counters.inc("internal_error", proto)
                 log.exception("internal error handling %s from %s", proto, pid, extra={"peer": pid})
@@ -385,6 +397,14 @@ class Agent:
                 self.counters.inc("attest_withheld")
                 log.info("withheld our evidence from %s: it dialled us and has not passed our "
                          "challenge", pid, extra={"peer": pid})
+                await reset_stream(stream)
+                return
+            if not self.keys_available():
+                # Our identity key is unreachable: we cannot vouch that this key lives in our
+                # enclave, so we do not attest (peers quarantine us until the token is back).
+                self.counters.inc("evidence_withheld", "key-unavailable")
+                log.warning("withheld our evidence from %s: the identity key is unavailable (%s)",
+                            pid, self.keys.reason if self.keys is not None else "", extra={"peer": pid})
                 await reset_stream(stream)
                 return
             report_data = binding(challenge.nonce, self.public_key)
@@ -900,6 +920,7 @@ class Agent:
                                 for k, r in sorted(self.records_about_us.items())},
             "counters": self.counters.to_json(),
             "loop": self.loop_health.status(),
+            "keys": self.keys.status() if self.keys is not None else {"backend": "file", "available": True},
             **{key: provider() for key, provider in self._status_providers.items()},
         }
 

@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, choices=["lan", "wan", "local-test", "local_test"],
                    help="configuration profile (default: lan on a hardware TEE host, else local-test; "
                         "wan = production: hardware TEEs only)")
+    p.add_argument("--keys", default="file", metavar="file|pkcs11|pkcs11:URI",
+                   help="where the private keys live: files in the data dir (default), or a PKCS#11 "
+                        "token (--pkcs11-module, --token, --pin-file; or an RFC 7512 pkcs11: URI). "
+                        "The PIN comes from --pin-file or $ENCLAVE_SWARM_PKCS11_PIN, never the "
+                        "command line (docs/keys.md)")
+    p.add_argument("--pkcs11-module", default=None, metavar="PATH",
+                   help="the token's PKCS#11 module (default: $ENCLAVE_SWARM_PKCS11_MODULE, else "
+                        "SoftHSM2's /usr/lib/softhsm/libsofthsm2.so)")
+    p.add_argument("--token", default=None, metavar="LABEL", help="label of the PKCS#11 token")
+    p.add_argument("--pin-file", type=Path, default=None, metavar="FILE",
+                   help="file whose first line is the token's user PIN")
 
     p = sub.add_parser("run", help="run a node in the foreground")
     _data_dir_arg(p)
@@ -185,9 +196,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     from overlay.host import peer_id_of
 
     dd = _data_dir(args)
+    token = _token_args(args)
     cfg, why = _initial_config(args.profile)
     try:
-        key = dd.init(cfg)
+        if token is None:
+            key = dd.init(cfg)
+        else:
+            keys = dd.init_token(cfg, token)
+            key = keys.identity
+            keys.close()
     except DataDirError as exc:
         raise CliError(str(exc)) from None
     print(f"initialised {dd.path}")
@@ -195,6 +212,36 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(dd.identity_note(cfg.attestation.tee))
     print(f"peer id {peer_id_of(key)}")
     return EXIT_OK
+
+
+def _token_args(args: argparse.Namespace) -> Any:
+    """The TokenConfig ``init --keys`` asks for, or None for file keys."""
+    from node.keys.base import KeyProviderError
+    from node.keys.config import DEFAULT_SOFTHSM_MODULE, token_config_from_uri
+    from node.keys.pkcs11 import TokenConfig
+
+    mode = args.keys
+    if mode == "file":
+        if args.token or args.pkcs11_module or args.pin_file:
+            raise CliError("--token, --pkcs11-module and --pin-file need --keys pkcs11", EXIT_USAGE)
+        return None
+    if mode.startswith("pkcs11:"):
+        try:
+            t = token_config_from_uri(mode, module=args.pkcs11_module)
+        except KeyProviderError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        if args.token and args.token != t.token:
+            raise CliError("--token and the URI's token= disagree", EXIT_USAGE)
+        if args.pin_file:
+            t = dataclasses.replace(t, pin_file=str(args.pin_file.absolute()))
+        return t
+    if mode != "pkcs11":
+        raise CliError("--keys must be file, pkcs11 or a pkcs11: URI", EXIT_USAGE)
+    if not args.token:
+        raise CliError("--keys pkcs11 needs --token LABEL", EXIT_USAGE)
+    module = args.pkcs11_module or os.environ.get("ENCLAVE_SWARM_PKCS11_MODULE") or DEFAULT_SOFTHSM_MODULE
+    return TokenConfig(module=module, token=args.token,
+                       pin_file=str(args.pin_file.absolute()) if args.pin_file else "")
 
 
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> Any:
@@ -276,6 +323,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(problem)
     setup_logging(cfg.log_format, cfg.log_level)
     try:
+        # The keys first: a wrong PIN, a missing token or object, a module that does not load
+        # is refused here, before the run lock or anything else in the data dir is touched.
+        dd.key_provider().close()
         dd.lock()
     except DataDirError as exc:
         raise CliError(str(exc)) from None
@@ -403,6 +453,11 @@ def status_summary(status: dict[str, Any]) -> list[str]:
     this node's role; its shards; its jobs and fragments; the schema versions of its data dir
     against the newest this release reads (the parts a node runs without omitted)."""
     out = []
+    keys = status.get("keys")
+    if isinstance(keys, dict) and keys.get("backend") == "pkcs11":
+        state = "available" if keys.get("available") else f"UNAVAILABLE ({keys.get('reason')}): not signing"
+        out.append(f"keys in PKCS#11 token {keys.get('token')!r}: {state}  "
+                   f"losses {keys.get('losses', 0)}  recoveries {keys.get('recoveries', 0)}")
     if "role" in status:
         mgr = status.get("manager") or "unknown"
         out.append(f"role {status['role']}  manager {mgr[-12:] if mgr != 'unknown' else mgr}  "
@@ -482,11 +537,12 @@ def cmd_attest_evidence(args: argparse.Namespace) -> int:
         cfg = dd.load_config()
         if args.tee:
             cfg = dc.replace(cfg, attestation=dc.replace(cfg.attestation, tee=args.tee))
-        key = dd.load_identity()
+        keys = dd.key_provider()
         provider = select_provider(cfg, dd)
     except (DataDirError, SetupError) as exc:
         raise CliError(str(exc)) from None
-    pub = key.public_key().public_bytes_raw()
+    pub = keys.identity.public_key().public_bytes_raw()
+    keys.close()
     evidence = provider.get_evidence(binding(nonce, pub))
     bundle = {
         "kind": str(evidence.kind),

@@ -5,7 +5,10 @@ Layout (all created 0700 / 0600)::
     identity.key     Ed25519 libp2p identity, PKCS#8 PEM, 0600, never overwritten; sealed to
                      the measurement where the TEE has a sealing key (SEV-SNP, SGX/Gramine:
                      node/attestation/sealing.py), plaintext PEM otherwise (TDX, simulated)
-    storage.key      32-byte shard storage secret, sealed like the identity (only when sealed)
+    storage.key      32-byte shard storage secret, sealed like the identity (only when sealed),
+                     or sealed by the token's AES-256 key (keys in a PKCS#11 token, no TEE key)
+    keys.toml        only when the keys live in a PKCS#11 token (node/keys/config.py); then
+                     there is no identity.key: the identity never leaves the token
     config.toml      every setting with its comment (node/config.py)
     run.lock         flock()ed by the running node: a second `run` is refused
     control.sock     Unix socket of the control API, 0600, only while running
@@ -49,6 +52,7 @@ SOCKET = "control.sock"
 PEERS = "peers.json"
 SIM_TEE = "sim-tee"
 STORAGE_KEY = "storage.key"
+KEYS = "keys.toml"
 STORAGE_SECRET_SIZE = 32
 _AUTO: Any = object()  # init(): pick the sealing key source from the config's TEE
 
@@ -136,8 +140,89 @@ class DataDir:
     def storage_key_path(self) -> Path:
         return self.path / STORAGE_KEY
 
+    @property
+    def keys_path(self) -> Path:
+        return self.path / KEYS
+
     def exists(self) -> bool:
-        return self.identity_path.exists()
+        return self.identity_path.exists() or self.keys_path.exists()
+
+    def token_config(self) -> Any:
+        """The PKCS#11 settings of ``keys.toml``, or None for file keys.
+
+        Raises:
+            DataDirError: keys.toml is unreadable or invalid.
+        """
+        from node.keys.base import KeyProviderError
+        from node.keys.config import load_keys_file
+
+        try:
+            return load_keys_file(self.keys_path)
+        except KeyProviderError as exc:
+            raise DataDirError(f"{exc}; the file was left untouched") from None
+
+    def key_provider(self) -> Any:
+        """The node's keys (node/keys): the token named by keys.toml, else identity.key.
+
+        Raises:
+            DataDirError: the identity file is unusable, or the token cannot be used (module,
+                token, PIN, mechanism or object; one line saying which).
+        """
+        from node.keys.base import KeyProviderError
+
+        tcfg = self.token_config()
+        if tcfg is None:
+            from node.keys.files import FileKeys
+
+            return FileKeys(self.load_identity(), path=str(self.identity_path))
+        from node.keys.pkcs11 import Pkcs11Keys
+
+        try:
+            return Pkcs11Keys(tcfg)
+        except KeyProviderError as exc:
+            raise DataDirError(str(exc)) from None
+
+    def init_token(self, config: NodeConfig, token: Any, *, sealing: KeySource | None = _AUTO) -> Any:
+        """Create a node whose keys live in the PKCS#11 token ``token`` (a TokenConfig): find
+        or create the identity key pair and the AES sealing key in the token, then write
+        keys.toml, storage.key and config.toml. Nothing is written when the token is refused.
+
+        The storage secret is sealed by the TEE where it offers a sealing key, else by the
+        token's AES key (docs/keys.md, "order of preference").
+
+        Returns:
+            the open provider (node/keys/pkcs11.py).
+
+        Raises:
+            DataDirError: the data dir already has keys, or the token is refused.
+        """
+        from node.keys.base import KeyProviderError
+        from node.keys.config import keys_toml
+        from node.keys.pkcs11 import Pkcs11Keys
+
+        if self.exists():
+            raise DataDirError(f"{self.path}: this data dir already has keys; refusing to overwrite")
+        source = self.sealing_source(config) if sealing is _AUTO else sealing
+        try:
+            keys = Pkcs11Keys(token, create=True)
+        except KeyProviderError as exc:
+            raise DataDirError(str(exc)) from None
+        try:
+            secret = os.urandom(STORAGE_SECRET_SIZE)
+            storage = seal(source, "storage", secret) if source is not None else keys.seal("storage", secret)
+        except (SealingError, KeyProviderError) as exc:
+            keys.close()
+            raise DataDirError(f"{self.storage_key_path}: cannot seal the storage secret: {exc}") from None
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            keys.close()
+            raise DataDirError(f"{self.path}: cannot create ({exc.strerror})") from None
+        write_atomic(self.storage_key_path, storage, 0o600)
+        write_new(self.keys_path, keys_toml(token).encode(), 0o600)
+        if not self.config_path.exists():
+            write_new(self.config_path, config.to_toml().encode(), 0o600)
+        return keys
 
     # ------------------------------------------------------------------ init
     def sealing_source(self, config: NodeConfig) -> KeySource | None:
@@ -219,6 +304,14 @@ class DataDir:
 
     def identity_note(self, tee: str) -> str:
         """One line for the operator: how the identity is protected at rest on TEE ``tee``."""
+        if self.keys_path.exists() and not self.identity_path.exists():
+            try:
+                t = self.token_config()
+            except DataDirError:
+                t = None
+            where = f"token {t.token!r} ({t.module})" if t is not None else "a PKCS#11 token"
+            return (f"the identity and sealing keys are in {where}: they never leave it "
+                    "(docs/keys.md)")
         how = self.identity_sealing()
         if how is not None:
             return f"identity.key and storage.key are sealed to this enclave: {how}"
@@ -252,17 +345,33 @@ class DataDir:
             raise DataDirError(f"{p}: not an Ed25519 key; the file was left untouched")
         return key
 
-    def storage_secret(self) -> bytes | None:
+    def storage_secret(self, keys: Any = None) -> bytes | None:
         """The sealed shard storage secret (32 bytes), or None when this data dir keeps
         plaintext keys (the caller then derives it from the identity, as for the simulated TEE).
+        ``keys`` (node/keys) opens a secret sealed by a token.
 
         Raises:
-            DataDirError: the file is too open, damaged, or sealed to another enclave.
+            DataDirError: the file is too open, damaged, sealed to another enclave, or sealed
+                by another token (or the token is gone).
         """
+        from node.keys.base import KeyProviderError, KeyUnavailable
+        from node.keys.pkcs11 import SEAL_MAGIC
+
         p = self.storage_key_path
         if not p.exists():
             return None
         data = self._read_private(p)
+        if data.startswith(SEAL_MAGIC):
+            if keys is None or keys.backend != "pkcs11":
+                raise DataDirError(f"{p}: sealed by a PKCS#11 token, but this node's keys are not in one")
+            try:
+                secret: bytes = keys.unseal("storage", data)
+            except (KeyProviderError, KeyUnavailable) as exc:
+                raise DataDirError(f"{p}: cannot unseal the storage secret: {exc}; "
+                                   "the file was left untouched") from None
+            if len(secret) != STORAGE_SECRET_SIZE:
+                raise DataDirError(f"{p}: the storage secret is not {STORAGE_SECRET_SIZE} bytes")
+            return secret
         try:
             secret = unseal(data, "storage", self.key_sources)
         except SealingError as exc:

@@ -50,7 +50,8 @@ class NodeProcess:
     """One ``enclave-swarm run`` child process and its data dir."""
 
     def __init__(self, data_dir: Path, *, bootstrap: list[str] | None = None,
-                 extra: list[str] | None = None, log_path: Path | None = None) -> None:
+                 extra: list[str] | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         cmd = [sys.executable, "-m", "node.cli", "run", "--data-dir", str(data_dir),
                "--profile", "local-test", "--listen", "/ip4/127.0.0.1/tcp/0", "--tee", "sim"]
@@ -60,7 +61,7 @@ class NodeProcess:
         self.log_path = log_path or data_dir.with_suffix(".log")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.addrs: list[str] = []
 
     @property
@@ -147,19 +148,46 @@ def gossip_converged(statuses: list[dict[str, Any] | None]) -> bool:
 
 def federation_table(statuses: list[dict[str, Any]]) -> Table:
     table = Table(title="attested federation")
-    for col in ("node", "peer id", "tee", "listen", "attested peers", "scores given", "mean rtt ms",
+    for col in ("node", "peer id", "tee", "keys", "listen", "attested peers", "scores given", "mean rtt ms",
                 "members", "score records"):
         table.add_column(col)
     for i, s in enumerate(statuses):
         peers = s["peers"]
         scores = sorted({p["score"] for p in peers if p["score"] is not None})
         rtts = [p["rtt_ms"] for p in peers if p["rtt_ms"] is not None]
-        table.add_row(str(i), "…" + s["peer_id"][-10:], s["tee"], s["addrs"][0].split("/p2p/")[0],
+        keys = s.get("keys") or {}
+        where = f"token {keys.get('token')}" if keys.get("backend") == "pkcs11" else "file"
+        table.add_row(str(i), "…" + s["peer_id"][-10:], s["tee"], where, s["addrs"][0].split("/p2p/")[0],
                       f"{s['attested_peers']}/{len(statuses) - 1}", ",".join(map(str, scores)),
                       f"{sum(rtts) / len(rtts):.2f}" if rtts else "-",
                       str(s.get("gossip", {}).get("members", "-")),
                       str(len(s.get("gossip", {}).get("scores", {}))))
     return table
+
+
+def _token_node(root: Path, name: str, console: Console) -> dict[str, str] | None:
+    """Initialise node ``name`` with its keys in a SoftHSM2 token of the demo's own; the
+    environment its process needs (SOFTHSM2_CONF), or None (file keys) where SoftHSM2 is
+    missing, saying why."""
+    from node.keys.softhsm import SoftHsm, softhsm_missing
+
+    why = softhsm_missing()
+    if why is not None:
+        console.print(f"  [yellow]{name} keeps file keys like the others: {why}[/yellow]")
+        return None
+    hsm = SoftHsm(root / "softhsm")
+    token = hsm.init_token(name)
+    r = subprocess.run([sys.executable, "-m", "node.cli", "init", "--data-dir", str(root / name),
+                        "--profile", "local-test", "--keys", "pkcs11", "--token", name,
+                        "--pkcs11-module", token.module, "--pin-file", token.pin_file],
+                       capture_output=True, text=True, env={**os.environ, **hsm.env()}, timeout=60)
+    if r.returncode != 0:
+        console.print(f"  [yellow]{name} keeps file keys: init with SoftHSM2 failed: "
+                      f"{r.stderr.strip()}[/yellow]")
+        return None
+    console.print(f"  {name} keeps its keys in SoftHSM2 token {name!r} (PKCS#11, {token.module}): its "
+                  "identity signs inside the token and never leaves it")
+    return hsm.env()
 
 
 def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
@@ -173,10 +201,13 @@ def run_demo(n: int, *, timeout_s: float = 120.0, keep: bool = False) -> int:
         nodes.append(first)
         boot = first.wait_listening(30)[0]
         console.print(f"  node0 listening on {boot}")
+        token_env = _token_node(root, "node1", console) if n > 1 else None
         for i in range(1, n):
-            nodes.append(NodeProcess(root / f"node{i}", bootstrap=[boot]))
+            nodes.append(NodeProcess(root / f"node{i}", bootstrap=[boot],
+                                     env=token_env if i == 1 else None))
         for i, p in enumerate(nodes[1:], 1):
-            console.print(f"  node{i} listening on {p.wait_listening(30)[0]}")
+            # n - 1 interpreters start at once: on a busy 2-core machine that takes a while
+            console.print(f"  node{i} listening on {p.wait_listening(90)[0]}")
         console.print("Waiting until every pair of nodes has mutually attested…")
         deadline = time.monotonic() + timeout_s
         start = time.monotonic()

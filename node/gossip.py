@@ -56,11 +56,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import nacl.signing
 import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
+from node.keys.base import KeyUnavailable
 from overlay.dissemination import Dissemination, DisseminationConfig
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.framing import FrameReader, frame, read_message, reset_stream
@@ -77,7 +77,7 @@ from overlay.messages_gossip import (
     SwimPingReq,
     SwimSync,
 )
-from overlay.records import KIND_REVOCATION, Ed25519Signer, Ed25519Verifier, Record
+from overlay.records import KIND_REVOCATION, Ed25519Verifier, Record, signing_bytes
 from overlay.wire import decode, encode
 
 if TYPE_CHECKING:
@@ -114,6 +114,28 @@ def _profile_configs(profile: str) -> tuple[MembershipConfig, DisseminationConfi
     return MembershipConfig.lan(), DisseminationConfig.lan()
 
 
+class IdentitySigner:
+    """Issues records signed by the node's identity key object (``sign(data) -> bytes``):
+    a ``cryptography`` key or a token key (node/keys). The overlay's ``Ed25519Signer`` wants
+    the raw key bytes, which a token never gives out."""
+
+    __slots__ = ("_issuer", "_key")
+
+    def __init__(self, issuer: str, key: Any) -> None:
+        self._issuer = issuer
+        self._key = key
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def sign(self, kind: str, subject: str, version: int, issued_at: float, expires_at: float,
+             payload: bytes) -> Record:
+        msg = signing_bytes(kind, self._issuer, subject, version, issued_at, expires_at, payload)
+        return Record(kind, self._issuer, subject, version, float(issued_at), float(expires_at),
+                      payload, bytes(self._key.sign(msg)))
+
+
 class GossipService:
     """Runs the cores for one agent. Use :func:`attach`."""
 
@@ -138,8 +160,9 @@ class GossipService:
             valid_id=is_peer_id,
         )
         self.membership.delegate = self.dissemination
-        self.signer = Ed25519Signer(agent.peer_id, nacl.signing.SigningKey(
-            agent._identity.private_bytes_raw()))
+        # Signs through the identity key object: with a token (node/keys/pkcs11.py) the key
+        # never enters this process.
+        self.signer = IdentitySigner(agent.peer_id, agent._identity)
         self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
         self._out: dict[str, trio.MemorySendChannel[bytes]] = {}
         self._members: set[str] = set()
@@ -350,7 +373,12 @@ class GossipService:
         now = self._now()
         # Versions only grow: a record always supersedes our earlier one about the same subject.
         self._version = max(self._version + 1, int(now * 1000))
-        rec = self.signer.sign(kind, subject, self._version, now, now + ttl_s, payload)
+        try:
+            rec = self.signer.sign(kind, subject, self._version, now, now + ttl_s, payload)
+        except KeyUnavailable:
+            # Our token is gone (node/keys): we stop signing until it is back.
+            self.agent.counters.inc("sign_unavailable", kind)
+            return False
         ok = self.dissemination.publish(rec, now)
         self._flush(now)
         self._poke()

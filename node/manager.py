@@ -111,6 +111,7 @@ from consensus.state import (
 )
 from consensus.tasks import TASK_REGISTRY
 from node.attestation.engine import Outcome
+from node.keys.base import KeyUnavailable
 from node.manager_cert import CertState
 from node.manager_checks import (
     FOUNDER_RAFT_ID,
@@ -458,13 +459,16 @@ class ManagerRole:
             await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir)
             self._retired_id = None
         from node.datadir import write_atomic
+        from node.keys.stores import raft_seal_key
 
         def open_store() -> RaftStore:
             check_schema(self.raft_dir)  # a newer store is refused before `id` is written
             self.raft_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if stored != raft_id:
                 write_atomic(self.raft_dir / "id", f"{raft_id}\n".encode())
-            return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE))
+            # Sealed with a key from the node's storage secret (TEE, token or identity: docs/keys.md).
+            return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE),
+                             seal_key=raft_seal_key(self.agent))
 
         self.store = await trio.to_thread.run_sync(open_store)
         persisted = self.store.load()
@@ -811,8 +815,13 @@ class ManagerRole:
         if sign is None:
             sign = _kind_of(data) in DECISION_KINDS
         if sign and len(data) <= MAX_DECISION_ENTRY_BYTES:
-            d = sign_decision(self.agent._identity.sign, self.me, term, index, data)
-            self._decisions.append(DecisionRecord(term, index, data, self.me, d.signature))
+            try:
+                d = sign_decision(self.agent._identity.sign, self.me, term, index, data)
+            except KeyUnavailable:
+                # Our token is gone (node/keys): the entry stands, its decision stays unsigned.
+                self.agent.counters.inc("sign_unavailable", "decision")
+            else:
+                self._decisions.append(DecisionRecord(term, index, data, self.me, d.signature))
         self._wake()
         return term, index
 

@@ -42,6 +42,7 @@ from consensus.certificate import (
     verify_chain,
 )
 from consensus.state import SwarmState, encode_state
+from node.keys.base import KeyUnavailable
 
 log = logging.getLogger("enclave_swarm.manager")
 
@@ -126,7 +127,10 @@ class CertState:
         if mine != cp:
             return self._refuse("mismatch")
         self.stats["vouched"] += 1
-        return role.agent._identity.sign(checkpoint_payload(cp)), ""
+        try:
+            return role.agent._identity.sign(checkpoint_payload(cp)), ""
+        except KeyUnavailable:  # our token is gone (node/keys): no vouch until it is back
+            return self._refuse("key-unavailable")
 
     def _refuse(self, why: str) -> tuple[bytes, str]:
         self.stats["vouch_refused"] += 1
@@ -175,7 +179,10 @@ class CertState:
         if cp is None:
             return None
         payload = checkpoint_payload(cp)
-        vouches = [Vouch(role.me, role.agent._identity.sign(payload))] if role.me in cp.voters else []
+        try:
+            vouches = [Vouch(role.me, role.agent._identity.sign(payload))] if role.me in cp.voters else []
+        except KeyUnavailable:  # our token is gone (node/keys): others may still vouch
+            vouches = []
         anchor = latest.checkpoint.voters if latest is not None else ()
 
         def enough() -> bool:

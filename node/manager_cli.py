@@ -49,8 +49,12 @@ def add_parsers(sub: Any) -> dict[str, Any]:
     pt.add_argument("--to", default=None, metavar="PEER_ID",
                     help="council member to hand over to (default: the next by score)")
     pk = msub.add_parser("owner-key", help="create a federation owner key pair (Ed25519 PEM)")
-    pk.add_argument("--out", type=Path, required=True, metavar="FILE",
-                    help="private key file to create; the public key goes to FILE.pub")
+    pk.add_argument("--out", required=True, metavar="FILE|pkcs11:URI",
+                    help="private key file to create (the public key goes to FILE.pub); or an RFC 7512 "
+                         "pkcs11: URI naming the token and object: the pair is made (or found) in the "
+                         "token and only the public key is written, to --pub (docs/keys.md)")
+    pk.add_argument("--pub", type=Path, default=None, metavar="FILE",
+                    help="with a pkcs11: URI: where to write the public key (default federation-owner.pub)")
 
     p = sub.add_parser("leave", help="leave the federation gracefully, then stop the node")
     _data_dir_arg(p)
@@ -58,8 +62,9 @@ def add_parsers(sub: Any) -> dict[str, Any]:
 
     p = sub.add_parser("dissolve", help="dissolve the federation (signed by the owner key)")
     _data_dir_arg(p)
-    p.add_argument("--owner-key", type=Path, required=True, metavar="FILE",
-                   help="the federation owner's Ed25519 private key (PEM)")
+    p.add_argument("--owner-key", required=True, metavar="FILE|pkcs11:URI",
+                   help="the federation owner's Ed25519 private key (PEM), or a pkcs11: URI naming it "
+                        "in a token (PIN from pin-source=file:PATH|env:NAME or $ENCLAVE_SWARM_PKCS11_PIN)")
     return {"manager": cmd_manager, "leave": cmd_leave, "dissolve": cmd_dissolve}
 
 
@@ -74,7 +79,9 @@ def cmd_manager(args: argparse.Namespace) -> int:
         print(f"manager is now {reply.get('manager')}")
         return EXIT_OK
     if args.manager_command == "owner-key":
-        return _owner_key(args.out)
+        if args.out.startswith("pkcs11:"):
+            return _owner_key_in_token(args.out, args.pub or Path("federation-owner.pub"))
+        return _owner_key(Path(args.out))
     raise CliError("usage: enclave-swarm manager {transfer,owner-key} ...", EXIT_USAGE)
 
 
@@ -109,6 +116,40 @@ def _owner_key(out: Path) -> int:
     return EXIT_OK
 
 
+def _open_owner_token(uri: str, *, create: bool) -> Any:
+    """The owner key pair named by ``uri`` in its token (node/keys/pkcs11.py)."""
+    from node.keys.base import KeyProviderError
+    from node.keys.config import token_config_from_uri
+    from node.keys.pkcs11 import Pkcs11Keys
+
+    try:
+        return Pkcs11Keys(token_config_from_uri(uri), create=create, sealing=False)
+    except KeyProviderError as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+
+
+def _owner_key_in_token(uri: str, pub_path: Path) -> int:
+    from cryptography.hazmat.primitives import serialization
+
+    from node.datadir import DataDirError, write_new
+
+    keys = _open_owner_token(uri, create=True)
+    try:
+        pub = keys.identity.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    finally:
+        keys.close()
+    try:
+        write_new(pub_path, pub, 0o644)
+    except DataDirError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{pub_path}: {exc.strerror or exc}") from None
+    print(f"owner key in token {keys.config.token!r} (object {keys.config.identity_label!r}); provision "
+          f"{pub_path} as <data dir>/federation-owner.pub on every node")
+    return EXIT_OK
+
+
 def cmd_leave(args: argparse.Namespace) -> int:
     from node.control import BadAnswer, NotRunning, request
 
@@ -125,10 +166,14 @@ def cmd_leave(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_owner_private_key(path: Path) -> Any:
+def load_owner_private_key(ref: str | Path) -> Any:
+    """The owner's key: a PEM file, or (``pkcs11:`` URI) a key in a token that signs there."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    if str(ref).startswith("pkcs11:"):
+        return _open_owner_token(str(ref), create=False).identity
+    path = Path(ref)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:

@@ -9,6 +9,7 @@ Layout of ``<dir>``::
     schema-version the store's format version (node/schema.py): written when the store is
                    created; absent in stores made before versions existed, which are version 1
     *.tmp          leftovers of an interrupted atomic write; removed at open
+    seal           present when the store is sealed: "ESRS1" + a 16-byte key check value
 
 The version is checked before anything else at open: a store newer than ``SCHEMA_VERSION``,
 or one whose version is garbled, is refused (``SchemaError``) with the directory untouched.
@@ -29,16 +30,28 @@ must never pass as valid: a 32-bit CRC would let one torn tail in 4 billion thro
   ``snapshot`` and fsyncs the directory; then it compacts: the WAL is rewritten (same atomic
   dance) with only the current hard state and the entries after the snapshot.
 
-Uses only the standard library; no trio: the node calls it from a worker thread.
+- **Sealing** (``seal_key``, 32 bytes; the node derives it from its storage secret, which the
+  TEE or the key token seals: docs/keys.md). A new store given a key writes ``seal`` first and
+  every record's payload is then ``nonce | AES-256-GCM(payload, ad = kind)``; the checksum
+  still covers the bytes on disk, so a torn write is told from a wrong key. A store opened with
+  another key is refused (``StoreCorrupted`` naming it) before anything is read or truncated; a
+  store made before sealing existed (no ``seal`` file) stays readable and unsealed.
+
+Uses only the standard library and ``cryptography``; no trio: the node calls it from a worker
+thread.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import struct
 from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consensus.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from consensus.raft import Persisted
@@ -58,6 +71,10 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 # The format of wal and snapshot above. Bump it (and read the old one) when either changes.
 SCHEMA_VERSION = 1
 
+_SEAL_FILE = "seal"
+_SEAL_MAGIC = b"ESRS1"
+_SEAL_NONCE = 12
+
 
 class StoreCorrupted(Exception):
     """The snapshot file is unreadable: refuse to start rather than lose committed state."""
@@ -68,19 +85,24 @@ def _frame(kind: int, payload: bytes) -> bytes:
     return _HEADER.pack(len(body), hashlib.sha256(body).digest()) + body
 
 
-def _encode_entry(e: Entry) -> bytes:
-    return _frame(_KIND_ENTRY, _ENTRY.pack(e.term, e.index, _ENTRY_KINDS.index(e.kind)) + e.data)
+def _entry_payload(e: Entry) -> bytes:
+    return _ENTRY.pack(e.term, e.index, _ENTRY_KINDS.index(e.kind)) + e.data
 
 
-def _encode_hard(hs: HardState) -> bytes:
-    return _frame(_KIND_HARD, _HARD.pack(hs.term, hs.vote or 0, hs.commit))
+def _hard_payload(hs: HardState) -> bytes:
+    return _HARD.pack(hs.term, hs.vote or 0, hs.commit)
 
 
-def _encode_snapshot(s: Snapshot) -> bytes:
+def _snapshot_payload(s: Snapshot) -> bytes:
     m = s.meta
     head = _SNAP.pack(m.index, m.term, len(m.conf.voters), len(m.conf.removed))
     ids = b"".join(struct.pack(">Q", v) for v in (*m.conf.voters, *m.conf.removed))
-    return _frame(_KIND_SNAPSHOT, head + ids + s.data)
+    return head + ids + s.data
+
+
+def _key_check(key: bytes) -> bytes:
+    check = hmac.new(key, b"enclave-swarm raft store seal check v1", hashlib.sha256).digest()
+    return _SEAL_MAGIC + check[:16]
 
 
 def _decode_snapshot(payload: bytes) -> Snapshot:
@@ -155,12 +177,14 @@ class RaftStore:
         StoreCorrupted: the snapshot is unreadable.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], initial: Persisted) -> None:
+    def __init__(self, directory: str | os.PathLike[str], initial: Persisted, *,
+                 seal_key: bytes | None = None) -> None:
         self.dir = Path(directory)
         self.schema_version = check_schema(self.dir)  # before anything is touched
         self.dir.mkdir(parents=True, exist_ok=True)
         self._wal_path = self.dir / "wal"
         self._snap_path = self.dir / "snapshot"
+        self._aead = self._open_seal(seal_key)
         for leftover in self.dir.glob("*.tmp"):
             log.info("removing leftover %s of an interrupted write", leftover.name)
             leftover.unlink()
@@ -176,9 +200,56 @@ class RaftStore:
             # and say which format it is in.
             write_version(self.dir, SCHEMA_VERSION)
             self.schema_version = SCHEMA_VERSION
-            _atomic_write(self._snap_path, _encode_snapshot(self.snapshot))
+            _atomic_write(self._snap_path, self._encode_snapshot(self.snapshot))
         self._replay()
         self._wal = open(self._wal_path, "ab")  # noqa: SIM115  (held open for appends)
+
+    # ------------------------------------------------------------------ sealing
+
+    @property
+    def sealed(self) -> bool:
+        return self._aead is not None
+
+    def _open_seal(self, key: bytes | None) -> AESGCM | None:
+        marker = self.dir / _SEAL_FILE
+        if marker.exists():
+            if key is None:
+                raise StoreCorrupted(f"{self.dir}: the Raft store is sealed and no sealing key was given")
+            if not hmac.compare_digest(marker.read_bytes(), _key_check(key)):
+                raise StoreCorrupted(f"{self.dir}: the Raft store is sealed with another key (another "
+                                     "token, enclave or identity); refusing to open it")
+            return AESGCM(key)
+        if key is None:
+            return None
+        if self._wal_path.exists() or self._snap_path.exists():
+            log.info("%s: a Raft store made before sealing: kept unsealed", self.dir)
+            return None
+        _atomic_write(marker, _key_check(key))
+        return AESGCM(key)
+
+    def _record(self, kind: int, payload: bytes) -> bytes:
+        if self._aead is not None:
+            nonce = os.urandom(_SEAL_NONCE)
+            payload = nonce + self._aead.encrypt(nonce, payload, bytes([kind]))
+        return _frame(kind, payload)
+
+    def _payload(self, kind: int, payload: bytes) -> bytes:
+        if self._aead is None:
+            return payload
+        try:
+            return self._aead.decrypt(payload[:_SEAL_NONCE], payload[_SEAL_NONCE:], bytes([kind]))
+        except (InvalidTag, ValueError):
+            # The checksum held, so these bytes were written as they are: not a torn write.
+            raise StoreCorrupted(f"{self.dir}: a sealed record does not open (tampered)") from None
+
+    def _encode_entry(self, e: Entry) -> bytes:
+        return self._record(_KIND_ENTRY, _entry_payload(e))
+
+    def _encode_hard(self, hs: HardState) -> bytes:
+        return self._record(_KIND_HARD, _hard_payload(hs))
+
+    def _encode_snapshot(self, s: Snapshot) -> bytes:
+        return self._record(_KIND_SNAPSHOT, _snapshot_payload(s))
 
     # ------------------------------------------------------------------ open
 
@@ -188,7 +259,7 @@ class RaftStore:
         if why or len(records) != 1 or records[0][0] != _KIND_SNAPSHOT:
             # Written atomically, so this is media corruption, not a torn write.
             raise StoreCorrupted(f"{self._snap_path}: unreadable snapshot ({why or 'bad record'})")
-        return _decode_snapshot(records[0][1])
+        return _decode_snapshot(self._payload(_KIND_SNAPSHOT, records[0][1]))
 
     def _replay(self) -> None:
         if not self._wal_path.exists():
@@ -207,7 +278,8 @@ class RaftStore:
                 os.fsync(f.fileno())
             self.repaired_bytes = dropped
         offset = self.snapshot.meta.index
-        for kind, payload in records:
+        for kind, sealed_payload in records:
+            payload = self._payload(kind, sealed_payload)
             if kind == _KIND_HARD:
                 term, vote, commit = _HARD.unpack(payload)
                 self.hard_state = HardState(term=term, vote=vote or None, commit=commit)
@@ -246,10 +318,10 @@ class RaftStore:
         buf = bytearray()
         for e in entries:
             self._put(e)
-            buf += _encode_entry(e)
+            buf += self._encode_entry(e)
         if hard_state is not None:
             self.hard_state = hard_state
-            buf += _encode_hard(hard_state)
+            buf += self._encode_hard(hard_state)
         if not buf:
             return
         self._wal.write(buf)
@@ -264,7 +336,7 @@ class RaftStore:
         received from the leader (``Ready.snapshot``), which replaces the whole log."""
         if snapshot.meta.index <= self.snapshot.meta.index:
             return
-        _atomic_write(self._snap_path, _encode_snapshot(snapshot))
+        _atomic_write(self._snap_path, self._encode_snapshot(snapshot))
         self.snapshot = snapshot
         idx = snapshot.meta.index
         if self.entries and self.entries[-1].index >= idx and self._term_at(idx) == snapshot.meta.term:
@@ -282,7 +354,7 @@ class RaftStore:
         return None
 
     def _compact(self) -> None:
-        data = b"".join([_encode_hard(self.hard_state), *map(_encode_entry, self.entries)])
+        data = b"".join([self._encode_hard(self.hard_state), *map(self._encode_entry, self.entries)])
         self._wal.close()
         _atomic_write(self._wal_path, data)
         self._wal = open(self._wal_path, "ab")  # noqa: SIM115

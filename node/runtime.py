@@ -25,9 +25,9 @@ log = logging.getLogger("enclave_swarm.runtime")
 # Components that plug into a node: each module has ``attach(agent, data_dir)``, which may add
 # services (Agent.add_service), protocol handlers (Agent.set_handler), status fields
 # (Agent.add_status) and control commands (node.control.register_command).
-EXTENSIONS: list[str] = ["node.gossip", "node.manager", "node.manager_control", "node.shards.service",
-                         "node.shards.control", "node.tasks.offers", "node.tasks.service",
-                         "node.upgrade"]
+EXTENSIONS: list[str] = ["node.keys.watch", "node.gossip", "node.manager", "node.manager_control",
+                         "node.shards.service", "node.shards.control", "node.tasks.offers",
+                         "node.tasks.service", "node.upgrade"]
 
 
 class SetupError(Exception):
@@ -138,10 +138,17 @@ def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = Non
     if problem:
         raise SetupError(problem)
     warn_if_simulated(cfg)
-    identity = data_dir.load_identity()
-    provider = select_provider(cfg, data_dir)
-    if data_dir.identity_sealing() is None:
+    keys = data_dir.key_provider()
+    identity = keys.identity
+    try:
+        provider = select_provider(cfg, data_dir)
+    except BaseException:
+        keys.close()
+        raise
+    if keys.backend == "file" and data_dir.identity_sealing() is None:
         log.warning("%s", data_dir.identity_note(str(provider.kind)))
+    else:
+        log.info("%s", data_dir.identity_note(str(provider.kind)))
     engine = AttestationEngine(
         build_verifiers(),
         load_node_policy(cfg),
@@ -150,7 +157,7 @@ def build_agent(data_dir: DataDir, cfg: NodeConfig, *, psk_hex: str | None = Non
         record_ttl_s=3 * cfg.attestation.reattest_interval_s,
     )
     agent = Agent(config=cfg, identity=identity, provider=provider, engine=engine, data_dir=data_dir,
-                  psk_hex=psk_hex)
+                  psk_hex=psk_hex, keys=keys)
     for name in EXTENSIONS:
         importlib.import_module(name).attach(agent, data_dir)
     return agent

@@ -197,14 +197,16 @@ def shard_manager_settings() -> ManagerSettings:
 
 def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_tag: str = "",
                policy: Policy | None = None, bootstrap: tuple[str, ...] = (),
-               gossip: bool = False, key: Ed25519PrivateKey | None = None) -> Agent:
+               gossip: bool = False, key: Ed25519PrivateKey | None = None, keys: Any = None,
+               key_watch_s: float | None = None) -> Agent:
     """A node on loopback with a simulated TEE under ``tmp/name``; ``key`` restarts one with
     its identity, ``build_tag`` makes it report another build's measurement, ``gossip``
-    attaches node/gossip.py as a real node does."""
+    attaches node/gossip.py as a real node does. ``keys`` (node/keys) gives the identity from
+    a key provider (a token); ``key_watch_s`` attaches its watch (node/keys/watch.py)."""
     cfg = config or local_config()
     if bootstrap:
         cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, bootstrap=bootstrap))
-    key = key or Ed25519PrivateKey.generate()
+    key = keys.identity if keys is not None else key or Ed25519PrivateKey.generate()
     provider = SimulatedProvider(tmp / name / "sim-tee", agent_measurement(build_tag))
     engine = AttestationEngine(
         {TeeKind.SIM: SimulatedVerifier()},
@@ -213,7 +215,11 @@ def make_agent(tmp: Path, name: str, *, config: NodeConfig | None = None, build_
         self_measurement=agent_measurement(""),
         record_ttl_s=3 * cfg.attestation.reattest_interval_s,
     )
-    agent = Agent(config=cfg, identity=key, provider=provider, engine=engine)
+    agent = Agent(config=cfg, identity=key, provider=provider, engine=engine, keys=keys)
+    if key_watch_s is not None:
+        from node.keys.watch import attach as attach_key_watch
+
+        attach_key_watch(agent, interval_s=key_watch_s)
     if gossip:
         from node.gossip import attach
 

@@ -28,3 +28,10 @@ class RemoteProtocolError(EnclaveSwarmError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class SignerUnavailable(Exception):
+    """The identity key cannot sign right now (it lives in a token that went away; node/keys).
+
+    Raised by the key's ``sign``; where a signature is optional (identify's signed peer
+    record) the overlay goes on without it, elsewhere the operation fails and is retried."""

@@ -30,8 +30,9 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from libp2p import new_host
 from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import Ed25519PublicKey as Libp2pEd25519PublicKey
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.keys import KeyPair, KeyType, PrivateKey
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.host.ping import ID as PING_ID
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID
@@ -46,7 +47,7 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS_ID
 from libp2p.utils.varint import encode_uvarint
 
 from overlay import libp2p_fixes
-from overlay.errors import LocalProtocolError
+from overlay.errors import LocalProtocolError, SignerUnavailable
 from overlay.messages import ATTEST_PROTOCOL
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,43 @@ class HostOptions:
     dial_timeout_s: float = 10.0
 
 
-def libp2p_keypair(key: Ed25519PrivateKey) -> KeyPair:
-    """Our Ed25519 identity as a py-libp2p key pair (same key, same peer id)."""
-    return create_new_key_pair(key.private_bytes_raw())
+class ExternalEd25519PrivateKey(PrivateKey):
+    """A py-libp2p private key whose ``sign`` is delegated: the key lives elsewhere (a PKCS#11
+    token, node/keys/pkcs11.py) and never enters this process. The Noise and TLS handshakes
+    and the signed peer record only call ``sign`` and ``get_public_key``; exporting it
+    (``to_bytes``) is refused."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+        raw = key.public_key().public_bytes_raw()
+        self._public = Libp2pEd25519PublicKey.from_bytes(raw)
+
+    def sign(self, data: bytes) -> bytes:
+        sig: bytes = self._key.sign(data)
+        return sig
+
+    def get_public_key(self) -> Libp2pEd25519PublicKey:
+        return self._public
+
+    def get_type(self) -> KeyType:
+        return KeyType.Ed25519
+
+    def to_bytes(self) -> bytes:
+        raise LocalProtocolError("this identity key is held in a token and cannot be exported")
 
 
-def peer_id_of(key: Ed25519PrivateKey) -> str:
+def libp2p_keypair(key: Any) -> KeyPair:
+    """Our Ed25519 identity as a py-libp2p key pair (same key, same peer id).
+
+    ``key`` is a ``cryptography`` Ed25519 private key, or any object with its ``sign`` and
+    ``public_key`` (a token key): then libp2p signs through it."""
+    if isinstance(key, Ed25519PrivateKey):
+        return create_new_key_pair(key.private_bytes_raw())
+    priv = ExternalEd25519PrivateKey(key)
+    return KeyPair(priv, priv.get_public_key())
+
+
+def peer_id_of(key: Any) -> str:
     return ID.from_pubkey(libp2p_keypair(key).public_key).to_base58()
 
 
@@ -104,7 +136,7 @@ def read_psk(path: str | Path) -> str:
     return lines[0].lower()
 
 
-def build_host(key: Ed25519PrivateKey, opts: HostOptions) -> IHost:
+def build_host(key: Any, opts: HostOptions) -> IHost:
     """Create (but do not start) a libp2p host with our transport choices.
 
     Our fixes to py-libp2p (overlay/libp2p_fixes.py) are installed first: the process-wide ones
@@ -169,7 +201,10 @@ def identify_message(host: IHost, *, attested: bool, observed: multiaddr.Multiad
                             for a in host.get_addrs())
     if observed is not None:
         msg.observed_addr = observed.to_bytes()
-    envelope, _ = env_to_send_in_RPC(host)
+    try:
+        envelope, _ = env_to_send_in_RPC(host)
+    except SignerUnavailable:  # our key's token is away: identify goes out without the record
+        envelope = None
     if envelope:
         msg.signedPeerRecord = envelope
     return msg

@@ -98,6 +98,7 @@ from libp2p.protocol_muxer.multiselect_client import (  # noqa: E402
     MultiselectClient,
 )
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator  # noqa: E402
+from libp2p.security.exceptions import HandshakeFailure  # noqa: E402
 from libp2p.security.noise import patterns as noise_patterns  # noqa: E402
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT  # noqa: E402
 from libp2p.security.noise.io import NoiseTransportReadWriter  # noqa: E402
@@ -119,6 +120,8 @@ from libp2p.utils.address_validation import (  # noqa: E402
 )
 from libp2p.utils.varint import encode_delim  # noqa: E402
 from multiaddr import Multiaddr  # noqa: E402
+
+from overlay.errors import SignerUnavailable  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -646,17 +649,26 @@ class BulkTLSStreamReadWriter(TLSStreamReadWriter):
 
 
 class BufferedNoiseTransport(NoiseTransport):
-    """py-libp2p's Noise transport over a :class:`BufferedRawConnection`."""
+    """py-libp2p's Noise transport over a :class:`BufferedRawConnection`. An identity key that
+    cannot sign now (a token that went away, node/keys) fails the handshake like any other
+    handshake failure, instead of escaping into libp2p's listener."""
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
-        return await super().secure_inbound(BufferedRawConnection(conn))
+        try:
+            return await super().secure_inbound(BufferedRawConnection(conn))
+        except SignerUnavailable as exc:
+            raise HandshakeFailure(f"our identity key cannot sign: {exc}") from None
 
     async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
-        return await super().secure_outbound(BufferedRawConnection(conn), peer_id)
+        try:
+            return await super().secure_outbound(BufferedRawConnection(conn), peer_id)
+        except SignerUnavailable as exc:
+            raise HandshakeFailure(f"our identity key cannot sign: {exc}") from None
 
 
 class BufferedTLSTransport(TLSTransport):
-    """py-libp2p's TLS 1.3 transport over a :class:`BufferedRawConnection`."""
+    """py-libp2p's TLS 1.3 transport over a :class:`BufferedRawConnection` (its certificate is
+    signed once, when the host is built)."""
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
         return await super().secure_inbound(BufferedRawConnection(conn))

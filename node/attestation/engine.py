@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from node.attestation.base import Evidence, TeeKind, Verdict, Verifier
 from node.attestation.policy import Decision, Policy, evaluate
 from node.attestation.score import compute_score, evidence_hash, sign_record
+from node.keys.base import IdentityKey, KeyUnavailable
 from overlay.handshake import Challenge
 from overlay.messages import AttestEvidence, ScoreRecord
 
@@ -52,7 +51,7 @@ class AttestationEngine:
         verifiers: Mapping[TeeKind, Verifier],
         policy: Policy,
         *,
-        identity_key: Ed25519PrivateKey,
+        identity_key: IdentityKey,
         self_measurement: bytes | None,
         record_ttl_s: float,
     ) -> None:
@@ -109,15 +108,18 @@ class AttestationEngine:
             reason = f"score {score} below policy minimum {policy.min_score}"
         else:
             reason = "ok"
-        record = sign_record(
-            self._key,
-            subject=subject,
-            score=score,
-            kind=str(kind),
-            verdict=reason,
-            evidence_hash=evidence_hash(evidence),
-            issued_at=now,
-            ttl_s=self.record_ttl_s,
-        )
+        try:
+            record: ScoreRecord | None = sign_record(
+                self._key,
+                subject=subject,
+                score=score,
+                kind=str(kind),
+                verdict=reason,
+                evidence_hash=evidence_hash(evidence),
+                issued_at=now,
+                ttl_s=self.record_ttl_s,
+            )
+        except KeyUnavailable:
+            record = None  # our token is gone (node/keys): the verdict stands, unsigned
         measurement = verdict.claims.measurement if verdict.claims else None
         return Outcome(accepted, reason, score, str(kind), verdict, decision, record, measurement)

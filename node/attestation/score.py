@@ -55,7 +55,7 @@ import dataclasses
 import hashlib
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consensus.integrity import (
     HALF_LIFE_RESULTS,
@@ -66,6 +66,7 @@ from consensus.integrity import (
 )
 from node.attestation.base import Evidence, TeeKind, Verdict
 from node.attestation.policy import Decision, Policy
+from node.keys.base import IdentityKey
 from overlay.messages import ScoreRecord
 from overlay.wire import encode
 
@@ -161,7 +162,7 @@ def _signed_bytes(record: ScoreRecord) -> bytes:
 
 
 def sign_record(
-    key: Ed25519PrivateKey,
+    key: IdentityKey,
     *,
     subject: str,
     score: int,

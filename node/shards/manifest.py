@@ -27,8 +27,9 @@ from collections.abc import Iterable, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from node.keys.base import IdentityKey
 from node.shards.crypto import (
     AEAD_NAME,
     ERASURE_NAME,
@@ -56,8 +57,8 @@ MAX_MANIFEST_BYTES = MAX_MANIFEST_BODY_BYTES + 1024
 _SIGN_DOMAIN = b"enclave-swarm/shard-manifest/v1\x00"
 
 
-def raw_public_key(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
-    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+def raw_public_key(key: IdentityKey | Ed25519PublicKey) -> bytes:
+    pub = key if isinstance(key, Ed25519PublicKey) else key.public_key()
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -208,7 +209,7 @@ class SignedManifest:
 
 def build_manifest(
     sealed: SealedObject,
-    owner: Ed25519PrivateKey | Ed25519PublicKey | bytes,
+    owner: IdentityKey | Ed25519PublicKey | bytes,
     placement: Sequence[str],
     authorised: Iterable[bytes] = (),
     revision: int = 0,
@@ -246,7 +247,7 @@ def build_manifest(
     return manifest
 
 
-def sign_manifest(manifest: Manifest, owner_key: Ed25519PrivateKey) -> bytes:
+def sign_manifest(manifest: Manifest, owner_key: IdentityKey) -> bytes:
     """Sign ``manifest`` with the owner's key; returns the encoded ``shard-manifest`` frame.
 
     Raises:

@@ -130,7 +130,7 @@ from node.shards.store import (
     StoreError,
     check_schema,
 )
-from overlay.errors import RemoteProtocolError
+from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.framing import FrameReader, close_stream, read_message, write_message
 from overlay.host import public_key_of_peer
 from overlay.wire import decode, encode
@@ -215,7 +215,15 @@ class _Mailbox:
 
 
 def sealing_secret_from_identity(identity: Any) -> bytes:
-    """The simulated TEE's sealing secret: HKDF of the identity key with a distinct label."""
+    """The simulated TEE's sealing secret: HKDF of the identity key with a distinct label.
+
+    Raises:
+        LocalProtocolError: the identity is in a token (node/keys): its secret is storage.key,
+            sealed by the token, which only a data dir has.
+    """
+    if not callable(getattr(identity, "private_bytes", None)):
+        raise LocalProtocolError("an identity key in a token needs a data dir (its storage.key) "
+                                 "for the shard storage secret")
     raw = identity.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
@@ -261,7 +269,7 @@ class ShardService:
         self.public_key = raw_public_key(self._key)
         # The storage secret sealed to the enclave's measurement where the TEE offers a sealing
         # key (node/attestation/sealing.py); else derived from the identity key.
-        sealed = agent.data_dir.storage_secret() if agent.data_dir is not None else None
+        sealed = agent.data_dir.storage_secret(agent.keys) if agent.data_dir is not None else None
         self.store = ShardStore(
             self.root / "shards",
             sealed or sealing_secret_from_identity(self._key),

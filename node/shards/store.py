@@ -68,10 +68,10 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from node.keys.base import IdentityKey
 from node.schema import read_version, write_version
 from node.shards.crypto import (
     KEY_BYTES,
@@ -244,7 +244,7 @@ class ShardStore:
         sealing_secret: bytes,
         *,
         quota_bytes: int,
-        receipt_key: Ed25519PrivateKey,
+        receipt_key: IdentityKey,
         holder_peer_id: str,
         chunk_bytes: int = DEFAULT_AT_REST_CHUNK_BYTES,
         owner_share: float = DEFAULT_OWNER_SHARE,

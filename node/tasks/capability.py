@@ -30,10 +30,11 @@ import re
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consensus.scheduler import MAX_PRICE, Measurements, Offer
 from node.config import TasksConfig
+from node.keys.base import IdentityKey
 from overlay.errors import RemoteProtocolError
 from overlay.messages import ED25519_PUBLIC_KEY_BYTES, MAX_PEER_ID_CHARS
 from overlay.wire import encode, message
@@ -235,7 +236,7 @@ def _signed_bytes(r: CapabilityRecord) -> bytes:
     return encode(dataclasses.replace(r, signature=bytes(64)))
 
 
-def sign_capability(key: Ed25519PrivateKey, record: CapabilityRecord) -> CapabilityRecord:
+def sign_capability(key: IdentityKey, record: CapabilityRecord) -> CapabilityRecord:
     """``record`` issued and signed by ``key`` (the node's libp2p identity key)."""
     unsigned = dataclasses.replace(record, issuer=key.public_key().public_bytes_raw(), signature=bytes(64))
     return dataclasses.replace(unsigned, signature=key.sign(_signed_bytes(unsigned)))

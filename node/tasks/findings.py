@@ -49,10 +49,10 @@ from typing import Any
 
 import cbor2
 import trio
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consensus import integrity
 from consensus.state import SwarmState
+from node.keys.base import IdentityKey, KeyUnavailable
 from node.manager_checks import _peer_key, verify_ed25519
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.messages_gossip import FindingRecord
@@ -77,7 +77,7 @@ def _signed_bytes(rec: FindingRecord) -> bytes:
     return b"enclave-swarm/finding/v1" + encode(dataclasses.replace(rec, signature=bytes(64)))
 
 
-def sign_finding(key: Ed25519PrivateKey, f: Mapping[str, Any], issued_at: float) -> FindingRecord:
+def sign_finding(key: IdentityKey, f: Mapping[str, Any], issued_at: float) -> FindingRecord:
     """The signed record of committed finding ``f`` (an entry of ``integrity.findings_log``)."""
     unsigned = FindingRecord(
         issuer=key.public_key().public_bytes_raw(), subject=f["node"], finding_id=int(f["id"]),
@@ -232,6 +232,8 @@ class FindingsService:
                 continue
             try:
                 payload = encode(sign_finding(self.agent._identity, f, time.time()))
+            except KeyUnavailable:  # our token is gone (node/keys): publish when it is back
+                break
             except LocalProtocolError as exc:  # a finding our schema cannot carry: a bug of ours
                 log.error("cannot publish finding %d: %s", f["id"], exc)
                 self.published = int(f["id"])

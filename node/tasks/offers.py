@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from consensus.scheduler import Measurements, Offer
+from node.keys.base import KeyUnavailable
 from node.tasks.capability import (
     CapabilityRecord,
     Link,
@@ -86,7 +87,11 @@ class Offers:
                                                  if not peers.is_revoked(p.peer_id)))
 
     def publish(self) -> bool:
-        rec = self.own_record()
+        try:
+            rec = self.own_record()
+        except KeyUnavailable:  # our token is gone (node/keys): publish when it is back
+            self.agent.counters.inc("sign_unavailable", "capability")
+            return False
         ok = bool(self.agent.gossip.publish(KIND_CAPABILITY, self.agent.peer_id, encode(rec),
                                             ttl_s=TTL_S))
         if ok:
