@@ -15,7 +15,7 @@ import secrets
 import sys
 from typing import Any
 
-from sim import accel
+from sim import accel, needs
 from sim.cliutil import given, write_json
 from sim.council.world import SCENARIOS as COUNCIL_SCENARIOS
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
@@ -119,7 +119,15 @@ def _progress(enabled: bool, unit: str = "virtual s") -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``. Returns 0 if no invariant was violated and
-    the liveness phase converged, 1 otherwise, 2 on bad arguments."""
+    the liveness phase converged, 1 otherwise, 2 on bad arguments (refused before the run
+    starts: :mod:`sim.needs` checks every option's needs first)."""
+    family = ("council" if args.scenario in COUNCIL_SCENARIOS
+              else "tasks" if args.scenario in TASK_SCENARIOS else "membership")
+    why = needs.problems(args, family=family)
+    if why:
+        for line in why:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     delegated = accel.delegate(args)
     if delegated is not None:
         return delegated
