@@ -4,8 +4,10 @@ The lead wires :func:`add_arguments` and :func:`run` into the main CLI; ``python
 the same thing standalone. The first line of output is always ``SEED=<seed>``, so any run can
 be replayed with ``--seed``. The manager-council scenarios (``manager-crash``,
 ``manager-partition``, ``rotation``, ``flaky-network``) run :mod:`sim.council` instead of the
-membership world, and take ``--runs``/``--jobs`` for many seeded runs in one report. The
-``tasks`` scenario (jobs, fragments, crashes and revocations mid-job) runs :mod:`sim.tasks`.
+membership world. Membership and council scenarios take ``--runs``/``--jobs`` for many seeded
+runs in one report (membership: :mod:`sim.runs`, every figure with its 95 % confidence
+interval over the seeds). The ``tasks`` scenario (jobs, fragments, crashes and revocations
+mid-job) runs :mod:`sim.tasks`.
 """
 
 from __future__ import annotations
@@ -63,9 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--runs", type=int, default=1,
-                        help="council scenarios: seeded runs SEED..SEED+N-1, one report")
+                        help="membership and council scenarios: seeded runs SEED..SEED+N-1, "
+                             "one report (membership: mean and 95%% CI of every figure)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="council scenarios: worker processes for --runs (same report)")
+                        help="worker processes for --runs (the same report for any J)")
     parser.add_argument("--term-limit-s", type=float, default=None,
                         help="council scenarios: hand the manager role over after this long")
     parser.add_argument("--task-jobs", type=int, default=None,
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         from sim.tasks import cli as tasks_cli
 
         return tasks_cli.run(args, seed, _progress(not args.no_progress))
-    prog, update = _progress(not args.no_progress)
+    prog, update = _progress(not args.no_progress, "runs" if args.runs > 1 else "virtual s")
     # Options left unset keep SimConfig's defaults (the council world has its own).
     cfg = SimConfig(
         seed=seed, scenario=args.scenario, profile=args.profile,
@@ -156,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
               file=sys.stderr)
         return 2
+    if args.runs > 1:
+        return _sweep(args, cfg, prog, update)
     world = World(cfg)
     if prog is not None:
         with prog:
@@ -184,6 +189,23 @@ def run(args: argparse.Namespace) -> int:
     for v in inv["violations"][:10]:
         print(f"  VIOLATION {v}")
     ok = not inv["violations"] and live["converged"]
+    return 0 if ok else 1
+
+
+def _sweep(args: argparse.Namespace, cfg: Any, prog: Any, update: Any) -> int:
+    """``--runs N`` of a membership scenario: N seeds folded into one report (sim.runs)."""
+    from sim.runs import run_many, summary
+
+    if prog is not None:  # the bar counts runs here
+        with prog:
+            report = run_many(cfg, args.runs, jobs=args.jobs, progress=update)
+    else:
+        report = run_many(cfg, args.runs, jobs=args.jobs)
+    write_json(report, args.json)
+    print(summary(report))
+    for v in report["invariants"]["violations"][:10]:
+        print(f"  VIOLATION {v}")
+    ok = report["invariants"]["violation_count"] == 0 and report["liveness"]["converged"]
     return 0 if ok else 1
 
 
