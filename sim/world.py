@@ -21,6 +21,7 @@ inside the world; events are plain tuples, not objects or closures; message size
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import heapq
 import math
@@ -125,8 +126,9 @@ class SimConfig:
 class SimNode:
     """World-side bookkeeping of one node; the protocol state lives in ``m`` and ``d``."""
 
-    __slots__ = ("d", "epoch", "faulted", "id", "idx", "m", "offset", "pause_until", "rate",
-                 "restarts", "signer", "slow_s", "tick_at", "up", "version")
+    __slots__ = ("d", "epoch", "faulted", "id", "idx", "m", "m_deadline", "offset",
+                 "pause_until", "rate", "restarts", "signer", "slow_s", "tick_at", "up",
+                 "version")
 
     def __init__(self, idx: int, node_id: str, rate: float, offset: float,
                  signer: SimSigner) -> None:
@@ -139,6 +141,7 @@ class SimNode:
         self.slow_s = 0.0
         self.pause_until = 0.0
         self.tick_at = _INF
+        self.m_deadline = _INF  # membership's last next_deadline() (local time), see _after
         self.epoch = 0
         self.faulted = False
         self.restarts = 0
@@ -168,6 +171,7 @@ class World:
     def __init__(self, cfg: SimConfig) -> None:
         if cfg.nodes < 2:
             raise ValueError("need at least 2 nodes")
+        setup0 = time.perf_counter()
         self.cfg = cfg
         self.mcfg = cfg.membership_config()
         self.dcfg = cfg.dissemination_config()
@@ -239,6 +243,7 @@ class World:
         self.inject_on = True
         self.revocation_victim: int | None = None
         self.injected_after_revocation = 0
+        self.setup_s = time.perf_counter() - setup0  # building the nodes (wall), before run()
 
     # ------------------------------------------------------------------ nodes
 
@@ -291,7 +296,7 @@ class World:
 
     def _after(self, node: SimNode, t: float) -> None:
         """Drain a node's outputs, then make sure its next deadline has a tick scheduled."""
-        m, d = node.m, node.d
+        m = node.m
         if m.has_output():
             r = m.ready()
             for dst, msg in r.messages:
@@ -301,6 +306,15 @@ class World:
                 for ev in r.events:
                     self._on_member_event(node, ev, t)
                     inv.on_member_event(node, ev, t)
+        # Membership's deadline changes only when membership is called (step, tick, join,
+        # leave), and every such call ends here: cache it for the events that touch only the
+        # dissemination core (_after_d).
+        node.m_deadline = m.next_deadline()
+        self._after_d(node, t)
+
+    def _after_d(self, node: SimNode, t: float) -> None:
+        """:meth:`_after` for an event that called only the dissemination core."""
+        d = node.d
         if d.has_output():
             r2 = d.ready()
             for dst, msg in r2.messages:
@@ -321,7 +335,7 @@ class World:
                 # real node does (node/gossip.py): the revoked node's records go.
                 for subject in revoked:
                     d.revoke(subject)
-        dl = m.next_deadline()
+        dl = node.m_deadline
         dl2 = d.next_deadline()
         if dl2 < dl:
             dl = dl2
@@ -448,14 +462,17 @@ class World:
                     self.push(node.pause_until, EV_DELIVER, a, b, c)
                     continue
                 local = node.offset + t * node.rate
-                if type(c) in swim:
-                    node.m.step(ids[b], c, local)
-                else:
-                    node.d.step(ids[b], c, local)
                 code = codes[type(c)]
                 kc[code] += 1
                 trace = ((trace ^ (a * 131 + b * 7 + code + int(t * 1e6))) * _FNV) & _MASK
-                self._after(node, t)
+                if type(c) in swim:
+                    node.m.step(ids[b], c, local)
+                    self._after(node, t)
+                else:
+                    # A push or digest touches the dissemination core only: membership has
+                    # no output and the same deadline as after its last event (cached).
+                    node.d.step(ids[b], c, local)
+                    self._after_d(node, t)
             elif kind == EV_TICK:
                 node = nodes[a]
                 if not node.up or b != node.epoch or node.tick_at != t:
@@ -587,8 +604,23 @@ class World:
     # ------------------------------------------------------------------ run
 
     def run(self) -> dict[str, Any]:
+        """Run the safety phase, heal, run the liveness phase; the report.
 
+        The cyclic garbage collector is off for the run (back as it was after): the world
+        makes no reference cycles per event, but a 10,000-node world holds millions of
+        objects that every full collection walks, about a quarter of a compiled run's time
+        (perf, issue 17). Reference counting still frees everything as before."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _run(self) -> dict[str, Any]:
         wall0 = time.perf_counter()
+        cpu0 = time.process_time()
         cfg = self.cfg
         scenarios.setup(self)
         self.push(0.0, EV_ACTION, A_SAMPLE)
@@ -620,7 +652,7 @@ class World:
             self.invariants.violation(f"liveness: no convergence within {cfg.liveness_deadline_s}s: "
                                       + "; ".join(why[:3]))
         wall = time.perf_counter() - wall0
-        return report.build(self, wall)
+        return report.build(self, wall, time.process_time() - cpu0)
 
     def trace_digest(self) -> str:
         h = hashlib.sha256()
