@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plain SWIM (no local health, nacks, dynamic suspicion)")
     parser.add_argument("--wire", action="store_true",
                         help="encode/decode every message with the wire codec (slow)")
+    parser.add_argument("--event-order", type=int, choices=(1, 2), default=None,
+                        help="membership scenarios: 2 (default) skips deliveries of pushes whose "
+                             "records the receiver holds; 1 replays digests recorded before")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         seed=seed, scenario=args.scenario, profile=args.profile,
         updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
         progress=update, churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
-        **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape")),
+        **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape",
+                       "event_order")),
     )
     if cfg.nodes < 2 or cfg.duration_s <= 0 or not 0 <= cfg.loss < 1 or cfg.slow_nodes < 0:
         print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",

@@ -124,6 +124,10 @@ def build(w: World, wall_s: float, cpu_s: float | None = None) -> dict[str, Any]
         "engine": accel.engine_name(),
         "events": w.events,
         "events_by_kind": events_by_kind(w),
+        "event_order": cfg.event_order,
+        # Event order 2: pushes sent (and counted in the load) but not delivered, because the
+        # receiver already held every record in them (docs/simulator.md, "Event order").
+        "elided_deliveries": w.elided,
         "trace_digest": w.trace_digest(),
         "dissemination": dis,
         "detection": detection,
