@@ -312,6 +312,9 @@ class TasksWorld:
         self.fault_times: list[tuple[float, str, str]] = []  # (time, crash|revoke, node)
         self.counts = {"reassigned": 0, "timeouts": 0, "traps": 0, "crashes": 0, "revocations": 0,
                        "replicas_added": 0, "score_records": 0}
+        # What the scheduler and the reassignment did, by reason (the report's "scheduler").
+        self.reassigned_by: dict[str, int] = {}
+        self.failed_by: dict[str, int] = {}
         # Lazily imported: invariants read the world.
         from sim.tasks.invariants import TaskInvariants
 
@@ -387,7 +390,8 @@ class TasksWorld:
         if self.now + RETRY_S <= self.submitted[job_id] + QUEUE_S:
             self._at(self.now + RETRY_S, "retry", job_id)
         else:
-            self._fail(job_id, f"no placement within {QUEUE_S:.0f}s: {why[:300]}")
+            self._fail(job_id, f"no placement within {QUEUE_S:.0f}s: {why[:300]}",
+                       "no placement")
 
     def _start_new_runs(self, before: SwarmState, job_id: str) -> None:
         """Start a run for every replica that gained a node in the last commit."""
@@ -532,7 +536,8 @@ class TasksWorld:
             return
         rep = j["frags"][f][r]
         if rep["attempts"] >= j["max_attempts"]:
-            self._fail(job_id, f"fragment {f} replica {r}: {rep['attempts']} attempts spent ({reason})")
+            self._fail(job_id, f"fragment {f} replica {r}: {rep['attempts']} attempts spent ({reason})",
+                       f"attempts spent ({reason})")
             return
         before = self.manager.state
         new, res = self.manager.reassign(job_id, f, r, node, reason, self.now)
@@ -540,6 +545,7 @@ class TasksWorld:
             self.inv.violation(f"ReassignFragment {job_id}/{f}/{r} off {node} refused: {res.error}")
             return
         self.counts["reassigned"] += 1
+        self.reassigned_by[reason] = self.reassigned_by.get(reason, 0) + 1
         if new:
             self._start_new_runs(before, job_id)
         else:
@@ -561,7 +567,7 @@ class TasksWorld:
         verdicts = [fragment_verdict(s, j, f) for f in range(j["n"])]
         lost = next((v for v in verdicts if v.state == NO_QUORUM), None)
         if lost is not None:
-            self._fail(job_id, lost.why)
+            self._fail(job_id, lost.why, "no quorum")
             return
         short = [f for f, v in enumerate(verdicts) if v.state == NEEDS_REPLICA]
         for f in short:
@@ -626,7 +632,10 @@ class TasksWorld:
             else:
                 self.counts["score_records"] += 1
 
-    def _fail(self, job_id: str, reason: str) -> None:
+    def _fail(self, job_id: str, reason: str, kind: str) -> None:
+        """Commit JobFailed; ``kind`` is the reason without the job's particulars (the report
+        counts failures by it)."""
+        self.failed_by[kind] = self.failed_by.get(kind, 0) + 1
         res = self.manager.propose(JobFailed(job_id, reason), self.now)
         if not res.ok:
             self.inv.violation(f"JobFailed {job_id} refused: {res.error}")
