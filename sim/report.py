@@ -121,6 +121,8 @@ def build(w: World, wall_s: float, cpu_s: float | None = None) -> dict[str, Any]
         "cpu_time_s": None if cpu_s is None else round(cpu_s, 3),
         "speedup_cpu_x": round(vt / cpu_s, 3) if cpu_s else None,
         "setup_s": round(w.setup_s, 3),
+        # Peak resident memory of this process so far (MiB; the interpreter's ~40 MiB included).
+        "peak_rss_mib": peak_rss_mib(),
         "engine": accel.engine_name(),
         "events": w.events,
         "events_by_kind": events_by_kind(w),
@@ -181,6 +183,15 @@ def plot(w: World, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size in MiB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
 
 def events_by_kind(w: World) -> dict[str, int]:

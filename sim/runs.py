@@ -126,6 +126,7 @@ def aggregate(cfg: SimConfig, reports: list[dict[str, Any]], wall_s: float) -> d
         "virtual_time_s": round(vt, 3),
         "wall_time_s": round(wall_s, 3),
         "speedup_x": round(vt / wall_s, 2) if wall_s > 0 else None,
+        "cpu_time_s": round(sum(r["cpu_time_s"] or 0.0 for r in reports), 3),
         "events": sum(r["events"] for r in reports),
         "trace_digest": h.hexdigest()[:32],
         "figures": figures,

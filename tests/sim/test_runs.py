@@ -23,7 +23,7 @@ CFG = SimConfig(nodes=20, seed=40, scenario="churn", duration_s=6.0, liveness_de
 
 def _strip(r: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in r.items() if k not in ("wall_time_s", "speedup_x", "cpu_time_s",
-                                                    "speedup_cpu_x", "setup_s")}
+                                                    "speedup_cpu_x", "setup_s", "peak_rss_mib")}
 
 
 def test_a_sweep_folds_the_single_runs_it_replays() -> None:
