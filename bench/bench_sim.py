@@ -3,6 +3,8 @@
     python -m bench sim                       # quick: up to 1,000 nodes (a few minutes)
     python -m bench.bench_sim --full          # the figures in docs/simulator.md (10,000 nodes)
     python -m bench.bench_sim --full --out DIR  # also the scaling PNG and a JSON of everything
+    python -m bench.bench_sim --only speed --speed-sizes 1000,10000,100000 --speed-engines mypyc
+                                              # speed per CPU second, ceiling, RSS per node
 
 Every figure is virtual time from the deterministic simulator (seeded, replayable); only the
 "speed" lines measure this machine (virtual seconds per wall second, peak RSS).
