@@ -3,6 +3,8 @@
     python -m bench sim                       # quick: up to 1,000 nodes (a few minutes)
     python -m bench.bench_sim --full          # the figures in docs/simulator.md (10,000 nodes)
     python -m bench.bench_sim --full --out DIR  # also the scaling PNG and a JSON of everything
+    python -m bench.bench_sim --only speed --speed-sizes 1000,10000,100000 --speed-engines mypyc
+                                              # speed per CPU second, ceiling, RSS per node
 
 Every figure is virtual time from the deterministic simulator (seeded, replayable); only the
 "speed" lines measure this machine (virtual seconds per wall second, peak RSS).
@@ -122,48 +124,60 @@ def lifeguard(n: int, duration_s: float) -> dict[str, Any]:
     return out
 
 
-def speed(n: int, duration_s: float) -> dict[str, Any]:
-    """The steady scenario in both engines, each in its own process, in the same run: the
-    compiled snapshot must give the same trace digest, and the ratio is its speed-up."""
+def speed(n: int, duration_s: float, engines: tuple[str, ...] = ("cpython", "mypyc"),
+          event_order: int | None = None) -> dict[str, Any]:
+    """The steady scenario in each engine, each in its own process, in the same run: the
+    compiled snapshot must give the same trace digest. Speeds are virtual seconds per CPU
+    second of the simulating process (``speedup_cpu_x``; the wall-clock figure beside it counts
+    other processes' turns on a shared machine), and the ceiling is the empty event loop's
+    events per CPU second over the protocol's events per virtual second, in the same run."""
     from sim import accel
 
-    try:
-        accel.build()
-        engines = ["cpython", "mypyc"]
-    except accel.AccelError as exc:
-        print(f"(no compiled engine: {exc})")
-        engines = ["cpython"]
+    if "mypyc" in engines:
+        try:
+            accel.build()
+        except accel.AccelError as exc:
+            print(f"(no compiled engine: {exc})")
+            engines = tuple(e for e in engines if e != "mypyc")
     row: dict[str, Any] = {"nodes": n}
     reports = {}
     for engine in engines:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "r.json")
-            subprocess.run([sys.executable, "-P", "-m", "sim", "--engine", engine, "--nodes", str(n),
-                            "--scenario", "steady", "--seed", str(SEED), "--duration-s", str(duration_s),
-                            "--liveness-deadline-s", "2", "--no-progress", "--json", out],
-                           check=True, stdout=subprocess.DEVNULL)
+            cmd = [sys.executable, "-P", "-m", "sim", "--engine", engine, "--nodes", str(n),
+                   "--scenario", "steady", "--seed", str(SEED), "--duration-s", str(duration_s),
+                   "--liveness-deadline-s", "2", "--no-progress", "--json", out]
+            if event_order is not None:
+                cmd += ["--event-order", str(event_order)]
+            subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
             with open(out, encoding="utf-8") as f:
                 r = json.load(f)
         reports[engine] = r
-        row[f"{engine}_speedup_x"] = r["speedup_x"]
-        row[f"{engine}_events_per_wall_s"] = round(r["events"] / r["wall_time_s"])
-    row["virtual_s"] = reports["cpython"]["virtual_time_s"]
-    row["events"] = reports["cpython"]["events"]
+        row[f"{engine}_speedup_cpu_x"] = r["speedup_cpu_x"]
+        row[f"{engine}_speedup_wall_x"] = r["speedup_x"]
+        row[f"{engine}_events_per_cpu_s"] = round(r["events"] / r["cpu_time_s"])
+        row[f"{engine}_setup_s"] = r["setup_s"]
+        row[f"{engine}_peak_rss_mib"] = r["peak_rss_mib"]
+        row[f"{engine}_rss_kib_per_node"] = round(r["peak_rss_mib"] * 1024 / n, 2)
+    first = reports[engines[0]]
+    row["event_order"] = first["event_order"]
+    row["virtual_s"] = first["virtual_time_s"]
+    row["events"] = first["events"]
+    row["elided_deliveries"] = first["elided_deliveries"]
+    row["violations"] = len(first["invariants"]["violations"])
     # The ceiling: the same event loop doing no protocol work, same queue size, same engines.
-    per_virtual_s = reports["cpython"]["events"] / reports["cpython"]["virtual_time_s"]
+    per_virtual_s = first["events"] / first["virtual_time_s"]
     row["events_per_virtual_s"] = round(per_virtual_s)
     for engine in engines:
         ceil = _ceiling(engine, pending=n)
         rate = int(ceil["events_per_s"])
-        row[f"{engine}_empty_loop_events_per_s"] = rate
-        row[f"{engine}_ceiling_speedup_x"] = round(rate / per_virtual_s, 2)
+        row[f"{engine}_empty_loop_events_per_cpu_s"] = rate
+        row[f"{engine}_ceiling_x"] = round(rate / per_virtual_s, 2)
         row[f"{engine}_core_event_costs_us"] = ceil["core_event_costs_us"]
-    if "mypyc" in reports:
-        row["compiled_vs_interpreted"] = round(reports["mypyc"]["speedup_x"]
-                                               / reports["cpython"]["speedup_x"], 2)
+    if len(reports) == 2:
+        row["compiled_vs_interpreted"] = round(reports["mypyc"]["speedup_cpu_x"]
+                                               / reports["cpython"]["speedup_cpu_x"], 2)
         row["same_trace"] = reports["mypyc"]["trace_digest"] == reports["cpython"]["trace_digest"]
-    row["peak_rss_mib_largest_child"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, 1)
     _print_row(row)
     return row
 
@@ -264,6 +278,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="directory for bench_sim.json and the PNG")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only these parts (repeatable; default: all)")
+    p.add_argument("--speed-sizes", default=None, metavar="N,N,...",
+                   help="speed part: these node counts (e.g. 1000,10000,100000) instead of the "
+                        "default 1,000 (and 10,000 with --full)")
+    p.add_argument("--speed-engines", default="cpython,mypyc",
+                   help="speed part with --speed-sizes: engines, comma-separated")
+    p.add_argument("--speed-duration-s", type=float, default=5.0,
+                   help="speed part with --speed-sizes: virtual seconds of the safety phase")
+    p.add_argument("--event-order", type=int, choices=(1, 2), default=None,
+                   help="speed part: the world's event order (default: the world's default)")
     args = p.parse_args(argv)
     full = args.full
     parts = args.only or list(PARTS)
@@ -286,8 +309,13 @@ def main(argv: list[str]) -> int:
         print("Lifeguard on/off under 2 slow nodes:")
         results["lifeguard"] = lifeguard(100, duration_s=600.0 if full else 180.0)
     if "speed" in parts:
-        print("simulator speed (steady, 1 update/s) and the empty-loop ceiling:")
-        results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
+        print("simulator speed (steady, 1 update/s) and the empty-loop ceiling, per CPU second:")
+        if args.speed_sizes:
+            engines = tuple(args.speed_engines.split(","))
+            results["speed"] = [speed(int(x), args.speed_duration_s, engines, args.event_order)
+                                for x in args.speed_sizes.split(",")]
+        else:
+            results["speed"] = [speed(1000, 20.0)] + ([speed(10000, 10.0)] if full else [])
     if "integrity" in parts:
         print("integrity (tasks scenario, r = 3, q = 2):")
         jobs = 1250 if full else 250

@@ -395,6 +395,17 @@ class Dissemination:
     def __len__(self) -> int:
         return len(self._store)
 
+    def holds_all(self, records: tuple[Record, ...]) -> bool:
+        """Whether every record in ``records`` is the one stored for its key: a push of them
+        would change nothing here but the duplicate counter. (The simulator uses it to skip
+        such deliveries; nothing in the node needs it.)"""
+        store = self._store
+        for r in records:
+            cur = store.get((r.kind, r.subject, r.issuer))
+            if cur is not r and (cur is None or cur != r):
+                return False
+        return True
+
     def is_revoked(self, node: NodeId) -> bool:
         """True once :meth:`revoke` was applied for ``node``."""
         return node in self._revoked

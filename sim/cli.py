@@ -4,8 +4,10 @@ The lead wires :func:`add_arguments` and :func:`run` into the main CLI; ``python
 the same thing standalone. The first line of output is always ``SEED=<seed>``, so any run can
 be replayed with ``--seed``. The manager-council scenarios (``manager-crash``,
 ``manager-partition``, ``rotation``, ``flaky-network``) run :mod:`sim.council` instead of the
-membership world, and take ``--runs``/``--jobs`` for many seeded runs in one report. The
-``tasks`` scenario (jobs, fragments, crashes and revocations mid-job) runs :mod:`sim.tasks`.
+membership world. Membership and council scenarios take ``--runs``/``--jobs`` for many seeded
+runs in one report (membership: :mod:`sim.runs`, every figure with its 95 % confidence
+interval over the seeds). The ``tasks`` scenario (jobs, fragments, crashes and revocations
+mid-job) runs :mod:`sim.tasks`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import secrets
 import sys
 from typing import Any
 
-from sim import accel
+from sim import accel, needs
 from sim.cliutil import given, write_json
 from sim.council.world import SCENARIOS as COUNCIL_SCENARIOS
 from sim.scenarios import PARTITION_SHAPES, SCENARIOS
@@ -59,13 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plain SWIM (no local health, nacks, dynamic suspicion)")
     parser.add_argument("--wire", action="store_true",
                         help="encode/decode every message with the wire codec (slow)")
+    parser.add_argument("--event-order", type=int, choices=(1, 2), default=None,
+                        help="membership scenarios: 2 (default) skips deliveries of pushes whose "
+                             "records the receiver holds; 1 replays digests recorded before")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON ('-': stdout)")
     parser.add_argument("--plot", metavar="FILE.png", help="write coverage/load plot (matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--runs", type=int, default=1,
-                        help="council scenarios: seeded runs SEED..SEED+N-1, one report")
+                        help="membership and council scenarios: seeded runs SEED..SEED+N-1, "
+                             "one report (membership: mean and 95%% CI of every figure)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="council scenarios: worker processes for --runs (same report)")
+                        help="worker processes for --runs (the same report for any J)")
     parser.add_argument("--term-limit-s", type=float, default=None,
                         help="council scenarios: hand the manager role over after this long")
     parser.add_argument("--task-jobs", type=int, default=None,
@@ -119,7 +125,15 @@ def _progress(enabled: bool, unit: str = "virtual s") -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``. Returns 0 if no invariant was violated and
-    the liveness phase converged, 1 otherwise, 2 on bad arguments."""
+    the liveness phase converged, 1 otherwise, 2 on bad arguments (refused before the run
+    starts: :mod:`sim.needs` checks every option's needs first)."""
+    family = ("council" if args.scenario in COUNCIL_SCENARIOS
+              else "tasks" if args.scenario in TASK_SCENARIOS else "membership")
+    why = needs.problems(args, family=family)
+    if why:
+        for line in why:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     delegated = accel.delegate(args)
     if delegated is not None:
         return delegated
@@ -136,18 +150,21 @@ def run(args: argparse.Namespace) -> int:
         from sim.tasks import cli as tasks_cli
 
         return tasks_cli.run(args, seed, _progress(not args.no_progress))
-    prog, update = _progress(not args.no_progress)
+    prog, update = _progress(not args.no_progress, "runs" if args.runs > 1 else "virtual s")
     # Options left unset keep SimConfig's defaults (the council world has its own).
     cfg = SimConfig(
         seed=seed, scenario=args.scenario, profile=args.profile,
         updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
         progress=update, churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
-        **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape")),
+        **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape",
+                       "event_order")),
     )
     if cfg.nodes < 2 or cfg.duration_s <= 0 or not 0 <= cfg.loss < 1 or cfg.slow_nodes < 0:
         print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
               file=sys.stderr)
         return 2
+    if args.runs > 1:
+        return _sweep(args, cfg, prog, update)
     world = World(cfg)
     if prog is not None:
         with prog:
@@ -176,6 +193,23 @@ def run(args: argparse.Namespace) -> int:
     for v in inv["violations"][:10]:
         print(f"  VIOLATION {v}")
     ok = not inv["violations"] and live["converged"]
+    return 0 if ok else 1
+
+
+def _sweep(args: argparse.Namespace, cfg: Any, prog: Any, update: Any) -> int:
+    """``--runs N`` of a membership scenario: N seeds folded into one report (sim.runs)."""
+    from sim.runs import run_many, summary
+
+    if prog is not None:  # the bar counts runs here
+        with prog:
+            report = run_many(cfg, args.runs, jobs=args.jobs, progress=update)
+    else:
+        report = run_many(cfg, args.runs, jobs=args.jobs)
+    write_json(report, args.json)
+    print(summary(report))
+    for v in report["invariants"]["violations"][:10]:
+        print(f"  VIOLATION {v}")
+    ok = report["invariants"]["violation_count"] == 0 and report["liveness"]["converged"]
     return 0 if ok else 1
 
 

@@ -21,6 +21,7 @@ inside the world; events are plain tuples, not objects or closures; message size
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import heapq
 import math
@@ -33,7 +34,14 @@ from overlay import wire
 from overlay.dissemination import Dissemination, DisseminationConfig
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.membership import Membership, MembershipConfig, Snapshot
-from overlay.messages_gossip import ALL_MESSAGES, DEAD, SUSPECT, SWIM_MESSAGES, SwimPing
+from overlay.messages_gossip import (
+    ALL_MESSAGES,
+    DEAD,
+    SUSPECT,
+    SWIM_MESSAGES,
+    GossipPush,
+    SwimPing,
+)
 from overlay.records import KIND_REVOCATION, KIND_SCORE, Record, SimSigner, SimVerifier
 from sim import report, scenarios
 from sim.events import (
@@ -65,6 +73,9 @@ _TYPE_CODE = {t: i + 1 for i, t in enumerate(ALL_MESSAGES)}
 _MAX_BYTES = {t: wire.spec_of(t)[2] for t in ALL_MESSAGES}
 
 RECORD_TTL_S = 3600.0
+#: The event orders this world can run (SimConfig.event_order); the trace digest of a seed is
+#: stable within one order.
+EVENT_ORDERS = (1, 2)
 
 
 def derive_seed(seed: int, name: str) -> int:
@@ -107,6 +118,12 @@ class SimConfig:
     slow_nodes: int = 1
     slow_delay_s: float = 3.0
     partition_shape: str = "halves"  # halves | isolate | random-cut | bridge
+    # The event order (docs/simulator.md, "Event order versions"). 2 (default): a push whose
+    # every record the receiver already holds (up, not paused, not slow) is sent and counted
+    # but never delivered, since its delivery would change nothing; the receiving core is not
+    # called (issue 17). 1: every push is delivered (the order of the engine before; replays
+    # the digests recorded with it).
+    event_order: int = 2
     # Progress callback: (virtual_time_s, total_s) -> None, called about once per virtual second.
     progress: Callable[[float, float], None] | None = None
 
@@ -125,8 +142,9 @@ class SimConfig:
 class SimNode:
     """World-side bookkeeping of one node; the protocol state lives in ``m`` and ``d``."""
 
-    __slots__ = ("d", "epoch", "faulted", "id", "idx", "m", "offset", "pause_until", "rate",
-                 "restarts", "signer", "slow_s", "tick_at", "up", "version")
+    __slots__ = ("d", "epoch", "faulted", "id", "idx", "m", "m_deadline", "offset",
+                 "pause_until", "rate", "restarts", "signer", "slow_s", "tick_at", "up",
+                 "version")
 
     def __init__(self, idx: int, node_id: str, rate: float, offset: float,
                  signer: SimSigner) -> None:
@@ -139,6 +157,7 @@ class SimNode:
         self.slow_s = 0.0
         self.pause_until = 0.0
         self.tick_at = _INF
+        self.m_deadline = _INF  # membership's last next_deadline() (local time), see _after
         self.epoch = 0
         self.faulted = False
         self.restarts = 0
@@ -168,6 +187,7 @@ class World:
     def __init__(self, cfg: SimConfig) -> None:
         if cfg.nodes < 2:
             raise ValueError("need at least 2 nodes")
+        setup0 = time.perf_counter()
         self.cfg = cfg
         self.mcfg = cfg.membership_config()
         self.dcfg = cfg.dissemination_config()
@@ -181,6 +201,10 @@ class World:
         # Events handled, by kind: [0] ticks, [code] deliveries of message type code
         # (_TYPE_CODE), [-1] actions. The report's events_by_kind.
         self.kind_counts = [0] * (len(ALL_MESSAGES) + 2)
+        if cfg.event_order not in EVENT_ORDERS:
+            raise ValueError(f"event_order must be one of {EVENT_ORDERS}")
+        self._elide = cfg.event_order >= 2 and not cfg.wire
+        self.elided = 0  # pushes not delivered because they would change nothing
         self.net_rng = random.Random(derive_seed(cfg.seed, "net"))
         self.fault_rng = random.Random(derive_seed(cfg.seed, "faults"))
         self.work_rng = random.Random(derive_seed(cfg.seed, "workload"))
@@ -207,12 +231,20 @@ class World:
         self.snapshot = Snapshot(self.ids)
         self.nodes: list[SimNode] = []
         drift_rng = random.Random(derive_seed(cfg.seed, "clocks"))
-        for i, nid in enumerate(self.ids):
-            rate = 1.0 + (drift_rng.random() * 2 - 1) * cfg.clock_drift_ppm * 1e-6
-            offset = 1000.0 + (drift_rng.random() * 2 - 1) * cfg.clock_offset_s
-            node = SimNode(i, nid, rate, offset, SimSigner(nid, secrets[nid]))
-            self.nodes.append(node)
-            self._boot(node, 0.0, join=False)
+        # Building n nodes allocates millions of objects and no garbage cycles: the cyclic
+        # collector would walk the growing heap again and again (see run()).
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            for i, nid in enumerate(self.ids):
+                rate = 1.0 + (drift_rng.random() * 2 - 1) * cfg.clock_drift_ppm * 1e-6
+                offset = 1000.0 + (drift_rng.random() * 2 - 1) * cfg.clock_offset_s
+                node = SimNode(i, nid, rate, offset, SimSigner(nid, secrets[nid]))
+                self.nodes.append(node)
+                self._boot(node, 0.0, join=False)
+        finally:
+            if gc_was_on:
+                gc.enable()
         # Metrics.
         self.sent_msgs = 0
         self.sent_bytes = 0
@@ -239,6 +271,7 @@ class World:
         self.inject_on = True
         self.revocation_victim: int | None = None
         self.injected_after_revocation = 0
+        self.setup_s = time.perf_counter() - setup0  # building the nodes (wall), before run()
 
     # ------------------------------------------------------------------ nodes
 
@@ -291,7 +324,7 @@ class World:
 
     def _after(self, node: SimNode, t: float) -> None:
         """Drain a node's outputs, then make sure its next deadline has a tick scheduled."""
-        m, d = node.m, node.d
+        m = node.m
         if m.has_output():
             r = m.ready()
             for dst, msg in r.messages:
@@ -301,6 +334,15 @@ class World:
                 for ev in r.events:
                     self._on_member_event(node, ev, t)
                     inv.on_member_event(node, ev, t)
+        # Membership's deadline changes only when membership is called (step, tick, join,
+        # leave), and every such call ends here: cache it for the events that touch only the
+        # dissemination core (_after_d).
+        node.m_deadline = m.next_deadline()
+        self._after_d(node, t)
+
+    def _after_d(self, node: SimNode, t: float) -> None:
+        """:meth:`_after` for an event that called only the dissemination core."""
+        d = node.d
         if d.has_output():
             r2 = d.ready()
             for dst, msg in r2.messages:
@@ -321,7 +363,7 @@ class World:
                 # real node does (node/gossip.py): the revoked node's records go.
                 for subject in revoked:
                     d.revoke(subject)
-        dl = m.next_deadline()
+        dl = node.m_deadline
         dl2 = d.next_deadline()
         if dl2 < dl:
             dl = dl2
@@ -371,6 +413,10 @@ class World:
         lm[b] += 1
         self.load_bytes[b] += size
         dst = self.nodes[di]
+        if self._elide and type(msg) is GossipPush and not msg.user and dst.up \
+                and not dst.slow_s and dst.pause_until <= t and dst.d.holds_all(msg.records):
+            self.elided += 1  # event order 2: a delivery that would change nothing
+            return
         if not dst.up and type(msg) is SwimPing:
             ca = self.crash_at.get(di)
             if ca is not None and di not in self.first_probed:
@@ -448,14 +494,17 @@ class World:
                     self.push(node.pause_until, EV_DELIVER, a, b, c)
                     continue
                 local = node.offset + t * node.rate
-                if type(c) in swim:
-                    node.m.step(ids[b], c, local)
-                else:
-                    node.d.step(ids[b], c, local)
                 code = codes[type(c)]
                 kc[code] += 1
                 trace = ((trace ^ (a * 131 + b * 7 + code + int(t * 1e6))) * _FNV) & _MASK
-                self._after(node, t)
+                if type(c) in swim:
+                    node.m.step(ids[b], c, local)
+                    self._after(node, t)
+                else:
+                    # A push or digest touches the dissemination core only: membership has
+                    # no output and the same deadline as after its last event (cached).
+                    node.d.step(ids[b], c, local)
+                    self._after_d(node, t)
             elif kind == EV_TICK:
                 node = nodes[a]
                 if not node.up or b != node.epoch or node.tick_at != t:
@@ -587,8 +636,23 @@ class World:
     # ------------------------------------------------------------------ run
 
     def run(self) -> dict[str, Any]:
+        """Run the safety phase, heal, run the liveness phase; the report.
 
+        The cyclic garbage collector is off for the run (back as it was after): the world
+        makes no reference cycles per event, but a 10,000-node world holds millions of
+        objects that every full collection walks, about a quarter of a compiled run's time
+        (perf, issue 17). Reference counting still frees everything as before."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _run(self) -> dict[str, Any]:
         wall0 = time.perf_counter()
+        cpu0 = time.process_time()
         cfg = self.cfg
         scenarios.setup(self)
         self.push(0.0, EV_ACTION, A_SAMPLE)
@@ -620,10 +684,12 @@ class World:
             self.invariants.violation(f"liveness: no convergence within {cfg.liveness_deadline_s}s: "
                                       + "; ".join(why[:3]))
         wall = time.perf_counter() - wall0
-        return report.build(self, wall)
+        return report.build(self, wall, time.process_time() - cpu0)
 
     def trace_digest(self) -> str:
         h = hashlib.sha256()
         h.update(self.trace.to_bytes(8, "big"))
         h.update(f"{self.events}/{self.sent_msgs}/{self.sent_bytes}".encode())
+        if self.cfg.event_order >= 2:
+            h.update(f"/order{self.cfg.event_order}/{self.elided}".encode())
         return h.hexdigest()[:32]

@@ -117,6 +117,13 @@ def build(w: TasksWorld, wall_s: float) -> dict[str, Any]:
             "decisions": len(decisions),
             "decisions_unplaceable": sum(1 for d in decisions if not d.decision.ok),
         },
+        "scheduler": {
+            "placements": sum(1 for d in decisions if d.decision.ok),
+            "unplaceable": sum(1 for d in decisions if not d.decision.ok),
+            "reassigned_by_reason": dict(sorted(w.reassigned_by.items())),
+            "failed_by_reason": dict(sorted(w.failed_by.items())),
+            "replicas_added": w.counts["replicas_added"],
+        },
         "integrity": integrity_block(w),
         "invariants": {
             "checked": inv.checked,
@@ -147,6 +154,9 @@ def summary(r: dict[str, Any]) -> str:
         f"liars detected={g['detected_liars']}/{g['liars']} time_to_revoke median="
         f"{s(g['time_to_revoke_s']['median'])} max={s(g['time_to_revoke_s']['max'])} "
         f"wrong_results={g['wrong_results_delivered']}/{g['jobs_delivered']}",
+        f"scheduler: placements={r['scheduler']['placements']} unplaceable="
+        f"{r['scheduler']['unplaceable']} reassigned={r['scheduler']['reassigned_by_reason']} "
+        f"failed={r['scheduler']['failed_by_reason']}",
         f"invariants checked={inv['checked']} violations={inv['violation_count']} "
         f"liveness converged={r['liveness']['converged']}",
     ])

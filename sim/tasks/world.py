@@ -72,6 +72,7 @@ PROVIDERS = ("aws", "azure", "gcp", "hetzner", "ovh", "scaleway")
 REGIONS = ("eu-west", "us-east", "ap-south")
 TEE_KINDS = ("sgx", "sev-snp", "tdx")
 ATTESTATION_SCORES = (100, 100, 100, 100, 100, 95, 95, 90, 85, 75)
+MAX_NODES = 20_000  # issue 17: 10,000 nodes with churn (docs/simulator.md, "Tasks at scale")
 RETRY_S = 10.0  # a job with nothing placeable tries again this long after
 QUEUE_S = 300.0  # ... until this long after its submission, then fails
 
@@ -111,8 +112,8 @@ class TasksConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
-        if not 4 <= self.nodes <= 5000:
-            raise ValueError("nodes outside 4..5000")
+        if not 4 <= self.nodes <= MAX_NODES:
+            raise ValueError(f"nodes outside 4..{MAX_NODES}")
         if not 1 <= self.jobs <= 20_000 or not 1 <= self.fragments <= 256:
             raise ValueError("jobs outside 1..20000 or fragments outside 1..256")
         if not 1 <= self.redundancy <= 3:
@@ -311,6 +312,9 @@ class TasksWorld:
         self.fault_times: list[tuple[float, str, str]] = []  # (time, crash|revoke, node)
         self.counts = {"reassigned": 0, "timeouts": 0, "traps": 0, "crashes": 0, "revocations": 0,
                        "replicas_added": 0, "score_records": 0}
+        # What the scheduler and the reassignment did, by reason (the report's "scheduler").
+        self.reassigned_by: dict[str, int] = {}
+        self.failed_by: dict[str, int] = {}
         # Lazily imported: invariants read the world.
         from sim.tasks.invariants import TaskInvariants
 
@@ -386,7 +390,8 @@ class TasksWorld:
         if self.now + RETRY_S <= self.submitted[job_id] + QUEUE_S:
             self._at(self.now + RETRY_S, "retry", job_id)
         else:
-            self._fail(job_id, f"no placement within {QUEUE_S:.0f}s: {why[:300]}")
+            self._fail(job_id, f"no placement within {QUEUE_S:.0f}s: {why[:300]}",
+                       "no placement")
 
     def _start_new_runs(self, before: SwarmState, job_id: str) -> None:
         """Start a run for every replica that gained a node in the last commit."""
@@ -470,10 +475,15 @@ class TasksWorld:
             self._move(job_id, f, r, node, "timed out")
 
     def _pick_victim(self) -> str | None:
-        """A node running a replica now if any (mid-job), else any admitted live node."""
+        """An admitted live node running a replica now if any (mid-job), else any admitted live
+        node. (A finished job keeps its replicas' last state, so a replica still marked assigned
+        may sit on a node revoked since: such a node is no victim; picking it made the Revoke
+        refused, seen at 10,000 nodes.)"""
         s = self.manager.state
+        members = s.members
         busy = sorted({rep["node"] for jid in sorted(self.job_specs) for _, _, rep in replicas(s, jid)
-                       if rep["st"] == ASSIGNED and rep["node"] not in self.crashed})
+                       if rep["st"] == ASSIGNED and rep["node"] not in self.crashed
+                       and (m := members.get(rep["node"])) is not None and m.status == ADMITTED})
         pool = busy or sorted(n for n, m in s.members.items()
                               if m.status == ADMITTED and n not in self.crashed)
         return pool[self.fault_rng.randrange(len(pool))] if pool else None
@@ -526,7 +536,8 @@ class TasksWorld:
             return
         rep = j["frags"][f][r]
         if rep["attempts"] >= j["max_attempts"]:
-            self._fail(job_id, f"fragment {f} replica {r}: {rep['attempts']} attempts spent ({reason})")
+            self._fail(job_id, f"fragment {f} replica {r}: {rep['attempts']} attempts spent ({reason})",
+                       f"attempts spent ({reason})")
             return
         before = self.manager.state
         new, res = self.manager.reassign(job_id, f, r, node, reason, self.now)
@@ -534,6 +545,7 @@ class TasksWorld:
             self.inv.violation(f"ReassignFragment {job_id}/{f}/{r} off {node} refused: {res.error}")
             return
         self.counts["reassigned"] += 1
+        self.reassigned_by[reason] = self.reassigned_by.get(reason, 0) + 1
         if new:
             self._start_new_runs(before, job_id)
         else:
@@ -555,7 +567,7 @@ class TasksWorld:
         verdicts = [fragment_verdict(s, j, f) for f in range(j["n"])]
         lost = next((v for v in verdicts if v.state == NO_QUORUM), None)
         if lost is not None:
-            self._fail(job_id, lost.why)
+            self._fail(job_id, lost.why, "no quorum")
             return
         short = [f for f, v in enumerate(verdicts) if v.state == NEEDS_REPLICA]
         for f in short:
@@ -620,7 +632,10 @@ class TasksWorld:
             else:
                 self.counts["score_records"] += 1
 
-    def _fail(self, job_id: str, reason: str) -> None:
+    def _fail(self, job_id: str, reason: str, kind: str) -> None:
+        """Commit JobFailed; ``kind`` is the reason without the job's particulars (the report
+        counts failures by it)."""
+        self.failed_by[kind] = self.failed_by.get(kind, 0) + 1
         res = self.manager.propose(JobFailed(job_id, reason), self.now)
         if not res.ok:
             self.inv.violation(f"JobFailed {job_id} refused: {res.error}")

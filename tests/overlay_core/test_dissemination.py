@@ -323,3 +323,24 @@ def test_records_are_not_relayed_once_the_issuer_loses_attestation():
     d.tick(2.0)
     assert all(not m.records for _, m in d.ready().messages if type(m) is GossipPush)
     assert d.get_piggyback(1000) == ()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["x", "y", "z"]),
+                          st.integers(1, 3)), max_size=8),
+       st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["x", "y", "z"]),
+                          st.integers(1, 3)), min_size=1, max_size=4))
+def test_holds_all_is_true_exactly_when_a_push_would_only_count_duplicates(held, pushed):
+    """holds_all (the simulator's test for a delivery it may skip) agrees with what a push of
+    the same records does: nothing accepted, nothing refused, no message, only duplicates."""
+    d = make()
+    for issuer, subject, v in held:
+        d.step("p1", GossipPush((score(issuer, subject, v),)), 2.0)
+    d.ready()
+    recs = tuple(score(issuer, subject, v) for issuer, subject, v in pushed)
+    predicted = d.holds_all(recs)
+    before = d.stats.duplicates
+    d.step("p2", GossipPush(recs), 2.0)
+    out = d.ready()
+    only_duplicates = (not out.accepted and not out.messages and not out.refused
+                       and d.stats.duplicates - before == len(recs))
+    assert predicted == only_duplicates

@@ -171,3 +171,21 @@ def test_cli_runs_the_tasks_scenario(tmp_path, capsys):
 def test_cli_refuses_bad_arguments(capsys):
     assert cli.run(parse("--scenario", "tasks", "--nodes", "2", "--seed", "1", "--no-progress")) == 2
     assert "nodes" in capsys.readouterr().err
+
+
+def test_the_scheduler_block_accounts_for_every_reassignment_and_failure():
+    w = TasksWorld(TasksConfig(seed=5, nodes=40, jobs=30, crashes=6, revocations=6))
+    r = w.run()
+    sch, t = r["scheduler"], r["tasks"]
+    assert sum(sch["reassigned_by_reason"].values()) == t["reassigned"] > 0
+    assert set(sch["reassigned_by_reason"]) <= {"dead", "revoked", "timed out", "failed: trap"}
+    assert sum(sch["failed_by_reason"].values()) == t["failed"]
+    assert sch["placements"] >= t["jobs"] - sch["failed_by_reason"].get("no placement", 0)
+    # a victim is always an admitted node: no fault is refused by the state machine
+    assert not [v for v in r["invariants"]["violations"] if "refused" in v]
+
+
+def test_many_nodes_are_accepted_up_to_the_bound():
+    TasksConfig(nodes=20_000).validate()
+    with pytest.raises(ValueError, match="nodes outside"):
+        TasksConfig(nodes=20_001).validate()
