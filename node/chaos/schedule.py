@@ -30,6 +30,7 @@ Fault kinds and their heals:
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -177,7 +178,7 @@ def generate(seed: int, n: int, duration_s: float, kinds: Sequence[str],
     order = list(dict.fromkeys(kinds))
     faults: list[Fault] = []
     used_attest: set[int] = set()
-    t = cfg.warmup_s
+    t = round(cfg.warmup_s, 1)
     i = 0
     while True:
         kind = order[i % len(order)] if i < len(order) else rng.choice(order)
@@ -189,11 +190,13 @@ def generate(seed: int, n: int, duration_s: float, kinds: Sequence[str],
         length = round(rng.uniform(*cfg.fault_s), 1)
         if kind == "attest":
             length = cfg.fault_s[0]  # an instant fault; the window is the time to revoke
-        if t + length + cfg.final_calm_s > duration_s:
+        room = math.floor((duration_s - cfg.final_calm_s - t) * 10) / 10
+        if room < cfg.fault_s[0]:
             break
-        faults.append(Fault(kind, round(t, 1), round(t + length, 1),
-                            _fault_params(kind, n, rng, cfg, used_attest)))
-        t += length + round(rng.uniform(*cfg.calm_s), 1)
+        length = min(length, room)  # the last window may be shorter, never under the minimum
+        end = min(round(t + length, 1), t + room)
+        faults.append(Fault(kind, t, end, _fault_params(kind, n, rng, cfg, used_attest)))
+        t = round(end + round(rng.uniform(*cfg.calm_s), 1), 1)
     return tuple(faults)
 
 
