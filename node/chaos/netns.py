@@ -216,17 +216,17 @@ class TestNet:
 
     def _nft_link(self, i: int, loss_pct: float, dup_pct: float) -> None:
         rules = []
-        # numgen random mod 1000 < N: a per-packet random draw, in tenths of a percent
+        # numgen random mod 1000 <= N-1: a per-packet draw, N in tenths of a percent (1..1000)
         if loss_pct:
-            n = max(1, round(loss_pct * 10))
+            n = min(1000, max(1, round(loss_pct * 10)))
             rules += [f"  chain input {{ type filter hook input priority -10; ip saddr {SUBNET}.0/24 "
-                      f"numgen random mod 1000 < {n} drop; }}",
+                      f"numgen random mod 1000 <= {n - 1} drop; }}",
                       f"  chain output {{ type filter hook output priority -10; ip daddr {SUBNET}.0/24 "
-                      f"numgen random mod 1000 < {n} drop; }}"]
+                      f"numgen random mod 1000 <= {n - 1} drop; }}"]
         if dup_pct:
-            n = max(1, round(dup_pct * 10))
+            n = min(1000, max(1, round(dup_pct * 10)))
             rules.append(f"  chain post {{ type filter hook postrouting priority 0; ip daddr {SUBNET}.0/24 "
-                         f"numgen random mod 1000 < {n} dup to ip daddr; }}")
+                         f"numgen random mod 1000 <= {n - 1} dup to ip daddr; }}")
         script = "table ip chaoslink {\n" + "\n".join(rules) + "\n}\n"
         _run("ip", "netns", "exec", self.namespaces[i], "nft", "-f", "-", stdin=script)
         self._nft_shaped.add(i)
