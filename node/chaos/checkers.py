@@ -172,7 +172,8 @@ def check_puts(ops: Sequence[Op], final_reads: Mapping[str, str | None],
         if got == "missing":
             violations.append(f"acknowledged put {oid} (op {op.index}, node {op.node}) was never read back")
         elif got is None:
-            violations.append(f"acknowledged put {oid} (op {op.index}, node {op.node}) cannot be read after the heal")
+            violations.append(f"acknowledged put {oid} (op {op.index}, node {op.node}) cannot be read "
+                              "after the heal")
         elif got != digest:
             violations.append(f"acknowledged put {oid} (op {op.index}) reads back other bytes "
                               f"(sha256 {got[:16]}… instead of {digest[:16]}…)")
@@ -320,7 +321,8 @@ def check_recovery(healed_s: float, recovered_s: Mapping[str, float | None], bou
 # --------------------------------------------------------------------------- figures
 
 
-def manager_gaps(samples: Iterable[Mapping[str, Any]], faults: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def manager_gaps(samples: Iterable[Mapping[str, Any]],
+                 faults: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """For each fault that hit the manager (isolate-manager, kill or pause of ``"manager"``):
     seconds from the fault's start to the first status sample, on a node other than the old
     manager, naming another manager in a later term (None if none within the window + 60 s)."""

@@ -118,7 +118,8 @@ class Cluster:
         if n.skew_s:
             lib = faketime_lib()
             if lib is None:
-                raise RuntimeError("libfaketime is missing (Debian package faketime; `make chaos` installs it)")
+                raise RuntimeError("libfaketime is missing (Debian package faketime; "
+                                   "`make chaos-deps` installs it)")
             # The offset is fixed for the process's life; monotonic moves by the same constant.
             env.update(LD_PRELOAD=lib, FAKETIME=f"{n.skew_s:+.0f}s")
         log = open(n.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below

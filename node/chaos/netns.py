@@ -140,7 +140,8 @@ class TestNet:
             addrs = ", ".join(ips)
             script = (f"table inet chaos {{\n"
                       f"  chain input {{ type filter hook input priority 0; ip saddr {{ {addrs} }} drop; }}\n"
-                      f"  chain output {{ type filter hook output priority 0; ip daddr {{ {addrs} }} drop; }}\n"
+                      f"  chain output {{ type filter hook output priority 0; "
+                      f"ip daddr {{ {addrs} }} drop; }}\n"
                       f"}}\n")
             _run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=script)
         else:

@@ -19,8 +19,8 @@ def timeline(history: Path, schedule: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(history) as f:
-        ops = pair(parse_lines(f).events)
+    with open(history) as fh:
+        ops = pair(parse_lines(fh).events)
     faults = [(op.invoke_s, op.arg) for op in ops if op.f == "fault-start"]
     ends = {op.arg.get("kind"): op.invoke_s for op in ops if op.f == "fault-stop"}
     sched = json.loads(schedule.read_text())
@@ -42,13 +42,14 @@ def timeline(history: Path, schedule: Path, out: Path) -> None:
             colour = managers.setdefault(m, len(managers))
             ax_t.scatter(op.complete_s, op.result.get("term") or 0, s=4, color=f"C{colour % 10}")
     ax_t.set_ylabel("manager term\n(colour: manager)")
-    for f, colour in (("put", "tab:blue"), ("get", "tab:green"), ("submit", "tab:purple"), ("status", "tab:gray")):
+    for fn, tint in (("put", "tab:blue"), ("get", "tab:green"), ("submit", "tab:purple"),
+                     ("status", "tab:gray")):
         for typ, marker in MARKERS.items():
             pts = [(op.invoke_s, op.latency_s) for op in ops
-                   if op.f == f and op.type == typ and op.latency_s is not None and op.process != "monitor"]
+                   if op.f == fn and op.type == typ and op.latency_s is not None and op.process != "monitor"]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax_l.scatter(xs, ys, s=8, marker=marker, color=colour, label=f"{f} {typ}")
+                ax_l.scatter(xs, ys, s=8, marker=marker, color=tint, label=f"{fn} {typ}")
     ax_l.set_yscale("symlog", linthresh=0.1)
     ax_l.set_ylabel("latency (s)")
     ax_l.set_xlabel("seconds since the federation formed")

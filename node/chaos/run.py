@@ -22,9 +22,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +68,8 @@ class RunConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # test-only: a planted bug
     plot: bool = True
+    # A fixed schedule instead of one drawn from the seed (benchmarks, regression tests).
+    faults_override: tuple[Fault, ...] | None = None
 
 
 class HistoryWriter:
@@ -112,8 +114,9 @@ def sample_of(st: dict[str, Any]) -> dict[str, Any]:
 class ChaosRun:
     def __init__(self, cfg: RunConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
-        self.schedule: tuple[Fault, ...] = generate(cfg.seed, cfg.nodes, cfg.duration_s, cfg.faults,
-                                                    cfg.schedule)
+        self.schedule: tuple[Fault, ...] = (
+            cfg.faults_override if cfg.faults_override is not None
+            else generate(cfg.seed, cfg.nodes, cfg.duration_s, cfg.faults, cfg.schedule))
         self.rng = random.Random(cfg.seed ^ 0x5EED)
         self.stop = threading.Event()
         self.acked: dict[int, list[tuple[str, str]]] = {}  # node -> [(object id, sha256)]
@@ -138,9 +141,7 @@ class ChaosRun:
         (self.out / "schedule.json").write_text(json.dumps(
             {"seed": self.cfg.seed, "nodes": self.cfg.nodes, "duration_s": self.cfg.duration_s,
              "faults": [f.to_json() for f in self.schedule]}, indent=1))
-        work = Path(f"/tmp/esc-run-{os.getpid()}-{self.cfg.seed}")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = Path(tempfile.mkdtemp(prefix=f"esc-{self.cfg.seed}-"))  # short: socket paths
         self.net = TestNet(self.cfg.nodes)
         try:
             self.net.create()
@@ -212,14 +213,16 @@ class ChaosRun:
         return None
 
     def _target(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        c = self.cluster
+        assert c is not None
         t = params.get("target")
         if t == MANAGER:
             found = self._manager_index()
             if found is None:  # no manager right now: hit node 0, and say so
-                return 0, {"peer_id": self.cluster.nodes[0].peer_id, "term": 0,  # type: ignore[union-attr]
-                           "note": "no manager known"}
+                return 0, {"peer_id": c.nodes[0].peer_id, "term": 0, "note": "no manager known"}
             return found
-        return int(t), {"peer_id": self.cluster.nodes[int(t)].peer_id}  # type: ignore[union-attr]
+        i = int(str(t))
+        return i, {"peer_id": c.nodes[i].peer_id}
 
     def _sleep_until(self, t: float) -> bool:
         assert self.hist is not None
@@ -628,8 +631,8 @@ class ChaosRun:
 
     def _verdict(self, final: dict[str, Any], stores: dict[int, list[checkers.StoreEntry]],
                  formed_s: float) -> dict[str, Any]:
-        with open(self.out / "history.jsonl") as f:
-            parsed = parse_lines(f)
+        with open(self.out / "history.jsonl") as fh:
+            parsed = parse_lines(fh)
         ops = pair(parsed.events)
         samples = [{**op.result, "time_s": op.complete_s} for op in ops
                    if op.f == "status" and op.type == "ok" and isinstance(op.result, dict)]
@@ -649,10 +652,12 @@ class ChaosRun:
             checkers.check_recovery(final["healed_s"], final["recovered"], self.cfg.recovery_bound_s),
         ]
         minority = []
-        for f in self.resolved:
-            if f["kind"] == "partition" and f["params"].get("shape") in ("majority", "isolate", "isolate-manager"):
-                groups = f["params"]["groups"]
-                minority.append((f["start_s"], f["end_s"], set(max(groups, key=len))))
+        for fault in self.resolved:
+            if fault["kind"] == "partition" and fault["params"].get("shape") in (
+                    "majority", "isolate", "isolate-manager"):
+                groups: list[list[int]] = fault["params"]["groups"]
+                biggest = sorted(groups, key=len)[-1]
+                minority.append((fault["start_s"], fault["end_s"], set(biggest)))
         counts: dict[str, dict[str, int]] = {}
         for op in ops:
             counts.setdefault(op.f, {}).setdefault(op.type, 0)

@@ -61,7 +61,8 @@ def test_undecodable_entries_are_no_evidence():
 
 samples_st = st.lists(st.fixed_dictionaries({
     "term": st.integers(0, 4), "manager": st.sampled_from([None, "A", "B", "C"]),
-    "role": st.sampled_from(["manager", "follower", "council"]), "peer_id": st.sampled_from(["A", "B", "C"])}),
+    "role": st.sampled_from(["manager", "follower", "council"]),
+    "peer_id": st.sampled_from(["A", "B", "C"])}),
     max_size=30)
 
 

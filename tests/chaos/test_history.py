@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from node.chaos.history import MAX_LINE_BYTES, Recorder, pair, parse_lines
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=20),
-                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                           lambda kids: st.lists(kids, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), kids, max_size=4),
                            max_leaves=12)
 
 
