@@ -225,7 +225,10 @@ def check_jobs(ops: Sequence[Op], final_jobs: Mapping[str, Mapping[str, Any]]) -
         if job.get("status") != "done":
             continue
         completed += 1
-        if job.get("result_sha256") != op.arg.get("expected_sha256"):
+        if job.get("result_sha256") is None:
+            violations.append(f"job {job_id} is done but its owner gives no result: "
+                              f"{str(job.get('result_error'))[:160]}")
+        elif job.get("result_sha256") != op.arg.get("expected_sha256"):
             violations.append(f"job {job_id}: result sha256 {str(job.get('result_sha256'))[:16]}… is not "
                               f"the local computation's {str(op.arg.get('expected_sha256'))[:16]}…")
         n = job.get("fragments")

@@ -594,9 +594,12 @@ class ChaosRun:
                                                         if r.get("state") == "done"]}
             if job.get("status") == "done":
                 path = c.root / f"result-{job_id}"
-                try:
-                    c.ctl(i, {"cmd": "task-result", "job_id": job_id, "out": str(path)}, timeout_s=60.0)
-                    entry["result_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+                try:  # the node waits up to 60 s for a delivery still on its way
+                    r = c.ctl(i, {"cmd": "task-result", "job_id": job_id, "out": str(path)}, timeout_s=90.0)
+                    if r.get("ok"):
+                        entry["result_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+                    else:
+                        entry["result_error"] = str(r.get("error"))[:200]
                 except (NotRunning, OSError, ValueError) as exc:
                     entry["result_error"] = str(exc)[:200]
             jobs[job_id] = entry

@@ -31,9 +31,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("manager-faults", 3, 5, 90.0, ("partition", "kill", "pause"),
              "the manager isolated, SIGKILLed and paused in turn: a new manager each time, no "
              "two in one term, every acknowledged put readable"),
-    Scenario("links-clock-disk", 5, 5, 90.0, ("netem", "skew", "disk"),
-             "loss and duplication (or netem where the kernel has it), a bandwidth cap, a node "
-             "whose clock runs ahead or behind, a node whose data dir is full"),
+    Scenario("links-clock-disk", 9, 5, 120.0, ("netem", "skew", "disk"),
+             "10 % loss and 5 % duplication on three nodes' links (and 20 ms delay where the "
+             "kernel has netem), a node whose clock runs behind, a node whose data dir is full"),
     Scenario("attestation-failure", 7, 5, 60.0, ("attest",),
              "a node's simulated TEE starts reporting debug mid-run: it must be revoked and "
              "never take part again"),

@@ -72,6 +72,7 @@ class ScheduleConfig:
         calm_s: (min, max) healthy stretch after each fault.
         final_calm_s: everything healed for at least this long at the end.
         skew_s: (min, max) absolute clock offset of a skew fault.
+        skew_window_min_s: the shortest skew window.
     """
 
     warmup_s: float = 10.0
@@ -79,6 +80,9 @@ class ScheduleConfig:
     calm_s: tuple[float, float] = (8.0, 15.0)
     final_calm_s: float = 20.0
     skew_s: tuple[float, float] = (30.0, 300.0)
+    # A skew restarts the node under libfaketime; on a loaded two-core machine a node takes up
+    # to ~15 s to start, so a shorter window would hardly see the skewed node run.
+    skew_window_min_s: float = 30.0
 
     def validate(self) -> None:
         for name, (lo, hi) in (("fault_s", self.fault_s), ("calm_s", self.calm_s), ("skew_s", self.skew_s)):
@@ -188,6 +192,8 @@ def generate(seed: int, n: int, duration_s: float, kinds: Sequence[str],
             if not kind:
                 break
         length = round(rng.uniform(*cfg.fault_s), 1)
+        if kind == "skew":  # the skewed process must live long enough to take part at all
+            length = max(length, cfg.skew_window_min_s)
         if kind == "attest":
             length = cfg.fault_s[0]  # an instant fault; the window is the time to revoke
         room = math.floor((duration_s - cfg.final_calm_s - t) * 10) / 10

@@ -136,6 +136,9 @@ def test_jobs_result_and_fragments_counted_once():
                                               "done_fragments": [0]}})
     assert not wrong.ok and "local computation" in wrong.violations[0]
     assert not checkers.check_jobs([sub], {}).ok  # acknowledged, then forgotten
+    lost = checkers.check_jobs([sub], {"j": {"status": "done", "result_error": "timeout", "fragments": 1,
+                                             "done_fragments": [0]}})
+    assert "gives no result: timeout" in lost.violations[0]
     assert checkers.check_jobs([sub], {"j": {"status": "failed"}}).ok  # not completed: no claim
 
 
