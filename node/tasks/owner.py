@@ -399,8 +399,25 @@ class OwnerSide:
         own = self.jobs.get(job_id)
         if own is None:
             d = self.describe(job_id)
-            return (d["status"] if d else "unknown"), None
+            status = d["status"] if d else "unknown"
+            return status, (self._kept_result(job_id) if status == ct.DONE else None)
         return own.status, (own.result_path or own.result)
+
+    def _kept_result(self, job_id: str) -> Path | None:
+        """The file of a result delivered before this node restarted (the jobs of a run live
+        in memory, their delivered results on disk: found by ``make chaos``, seed 9 of
+        links-clock-disk, docs/reliability.md). The caller checks it against the committed
+        digest (:meth:`committed_result_hash`) before handing it out."""
+        if self.svc.data_path is None or not job_id or any(c not in "0123456789abcdef" for c in job_id):
+            return None
+        path = Path(self.svc.data_path) / "tasks" / f"{job_id}.result"
+        return path if path.is_file() else None
+
+    def committed_result_hash(self, job_id: str) -> bytes | None:
+        """The result digest the committed ``JobDone`` holds (None if not done/unknown)."""
+        j = ct.job(self.svc.view(), job_id)
+        digest = j.get("result") if j is not None else None
+        return bytes(digest) if digest else None
 
     def status(self) -> dict[str, Any]:
         by: dict[str, int] = {}
@@ -526,6 +543,10 @@ async def _cmd_result(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     if status != ct.DONE or res is None:
         return {"ok": False, "status": status, "error": f"job {jid} is {status}, it has no result"}
     data = res if isinstance(res, bytes) else await trio.to_thread.run_sync(Path(res).read_bytes)
+    expected = owner.committed_result_hash(jid)
+    if expected is not None and not hmac.compare_digest(hashlib.sha256(data).digest(), expected):
+        return {"ok": False, "status": status,
+                "error": f"the result kept for job {jid} does not hash to the committed digest"}
     target = Path(out)
     if not target.parent.is_dir():
         return {"ok": False, "error": f"directory {target.parent} does not exist"}

@@ -26,7 +26,7 @@ def checks(verdict):
 
 
 def test_short_seeded_run_passes_every_checker(tmp_path):
-    cfg = RunConfig(nodes=5, seed=3, duration_s=75.0, faults=("partition", "kill", "pause", "attest"),
+    cfg = RunConfig(nodes=5, seed=3, duration_s=95.0, faults=("partition", "kill", "pause", "attest"),
                     schedule=SHORT, clients=2, plot=True)
     run = ChaosRun(cfg, tmp_path / "out")
     assert [f.kind for f in run.schedule][:4] == ["partition", "kill", "pause", "attest"]
