@@ -50,10 +50,11 @@ def _sim(scenario: str, runs: int) -> dict[str, Any]:
 def manager_faults(nodes: int, rounds: int, out: Path) -> dict[str, Any]:
     faults: list[Fault] = []
     t = 10.0
-    kinds: list[tuple[str, dict[str, Any]]] = [("partition", {"shape": "isolate-manager", "groups": [], "target": "manager"}),
-             ("kill", {"target": "manager"}), ("pause", {"target": "manager"}),
-             ("partition", {"shape": "majority", "groups": [list(range(nodes // 2, nodes)),
-                                                          list(range(nodes // 2))]})]
+    majority = [list(range(nodes // 2, nodes)), list(range(nodes // 2))]
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("partition", {"shape": "isolate-manager", "groups": [], "target": "manager"}),
+        ("kill", {"target": "manager"}), ("pause", {"target": "manager"}),
+        ("partition", {"shape": "majority", "groups": majority})]
     for _ in range(rounds):
         for kind, params in kinds:
             faults.append(Fault(kind, t, t + 12.0, params))

@@ -155,7 +155,8 @@ log = logging.getLogger("enclave_swarm.manager")
 
 INITIAL_STATE = encode_state(SwarmState())
 #: Test-only: ``apply-before-commit`` makes a leader apply entries as it appends them, before
-#: they commit -- the bug the chaos checkers (node/chaos/checkers.py) must be shown to catch.
+#: they commit -- the bug the chaos checkers (node/chaos/checkers.py) must be shown to catch;
+#: it acts once ``<data dir>/plant-armed`` exists (the chaos run arms it after formation).
 PLANT_ENV = "ENCLAVE_SWARM_TEST_PLANT"
 INBOX = 4096                 # inbound raft messages buffered for the driver
 OUTBOX = 2048                # outbound raft messages buffered per peer
@@ -237,6 +238,7 @@ class ManagerRole:
         # A planted bug for the chaos checkers to catch (node/chaos/, docs/reliability.md):
         # never set outside a test of the checkers themselves.
         self._plant = os.environ.get(PLANT_ENV, "")
+        self._plant_armed_at = 0.0
         if self._plant:
             log.warning("TEST ONLY: planted bug %r is active (%s)", self._plant, PLANT_ENV)
         self.decisions_rejected = 0
@@ -357,6 +359,17 @@ class ManagerRole:
                 "follow": self._follow_status(),
             },
         }
+
+    def _plant_active(self) -> bool:
+        """The planted bug acts once ``<data dir>/plant-armed`` exists (looked for at most once a
+        second), so that a test arms it after the federation formed."""
+        if self._plant != "apply-before-commit":
+            return False
+        if self._plant_armed_at == 0.0 or (
+                self._plant_armed_at < 0 and time.monotonic() + self._plant_armed_at > 1.0):
+            armed = (self.data_path / "plant-armed").exists()
+            self._plant_armed_at = 1.0 if armed else -time.monotonic()
+        return self._plant_armed_at > 0
 
     def _state_digest(self, st: SwarmState, idx: int) -> str:
         """SHA-256 of the canonical encoding of the state applied at ``idx`` (cached per state:
@@ -532,7 +545,7 @@ class ManagerRole:
                     await trio.to_thread.run_sync(store.save, rd.hard_state, rd.entries, True)
                 else:
                     store.save(rd.hard_state, rd.entries, sync=False)
-            if self._plant == "apply-before-commit" and node.raft.role == "leader":
+            if self._plant_active() and node.raft.role == "leader":
                 for e in rd.entries:  # the planted bug: applied at append, committed or not
                     if e.index > self.state_index:
                         self._apply(e)
@@ -549,7 +562,7 @@ class ManagerRole:
                 self.cert.remember(self.state_index, self.state)
             applied = False
             for e in rd.committed_entries:
-                if self._plant == "apply-before-commit" and e.index <= self.state_index:
+                if self._plant_active() and e.index <= self.state_index:
                     continue  # the planted bug's other half: "already applied"
                 self._apply(e)
                 applied = True

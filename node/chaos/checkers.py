@@ -272,7 +272,8 @@ def check_revoked(target: str | None, injected_s: float | None, samples: Iterabl
                   final: Mapping[int, Mapping[str, Any]]) -> Check:
     """``target``: the peer id whose TEE was made to fail attestation at ``injected_s`` (None:
     no such fault in this run). Samples carry ``time_s``, ``peer_id``, ``role``, ``manager``,
-    ``council``, ``attested`` (peer ids) and ``revoked`` (peer ids the committed state revokes)."""
+    ``council``, ``attested`` (peer ids) and ``revoked`` (peer ids the committed state revokes).
+    The revoked node's own samples are not held against it: cut off, it learns nothing more."""
     if target is None or injected_s is None:
         return _check("revocation", [], injected=False)
     violations = []
@@ -286,6 +287,10 @@ def check_revoked(target: str | None, injected_s: float | None, samples: Iterabl
             continue
         t = s.get("time_s")
         who = str(s.get("peer_id"))[-8:]
+        if s.get("peer_id") == target:
+            # Cut off, the revoked node is told nothing more: its own view may stay stale. It
+            # takes part only if it still acts as manager (nobody follows it: others' samples).
+            continue
         if s.get("manager") == target:
             violations.append(f"at {t}: {who} names the revoked node its manager")
         if target in (s.get("council") or ()):

@@ -166,6 +166,9 @@ def test_revoked_node_never_takes_part_again():
     assert ch.ok and ch.figures["revoked_after_s"] == 3.0
     back = [*samples, {**base, "time_s": 7, "revoked": ["X"], "manager": "X", "council": ["X"],
                        "attested": ["X"]}]
+    stale_self = [*samples, {**base, "peer_id": "X", "time_s": 8, "revoked": [], "council": ["X"],
+                             "role": "council", "attested": []}]
+    assert checkers.check_revoked("X", 2.0, stale_self, final).ok  # its own stale view
     bad = checkers.check_revoked("X", 2.0, back, final)
     assert not bad.ok and len(bad.violations) == 3
     never = checkers.check_revoked("X", 2.0, samples[:1], {1: {"peer_id": "B", "revoked": []}})
