@@ -111,6 +111,24 @@ def sample_of(st: dict[str, Any]) -> dict[str, Any]:
             "attested": sorted(p["peer_id"] for p in st.get("peers", []) if p.get("attested"))}
 
 
+STATE_LAG_MAX = 10  # applied entries a node may trail by and still count as caught up
+
+
+def _caught_up(sts: list[dict[str, Any]]) -> bool:
+    """The nodes hold one state, or trail each other by a few entries and agree wherever they
+    applied the same index (the manager keeps committing -- scores, council upkeep -- so a
+    round of status polls seldom catches every node at one index)."""
+    if len({s["digest"] for s in sts}) == 1:
+        return True
+    idx = [s["applied_index"] for s in sts if isinstance(s.get("applied_index"), int)]
+    if len(idx) != len(sts) or max(idx) - min(idx) > STATE_LAG_MAX:
+        return False
+    at: dict[int, set[str]] = {}
+    for s in sts:
+        at.setdefault(s["applied_index"], set()).add(s["digest"])
+    return all(len(d) == 1 for d in at.values())
+
+
 class ChaosRun:
     def __init__(self, cfg: RunConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
@@ -506,7 +524,7 @@ class ChaosRun:
                 if recovered["attested"] is None and all(
                         ids - {s["peer_id"]} <= set(s["attested"]) for s in sts.values() if s):
                     recovered["attested"] = now
-                if recovered["state"] is None and len({s["digest"] for s in sts.values() if s}) == 1:
+                if recovered["state"] is None and _caught_up([s for s in sts.values() if s]):
                     recovered["state"] = now
                 if recovered["repairs"] is None and self._repairs_done(live):
                     recovered["repairs"] = now
