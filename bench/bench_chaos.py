@@ -39,10 +39,15 @@ from node.chaos.schedule import Fault
 
 
 def _sim(scenario: str, runs: int) -> dict[str, Any]:
+    """The simulator's failover with the chaos federation's Raft timing (2-4 s election
+    timeouts): a 10 s warm-up (the first election), one fault per run, a 12 s cut as the
+    chaos windows'."""
     from sim.council import CouncilConfig, run_many
 
-    r = run_many(CouncilConfig(seed=1, scenario=scenario, tick_s=0.05, election_tick=40,
-                               heartbeat_tick=4), runs)
+    cfg = CouncilConfig(seed=1, scenario=scenario, tick_s=0.05, election_tick=40, heartbeat_tick=4,
+                        warmup_s=10.0, duration_s=30.0, crash_every_s=20.0, partition_every_s=20.0,
+                        partition_s=12.0)
+    r = run_many(cfg, runs)
     e = r["election"]
     return {"median_s": e["failover_p50_s"], "max_s": e["failover_max_s"], "samples": e["failovers"]}
 
@@ -118,6 +123,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sim-runs", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the fault run already in --out (faults/verdict.json): only the "
+                         "simulator and repair parts run again")
     args = ap.parse_args(argv)
     why = unavailable_reason()
     if why:
@@ -125,7 +133,12 @@ def main(argv: list[str]) -> int:
         return 1
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-chaos-"))
     print(f"SEED=1 nodes={args.nodes} rounds={args.rounds} sim_runs={args.sim_runs} out={out}", flush=True)
-    verdict = manager_faults(args.nodes, args.rounds, out / "faults")
+    if args.reuse and (out / "faults" / "verdict.json").exists():
+        import json
+
+        verdict = json.loads((out / "faults" / "verdict.json").read_text())
+    else:
+        verdict = manager_faults(args.nodes, args.rounds, out / "faults")
     gaps: dict[str, list[float]] = {}
     missed: dict[str, int] = {}
     for g in verdict["figures"]["manager_gaps"]:
@@ -139,14 +152,14 @@ def main(argv: list[str]) -> int:
     for fault in ("isolate", "kill", "pause"):
         xs = gaps.get(fault, [])
         s = sim[fault]
-        if xs:
+        if xs and s["median_s"]:
             med = statistics.median(xs)
             print(f"  {fault:8s} real median {med:.2f} s, max {max(xs):.2f} s over {len(xs)} "
                   f"(no new manager within the window+60 s: {missed.get(fault, 0)}); simulator median "
                   f"{s['median_s']:.2f} s, max {s['max_s']:.2f} s over {s['samples']}; "
                   f"ratio median {med / s['median_s']:.1f}x")
         else:
-            print(f"  {fault:8s} no sample (missed {missed.get(fault, 0)})")
+            print(f"  {fault:8s} real {xs} (missed {missed.get(fault, 0)}); simulator {s}")
     av = verdict["figures"]["majority_availability"]
     calm_ok = {"get": [0, 0], "status": [0, 0]}
     from node.chaos.history import pair, parse_lines
