@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,17 @@ def cmd_chaos(args: argparse.Namespace) -> int:
           flush=True)
     for f in run.schedule:
         print(f"  {f.start_s:7.1f}-{f.end_s:7.1f}s {f.kind} {json.dumps(f.params)}", flush=True)
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through run()'s finally: namespaces, mounts, processes
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         verdict = run.run()
     except ChaosError as exc:
         print(f"enclave-swarm: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for ch in verdict["checks"]:
         print(f"  {'ok  ' if ch['ok'] else 'FAIL'} {ch['name']}: {json.dumps(ch['figures'])}")
         for v in ch["violations"][:10]:

@@ -232,7 +232,7 @@ class Cluster:
     def keep_logs(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for n in self.nodes:
-            if n.log_path.exists():
+            with contextlib.suppress(OSError):  # a log that is gone is no reason to skip clean-up
                 shutil.copy(n.log_path, dest / n.log_path.name)
 
     def unmount(self) -> None:

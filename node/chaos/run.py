@@ -178,12 +178,16 @@ class ChaosRun:
         finally:
             if self.hist is not None:
                 self.hist.close()
-            if self.cluster is not None:
-                self.cluster.stop_all()
-                self.cluster.keep_logs(self.out / "logs")
-                self.cluster.unmount()
-            self.net.destroy()
-            shutil.rmtree(work, ignore_errors=True)
+            try:
+                if self.cluster is not None:
+                    try:
+                        self.cluster.stop_all()
+                        self.cluster.keep_logs(self.out / "logs")
+                    finally:
+                        self.cluster.unmount()
+            finally:
+                self.net.destroy()
+                shutil.rmtree(work, ignore_errors=True)
         (self.out / "verdict.json").write_text(json.dumps(verdict, indent=1, sort_keys=True))
         if self.cfg.plot:
             from node.chaos.plot import timeline
