@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 
-.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads interop-deps image
+.PHONY: venv demo test test-fast test-slow bench lint clean sim-accel sysdeps workloads interop-deps image chaos chaos-deps
 
 $(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
@@ -23,14 +23,14 @@ demo: $(STAMP) sysdeps
 # most tests are one busy interpreter each; the tests that start node processes all run on one
 # worker, one at a time (tests/conftest.py), so that at most one such federation runs at once.
 XDIST  ?= -n 2 --dist loadgroup
-test: $(STAMP) sysdeps interop-deps
+test: $(STAMP) sysdeps chaos-deps interop-deps
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 # The long suites (many seeds, big files); CI runs them after `make test`. One worker: these
 # hold 200 MiB transfers with an RSS bound, the mypyc build and 7-process federations, which
 # two workers would run side by side on two cores (measured: 15 min and 3 timeouts with two
 # workers, against 9 min and none with one).
-test-slow: $(STAMP)
+test-slow: $(STAMP) chaos-deps
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
 # System tools the suite needs: tests/node/test_netns_mdns.py builds network namespaces with
@@ -46,6 +46,20 @@ sysdeps:
 	@if [ -n "$(strip $(SYSDEPS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSDEPS); \
 	fi
+
+# `make chaos`: the seeded chaos scenarios of node/chaos/scenarios.py on node processes in
+# network namespaces (root; 10-12 minutes on 2 loaded cores). docs/reliability.md. Its tools, installed when missing
+# on a root Debian machine: ip/tc (iproute2), nft (nftables: partitions, loss, duplication),
+# faketime (libfaketime: clock skew), ping (iputils-ping: the harness's own test).
+chaos-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! command -v ip >/dev/null \
+	    || ! command -v nft >/dev/null || ! command -v faketime >/dev/null || ! command -v ping >/dev/null; }; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    iproute2 nftables faketime iputils-ping; \
+	fi
+
+chaos: $(STAMP) chaos-deps
+	$(PY) -m node.chaos.scenarios
 
 # The js-libp2p peer of tests/overlay/test_js_interop.py: Node.js and npm from Debian (Node 18 on
 # Debian 12; the pinned js-libp2p runs on 18 and later) when `node` is missing on a root Debian

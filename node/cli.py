@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # Modules adding subcommands: each has ``add_parsers(subparsers) -> {command: handler(args)}``.
 # Handlers return an exit code and may raise CliError.
-CLI_EXTENSIONS: list[str] = ["node.manager_cli", "node.shards.cli", "node.tasks.cli"]
+CLI_EXTENSIONS: list[str] = ["node.manager_cli", "node.shards.cli", "node.tasks.cli", "node.chaos.cli"]
 _EXTRA_COMMANDS: dict[str, Any] = {}
 
 

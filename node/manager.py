@@ -68,7 +68,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -153,6 +155,10 @@ from overlay.wire import encode
 log = logging.getLogger("enclave_swarm.manager")
 
 INITIAL_STATE = encode_state(SwarmState())
+#: Test-only: ``apply-before-commit`` makes a leader apply entries as it appends them, before
+#: they commit -- the bug the chaos checkers (node/chaos/checkers.py) must be shown to catch;
+#: it acts once ``<data dir>/plant-armed`` exists (the chaos run arms it after formation).
+PLANT_ENV = "ENCLAVE_SWARM_TEST_PLANT"
 INBOX = 4096                 # inbound raft messages buffered for the driver
 OUTBOX = 2048                # outbound raft messages buffered per peer
 STREAM_IDLE_S = 600.0        # an inbound raft stream with no frame for this long is closed
@@ -234,6 +240,13 @@ class ManagerRole:
         self._leaving = False
         self._perf_epoch = 0
         self.decisions_verified = 0
+        self._digest_cache: tuple[int, int, str] = (-1, 0, "")
+        # A planted bug for the chaos checkers to catch (node/chaos/, docs/reliability.md):
+        # never set outside a test of the checkers themselves.
+        self._plant = os.environ.get(PLANT_ENV, "")
+        self._plant_armed_at = 0.0
+        if self._plant:
+            log.warning("TEST ONLY: planted bug %r is active (%s)", self._plant, PLANT_ENV)
         self.decisions_rejected = 0
         # Following by gossip (see the module docstring).
         self._gossip: Any = None  # node.gossip.GossipService, when the node runs gossip
@@ -369,6 +382,8 @@ class ManagerRole:
             "consensus": {
                 "raft_id": me.raft_id if me else (self.node.id if self.node else None),
                 "applied_index": idx,
+                "state_digest": self._state_digest(st, idx),
+                "revoked": sorted(m.node_id for m in st.members.values() if m.status == REVOKED),
                 "federation": federation_id(st),
                 "members": {s: sum(1 for m in st.members.values() if m.status == s)
                             for s in (ADMITTED, SUSPECT, REVOKED, LEFT)},
@@ -381,6 +396,26 @@ class ManagerRole:
                 "follow": self._follow_status(),
             },
         }
+
+    def _plant_active(self) -> bool:
+        """The planted bug acts once ``<data dir>/plant-armed`` exists (looked for at most once a
+        second), so that a test arms it after the federation formed."""
+        if self._plant != "apply-before-commit":
+            return False
+        if self._plant_armed_at == 0.0 or (
+                self._plant_armed_at < 0 and time.monotonic() + self._plant_armed_at > 1.0):
+            armed = (self.data_path / "plant-armed").exists()
+            self._plant_armed_at = 1.0 if armed else -time.monotonic()
+        return self._plant_armed_at > 0
+
+    def _state_digest(self, st: SwarmState, idx: int) -> str:
+        """SHA-256 of the canonical encoding of the state applied at ``idx`` (cached per state:
+        a status poll must not re-encode an unchanged state)."""
+        c_idx, c_id, digest = self._digest_cache
+        if (c_idx, c_id) != (idx, id(st)):
+            digest = hashlib.sha256(encode_state(st)).hexdigest()
+            self._digest_cache = (idx, id(st), digest)
+        return digest
 
     def _follow_status(self) -> dict[str, Any]:
         ann = None
@@ -551,6 +586,10 @@ class ManagerRole:
                     await trio.to_thread.run_sync(store.save, rd.hard_state, rd.entries, True)
                 else:
                     store.save(rd.hard_state, rd.entries, sync=False)
+            if self._plant_active() and node.raft.role == "leader":
+                for e in rd.entries:  # the planted bug: applied at append, committed or not
+                    if e.index > self.state_index:
+                        self._apply(e)
             # 2. send
             self._send_all(rd.messages)
             # 3. apply
@@ -564,6 +603,8 @@ class ManagerRole:
                 self.cert.remember(self.state_index, self.state)
             applied = False
             for e in rd.committed_entries:
+                if self._plant_active() and e.index <= self.state_index:
+                    continue  # the planted bug's other half: "already applied"
                 self._apply(e)
                 applied = True
             # 4. advance

@@ -105,13 +105,21 @@ def make_host_cert(
     return dataclasses.replace(cert, signature=sim_root_key().sign(_unsigned(cert)))
 
 
+#: A file of this name in the simulated TEE's state dir turns on its debug bit (see below).
+DEBUG_SWITCH = "debug"
+
+
 class SimulatedProvider:
     """Produces simulated evidence on this host.
 
     Args:
         state_dir: where the per-host key and certificate live (created, files 0600).
         measurement: 48 bytes identifying the agent build (see ``node/measure.py``).
-        debug: set the debug policy bit (a policy that forbids debug then refuses us).
+        debug: set the debug policy bit (a policy that forbids debug then refuses us). A
+            file named ``debug`` (:data:`DEBUG_SWITCH`) in ``state_dir`` sets it too, from the
+            next evidence on: a running node's simulated TEE can be made to fail attestation
+            (the chaos nemesis's ``attest`` fault, node/chaos/), as a host whose TEE was put
+            into debug mode would.
         tcb: the TCB version this simulated host reports.
         clock: wall-clock seconds, injectable for tests.
     """
@@ -131,6 +139,7 @@ class SimulatedProvider:
             raise ValueError("measurement must be 48 bytes")
         self.measurement = measurement
         self.debug = debug
+        self._debug_switch = state_dir / DEBUG_SWITCH
         self.tcb = tcb
         self._clock = clock
         self._key, self._cert = self._load_or_create(state_dir)
@@ -161,7 +170,8 @@ class SimulatedProvider:
     def get_evidence(self, report_data: bytes) -> Evidence:
         if len(report_data) != REPORT_DATA_BYTES:
             raise ValueError("report_data must be 64 bytes")
-        policy = POLICY_SMT | (POLICY_DEBUG if self.debug else 0)
+        debug = self.debug or self._debug_switch.exists()
+        policy = POLICY_SMT | (POLICY_DEBUG if debug else 0)
         report = SimReport(REPORT_VERSION, self.measurement, report_data, self.tcb, policy,
                            self._cert.chip_id, bytes(64))
         report = dataclasses.replace(report, signature=self._key.sign(_unsigned(report)))

@@ -233,6 +233,32 @@ class OwnerSide:
         job.served += 1
         return FetchReply(True, "", len(module), len(data)), module + data
 
+    async def _deliver_after_restart(self, pid: str, req: DeliverRequest, data: bytes) -> TaskReply:
+        """The result of a job of ours that ended after this node restarted (a job's run lives
+        in memory; found by ``make chaos``, links-clock-disk seed 9, docs/reliability.md: the
+        manager retried the delivery for ever and ``task-result`` had nothing). Kept on disk
+        under the same checks as any delivery: from the manager, committed as ended so, and
+        hashing to the committed digest; ``task-result`` then finds it (:meth:`_kept_result`)."""
+        j = ct.job(self.svc.view(), req.job_id)
+        if j is None or j["owner"] != self.svc.me:
+            return self.svc.refuse("task_deliver_refused", "unknown-job", pid, f"no job {req.job_id} here")
+        if not self.svc.may_direct(pid):
+            return self.svc.refuse("task_deliver_refused", "not-manager", pid,
+                                   f"result of {req.job_id} from a node that is not the manager")
+        if self._kept_result(req.job_id) is not None or req.status != ct.DONE:
+            return TaskReply(True, "", "already delivered")
+        why = await self._committed_end(req)
+        if why:
+            return self.svc.refuse("task_deliver_refused", "not-committed", pid, why)
+        if hashlib.sha256(data).digest() != req.result_hash:
+            return self.svc.refuse("task_deliver_refused", "bad-hash", pid,
+                                   f"the result of {req.job_id} does not hash to the committed digest")
+        if self.svc.data_path is None:
+            return self.svc.refuse("task_deliver_refused", "unknown-job", pid, f"no job {req.job_id} here")
+        await trio.to_thread.run_sync(_write_result, Path(self.svc.data_path), req.job_id, data)
+        log.info("job %s done (delivered after this node restarted)", req.job_id, extra={"job": req.job_id})
+        return TaskReply(True)
+
     async def _committed_end(self, req: DeliverRequest) -> str:
         """"" when our view of the committed state (waiting up to VIEW_WAIT_S for a lagging
         view) shows ``req.job_id`` ended with ``req.status`` and, for a done job, the result
@@ -271,7 +297,7 @@ class OwnerSide:
     async def on_deliver(self, pid: str, req: DeliverRequest, data: bytes) -> TaskReply:
         job = self.jobs.get(req.job_id)
         if job is None:
-            return self.svc.refuse("task_deliver_refused", "unknown-job", pid, f"no job {req.job_id} here")
+            return await self._deliver_after_restart(pid, req, data)
         if not self.svc.may_direct(pid):
             return self.svc.refuse("task_deliver_refused", "not-manager", pid,
                                    f"result of {req.job_id} from a node that is not the manager")
@@ -399,8 +425,25 @@ class OwnerSide:
         own = self.jobs.get(job_id)
         if own is None:
             d = self.describe(job_id)
-            return (d["status"] if d else "unknown"), None
+            status = d["status"] if d else "unknown"
+            return status, (self._kept_result(job_id) if status == ct.DONE else None)
         return own.status, (own.result_path or own.result)
+
+    def _kept_result(self, job_id: str) -> Path | None:
+        """The file of a result delivered before this node restarted (the jobs of a run live
+        in memory, their delivered results on disk: found by ``make chaos``, seed 9 of
+        links-clock-disk, docs/reliability.md). The caller checks it against the committed
+        digest (:meth:`committed_result_hash`) before handing it out."""
+        if self.svc.data_path is None or not job_id or any(c not in "0123456789abcdef" for c in job_id):
+            return None
+        path = Path(self.svc.data_path) / "tasks" / f"{job_id}.result"
+        return path if path.is_file() else None
+
+    def committed_result_hash(self, job_id: str) -> bytes | None:
+        """The result digest the committed ``JobDone`` holds (None if not done/unknown)."""
+        j = ct.job(self.svc.view(), job_id)
+        digest = j.get("result") if j is not None else None
+        return bytes(digest) if digest else None
 
     def status(self) -> dict[str, Any]:
         by: dict[str, int] = {}
@@ -526,6 +569,10 @@ async def _cmd_result(agent: Any, req: dict[str, Any]) -> dict[str, Any]:
     if status != ct.DONE or res is None:
         return {"ok": False, "status": status, "error": f"job {jid} is {status}, it has no result"}
     data = res if isinstance(res, bytes) else await trio.to_thread.run_sync(Path(res).read_bytes)
+    expected = owner.committed_result_hash(jid)
+    if expected is not None and not hmac.compare_digest(hashlib.sha256(data).digest(), expected):
+        return {"ok": False, "status": status,
+                "error": f"the result kept for job {jid} does not hash to the committed digest"}
     target = Path(out)
     if not target.parent.is_dir():
         return {"ok": False, "error": f"directory {target.parent} does not exist"}
