@@ -17,19 +17,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import multiaddr
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from node.config import NodeConfig
+from bench.bench_overlay import attested_connect_s
 from node.keys.pkcs11 import Pkcs11Keys
 from node.keys.softhsm import SoftHsm, softhsm_missing
 
@@ -37,7 +34,6 @@ ROUNDS = 21
 SIGN_WINDOWS = 3
 SIGN_WINDOW_S = 1.0
 MESSAGE = bytes(range(200))
-POLL_S = 0.0005
 PARTS = ("sign", "connect")
 
 
@@ -67,45 +63,14 @@ def bench_sign(token: Pkcs11Keys) -> None:
     print(f"      ratio token/file: {t / f:.3f}x the rate ({f / t:.1f}x slower per signature)")
 
 
-def _quiet_config() -> NodeConfig:
-    from node.testing import local_config
-
-    cfg = local_config()
-    return dataclasses.replace(
-        cfg, network=dataclasses.replace(cfg.network, ping_interval_s=3600.0,
-                                         peer_exchange_interval_s=3600.0),
-        attestation=dataclasses.replace(cfg.attestation, reattest_interval_s=3600.0))
-
-
-async def _connect_s(tmp: Path, i: int, keys: tuple[Pkcs11Keys, Pkcs11Keys] | None) -> float:
-    from node.testing import make_agent
-
-    cfg = _quiet_config()
-    ka, kb = keys if keys is not None else (None, None)
-    a = make_agent(tmp, f"a{i}", config=cfg, keys=ka)
-    b = make_agent(tmp, f"b{i}", config=cfg, keys=kb)
-    async with trio.open_nursery() as n:
-        await n.start(a.run)
-        await n.start(b.run)
-        info = info_from_p2p_addr(multiaddr.Multiaddr(a.full_addrs()[0]))
-        t = time.perf_counter()
-        n.start_soon(b.host.connect, info)
-        while not (a.peers.is_attested(b.peer_id) and b.peers.is_attested(a.peer_id)):
-            await trio.sleep(POLL_S)
-        dt = time.perf_counter() - t
-        a.stop()
-        b.stop()
-    return dt
-
-
 def bench_connect(tmp: Path, rounds: int, keys: tuple[Pkcs11Keys, Pkcs11Keys]) -> None:
     tok: list[float] = []
     fil: list[float] = []
 
     async def run() -> None:
         for i in range(rounds):
-            tok.append(await _connect_s(tmp, 2 * i, keys))
-            fil.append(await _connect_s(tmp, 2 * i + 1, None))
+            tok.append(await attested_connect_s(tmp, 2 * i, keys))
+            fil.append(await attested_connect_s(tmp, 2 * i + 1))
 
     trio.run(run)
     # The first round of each arm warms imports and caches: reported, not counted.

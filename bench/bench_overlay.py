@@ -128,12 +128,14 @@ async def _plain_connect_s() -> tuple[float, float]:
     return established, returned[0]
 
 
-async def _attested_connect_s(tmp: Path, i: int) -> float:
-    """Until both agents hold the other as attested, from the start of the dial."""
+async def attested_connect_s(tmp: Path, i: int, keys: tuple[Any, Any] = (None, None)) -> float:
+    """Until both agents hold the other as attested, from the start of the dial. ``keys``: the
+    two nodes' key providers (node/keys; None: file keys), for bench_keys."""
     from node.testing import make_agent
 
     cfg = _quiet_config()
-    a, b = make_agent(tmp, f"a{i}", config=cfg), make_agent(tmp, f"b{i}", config=cfg)
+    a = make_agent(tmp, f"a{i}", config=cfg, keys=keys[0])
+    b = make_agent(tmp, f"b{i}", config=cfg, keys=keys[1])
     async with trio.open_nursery() as n:
         await n.start(a.run)
         await n.start(b.run)
@@ -668,7 +670,7 @@ def main(argv: list[str]) -> int:
             est, ret = trio.run(_plain_connect_s)
             plain.append(est)
             returned.append(ret)
-            attested.append(trio.run(_attested_connect_s, tmp, i))
+            attested.append(trio.run(attested_connect_s, tmp, i))
         p_med, a_med = statistics.median(plain), statistics.median(attested)
         print(f"connect, {args.rounds} rounds: plain connection established {_ms(plain)}; "
               f"connection + mutual attestation {_ms(attested)}; ratio {a_med / p_med:.2f}x "
@@ -709,7 +711,7 @@ def main(argv: list[str]) -> int:
               f"now the unpatched arm in a subprocess)")
         _print_wire(wire, ours, _unpatched_arm(wire, args.rounds))
     if "formation" in parts:
-        floor = statistics.median(trio.run(_attested_connect_s, tmp, 100 + i) for i in range(5))
+        floor = statistics.median(trio.run(attested_connect_s, tmp, 100 + i) for i in range(5))
         print(f"formation floor: one pair's connect + mutual attestation, in process, median of 5: "
               f"{floor * 1000:.1f} ms")
         for n in (int(x) for x in args.sizes.split(",")):
