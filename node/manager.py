@@ -243,8 +243,14 @@ class ManagerRole:
         self._digest_cache: tuple[int, int, str] = (-1, 0, "")
         # A planted bug for the chaos checkers to catch (node/chaos/, docs/reliability.md):
         # never set outside a test of the checkers themselves.
+        # Honoured only by a node that admits the simulated TEE (a test federation): a
+        # production node ignores the variable, saying so.
         self._plant = os.environ.get(PLANT_ENV, "")
         self._plant_armed_at = 0.0
+        if self._plant and not agent.config.simulated_allowed:
+            log.error("ignoring %s: a planted bug is for test federations (simulated TEE) only",
+                      PLANT_ENV)
+            self._plant = ""
         if self._plant:
             log.warning("TEST ONLY: planted bug %r is active (%s)", self._plant, PLANT_ENV)
         self.decisions_rejected = 0
