@@ -245,6 +245,9 @@ class ManagerRole:
         # never set outside a test of the checkers themselves.
         # Honoured only by a node that admits the simulated TEE (a test federation): a
         # production node ignores the variable, saying so.
+        from node.keys.stores import raft_seal_key
+
+        self._raft_seal_key = raft_seal_key(agent)
         self._plant = os.environ.get(PLANT_ENV, "")
         self._plant_armed_at = 0.0
         if self._plant and not agent.config.simulated_allowed:
@@ -500,16 +503,17 @@ class ManagerRole:
             await trio.to_thread.run_sync(shutil.rmtree, self.raft_dir)
             self._retired_id = None
         from node.datadir import write_atomic
-        from node.keys.stores import raft_seal_key
 
         def open_store() -> RaftStore:
             check_schema(self.raft_dir)  # a newer store is refused before `id` is written
             self.raft_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if stored != raft_id:
                 write_atomic(self.raft_dir / "id", f"{raft_id}\n".encode())
-            # Sealed with a key from the node's storage secret (TEE, token or identity: docs/keys.md).
+            # Sealed with a key from the node's storage secret (TEE, token or identity: docs/keys.md),
+            # read when the role was made (the node's start, token present): the store opens
+            # later, on admission, when a token may be gone for a while.
             return RaftStore(self.raft_dir, Persisted.initial([FOUNDER_RAFT_ID], INITIAL_STATE),
-                             seal_key=raft_seal_key(self.agent))
+                             seal_key=self._raft_seal_key)
 
         self.store = await trio.to_thread.run_sync(open_store)
         persisted = self.store.load()

@@ -140,6 +140,7 @@ class ChaosRun:
         self.acked: dict[int, list[tuple[str, str]]] = {}  # node -> [(object id, sha256)]
         self.jobs: list[tuple[int, str, str]] = []  # (node, job id, expected sha256)
         self.revoked_node: int | None = None
+        self.unreadable_stores: list[str] = []  # a node's Raft store that would not open
         self.attest_at: float | None = None
         self._lock = threading.Lock()
         self.hist: HistoryWriter | None = None
@@ -642,6 +643,7 @@ class ChaosRun:
         """Every node's Raft store, read from a copy after the nodes stopped (opening a store
         may repair a torn tail: never on the original)."""
         from consensus.raft import Persisted
+        from node.keys.stores import raft_seal_key_offline
         from node.raftstore import RaftStore
 
         c = self.cluster
@@ -655,12 +657,14 @@ class ChaosRun:
             copy = c.root / f"raft-copy-{n.index}"
             shutil.copytree(src, copy, dirs_exist_ok=True)
             try:
-                with RaftStore(copy, Persisted.initial([1])) as store:
+                key = raft_seal_key_offline(n.data_dir)  # the store is sealed (docs/keys.md)
+                with RaftStore(copy, Persisted.initial([1]), seal_key=key) as store:
                     commit = store.hard_state.commit
                     stores[n.index] = [checkers.StoreEntry(e.index, e.term, e.kind, e.data, e.index <= commit)
                                        for e in store.entries]
             except Exception as exc:  # a store we cannot read is a finding, not a crash
                 log.warning("node %d: raft store unreadable: %s", n.index, exc)
+                self.unreadable_stores.append(f"node {n.index}: raft store unreadable: {exc}")
         return stores
 
     # ------------------------------------------------------------------ verdict
@@ -679,6 +683,9 @@ class ChaosRun:
         checks = [
             checkers.check_managers(samples, stores),
             checkers.check_logs(stores),
+            # the two checks above see only the stores read: every one must be
+            checkers.Check("raft-stores", not self.unreadable_stores, tuple(self.unreadable_stores),
+                           {"read": len(stores)}),
             checkers.check_puts([op for op in ops if op.node != self.revoked_node], final["reads"],
                                 final["visible"]),
             checkers.check_reads(ops),

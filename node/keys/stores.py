@@ -45,3 +45,21 @@ def store_key(secret: bytes, info: bytes) -> bytes:
 def raft_seal_key(agent: Any) -> bytes | None:
     secret = storage_secret_of(agent)
     return None if secret is None else store_key(secret, RAFT_INFO)
+
+
+def raft_seal_key_offline(data_dir: Any) -> bytes | None:
+    """The Raft store's sealing key of a stopped node with file keys, read from its data dir
+    (tools that read a store offline: the chaos checkers, tests of the stores). None when the
+    node's identity is in a token and the store cannot be opened without it.
+
+    Raises:
+        DataDirError: the identity or storage.key does not open here (sealed to another enclave).
+    """
+    from types import SimpleNamespace
+
+    from node.datadir import DataDir
+
+    dd = DataDir(data_dir)
+    if not dd.identity_path.exists():
+        return None
+    return raft_seal_key(SimpleNamespace(data_dir=dd, keys=None, _identity=dd.load_identity()))
