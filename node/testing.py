@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -319,3 +320,17 @@ async def federation(tmp: Path, n: int, **kw: Any) -> AsyncIterator[list[Agent]]
         finally:
             for a in agents:
                 a.stop()
+
+
+def poll_until(pred: Callable[[], Any], timeout_s: float = 60.0, step_s: float = 0.2,
+               what: str = "condition") -> Any:
+    """The blocking twin of ``wait_until`` for tests that drive node processes from a plain
+    thread: ``pred()``'s first true value, checking every ``step_s``; AssertionError naming
+    ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"{what} not reached within {timeout_s:g}s")

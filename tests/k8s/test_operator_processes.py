@@ -24,6 +24,7 @@ from node.demo import NodeProcess, all_mutually_attested
 from node.k8s import handlers, jobs
 from node.k8s import operator as op
 from node.tasks.spec import SpecError
+from node.testing import poll_until as wait_for
 from tests.k8s.fakes import DictApi
 
 pytestmark = pytest.mark.process
@@ -32,14 +33,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "node" / "workload" / "examples
 LOG = logging.getLogger("test.k8s")
 
 
-def wait_for(pred, timeout_s: float, step_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError("condition not reached")
 
 
 def _ready(nodes: list[NodeProcess]) -> bool:

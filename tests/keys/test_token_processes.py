@@ -7,25 +7,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from node.cli import main
 from node.demo import NodeProcess, all_mutually_attested
+from node.testing import poll_until as wait_for
 
 # ~50 s on a busy 2-core machine: slow, with its in-process fast twin named above.
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
-def wait_for(pred, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def _attested(st, pid) -> bool:

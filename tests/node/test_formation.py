@@ -11,12 +11,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from node.demo import NodeProcess, all_mutually_attested
+from node.testing import poll_until
 
 pytestmark = pytest.mark.process
 
@@ -37,14 +37,8 @@ def init(data_dirs: list[Path]) -> None:
         cfg.write_text(text)
 
 
-def wait_for(pred, timeout_s: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
+def wait_for(pred, timeout_s: float, step_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    return poll_until(pred, timeout_s, step_s, what)
 
 
 def test_three_processes_meet_through_the_join_path_without_peer_exchange(tmp_path):

@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from node.datadir import DataDir
 from node.demo import NodeProcess, all_mutually_attested
+from node.testing import poll_until as wait_for
 
 pytestmark = pytest.mark.process
 
@@ -35,14 +35,6 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
-def wait_for(pred, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def one_line_failure(r: subprocess.CompletedProcess[str]) -> str:

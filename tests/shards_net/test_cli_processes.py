@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from rich.console import Console
 from node.control import request
 from node.demo import NodeProcess, all_mutually_attested
 from node.shards.demo import run_shard_demo
+from node.testing import poll_until
 
 pytestmark = pytest.mark.process
 
@@ -27,14 +27,8 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for(pred, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("condition not reached")
+def wait_for(pred, timeout_s: float, step_s: float = 0.3, what: str = "condition"):  # type: ignore[no-untyped-def]
+    return poll_until(pred, timeout_s, step_s, what)
 
 
 def _init_with_reattest(data_dir: Path, reattest_s: float) -> None:

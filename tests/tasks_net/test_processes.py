@@ -8,27 +8,21 @@ import hashlib
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from node.control import request
 from node.demo import NodeProcess, all_mutually_attested
+from node.testing import poll_until
 
 pytestmark = pytest.mark.process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "node" / "workload" / "examples"
 
 
-def wait_for(pred, timeout_s: float = 90.0, step_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError("condition not reached")
+def wait_for(pred, timeout_s: float, step_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    return poll_until(pred, timeout_s, step_s, what)
 
 
 def ctl(p: NodeProcess, cmd: dict) -> dict:

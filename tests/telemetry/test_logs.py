@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from node.logs import FIELDS, formatter
 from node.shards.gf256 import combine_shares
 from node.shards.service import sealing_secret_from_identity
 from node.shards.store import ShardStore
-from node.testing import federation, fully_attested, wait_until
+from node.testing import federation, fully_attested, poll_until, wait_until
 
 FILE_BYTES = 300_000
 
@@ -49,13 +48,8 @@ def encodings(secret: bytes) -> list[bytes]:
     return [e for e in out if len(e) >= 16]
 
 
-def wait_for(pred, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not reached")
+def wait_for(pred, timeout_s: float, step_s: float = 0.3, what: str = "condition"):  # type: ignore[no-untyped-def]
+    return poll_until(pred, timeout_s, step_s, what)
 
 
 @pytest.mark.process

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from node.demo import NodeProcess, all_mutually_attested
+from node.testing import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus"
@@ -36,14 +36,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not reached within {timeout_s:.0f}s: {what}")
+def wait_for(pred, timeout_s: float, step_s: float = 0.5, what: str = "condition"):  # type: ignore[no-untyped-def]
+    return poll_until(pred, timeout_s, step_s, what)
 
 
 def query(api: str, promql: str) -> list[dict[str, Any]]:
@@ -81,14 +75,14 @@ def test_prometheus_scrapes_three_nodes(tmp_path: Path) -> None:
         server = subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{web}"], stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: all_mutually_attested([p.status() for p in nodes]), 90, "the nodes attest")
+        wait_for(lambda: all_mutually_attested([p.status() for p in nodes]), 90, what="the nodes attest")
 
         def every_node_scraped() -> bool:
             got = {r["metric"]["instance"]: float(r["value"][1])
                    for r in query(api, 'enclave_swarm_attested_peers{tee="sim"}')}
             return set(got) == set(targets) and all(v == 2 for v in got.values())
 
-        wait_for(every_node_scraped, 90, "Prometheus holds attested_peers 2 from each node")
+        wait_for(every_node_scraped, 90, what="Prometheus holds attested_peers 2 from each node")
         up = {r["metric"]["instance"]: r["value"][1] for r in query(api, 'up{job="enclave-swarm"}')}
         assert up == {t: "1" for t in targets}
         # one manager among the three, as Prometheus sees them
