@@ -23,8 +23,14 @@ def ours(before: set[str]) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)} - before
 
 
+def _chaos_mounts() -> set[str]:
+    out = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
+    return {line for line in out.splitlines() if "/esc-1-" in line}
+
+
 def test_sigterm_mid_run_cleans_up(tmp_path):
     before = ours(set())
+    mounts_before = _chaos_mounts()  # a run killed by SIGKILL elsewhere may have left its own
     proc = subprocess.Popen([sys.executable, "-m", "node.cli", "chaos", "--nodes", "3", "--seed", "1",
                              "--duration-s", "60", "--faults", "kill", "--clients", "0",
                              "--out", str(tmp_path / "out")],
@@ -44,7 +50,6 @@ def test_sigterm_mid_run_cleans_up(tmp_path):
             proc.kill()
     assert proc.returncode == 1 and "interrupted" in err
     assert not (ours(before) & seen)
-    mounts = subprocess.run(["mount"], capture_output=True, text=True, check=True).stdout
-    assert "/esc-1-" not in mounts
+    assert not (_chaos_mounts() - mounts_before)
     nodes = subprocess.run(["pgrep", "-f", "node.cli run --data-dir /tmp/esc-1-"], capture_output=True)
     assert nodes.returncode == 1  # no node process left
