@@ -12,8 +12,12 @@ import pytest
 
 from node.chaos.netns import PREFIX, unavailable_reason
 
+# Slow suite (one worker): it inspects machine-wide state (namespaces, mounts, processes) and
+# cannot tell its run from a chaos test running at once on the other pytest worker of make test
+# (seen: a 4-node harness's namespaces counted as its own).
 pytestmark = [
     pytest.mark.process,
+    pytest.mark.slow,
     pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
 ]
 
@@ -48,6 +52,7 @@ def test_sigterm_mid_run_cleans_up(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate(timeout=30)  # reaped and its pipes closed, even on failure
     assert proc.returncode == 1 and "interrupted" in err
     assert not (ours(before) & seen)
     assert not (_chaos_mounts() - mounts_before)
