@@ -105,6 +105,11 @@ class TaskFederation:
         leaders = [n for n in self.alive() if n.role.is_leader()]
         return leaders[0] if len(leaders) == 1 else None
 
+    def freshest(self) -> Any:
+        """The freshest committed swarm state any live node knows (None: no node is live)."""
+        views = [n.role.view() for n in self.alive()]
+        return max(views, key=lambda v: v[1])[0] if views else None
+
     def by_peer(self, pid: str) -> Node:
         return next(n for n in self.nodes if n.peer_id == pid)
 
@@ -175,5 +180,7 @@ def _reducer(aggregation: str) -> str:
 
 
 def committed(fed: TaskFederation, job_id: str) -> Any:
-    lead = fed.leader()
-    return ct.job(lead.role.state, job_id) if lead is not None else None
+    """The job in the freshest committed state any live node knows (not the leader's own state:
+    a leader just elected applies what its predecessor committed only after its first entry)."""
+    state = fed.freshest()
+    return ct.job(state, job_id) if state is not None else None

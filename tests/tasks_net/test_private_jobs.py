@@ -21,8 +21,8 @@ AGES = [(i * 37) % 90 + 5 for i in range(300)]
 
 
 def _ledger(fed, name):
-    lead = fed.leader()
-    return budgets.budget(lead.role.state, name) if lead is not None else None
+    state = fed.freshest()
+    return budgets.budget(state, name) if state is not None else None
 
 
 def _spec(tmp, extra: str):
