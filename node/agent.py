@@ -84,7 +84,7 @@ from overlay.messages import (
     Goodbye,
     ScoreRecord,
 )
-from overlay.peers import PeerState, PeerTable
+from overlay.peers import REVOKED, PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
@@ -230,6 +230,12 @@ class Agent:
                     self._save_peers()
                     if mdns is not None:
                         await trio.to_thread.run_sync(mdns.close)
+                    # py-libp2p serves its listeners from a task of its own that leaving
+                    # host.run() does not end: a node stopped in a process that goes on (tests,
+                    # an embedding) would go on accepting dials, and handshake with its old
+                    # identity, until the process exits.
+                    with trio.move_on_after(5):
+                        await self.host.close()
                 nursery.cancel_scope.cancel()
         log.info("node %s stopped", self.peer_id)
         self._stopped.set()
@@ -890,10 +896,14 @@ class Agent:
         return out
 
     def _save_peers(self) -> None:
+        """Every peer ever attested here and not revoked, with its last advertised addresses,
+        for the next start (``_bootstrap_addrs``). Peers that said goodbye are kept: a goodbye
+        is how every restart ends, and when a whole federation stops each node hears all the
+        others' goodbyes before its own."""
         if self.data_dir is None:
             return
         known = {p.peer_id: self._advertised_addrs(p.peer_id) or p.addrs for p in self.peers.all()
-                 if p.last_attested_at is not None and p.state != "left"}
+                 if p.last_attested_at is not None and p.state != REVOKED}
         try:
             self.data_dir.save_peers({k: v for k, v in known.items() if v})
         except OSError as exc:

@@ -18,6 +18,8 @@ Rules:
 
 Theory of operation, by payoff (docs/libp2p.md has the figures):
 1. ``FastDialSwarm.dial_peer``: the happy-eyeballs delay ends at the first successful dial.
+   With it, fix 8: a peer that moved is dialled at its new address, not held back for a
+   minute by its dead ones (a backoff per address, not per peer).
 2. ``FixedYamuxStream``: go-yamux's window rule (an update once half the window is consumed,
    crediting exactly what was consumed).
 3. ``PipelinedMultiselectClient``: the multistream header and the first protocol in one write,
@@ -38,6 +40,7 @@ import importlib.metadata
 import logging
 import ssl
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,7 +130,13 @@ log = logging.getLogger(__name__)
 
 # The happy-eyeballs head start of the first address over the next (go-libp2p's DialDelay).
 HAPPY_EYEBALLS_DELAY_S = 0.250
-MAX_ADDRS_PER_PEER = 2  # as libp2p/network/swarm.py: at most one address per transport class
+# Fix 8: addresses one dial tries at most (a peer-exchange entry carries up to 8), and the
+# backoff of an address after a failed dial: doubling from the first to the second figure,
+# over at most this many (peer, address) pairs (past it, the oldest entries are forgotten).
+MAX_DIAL_ADDRS = 8
+DIAL_BACKOFF_S = 1.0
+DIAL_BACKOFF_MAX_S = 60.0
+MAX_DIAL_FAILURES_KEPT = 10_000
 # How long a yamux writer waits for its peer to open an empty send window (0.8.1's value).
 ZERO_WINDOW_TIMEOUT_S = 5.0
 _YAMUX_HEADER = struct.Struct(yamux_module.YAMUX_HEADER_FORMAT)
@@ -173,7 +182,50 @@ class FastDialSwarm(Swarm):
     only at ``max_connections_per_peer``) and no wait after the last address; this subclass
     repeats the rest of the method unchanged. Installed by :func:`apply`, which replaces
     the module global ``libp2p.Swarm`` (what ``libp2p.new_swarm`` instantiates).
+
+    Stale addresses (fix 8). Upstream defects (same method): it dials at most one address per
+    transport class, the first stored, and the peerstore keeps addresses in the order they
+    arrived, so a peer that moved (a restart on a new port, a pod with a new IP) is dialled at
+    its oldest, dead address while the new one a caller just gave ``host.connect`` waits
+    behind it; and once every dialled address failed, the *peer* is refused every dial for
+    60 s (``_NegativePeerCache``), checked before its live connections and before any new
+    address is looked at. A node restarted with its peers' saved addresses could not meet
+    them for a minute (tests/overlay/test_moved_peers.py). Here, as go-libp2p's dial backoff
+    does it, a failure holds back that *address* only, for :data:`DIAL_BACKOFF_S` doubling
+    per failure up to :data:`DIAL_BACKOFF_MAX_S`, and a success clears the peer's; every
+    address not held back is dialled (at most :data:`MAX_DIAL_ADDRS`), newest first within a
+    transport class; a live connection is returned before anything else is checked.
     """
+
+    def _failures(self) -> dict[tuple[str, str], tuple[int, float]]:
+        # (peer, address) -> (consecutive failures, monotonic time until which it is held
+        # back); made on first use, as the upstream constructor is not ours to change.
+        try:
+            return self.__dict__["_es_dial_failures"]  # type: ignore[no-any-return]
+        except KeyError:
+            return self.__dict__.setdefault("_es_dial_failures", {})  # type: ignore[no-any-return]
+
+    def _held_back(self, peer_id: ID, addr: Multiaddr, now: float) -> bool:
+        entry = self._failures().get((str(peer_id), str(addr)))
+        return entry is not None and now < entry[1]
+
+    def _dial_failed(self, peer_id: ID, addr: Multiaddr) -> None:
+        failures = self._failures()
+        now = time.monotonic()
+        if len(failures) >= MAX_DIAL_FAILURES_KEPT:
+            for key in [k for k, (_, until) in failures.items() if until <= now]:
+                del failures[key]
+            while len(failures) >= MAX_DIAL_FAILURES_KEPT:
+                del failures[next(iter(failures))]  # the oldest entry
+        key = (str(peer_id), str(addr))
+        count = failures.pop(key, (0, 0.0))[0] + 1
+        failures[key] = (count, now + min(DIAL_BACKOFF_S * 2 ** (count - 1), DIAL_BACKOFF_MAX_S))
+
+    def _dial_succeeded(self, peer_id: ID) -> None:
+        failures = self._failures()
+        pid = str(peer_id)
+        for key in [k for k in failures if k[0] == pid]:
+            del failures[key]
 
     async def dial_peer(self, peer_id: ID) -> list[INetConn]:
         event = SwarmEvent()
@@ -181,9 +233,6 @@ class FastDialSwarm(Swarm):
         event.dial_attempt = True
         if self.metric_send_channel is not None:
             await self.metric_send_channel.send(event)
-
-        if self._negative_peer_cache.is_blocked(str(peer_id)):
-            raise SwarmException(f"Peer {peer_id} recently failed all addresses (negative cache)")
 
         valid = [c for c in self.get_connections(peer_id) if not c.is_closed]
         if valid:
@@ -214,9 +263,11 @@ class FastDialSwarm(Swarm):
                             except SwarmException as exc:
                                 exceptions.append(exc)
                                 log.debug("dial %s failed", addr, exc_info=exc)
+                                self._dial_failed(peer_id, addr)
                                 failed.set()
                             except Exception as exc:  # as upstream: any dial error moves on
                                 log.debug("dial %s: unexpected %r", addr, exc)
+                                self._dial_failed(peer_id, addr)
                                 failed.set()
 
                         nursery.start_soon(dial_task)
@@ -230,7 +281,6 @@ class FastDialSwarm(Swarm):
                 event.dial_attempt_error = True
                 if self.metric_send_channel is not None:
                     await self.metric_send_channel.send(event)
-                self._negative_peer_cache.mark_failed(str(peer_id))
                 raise SwarmDialAllFailedError(
                     f"unable to connect to {peer_id}, no addresses established a "
                     "successful connection (with exceptions)",
@@ -243,7 +293,7 @@ class FastDialSwarm(Swarm):
                     await extra.close()
                 except Exception as exc:  # closing a surplus connection is best effort
                     log.debug("closing a surplus connection: %r", exc)
-            self._negative_peer_cache.evict(str(peer_id))
+            self._dial_succeeded(peer_id)
             return connections[:1]
         finally:
             dial_event.set()
@@ -282,17 +332,15 @@ class FastDialSwarm(Swarm):
         allowed = [a for a in allowed if supported(a)]
         if not allowed:
             raise SwarmException(f"No supported transport found for peer {peer_id} addresses")
-        allowed.sort(key=_transport_priority)
-        selected: list[Multiaddr] = []
-        ranks: set[int] = set()
-        for addr in allowed:
-            rank = _transport_priority(addr)
-            if rank not in ranks:
-                ranks.add(rank)
-                selected.append(addr)
-                if len(selected) >= MAX_ADDRS_PER_PEER:
-                    break
-        return selected or allowed[:MAX_ADDRS_PER_PEER]
+        # Fix 8: newest first within a class (the peerstore appends), every class, none held
+        # back by a recent failure.
+        allowed = sorted(reversed(allowed), key=_transport_priority)
+        now = time.monotonic()
+        ready = [a for a in allowed if not self._held_back(peer_id, a, now)]
+        if not ready:
+            raise SwarmException(f"every known address of peer {peer_id} failed a dial within "
+                                 "its backoff")
+        return ready[:MAX_DIAL_ADDRS]
 
 
 # ---------------------------------------------------------------------------- 2. yamux window

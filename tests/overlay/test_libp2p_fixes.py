@@ -128,6 +128,96 @@ async def test_dial_returns_on_first_success_without_starting_the_fallback():
         assert len(swarm.get_connections(info.peer_id)) == 1
 
 
+def _dead_tcp_addr() -> multiaddr.Multiaddr:
+    """A loopback TCP address nothing listens on (a port just bound and released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
+
+
+def _record_dials(swarm: Any) -> list[str]:
+    dialled: list[str] = []
+    real_dial = swarm._dial_with_retry
+
+    async def recording_dial(addr: Any, peer_id: Any, source: Any = None) -> Any:
+        dialled.append(str(addr))
+        return await real_dial(addr, peer_id, source)
+
+    swarm._dial_with_retry = recording_dial
+    return dialled
+
+
+async def test_a_peer_that_moved_is_dialled_at_its_new_address_first():
+    """Fix 8. Unpatched, a peer with two TCP addresses is dialled at the first one stored
+    only: a peer that moved is dialled at its old, dead address and never at the new one the
+    caller just gave. Patched, the newest is dialled first and connects."""
+    async with running_host() as a, running_host() as b:
+        live = info_from_p2p_addr(a.get_addrs()[0])
+        b.get_peerstore().add_addrs(live.peer_id, [_dead_tcp_addr()], 3600)  # saved, now dead
+        dialled = _record_dials(b.get_network())
+        await b.connect(live)
+        assert dialled == [str(live.addrs[0])]
+        assert len(b.get_network().get_connections(live.peer_id)) == 1
+
+
+async def test_a_failed_dial_holds_back_that_address_not_the_peer():
+    """Fix 8. Unpatched, once every dialled address of a peer failed, every dial to that
+    peer is refused for 60 s, even at a new address. Patched, only the failed address is held
+    back (doubling per failure), the new one connects, and a success forgets the failures."""
+    from libp2p.network.exceptions import SwarmException
+    from libp2p.peer.peerinfo import PeerInfo
+
+    async with running_host() as a, running_host() as b:
+        live = info_from_p2p_addr(a.get_addrs()[0])
+        dead = _dead_tcp_addr()
+        swarm: Any = b.get_network()
+        dialled = _record_dials(swarm)
+        with pytest.raises(SwarmException):
+            await b.connect(PeerInfo(live.peer_id, [dead]))
+        assert dialled == [str(dead)]
+        failures = swarm._failures()
+        assert failures[(str(live.peer_id), str(dead))][0] == 1
+        # The dead address alone again: refused at once, without a dial.
+        b.get_peerstore().clear_addrs(live.peer_id)
+        with pytest.raises(SwarmException, match="backoff"):
+            await b.connect(PeerInfo(live.peer_id, [dead]))
+        assert dialled == [str(dead)]
+        # The new address connects at once.
+        await b.connect(live)
+        assert dialled == [str(dead), str(live.addrs[0])]
+        assert not [k for k in failures if k[0] == str(live.peer_id)]
+
+
+def test_the_dial_backoff_doubles_per_failure_and_its_memory_is_bounded(monkeypatch):
+    """Fix 8's bookkeeping, pure: the hold-back of an address doubles from DIAL_BACKOFF_S to
+    DIAL_BACKOFF_MAX_S, and past MAX_DIAL_FAILURES_KEPT pairs the oldest are forgotten."""
+    from libp2p.peer.id import ID
+
+    swarm: Any = libp2p_fixes.FastDialSwarm.__new__(libp2p_fixes.FastDialSwarm)
+    now = [1000.0]
+    monkeypatch.setattr(libp2p_fixes.time, "monotonic", lambda: now[0])
+    pid = ID.from_base58("12D3KooWDX6Qnb6An4h7wds2nqy1HFfTiB1zRr7HcJAABa7keSoT")
+    addr = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/9")
+    holds = []
+    for _ in range(9):
+        swarm._dial_failed(pid, addr)
+        holds.append(swarm._failures()[(str(pid), str(addr))][1] - now[0])
+    assert holds == [min(libp2p_fixes.DIAL_BACKOFF_S * 2 ** i, libp2p_fixes.DIAL_BACKOFF_MAX_S)
+                     for i in range(9)]
+    assert swarm._held_back(pid, addr, now[0] + holds[-1] - 0.001)
+    assert not swarm._held_back(pid, addr, now[0] + holds[-1])
+    monkeypatch.setattr(libp2p_fixes, "MAX_DIAL_FAILURES_KEPT", 5)
+    for port in range(20):
+        swarm._dial_failed(pid, multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{1000 + port}"))
+    kept = swarm._failures()
+    assert len(kept) == 5 and (str(pid), "/ip4/127.0.0.1/tcp/1019") in kept
+    swarm._dial_succeeded(pid)
+    assert swarm._failures() == {}
+
+
 # ---------------------------------------------------------------------------- 2. yamux window
 
 BULK_PROTOCOL = TProtocol("/enclave-swarm/test-bulk/1.0.0")
