@@ -121,6 +121,31 @@ class NodeProcess:
         return rc
 
 
+def start_nodes(dirs: list[Path], *, timeout_s: float = 60.0) -> list[NodeProcess]:
+    """A node process per data dir (new or existing), the first the bootstrap of the others,
+    which start side by side (each spends a second or two importing before it listens).
+    Returns them once every one listens; if one does not start, all are killed and the
+    error is raised (the caller never saw them, so nothing else would stop them)."""
+    nodes = [NodeProcess(dirs[0])]
+    try:
+        boot = [nodes[0].wait_listening(timeout_s)[0]]
+        nodes += [NodeProcess(d, bootstrap=boot) for d in dirs[1:]]
+        for p in nodes[1:]:
+            p.wait_listening(timeout_s)
+    except BaseException:
+        kill_nodes(nodes)
+        raise
+    return nodes
+
+
+def kill_nodes(nodes: list[NodeProcess]) -> None:
+    """SIGKILL every node, then reap each."""
+    for p in nodes:
+        p.signal(signal.SIGKILL)
+    for p in nodes:
+        p.wait(10)
+
+
 def all_mutually_attested(statuses: list[dict[str, Any] | None]) -> bool:
     if any(s is None for s in statuses):
         return False

@@ -4,9 +4,20 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio.testing
+
+
+@pytest.fixture
+def procs() -> Generator[list[Any], None, None]:
+    """Node processes (node/demo.py ``NodeProcess``) a test starts: killed and reaped after it."""
+    from node.demo import kill_nodes
+
+    started: list[Any] = []
+    yield started
+    kill_nodes(started)
 
 
 @pytest.fixture

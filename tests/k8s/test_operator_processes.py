@@ -20,7 +20,7 @@ from pathlib import Path
 import kopf
 import pytest
 
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, all_mutually_attested, start_nodes
 from node.k8s import handlers, jobs
 from node.k8s import operator as op
 from node.tasks.spec import SpecError
@@ -48,12 +48,8 @@ def _ready(nodes: list[NodeProcess]) -> bool:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("k8sfed")
-    procs = [NodeProcess(tmp / "node0")]
+    procs = start_nodes([tmp / f"node{i}" for i in range(3)])
     try:
-        boot = procs[0].wait_listening(60)[0]
-        procs += [NodeProcess(tmp / f"node{i}", bootstrap=[boot]) for i in (1, 2)]
-        for p in procs[1:]:
-            p.wait_listening(60)
         wait_for(lambda: _ready(procs), 120, 0.3)
         yield tmp, procs
     finally:

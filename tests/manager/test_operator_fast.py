@@ -5,29 +5,18 @@ on small federations of real node processes."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 
 from node.control import request
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import all_mutually_attested
 from tests.manager.test_processes import Watch, agreed, cli, start
 
 pytestmark = pytest.mark.process
 
 # A term limit far beyond the test: every change of manager here is the operator's.
 SETTINGS = "term_limit_s = 600.0\n"
-
-
-@pytest.fixture
-def procs():
-    made: list[NodeProcess] = []
-    yield made
-    for p in made:
-        p.signal(signal.SIGKILL)
-    for p in made:
-        p.wait(10)
 
 
 def one_line_failure(r) -> str:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.config import NodeConfig
 from node.datadir import DataDir
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, all_mutually_attested, start_nodes
 
 pytestmark = pytest.mark.process
 
@@ -81,18 +81,7 @@ def start(tmp: Path, n: int, settings: str = "") -> list[NodeProcess]:
         for d in dirs:  # what `init --profile local-test` does, without a process each
             DataDir(d).init(NodeConfig.for_profile("local-test"))
             (d / "manager.toml").write_text(settings)
-    nodes = [NodeProcess(dirs[0])]
-    try:
-        boot = [nodes[0].wait_listening(60)[0]]
-        nodes += [NodeProcess(d, bootstrap=boot) for d in dirs[1:]]
-        for p in nodes[1:]:
-            p.wait_listening(60)
-    except BaseException:  # the caller's fixture never saw these: do not leave them running
-        for p in nodes:
-            p.signal(signal.SIGKILL)
-            p.wait(10)
-        raise
-    return nodes
+    return start_nodes(dirs)
 
 
 @pytest.fixture

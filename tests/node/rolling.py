@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, all_mutually_attested, kill_nodes
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -79,36 +78,6 @@ def settled(sts: list[dict[str, Any]], council: int) -> str | None:
     return agreed(sts, council) if all_mutually_attested(list(sts)) else None
 
 
-def start(dirs: list[Path], *, chain: bool = False) -> list[NodeProcess]:
-    """A node process per data dir (new or existing), the first one the others' bootstrap.
-
-    With ``chain`` the nodes start one after another, each given every earlier node's address:
-    what an operator does when restarting a federation whose saved peer addresses
-    (``peers.json``) are stale, as the fixture's are (its nodes listened on ephemeral ports)."""
-    nodes = [NodeProcess(dirs[0])]
-    try:
-        boot = nodes[0].wait_listening(60)[:1]
-        if chain:
-            for d in dirs[1:]:
-                nodes.append(NodeProcess(d, bootstrap=list(boot)))
-                boot += nodes[-1].wait_listening(60)[:1]
-            return nodes
-        nodes += [NodeProcess(d, bootstrap=boot) for d in dirs[1:]]
-        for p in nodes[1:]:
-            p.wait_listening(60)
-    except BaseException:
-        kill_all(nodes)
-        raise
-    return nodes
-
-
-def kill_all(nodes: list[NodeProcess]) -> None:
-    for p in nodes:
-        p.signal(signal.SIGKILL)
-    for p in nodes:
-        p.wait(10)
-
-
 def stop_all(nodes: list[NodeProcess]) -> None:
     """Stop every node gracefully (SIGTERM, as ``systemctl stop`` does; ``enclave-swarm stop``
     is the same path) and wait for it to exit 0."""
@@ -146,6 +115,6 @@ def restart_one(nodes: list[NodeProcess], i: int, watch: Watch, council: int) ->
         watch.wait(nodes, lambda sts: settled(sts, council), timeout_s=180.0,
                    what=f"{victim.name} rejoining")
     except BaseException:
-        kill_all([back])
+        kill_nodes([back])
         raise
     return nodes

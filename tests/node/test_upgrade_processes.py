@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from node.demo import kill_nodes, start_nodes
 from node.schema import VERSION_FILE
 from tests.fixtures.datadirs import (
     committed_prefixes_agree,
@@ -23,7 +24,7 @@ from tests.fixtures.datadirs import (
     raft_log,
     tree_state,
 )
-from tests.node.rolling import Watch, cli, kill_all, restart_one, settled, start, stop_all
+from tests.node.rolling import Watch, cli, restart_one, settled, stop_all
 
 pytestmark = pytest.mark.process
 
@@ -129,7 +130,10 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
     root = copy_fixture(tmp_path / "v1")
     dirs = [root / f"node{i}" for i in range(3)]
     meta = fixture_object()
-    nodes = start(dirs, chain=True)  # their saved peer addresses are stale (ephemeral ports)
+    # Their saved peer addresses are stale (the fixture's nodes listened on ephemeral ports):
+    # node1 and node2 know only node0's new address and meet each other through its peer
+    # exchange, past the dead saved ones (docs/libp2p.md, fix 8).
+    nodes = start_nodes(dirs)
     try:
         watch = Watch()
         watch.wait(nodes, lambda sts: settled(sts, 3) and all(s["commit_index"] >= 12 for s in sts),
@@ -152,7 +156,7 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
         assert _get(dirs[2], meta["object_id"], tmp_path / "after.bin") == object_bytes()
         stop_all(nodes)
     finally:
-        kill_all(nodes)
+        kill_nodes(nodes)
     for d in dirs:  # read as version 1, not stamped: the previous release can still run them
         assert not (d / "raft" / VERSION_FILE).exists()
         assert "schema_version" not in (d / "config.toml").read_text()
@@ -163,7 +167,7 @@ def test_previous_release_federation_reads_its_object_and_survives_a_rolling_res
 @pytest.mark.slow  # five processes restarted one by one: minutes; the fast twin is above
 def test_rolling_restart_of_five_nodes_loses_no_data_and_one_manager_per_term(tmp_path):
     dirs = [tmp_path / f"node{i}" for i in range(5)]
-    nodes = start(dirs)
+    nodes = start_nodes(dirs)
     try:
         watch = Watch()
         watch.wait(nodes, lambda sts: settled(sts, 5), what="five nodes settling")
@@ -182,6 +186,6 @@ def test_rolling_restart_of_five_nodes_loses_no_data_and_one_manager_per_term(tm
             assert _get(owner, oid, tmp_path / f"{oid}.out") == data
         stop_all(nodes)
     finally:
-        kill_all(nodes)
+        kill_nodes(nodes)
     assert watch.samples > 50 and watch.seen
     _check_raft_stores(dirs, watch)

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.shards_net.test_cli_processes import cli, ls, procs, start_federation, wait_for
+from tests.shards_net.test_cli_processes import cli, ls, start_federation, wait_for
 
 pytestmark = pytest.mark.process
-
-__all__ = ["procs"]  # the fixture, imported for this module's tests
 
 
 def stored(data_dir: Path, oid: str) -> list[Path]:

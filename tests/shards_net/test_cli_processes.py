@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from node.control import request
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, all_mutually_attested, start_nodes
 from node.shards.demo import run_shard_demo
 from node.testing import poll_until
 
@@ -46,24 +46,9 @@ def start_federation(tmp_path: Path, n: int, started: list[NodeProcess], *,
     if reattest_s is not None:
         for i in range(n):
             _init_with_reattest(tmp_path / f"node{i}", reattest_s)
-    first = NodeProcess(tmp_path / "node0")
-    started.append(first)
-    boot = first.wait_listening(60)[0]
-    for i in range(1, n):
-        started.append(NodeProcess(tmp_path / f"node{i}", bootstrap=[boot]))
-    for p in started[1:]:
-        p.wait_listening(60)
+    started += start_nodes([tmp_path / f"node{i}" for i in range(n)])
     wait_for(lambda: all_mutually_attested([p.status() for p in started]), 120)
     return started
-
-
-@pytest.fixture
-def procs():
-    started: list[NodeProcess] = []
-    yield started
-    for p in started:
-        p.signal(signal.SIGKILL)
-        p.wait(10)
 
 
 def ls(p: NodeProcess) -> list[dict]:

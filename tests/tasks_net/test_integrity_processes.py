@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from node.demo import NodeProcess
+from node.demo import NodeProcess, start_nodes
 from node.tasks.testing import write_job
-from tests.tasks_net.test_processes import _ready, ctl, procs, wait_for  # noqa: F401 (fixture)
+from tests.tasks_net.test_processes import _ready, ctl, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -47,16 +47,11 @@ def _submit(owner: NodeProcess, spec: Path, out: Path) -> str:
     return r.stdout.splitlines()[0].strip()
 
 
-def test_a_lying_node_process_is_outvoted_flagged_and_revoked(tmp_path, procs):  # noqa: F811
-    first = NodeProcess(tmp_path / "node0")
-    procs.append(first)
-    boot = first.wait_listening(60)[0]
-    for i in range(1, 4):
-        procs.append(NodeProcess(tmp_path / f"node{i}", bootstrap=[boot]))
-    liar = LyingProcess(tmp_path / "liar", bootstrap=[boot])
+def test_a_lying_node_process_is_outvoted_flagged_and_revoked(tmp_path, procs):
+    procs += start_nodes([tmp_path / f"node{i}" for i in range(4)])
+    liar = LyingProcess(tmp_path / "liar", bootstrap=procs[0].addrs[:1])
     procs.append(liar)
-    for p in procs[1:]:
-        p.wait_listening(60)
+    liar.wait_listening(60)
     wait_for(lambda: _ready(procs), 120, 0.3)
     by_peer = {p.status()["peer_id"]: p for p in procs}
     liar_id = next(pid for pid, p in by_peer.items() if p is liar)

@@ -6,26 +6,17 @@ checked against the committed digest."""
 
 from __future__ import annotations
 
-import hashlib
 import signal
 from pathlib import Path
 
 import pytest
 
 from node.control import request
-from node.demo import NodeProcess
-from tests.tasks_net.test_processes import EXAMPLES, _ready, wait_for
+from node.demo import NodeProcess, start_nodes
+from node.tasks.testing import write_job
+from tests.tasks_net.test_processes import _ready, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
-
-
-@pytest.fixture
-def procs():
-    started: list[NodeProcess] = []
-    yield started
-    for p in started:
-        p.signal(signal.SIGKILL)
-        p.wait(10)
 
 
 def ctl(p: NodeProcess, cmd: dict, timeout_s: float = 10) -> dict:
@@ -33,24 +24,13 @@ def ctl(p: NodeProcess, cmd: dict, timeout_s: float = 10) -> dict:
 
 
 def test_a_done_jobs_result_survives_the_owner_restarting(tmp_path: Path, procs):
-    first = NodeProcess(tmp_path / "node0")
-    procs.append(first)
-    boot = first.wait_listening(60)[0]
-    for i in range(1, 4):
-        procs.append(NodeProcess(tmp_path / f"node{i}", bootstrap=[boot]))
-    for p in procs[1:]:
-        p.wait_listening(60)
+    procs += start_nodes([tmp_path / f"node{i}" for i in range(4)])
+    boot = procs[0].addrs[0]
     wait_for(lambda: _ready(procs), 120, 0.3)
     owner = procs[3]
     data = b"".join(b"record %d\n" % i for i in range(300))
     (tmp_path / "input.txt").write_bytes(data)
-    wasm = EXAMPLES / "slowcat.wasm"
-    spec = tmp_path / "job.toml"
-    spec.write_text(
-        'version = 1\n'
-        f'[module]\npath = "{wasm}"\nsha256 = "{hashlib.sha256(wasm.read_bytes()).hexdigest()}"\n'
-        f'[input]\npath = "{tmp_path / "input.txt"}"\n'
-        '[split]\nmode = "records"\nfragments = 3\n[aggregation]\nkind = "concat"\n')
+    spec = write_job(tmp_path, "slowcat", fragments=3, split="records", input_path=tmp_path / "input.txt")
     job_id = ctl(owner, {"cmd": "task-submit", "spec": str(spec), "input": None, "object": None},
                  60)["job_id"]
     wait_for(lambda: (ctl(owner, {"cmd": "task-describe", "job_id": job_id}).get("job") or {})

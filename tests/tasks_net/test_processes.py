@@ -4,7 +4,6 @@ are SIGKILLed while it runs (issue 11: "Real node processes through the CLI").""
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import subprocess
 import sys
@@ -13,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from node.control import request
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, all_mutually_attested, start_nodes
+from node.manager_settings import ManagerSettings
+from node.tasks.testing import write_job
 from node.testing import poll_until
 
 pytestmark = pytest.mark.process
@@ -29,24 +30,20 @@ def ctl(p: NodeProcess, cmd: dict) -> dict:
     return request(p.data_dir / "control.sock", cmd, timeout_s=10)
 
 
-@pytest.fixture
-def procs():
-    started: list[NodeProcess] = []
-    yield started
-    for p in started:
-        p.signal(signal.SIGKILL)
-        p.wait(10)
-
-
 def _ready(nodes: list[NodeProcess]) -> bool:
+    """All mutually attested, one manager, every capability and admission everywhere, and the
+    council full (five voters, the default ``council_size``, or every node when fewer): a test
+    that kills two nodes of a council still growing (four voters, say) would leave no quorum."""
     st = [p.status() for p in nodes]
     if not all_mutually_attested(st):
         return False
     managers = {s.get("manager") for s in st if s}
     ids = {s["peer_id"] for s in st if s}
+    council = min(ManagerSettings().council_size, len(nodes))
     return (len(managers) == 1 and None not in managers
             and all(len(s.get("capabilities", {})) == len(nodes) for s in st if s)
-            and all(s["consensus"]["members"]["admitted"] == len(ids) for s in st if s))
+            and all(s["consensus"]["members"]["admitted"] == len(ids) for s in st if s)
+            and all(len(s.get("council") or ()) == council for s in st if s))
 
 
 def _running_replica(owner: NodeProcess, job_id: str, exclude: set[str]) -> str | None:
@@ -59,13 +56,7 @@ def _running_replica(owner: NodeProcess, job_id: str, exclude: set[str]) -> str 
 
 
 def test_submit_survives_an_agent_and_the_manager_killed_mid_job(tmp_path, procs):
-    first = NodeProcess(tmp_path / "node0")
-    procs.append(first)
-    boot = first.wait_listening(60)[0]
-    for i in range(1, 5):
-        procs.append(NodeProcess(tmp_path / f"node{i}", bootstrap=[boot]))
-    for p in procs[1:]:
-        p.wait_listening(60)
+    procs += start_nodes([tmp_path / f"node{i}" for i in range(5)])
     wait_for(lambda: _ready(procs), 120, 0.3)
     by_peer = {p.status()["peer_id"]: p for p in procs}
     manager = procs[0].status()["manager"]
@@ -74,14 +65,7 @@ def test_submit_survives_an_agent_and_the_manager_killed_mid_job(tmp_path, procs
 
     data = bytes(range(256)) * 480  # 120 KiB of slowcat: ~0.9 s per fragment
     (tmp_path / "input.bin").write_bytes(data)
-    wasm = EXAMPLES / "slowcat.wasm"
-    spec = tmp_path / "job.toml"
-    spec.write_text(
-        'version = 1\nname = "slowcat"\n'
-        f'[module]\npath = "{wasm}"\nsha256 = "{hashlib.sha256(wasm.read_bytes()).hexdigest()}"\n'
-        f'[input]\npath = "{tmp_path / "input.bin"}"\n'
-        '[split]\nmode = "bytes"\nfragments = 8\n'
-        '[aggregation]\nkind = "concat"\n')
+    spec = write_job(tmp_path, "slowcat", fragments=8, input_path=tmp_path / "input.bin")
     out = tmp_path / "result.bin"
     submit = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "submit", str(spec), "--wait", "-o", str(out),
