@@ -37,6 +37,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,49 +304,62 @@ class Pkcs11Keys:
         self._session, self._priv, self._aes = session, priv, aes
         return public
 
+    def _token_key(self, session: Any, what: str, label: str, make: Callable[[], Any] | None,
+                   query: dict[Any, Any]) -> Any:
+        """The one object labelled ``label`` with the attributes in ``query``; made by
+        ``make`` when there is none and ``make`` is given. Every failure is a
+        :class:`KeyProviderError` naming the token, ``what`` and the label."""
+        token = self.config.token
+        try:
+            # The whole search, not Session.get_key: its search is left open when it finds
+            # two objects, and ends (with an error) only when garbage collected.
+            found = list(session.get_objects({**query, Attribute.LABEL: label}))
+        except p11e.PKCS11Error as exc:
+            raise KeyProviderError(f"token {token!r}: cannot read the {what} labelled {label!r} "
+                                   f"({type(exc).__name__})") from None
+        if len(found) > 1:
+            raise KeyProviderError(f"token {token!r} holds several objects for the {what} labelled "
+                                   f"{label!r}; refusing to guess")
+        if found:
+            return found[0]
+        if make is None:
+            raise KeyProviderError(f"token {token!r} holds no {what} labelled {label!r} "
+                                   "(run `enclave-swarm init --keys pkcs11`)")
+        return make()
+
     def _identity_objects(self, session: Any, create: bool) -> tuple[Any, bytes]:
         label = self.config.identity_label
-        try:
-            priv = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-            pub = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
-        except p11e.NoSuchKey:
-            if not create:
-                raise KeyProviderError(f"token {self.config.token!r} holds no Ed25519 key pair labelled "
-                                       f"{label!r} (run `enclave-swarm init --keys pkcs11`)") from None
+        made: list[Any] = []
+
+        def generate() -> Any:
             pub, priv = session.generate_keypair(
                 KeyType.EC_EDWARDS, mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, store=True,
                 label=label,
                 public_template={Attribute.EC_PARAMS: encode_named_curve_parameters(ED25519_OID)},
                 private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
                                   Attribute.SIGN: True})
-        except p11e.MultipleObjectsReturned:
-            raise KeyProviderError(f"token {self.config.token!r} holds several keys labelled "
-                                   f"{label!r}; refusing to guess") from None
-        except p11e.PKCS11Error as exc:
-            raise KeyProviderError(f"token {self.config.token!r}: cannot read the identity key "
-                                   f"({type(exc).__name__})") from None
+            made.append(pub)
+            return priv
+
+        what = "Ed25519 key pair"
+        priv = self._token_key(session, what, label, generate if create else None,
+                               {Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+        pub = made[0] if made else self._token_key(session, what, label, None,
+                                                   {Attribute.CLASS: ObjectClass.PUBLIC_KEY})
         if priv.key_type != KeyType.EC_EDWARDS:
             raise KeyProviderError(f"token {self.config.token!r}: key {label!r} is not an Ed25519 key")
         return priv, raw_ed25519_point(bytes(pub[Attribute.EC_POINT]))
 
     def _sealing_object(self, session: Any, create: bool) -> Any:
-        label = self.config.sealing_label
-        try:
-            return session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES, label=label)
-        except p11e.NoSuchKey:
-            if not create:
-                raise KeyProviderError(f"token {self.config.token!r} holds no AES key labelled {label!r} "
-                                       "(run `enclave-swarm init --keys pkcs11`)") from None
+        def generate() -> Any:
             return session.generate_key(
-                KeyType.AES, 256, label=label, store=True,
+                KeyType.AES, 256, label=self.config.sealing_label, store=True,
                 template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
                           Attribute.ENCRYPT: True, Attribute.DECRYPT: True})
-        except p11e.MultipleObjectsReturned:
-            raise KeyProviderError(f"token {self.config.token!r} holds several AES keys labelled "
-                                   f"{label!r}; refusing to guess") from None
-        except p11e.PKCS11Error as exc:
-            raise KeyProviderError(f"token {self.config.token!r}: cannot read the sealing key "
-                                   f"({type(exc).__name__})") from None
+
+        return self._token_key(session, "AES key", self.config.sealing_label,
+                               generate if create else None,
+                               {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES})
 
     # ------------------------------------------------------------------ operations
     def _lost(self, exc: BaseException) -> KeyUnavailable:

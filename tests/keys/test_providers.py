@@ -166,6 +166,27 @@ def test_missing_objects_are_refused_and_nothing_is_created(hsm, opened):
     assert made._session.get_key(object_class=ObjectClass.SECRET_KEY) is not None
 
 
+def test_ambiguous_or_half_missing_keys_are_refused_not_guessed_or_remade(hsm, opened):
+    """Two AES keys under the sealing label: refused, naming them; an identity whose public
+    half is gone: refused (not a second key pair made beside the private key)."""
+    from pkcs11 import KeyType, ObjectClass
+
+    t = hsm.init_token("twice")
+    made = Pkcs11Keys(t, create=True)
+    session = made._session
+    session.generate_key(KeyType.AES, 256, label=t.sealing_label, store=True)
+    made.close()
+    with pytest.raises(KeyProviderError, match="several objects for the AES key labelled"):
+        opened.append(Pkcs11Keys(t))
+
+    t = hsm.init_token("half")
+    made = Pkcs11Keys(t, create=True)
+    made._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=t.identity_label).destroy()
+    made.close()
+    with pytest.raises(KeyProviderError, match="holds no Ed25519 key pair labelled"):
+        opened.append(Pkcs11Keys(t, create=True))
+
+
 def test_pin_from_the_environment(hsm, opened, monkeypatch):
     import dataclasses
 
