@@ -48,6 +48,21 @@ def encodings(secret: bytes) -> list[bytes]:
     return [e for e in out if len(e) >= 16]
 
 
+def add_object_secrets(secrets: dict[str, bytes], shares: list, plaintext: bytes) -> None:  # type: ignore[type-arg]
+    """An object's secrets besides its holders': its data key (rebuilt from two of its three
+    key shares) and sixteen 32-byte slices of its plaintext."""
+    secrets["object data key"] = combine_shares(shares[:2], 2)
+    for off in range(0, len(plaintext) - 32, len(plaintext) // 16):
+        secrets[f"plaintext @{off}"] = plaintext[off:off + 32]
+
+
+def leaked(secrets: dict[str, bytes], corpus: bytes) -> list[tuple[str, bytes]]:
+    """(name, first bytes of the form found) of each secret found in ``corpus`` in any of its
+    encodings."""
+    return [(what, form[:12]) for what, secret in secrets.items() for form in encodings(secret)
+            if form in corpus]
+
+
 def wait_for(pred, timeout_s: float, step_s: float = 0.3, what: str = "condition"):  # type: ignore[no-untyped-def]
     return poll_until(pred, timeout_s, step_s, what)
 
@@ -106,9 +121,7 @@ def test_no_secret_of_a_put_and_get_is_logged(tmp_path: Path) -> None:
                 shares.append(share)
                 secrets[f"{p.name} key share {info.index}"] = share.value
     assert len(shares) == 3, "every holder's share was read back"
-    secrets["object data key"] = combine_shares(shares[:2], 2)
-    for off in range(0, FILE_BYTES - 32, FILE_BYTES // 16):
-        secrets[f"plaintext @{off}"] = plaintext[off:off + 32]
+    add_object_secrets(secrets, shares, plaintext)
 
     # ---- everything logged or printed
     logs = {p.name: p.log_path.read_bytes() for p in nodes}
@@ -118,9 +131,7 @@ def test_no_secret_of_a_put_and_get_is_logged(tmp_path: Path) -> None:
         f"debug records in every log: {({k: len(v) for k, v in logs.items()})}"
     assert f"put {oid}".encode() in logs[owner.name]
     corpus = b"\n".join([*logs.values(), *(s.encode() for s in printed)])
-    found = [(what, form[:12]) for what, secret in secrets.items() for form in encodings(secret)
-             if form in corpus]
-    assert not found, f"secrets in the logs: {found}"
+    assert not (found := leaked(secrets, corpus)), f"secrets in the logs: {found}"
 
     # ---- JSON lines parse, and a line naming another node carries its id as `peer`
     ids = {p.name: _peer_id(p) for p in nodes}
@@ -181,15 +192,11 @@ async def test_no_secret_of_an_in_process_put_and_get_is_logged(tmp_path: Path) 
         root.removeHandler(keep)
         root.setLevel(old)
     assert len(shares) == 3
-    secrets["data key"] = combine_shares(shares[:2], 2)
-    for off in range(0, len(plaintext) - 32, len(plaintext) // 16):
-        secrets[f"plaintext @{off}"] = plaintext[off:off + 32]
+    add_object_secrets(secrets, shares, plaintext)
     text, js = formatter("text"), formatter("json")
     corpus = "\n".join(f"{text.format(r)}\n{js.format(r)}" for r in records).encode()
     assert len(records) > 50
-    found = [(what, form[:12]) for what, secret in secrets.items() for form in encodings(secret)
-             if form in corpus]
-    assert not found, f"secrets in the logs: {found}"
+    assert not (found := leaked(secrets, corpus)), f"secrets in the logs: {found}"
 
 
 async def test_both_formats_render_the_same_records_one_line_each(tmp_path: Path) -> None:
