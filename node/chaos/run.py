@@ -37,6 +37,7 @@ from node.chaos.history import Event, Recorder, pair, parse_lines
 from node.chaos.netns import TestNet, unavailable_reason
 from node.chaos.schedule import MANAGER, Fault, ScheduleConfig, generate, last_heal_s
 from node.control import NotRunning
+from node.tasks.spec import render_spec
 
 log = logging.getLogger("enclave_swarm.chaos")
 
@@ -464,14 +465,10 @@ class ChaosRun:
         lines = [f"{rng.getrandbits(64):016x} record {n}\n" for n in range(rng.randint(20, 200))]
         data = "".join(lines).encode()
         (base / "input.txt").write_bytes(data)
-        wasm = EXAMPLES / "slowcat.wasm"
         spec = base / "job.toml"
-        spec.write_text(
-            'version = 1\nname = "chaos"\nqueue_timeout_s = 120\n'
-            f'[module]\npath = "{wasm}"\nsha256 = "{hashlib.sha256(wasm.read_bytes()).hexdigest()}"\n'
-            f'[input]\npath = "{base / "input.txt"}"\n'
-            f'[split]\nmode = "records"\nfragments = {rng.randint(2, 4)}\n'
-            '[aggregation]\nkind = "concat"\n')
+        spec.write_text(render_spec(EXAMPLES / "slowcat.wasm", base / "input.txt",
+                                    fragments=rng.randint(2, 4), split="records", name="chaos",
+                                    top="queue_timeout_s = 120\n"))
         expected = hashlib.sha256(data).hexdigest()  # slowcat copies; concat joins in order
         inv = hist.invoke(process, "submit", i, {"expected_sha256": expected, "bytes": len(data)})
         if not c.nodes[i].alive():

@@ -19,7 +19,6 @@ The killed node stays dead (its ``NodeProcess.wait`` reports -SIGKILL).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from rich.console import Console
 
 from node.control import NotRunning, request
 from node.demo import NodeProcess
+from node.tasks.spec import render_spec
 
 FRAGMENTS = 48
 LINES = 120_000
@@ -82,13 +82,8 @@ def run_task_demo(nodes: list[NodeProcess], console: Console) -> bool:
         text = _text()
         src, out, spec = Path(tmp) / "corpus.txt", Path(tmp) / "counts.json", Path(tmp) / "wordcount.toml"
         src.write_bytes(text)
-        digest = hashlib.sha256(_EXAMPLE.read_bytes()).hexdigest()
-        spec.write_text(
-            'version = 1\nname = "demo-wordcount"\n'
-            f'[module]\npath = "{_EXAMPLE}"\nsha256 = "{digest}"\n'
-            f'[input]\npath = "{src}"\n'
-            f'[split]\nmode = "records"\nfragments = {FRAGMENTS}\n'
-            '[aggregation]\nkind = "merge-counts"\n')
+        spec.write_text(render_spec(_EXAMPLE, src, fragments=FRAGMENTS, split="records",
+                                    aggregation="merge-counts", name="demo-wordcount"))
         console.print(f"[bold]Tasks[/bold]: a word count over {len(text):,} bytes, {FRAGMENTS} fragments "
                       f"(wordcount.wasm, merge-counts), submitted from {owner.name}")
         t0 = time.monotonic()

@@ -534,6 +534,25 @@ def load_spec(path: Path | str, *, check_files: bool = True) -> JobSpec:
     return parse_spec(data, fmt=fmt, base_dir=p.parent, check_files=check_files)
 
 
+def render_spec(module: Path, input_path: Path, *, fragments: int | None, split: str = "bytes",
+                aggregation: str = "concat", name: str | None = None, top: str = "",
+                reducer: Path | None = None, extra: str = "") -> str:
+    """A TOML spec over ``input_path`` that runs ``module`` (its SHA-256 read from the file):
+    what the demo, the chaos clients and the tests submit. ``fragments`` None (split mode
+    ``files``) leaves the count out; ``top`` adds top-level lines (``redundancy = 2``, say);
+    ``reducer`` is the module of ``aggregation = "wasm"``; ``extra`` is appended (more tables)."""
+
+    def pinned(key: str, path: Path) -> str:
+        return f'{key} = "{path}"\nsha256 = "{hashlib.sha256(path.read_bytes()).hexdigest()}"\n'
+
+    return ("version = 1\n" + (f"name = {json.dumps(name, ensure_ascii=False)}\n" if name else "") + top
+            + f"[module]\n{pinned('path', module)}"
+            + f'[input]\npath = "{input_path}"\n'
+            + f'[split]\nmode = "{split}"\n' + (f"fragments = {fragments}\n" if fragments is not None else "")
+            + f'[aggregation]\nkind = "{aggregation}"\n'
+            + (pinned("module", reducer) if reducer else "") + extra)
+
+
 # --------------------------------------------------------------------------- splitting
 
 

@@ -5,7 +5,6 @@ loopback (node/testing.py says why the intervals are what they are)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from node.shards import service as shard_service
 from node.tasks import offers as offers_mod
 from node.tasks import service as task_service
 from node.tasks.service import TaskService
+from node.tasks.spec import render_spec
 from node.testing import (
     crash_in_process,
     fully_attested,
@@ -159,24 +159,13 @@ def write_job(tmp: Path, module: str, *, fragments: int, split: str = "bytes",
     """A job spec in ``tmp`` (named after the module: a second call replaces it) over
     ``input_path`` (default ``tmp/input``); ``top`` adds top-level keys (TOML lines, e.g.
     ``quorum = 2``), ``extra`` is appended (more TOML tables)."""
-    wasm = EXAMPLES / f"{module}.wasm"
-    digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
     spec = tmp / f"{module}-job.toml"
-    spec.write_text(
-        f'version = 1\nname = "{module}"\nredundancy = {redundancy}\n{top}'
-        f'[module]\npath = "{wasm}"\nsha256 = "{digest}"\n'
-        f'[input]\npath = "{input_path or tmp / "input"}"\n'
-        f'[split]\nmode = "{split}"\n' + (f'fragments = {fragments}\n' if split != "files" else "")
-        + f'[aggregation]\nkind = "{aggregation}"\n{_reducer(aggregation)}{extra}')
+    spec.write_text(render_spec(
+        EXAMPLES / f"{module}.wasm", input_path or tmp / "input",
+        fragments=fragments if split != "files" else None, split=split, aggregation=aggregation,
+        name=module, top=f"redundancy = {redundancy}\n{top}",
+        reducer=EXAMPLES / "u64sum.wasm" if aggregation == "wasm" else None, extra=extra))
     return spec
-
-
-def _reducer(aggregation: str) -> str:
-    """kind = "wasm": the example reducer u64sum.wasm."""
-    if aggregation != "wasm":
-        return ""
-    wasm = EXAMPLES / "u64sum.wasm"
-    return f'module = "{wasm}"\nsha256 = "{hashlib.sha256(wasm.read_bytes()).hexdigest()}"\n'
 
 
 def committed(fed: TaskFederation, job_id: str) -> Any:

@@ -19,6 +19,7 @@ from node.tasks.spec import (
     directory_files,
     load_spec,
     parse_spec,
+    render_spec,
     split_input,
 )
 
@@ -116,6 +117,29 @@ def test_defaults_for_a_minimal_spec(work: Path) -> None:
     assert isinstance(spec, JobSpec)
     assert spec.input.object_id == "ab" * 16 and spec.split == SplitSpec("bytes", 1)
     assert spec.redundancy == 1 and spec.aggregation.kind == "concat" and spec.weights == Weights()
+
+
+def test_a_rendered_spec_parses_to_what_was_asked(work: Path) -> None:
+    """render_spec (what the demo, the chaos clients and the tests submit) is read back by the
+    parser with every field as given, including a name that needs quoting and a reducer."""
+    (work / "red.wasm").write_bytes(WASM + b"r")
+    text = render_spec(work / "wc.wasm", work / "book.txt", fragments=2, split="records",
+                       aggregation="wasm", name='a "quoted" name 🐝', top="redundancy = 2\n",
+                       reducer=work / "red.wasm", extra="[limits]\nfuel = 1000\n")
+    spec = parsed(text, work)
+    assert spec.name == 'a "quoted" name 🐝' and spec.redundancy == 2 and spec.limits.fuel == 1000
+    assert spec.split == SplitSpec("records", 2) and spec.aggregation.kind == "wasm"
+    assert spec.module.sha256 == SHA and spec.input.path == str(work / "book.txt")
+    assert spec.aggregation.module is not None
+    assert spec.aggregation.module.sha256 == hashlib.sha256(WASM + b"r").hexdigest()
+    files = render_spec(work / "wc.wasm", work / "parts", fragments=None, split="files")
+    assert "fragments" not in files and parsed(files, work).split.mode == "files"
+
+
+def parsed(text: str, work: Path) -> JobSpec:
+    spec = parse_spec(text, base_dir=work)
+    assert isinstance(spec, JobSpec)
+    return spec
 
 
 def errors_of(text: str, work: Path, **kw: object) -> dict[str, str]:
