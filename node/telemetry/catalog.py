@@ -89,6 +89,11 @@ CATALOG: tuple[Metric, ...] = (
            ("event", "reason")),
     Metric("metrics_sample_seconds", "gauge",
            "How long the last refresh of the sampled gauges took on the node's loop."),
+    Metric("metrics_cpu_seconds", "counter",
+           "CPU time this node spent on its own metrics: refreshing the sampled gauges "
+           "(part=\"sample\", on the node's loop) and answering scrapes (part=\"scrape\", on "
+           "the exporter's threads).", ("part",)),
+    Metric("metrics_scrapes", "counter", "Scrapes of this endpoint answered."),
 )
 
 # prometheus_client's process collector, registered with the same prefix: resident memory,

@@ -212,6 +212,14 @@ class NodeCollector(Collector):
                 f = _family(name)
                 f.add_metric([], v[name])
                 yield f
+        cost = self.sampler.cost.snapshot()
+        f = _family("metrics_cpu_seconds")
+        f.add_metric(["sample"], cost["sample_cpu_s"])
+        f.add_metric(["scrape"], cost["scrape_cpu_s"])
+        yield f
+        f = _family("metrics_scrapes")
+        f.add_metric([], cost["scrapes"])
+        yield f
 
 
 def _le(bound: float) -> str:

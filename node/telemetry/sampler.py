@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from typing import Any
 
@@ -21,12 +22,41 @@ log = logging.getLogger("enclave_swarm.telemetry")
 SAMPLE_PERIOD_S = 2.0
 
 
+class MetricsCost:
+    """The CPU time a node spends on its own metrics, by thread CPU time (``time.thread_time``,
+    so other threads' work in the meantime is not counted): the sampler's refreshes on the
+    loop and each scrape on the exporter's thread. What the metrics cost is then read, not
+    inferred from two noisy runs (bench/bench_metrics.py, part ``account``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # scrapes run on threads of their own
+        self.sample_cpu_s = 0.0
+        self.scrape_cpu_s = 0.0
+        self.scrapes = 0
+
+    def add_sample(self, cpu_s: float) -> None:
+        with self._lock:
+            self.sample_cpu_s += cpu_s
+
+    def add_scrape(self, cpu_s: float) -> None:
+        with self._lock:
+            self.scrape_cpu_s += cpu_s
+            self.scrapes += 1
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {"sample_cpu_s": self.sample_cpu_s, "scrape_cpu_s": self.scrape_cpu_s,
+                    "scrapes": self.scrapes}
+
+
 class Sampler:
     """``values`` is replaced as a whole at each refresh (the exporter thread reads it)."""
 
-    def __init__(self, agent: Any, *, period_s: float = SAMPLE_PERIOD_S) -> None:
+    def __init__(self, agent: Any, *, period_s: float = SAMPLE_PERIOD_S,
+                 cost: MetricsCost | None = None) -> None:
         self.agent = agent
         self.period_s = period_s
+        self.cost = cost or MetricsCost()
         self.values: dict[str, Any] = {}
         self._jobs_at: int | None = None
         self._jobs: tuple[dict[str, int], dict[str, int]] = ({}, {})
@@ -34,7 +64,7 @@ class Sampler:
     def refresh(self, *, recount: bool = False) -> None:
         """Recompute the sampled gauges (``recount``: the jobs too, even if the state did not
         move)."""
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         if recount:
             self._jobs_at = None
         tee: collections.Counter[str] = collections.Counter()
@@ -56,6 +86,7 @@ class Sampler:
             out["swim_members"] = gossip.membership.num_members()
         out["metrics_sample_seconds"] = time.perf_counter() - began
         self.values = out
+        self.cost.add_sample(time.thread_time() - cpu)
 
     def _jobs_by_state(self) -> tuple[dict[str, int], dict[str, int]] | None:
         from consensus import tasks as ct

@@ -11,9 +11,12 @@
 * An address that is taken (or cannot be bound) is logged as an error naming it and counted
   (``metrics_bind_failed``); the node keeps running without metrics and retries every
   ``RETRY_S`` seconds; ``status --json`` shows ``metrics.serving`` and the error.
-* The HTTP server is prometheus_client's WSGI server on a daemon thread (a thread per
-  request, so a scrape is answered while the trio loop is busy); at the node's stop it is shut
-  down and its thread joined from a worker thread, so shutdown is clean.
+* The HTTP server is prometheus_client's WSGI app and threading server (a thread per
+  request, so a scrape is answered while the trio loop is busy), built here rather than by
+  ``start_http_server`` so that each request's thread CPU time is accounted
+  (:class:`~node.telemetry.sampler.MetricsCost`, exported as
+  ``enclave_swarm_metrics_cpu_seconds_total``); at the node's stop it is shut down and its
+  thread joined from a worker thread, so shutdown is clean.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ import dataclasses
 import errno
 import ipaddress
 import logging
+import socket
 import threading
+import time
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import trio
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from node.telemetry.collector import NodeCollector
-from node.telemetry.sampler import Sampler
+from node.telemetry.sampler import MetricsCost, Sampler
 
 log = logging.getLogger("enclave_swarm.telemetry")
 
@@ -81,6 +88,24 @@ def parse_metrics_address(text: str, *, allow_remote: bool = False) -> MetricsAd
     return MetricsAddress(str(ip), port)
 
 
+def _handler(cost: MetricsCost) -> type[WSGIRequestHandler]:
+    """A request handler that logs nothing (as prometheus_client's) and adds the CPU time of
+    its thread while it answers (the whole request: a fresh thread each) to ``cost``."""
+
+    class Handler(WSGIRequestHandler):
+        def handle(self) -> None:
+            began = time.thread_time()
+            try:
+                super().handle()
+            finally:
+                cost.add_scrape(time.thread_time() - began)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
 class MetricsEndpoint:
     """The registry of one node and the HTTP server exporting it."""
 
@@ -89,7 +114,9 @@ class MetricsEndpoint:
         self.agent = agent
         self.address = address
         self.retry_s = retry_s
-        self.sampler = Sampler(agent) if sample_period_s is None else Sampler(agent, period_s=sample_period_s)
+        self.cost = MetricsCost()
+        self.sampler = Sampler(agent, cost=self.cost) if sample_period_s is None else \
+            Sampler(agent, period_s=sample_period_s, cost=self.cost)
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = NodeCollector(agent, self.sampler)
         self.registry.register(self.collector)
@@ -110,7 +137,12 @@ class MetricsEndpoint:
 
     def open(self) -> None:
         """Bind and start serving. Raises OSError (the address is taken, ...)."""
-        httpd, thread = start_http_server(self.address.port, addr=self.address.host, registry=self.registry)
+        family = socket.AF_INET6 if ":" in self.address.host else socket.AF_INET
+        server = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+        httpd: Any = make_server(self.address.host, self.address.port, make_wsgi_app(self.registry),
+                                 server, handler_class=_handler(self.cost))
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics-exporter", daemon=True)
+        thread.start()
         self._httpd, self._thread = httpd, thread
         self.bound_port = httpd.server_port
         self.error = None
@@ -127,7 +159,8 @@ class MetricsEndpoint:
 
     def status(self) -> dict[str, Any]:
         return {"address": str(self.address), "serving": self.serving,
-                "url": self.url if self.serving else None, "error": self.error}
+                "url": self.url if self.serving else None, "error": self.error,
+                "cost": self.cost.snapshot()}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Node service: the sampler, then the endpoint (first bind before ``started``, so the

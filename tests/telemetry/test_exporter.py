@@ -145,3 +145,29 @@ async def test_stopping_the_node_closes_the_endpoint(tmp_path: Path) -> None:
     assert not thread.is_alive()  # the server's thread was joined
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", port))
+
+
+async def test_the_metrics_account_their_own_cpu_time(tmp_path: Path) -> None:
+    """Each scrape's thread CPU time and each refresh of the sampler are added up, exported
+    (enclave_swarm_metrics_cpu_seconds_total, _scrapes_total) and shown in status."""
+    async with nodes_with_metrics(tmp_path, 1) as [(a, ep)]:
+        await wait_until(lambda: ep.cost.snapshot()["sample_cpu_s"] > 0, 10)
+        for _ in range(5):
+            await scrape_async(ep.url)
+        got = await scrape_async(ep.url)  # counts the five before it, not itself
+        assert got[f"{PREFIX}metrics_scrapes_total"][()] >= 5
+        cpu = got[f"{PREFIX}metrics_cpu_seconds_total"]
+        assert cpu[(("part", "scrape"),)] > 0 and cpu[(("part", "sample"),)] > 0
+        cost = a.status()["metrics"]["cost"]
+        assert cost["scrapes"] == 6 and cost["scrape_cpu_s"] >= cpu[(("part", "scrape"),)]
+
+
+async def test_an_ipv6_loopback_endpoint_serves(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        a = make_agent(tmp_path, "n0")
+        ep = enable_metrics(a, MetricsAddress("::1", 0))
+        await nursery.start(a.run)
+        assert ep.url.startswith("http://[::1]:")
+        got = await scrape_async(ep.url)
+        assert f"{PREFIX}node_info" in got
+        a.stop()
