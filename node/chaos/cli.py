@@ -13,7 +13,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def add_parsers(sub: Any) -> dict[str, Any]:
-    from node.chaos.schedule import FAULT_KINDS
+    from node.chaos.schedule import DEFAULT_FAULTS, FAULT_KINDS
 
     p = sub.add_parser("chaos", help="run a seeded chaos test on node processes in network namespaces (root)",
                        description="Start --nodes node processes, each in its own network namespace, "
@@ -25,7 +25,7 @@ def add_parsers(sub: Any) -> dict[str, Any]:
     p.add_argument("--nodes", type=int, default=7)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--duration-s", type=float, default=300.0)
-    p.add_argument("--faults", default="partition,netem,kill,pause,skew,disk",
+    p.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
                    help=f"comma-separated fault kinds ({', '.join(FAULT_KINDS)})")
     p.add_argument("--clients", type=int, default=3)
     p.add_argument("--recovery-bound-s", type=float, default=60.0)

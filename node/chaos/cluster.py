@@ -13,7 +13,8 @@ Process faults: :meth:`Cluster.kill` (SIGKILL) and :meth:`Cluster.restart`;
 restarts the node under libfaketime with its wall clock offset (libfaketime cannot change the
 offset of a running process without also jumping its monotonic clock, which would fire or
 stall every timer at once); :meth:`Cluster.fill_disk`; :meth:`Cluster.fail_attestation`
-(the simulated TEE's debug switch, node/attestation/simulated.py).
+(the simulated TEE's debug switch, node/attestation/simulated.py); :meth:`Cluster.slow` and
+:meth:`Cluster.unslow` (a cgroup CPU quota, node/chaos/cpulimit.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from node.attestation.simulated import DEBUG_SWITCH
+from node.chaos.cpulimit import CpuLimit
 from node.chaos.netns import TestNet
 from node.control import NotRunning, request
 
@@ -80,6 +82,7 @@ class Cluster:
         self.nodes = [Node(i, root / f"n{i}", net.ips[i]) for i in range(net.n)]
         self.psk = root / "swarm.key"
         self._mounted: list[Path] = []
+        self._limits: dict[int, CpuLimit] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -160,6 +163,7 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 n.proc.wait(10)
         n.paused = False
+        self.unslow(i)
 
     def restart(self, i: int) -> None:
         self.kill(i)
@@ -176,6 +180,17 @@ class Cluster:
         if n.alive():
             n.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
         n.paused = False
+
+    def slow(self, i: int, cpu_pct: float) -> None:
+        """Node ``i`` gets ``cpu_pct`` percent of one CPU until :meth:`unslow`."""
+        n = self.nodes[i]
+        if n.alive() and i not in self._limits:
+            self._limits[i] = CpuLimit(n.proc.pid, cpu_pct, tag=self.net.tag)  # type: ignore[union-attr]
+
+    def unslow(self, i: int) -> None:
+        limit = self._limits.pop(i, None)
+        if limit is not None:
+            limit.lift()
 
     def skew(self, i: int, offset_s: float) -> None:
         self.nodes[i].skew_s = offset_s
@@ -214,6 +229,8 @@ class Cluster:
     # ------------------------------------------------------------------ tear-down
 
     def stop_all(self, timeout_s: float = 20.0) -> None:
+        for i in list(self._limits):  # full speed to shut down in time
+            self.unslow(i)
         for n in self.nodes:
             if n.alive():
                 with contextlib.suppress(ProcessLookupError):

@@ -9,7 +9,7 @@ from pathlib import Path
 from node.chaos.history import pair, parse_lines
 
 COLOURS = {"partition": "tab:red", "netem": "tab:orange", "kill": "tab:purple", "pause": "tab:brown",
-           "skew": "tab:olive", "disk": "tab:gray", "attest": "tab:pink"}
+           "skew": "tab:olive", "disk": "tab:gray", "attest": "tab:pink", "slow": "tab:cyan"}
 MARKERS = {"ok": "o", "fail": "x", "info": "^"}
 
 

@@ -33,9 +33,10 @@ from typing import Any
 
 from node.chaos import checkers
 from node.chaos.cluster import Cluster
+from node.chaos.cpulimit import unavailable_reason as cpu_limit_unavailable
 from node.chaos.history import Event, Recorder, pair, parse_lines
 from node.chaos.netns import TestNet, unavailable_reason
-from node.chaos.schedule import MANAGER, Fault, ScheduleConfig, generate, last_heal_s
+from node.chaos.schedule import DEFAULT_FAULTS, MANAGER, Fault, ScheduleConfig, generate, last_heal_s
 from node.control import NotRunning
 from node.tasks.spec import render_spec
 
@@ -63,7 +64,7 @@ class RunConfig:
     nodes: int = 7
     seed: int = 1
     duration_s: float = 300.0
-    faults: tuple[str, ...] = ("partition", "netem", "kill", "pause", "skew", "disk")
+    faults: tuple[str, ...] = DEFAULT_FAULTS
     clients: int = 3
     recovery_bound_s: float = 60.0
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
@@ -152,7 +153,7 @@ class ChaosRun:
     # ------------------------------------------------------------------ entry point
 
     def run(self) -> dict[str, Any]:
-        why = unavailable_reason()
+        why = unavailable_reason() or ("slow" in self.cfg.faults and cpu_limit_unavailable()) or None
         if why:
             raise ChaosError(why)
         if self.cfg.plot and (why := plot_unavailable()):
@@ -311,6 +312,8 @@ class ChaosRun:
             c.skew(i, float(p["offset_s"]))
         elif kind == "disk":
             out["ballast_bytes"] = c.fill_disk(i)
+        elif kind == "slow":
+            c.slow(i, float(p["cpu_pct"]))
         elif kind == "attest":
             c.fail_attestation(i)
             with self._lock:
@@ -333,6 +336,8 @@ class ChaosRun:
             c.skew(int(i), 0.0)  # type: ignore[arg-type]
         elif kind == "disk":
             c.free_disk(int(i))  # type: ignore[arg-type]
+        elif kind == "slow":
+            c.unslow(int(i))  # type: ignore[arg-type]
         # attest: never healed
 
     # ------------------------------------------------------------------ clients

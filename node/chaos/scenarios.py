@@ -34,6 +34,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("links-clock-disk", 9, 5, 120.0, ("netem", "skew", "disk"),
              "10 % loss and 5 % duplication on three nodes' links (and 20 ms delay where the "
              "kernel has netem), a node whose clock runs behind, a node whose data dir is full"),
+    Scenario("slow-nodes", 1, 5, 75.0, ("slow",),
+             "a node held to 10 % of one CPU, then the manager to 5 % (cgroup quotas): alive and "
+             "attested but late in everything; the federation keeps working around it"),
     Scenario("attestation-failure", 7, 5, 60.0, ("attest",),
              "a node's simulated TEE starts reporting debug mid-run: it must be revoked and "
              "never take part again"),

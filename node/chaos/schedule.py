@@ -35,7 +35,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-FAULT_KINDS: tuple[str, ...] = ("partition", "netem", "kill", "pause", "skew", "disk", "attest")
+FAULT_KINDS: tuple[str, ...] = ("partition", "netem", "kill", "pause", "skew", "disk", "attest", "slow")
+SLOW_CPU_PCT: tuple[int, ...] = (5, 10, 25)  # a slow node's share of one CPU
+# What `enclave-swarm chaos` plays when --faults is not given: everything but the one-way
+# attestation failure.
+DEFAULT_FAULTS: tuple[str, ...] = ("partition", "netem", "kill", "pause", "skew", "disk", "slow")
 PARTITION_SHAPES: tuple[str, ...] = ("halves", "majority", "bridge", "isolate", "isolate-manager")
 MANAGER = "manager"
 
@@ -51,7 +55,7 @@ class Fault:
     ``params`` holds only JSON values (the verdict and the plot show them as they are):
     ``target`` (a node index or ``"manager"``), ``groups`` (partitions: lists of node indices;
     ``bridge`` for the shape of that name), ``shape``, ``nodes`` and ``qdisc`` settings (netem),
-    ``offset_s`` (skew)."""
+    ``offset_s`` (skew), ``cpu_pct`` (slow: the node's share of one CPU)."""
 
     kind: str
     start_s: float
@@ -145,6 +149,9 @@ def _fault_params(kind: str, n: int, rng: random.Random, cfg: ScheduleConfig,
         return {"target": rng.randrange(n), "offset_s": round(rng.uniform(lo, hi), 1) * rng.choice((-1, 1))}
     if kind == "disk":
         return {"target": rng.randrange(n)}
+    if kind == "slow":
+        return {"target": MANAGER if rng.random() < 0.5 else rng.randrange(n),
+                "cpu_pct": rng.choice(SLOW_CPU_PCT)}
     if kind == "attest":
         # Never node 0: it founded the federation, and the manager's own attestation failing is
         # a different story (it steps down first); a follower losing its TEE is the case here.

@@ -10,6 +10,7 @@ from node.chaos.schedule import (
     FAULT_KINDS,
     MANAGER,
     PARTITION_SHAPES,
+    SLOW_CPU_PCT,
     ScheduleConfig,
     ScheduleError,
     generate,
@@ -47,6 +48,8 @@ def test_schedule_is_replayable_and_well_formed(seed, n, duration, kinds):
             assert f.params["nodes"] and all(0 <= i < n for i in f.params["nodes"])
         if f.kind == "attest":
             assert target != 0
+        if f.kind == "slow":
+            assert target is not None and f.params["cpu_pct"] in SLOW_CPU_PCT
     assert last_heal_s(faults) + cfg.final_calm_s <= duration
     assert sum(f.kind == "attest" for f in faults) <= 1
 
