@@ -197,20 +197,17 @@ class FastDialSwarm(Swarm):
     transport class; a live connection is returned before anything else is checked.
     """
 
-    def _failures(self) -> dict[tuple[str, str], tuple[int, float]]:
-        # (peer, address) -> (consecutive failures, monotonic time until which it is held
-        # back); made on first use, as the upstream constructor is not ours to change.
-        try:
-            return self.__dict__["_es_dial_failures"]  # type: ignore[no-any-return]
-        except KeyError:
-            return self.__dict__.setdefault("_es_dial_failures", {})  # type: ignore[no-any-return]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (peer, address) -> (consecutive failures, monotonic time until which it is held back)
+        self.dial_failures: dict[tuple[str, str], tuple[int, float]] = {}
 
     def _held_back(self, peer_id: ID, addr: Multiaddr, now: float) -> bool:
-        entry = self._failures().get((str(peer_id), str(addr)))
+        entry = self.dial_failures.get((str(peer_id), str(addr)))
         return entry is not None and now < entry[1]
 
     def _dial_failed(self, peer_id: ID, addr: Multiaddr) -> None:
-        failures = self._failures()
+        failures = self.dial_failures
         now = time.monotonic()
         if len(failures) >= MAX_DIAL_FAILURES_KEPT:
             for key in [k for k, (_, until) in failures.items() if until <= now]:
@@ -222,7 +219,7 @@ class FastDialSwarm(Swarm):
         failures[key] = (count, now + min(DIAL_BACKOFF_S * 2 ** (count - 1), DIAL_BACKOFF_MAX_S))
 
     def _dial_succeeded(self, peer_id: ID) -> None:
-        failures = self._failures()
+        failures = self.dial_failures
         pid = str(peer_id)
         for key in [k for k in failures if k[0] == pid]:
             del failures[key]

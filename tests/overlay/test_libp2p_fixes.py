@@ -178,7 +178,7 @@ async def test_a_failed_dial_holds_back_that_address_not_the_peer():
         with pytest.raises(SwarmException):
             await b.connect(PeerInfo(live.peer_id, [dead]))
         assert dialled == [str(dead)]
-        failures = swarm._failures()
+        failures = swarm.dial_failures
         assert failures[(str(live.peer_id), str(dead))][0] == 1
         # The dead address alone again: refused at once, without a dial.
         b.get_peerstore().clear_addrs(live.peer_id)
@@ -197,6 +197,7 @@ def test_the_dial_backoff_doubles_per_failure_and_its_memory_is_bounded(monkeypa
     from libp2p.peer.id import ID
 
     swarm: Any = libp2p_fixes.FastDialSwarm.__new__(libp2p_fixes.FastDialSwarm)
+    swarm.dial_failures = {}  # what __init__ sets, without a whole swarm
     now = [1000.0]
     monkeypatch.setattr(libp2p_fixes.time, "monotonic", lambda: now[0])
     pid = ID.from_base58("12D3KooWDX6Qnb6An4h7wds2nqy1HFfTiB1zRr7HcJAABa7keSoT")
@@ -204,7 +205,7 @@ def test_the_dial_backoff_doubles_per_failure_and_its_memory_is_bounded(monkeypa
     holds = []
     for _ in range(9):
         swarm._dial_failed(pid, addr)
-        holds.append(swarm._failures()[(str(pid), str(addr))][1] - now[0])
+        holds.append(swarm.dial_failures[(str(pid), str(addr))][1] - now[0])
     assert holds == [min(libp2p_fixes.DIAL_BACKOFF_S * 2 ** i, libp2p_fixes.DIAL_BACKOFF_MAX_S)
                      for i in range(9)]
     assert swarm._held_back(pid, addr, now[0] + holds[-1] - 0.001)
@@ -212,10 +213,10 @@ def test_the_dial_backoff_doubles_per_failure_and_its_memory_is_bounded(monkeypa
     monkeypatch.setattr(libp2p_fixes, "MAX_DIAL_FAILURES_KEPT", 5)
     for port in range(20):
         swarm._dial_failed(pid, multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{1000 + port}"))
-    kept = swarm._failures()
+    kept = swarm.dial_failures
     assert len(kept) == 5 and (str(pid), "/ip4/127.0.0.1/tcp/1019") in kept
     swarm._dial_succeeded(pid)
-    assert swarm._failures() == {}
+    assert swarm.dial_failures == {}
 
 
 # ---------------------------------------------------------------------------- 2. yamux window
