@@ -72,6 +72,10 @@ class RunConfig:
     plot: bool = True
     # A fixed schedule instead of one drawn from the seed (benchmarks, regression tests).
     faults_override: tuple[Fault, ...] | None = None
+    # The clients' mix of operations (relative weights; a get needs an object acknowledged
+    # through that node, else the client polls status instead).
+    mix: tuple[tuple[str, float], ...] = (("put", 0.45), ("get", 0.30), ("submit", 0.10),
+                                          ("status", 0.15))
 
 
 class HistoryWriter:
@@ -383,15 +387,15 @@ class ChaosRun:
             i = rng.randrange(self.cfg.nodes)
             if i == self.revoked_node:
                 i = (i + 1) % self.cfg.nodes
-            roll = rng.random()
+            op = rng.choices([name for name, _ in self.cfg.mix], [w for _, w in self.cfg.mix])[0]
             with self._lock:
                 owned = list(self.acked.get(i, ()))
-            if roll < 0.45:
+            if op == "put":
                 self._put(f"client{k}", i, payloads / f"p{seq}.bin", rng)
-            elif roll < 0.75 and owned:
+            elif op == "get" and owned:
                 oid, digest = rng.choice(owned)
                 self._get(f"client{k}", i, oid, digest, payloads / f"g{seq}.bin")
-            elif roll < 0.85:
+            elif op == "submit":
                 self._submit(f"client{k}", i, payloads / f"j{seq}", rng)
             else:
                 self._status_op(f"client{k}", i)
