@@ -32,8 +32,10 @@ def ctl(p: NodeProcess, cmd: dict) -> dict:
 
 def _ready(nodes: list[NodeProcess]) -> bool:
     """All mutually attested, one manager, every capability and admission everywhere, and the
-    council full (five voters, the default ``council_size``, or every node when fewer): a test
-    that kills two nodes of a council still growing (four voters, say) would leave no quorum."""
+    council's Raft configuration full everywhere (five voters, the default ``council_size``, or
+    every node when fewer): a test that kills two nodes of a council still growing (four
+    voters, say) leaves no quorum. The committed council list is not enough: it names the
+    fifth member before the manager has made it a voter (seen in a fresh-clone run)."""
     st = [p.status() for p in nodes]
     if not all_mutually_attested(st):
         return False
@@ -43,7 +45,7 @@ def _ready(nodes: list[NodeProcess]) -> bool:
     return (len(managers) == 1 and None not in managers
             and all(len(s.get("capabilities", {})) == len(nodes) for s in st if s)
             and all(s["consensus"]["members"]["admitted"] == len(ids) for s in st if s)
-            and all(len(s.get("council") or ()) == council for s in st if s))
+            and all(len(s["consensus"]["voters"]) == council for s in st if s))
 
 
 def _running_replica(owner: NodeProcess, job_id: str, exclude: set[str]) -> str | None:
