@@ -87,6 +87,7 @@ from overlay.messages import (
 from overlay.peers import REVOKED, PeerState, PeerTable
 
 log = logging.getLogger("enclave_swarm.agent")
+MAX_GOODBYE_TAIL = 1024  # read size while waiting for a peer to close its goodbye stream
 # trio.TaskStatus; spelled Any because py-libp2p pulls in trio-typing, whose stubs predate it.
 Status = Any
 
@@ -877,6 +878,12 @@ class Agent:
             with trio.fail_after(2):
                 stream = await self._open_stream(ID.from_base58(pid), GOODBYE_PROTOCOL)
                 await write_message(stream, Goodbye("shutting down"), timeout_s=2)
+                # The peer closes its side once it has marked us gone: wait for that (within
+                # the 2 s), or the host, closed right after, may cut the connection before the
+                # peer read the goodbye (it would then see a disconnection, not a departure).
+                with contextlib.suppress(Exception):  # EOF or reset: either way it is done
+                    while await stream.read(MAX_GOODBYE_TAIL):
+                        pass
                 await close_stream(stream)
         except (trio.TooSlowError, RemoteProtocolError):
             pass
