@@ -11,6 +11,7 @@ import collections
 import contextlib
 import logging
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -105,6 +106,27 @@ def _sink(total: int, done: trio.Event) -> Any:
     return sink
 
 
+def _dead_tcp_addr() -> multiaddr.Multiaddr:
+    """A loopback TCP address nothing listens on (a port just bound and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
+
+
+def _record_dials(swarm: Any) -> list[str]:
+    """The addresses ``swarm`` dials from now on, in order (each dial still made)."""
+    dialled: list[str] = []
+    real_dial = swarm._dial_with_retry
+
+    async def recording_dial(addr: Any, peer_id: Any, source: Any = None) -> Any:
+        dialled.append(str(addr))
+        return await real_dial(addr, peer_id, source)
+
+    swarm._dial_with_retry = recording_dial
+    return dialled
+
+
 async def test_dial_returns_on_first_success_without_starting_the_fallback():
     """Unpatched, ``dial_peer`` waits out its 250 ms happy-eyeballs delay after the first
     address connected and then dials the second too. Patched, the first success ends the
@@ -115,39 +137,10 @@ async def test_dial_returns_on_first_success_without_starting_the_fallback():
         # happy-eyeballs fallback. Nothing listens there; only whether it is dialled matters.
         b.get_peerstore().add_addrs(info.peer_id, [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/9/ws")], 3600)
         swarm: Any = b.get_network()
-        dialled: list[str] = []
-        real_dial = swarm._dial_with_retry
-
-        async def recording_dial(addr: Any, peer_id: Any, source: Any = None) -> Any:
-            dialled.append(str(addr))
-            return await real_dial(addr, peer_id, source)
-
-        swarm._dial_with_retry = recording_dial
+        dialled = _record_dials(swarm)
         await b.connect(info)
         assert dialled == [str(a.get_addrs()[0]).split("/p2p/")[0]]
         assert len(swarm.get_connections(info.peer_id)) == 1
-
-
-def _dead_tcp_addr() -> multiaddr.Multiaddr:
-    """A loopback TCP address nothing listens on (a port just bound and released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
-
-
-def _record_dials(swarm: Any) -> list[str]:
-    dialled: list[str] = []
-    real_dial = swarm._dial_with_retry
-
-    async def recording_dial(addr: Any, peer_id: Any, source: Any = None) -> Any:
-        dialled.append(str(addr))
-        return await real_dial(addr, peer_id, source)
-
-    swarm._dial_with_retry = recording_dial
-    return dialled
 
 
 async def test_a_peer_that_moved_is_dialled_at_its_new_address_first():
