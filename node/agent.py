@@ -776,6 +776,12 @@ class Agent:
         self.peers.on_rtt(pid, rtt)
 
     async def _dial(self, info: PeerInfo) -> bool:
+        if self.stopping:
+            # Our goodbyes are out: a peer that has marked us gone and closed our connection
+            # must not be dialled again by a bootstrap loop or a learned address (it would
+            # take us for back, and the departure would be lost).
+            self.counters.inc("dial_skipped", "stopping")
+            return False
         with trio.move_on_after(self.config.network.dial_timeout_s):
             try:
                 await self.host.connect(info)

@@ -38,3 +38,31 @@ async def test_a_crashed_node_restarted_with_its_identity_is_attested_again_by_a
             assert p is not None and p.attested and p.missed == 0
         for a in [*others, again]:
             a.stop()
+
+
+async def test_a_node_that_stops_gracefully_stays_gone_in_its_peers_view(tmp_path) -> None:
+    """Its goodbye marks it left; the peer then closes its connection. The stopping node must
+    not dial that peer again (its bootstrap loop runs until the very end): it would be taken
+    for back, attested again, and its departure lost (a fresh-clone run saw exactly that on
+    node processes). Its shutdown is slowed after the goodbyes, as a process's is, so that the
+    peer closes the connection while the stopping node still runs."""
+    for r in range(2):
+        async with trio.open_nursery() as nursery:
+            a = make_agent(tmp_path, f"a{r}")
+            await run_in_process(nursery, a)
+            b = make_agent(tmp_path, f"b{r}", bootstrap=(a.full_addrs()[0],))
+            await run_in_process(nursery, b)
+            await wait_until(lambda: fully_attested([a, b]), 30)
+            close = b.host.close
+
+            async def slow_close() -> None:  # a shutdown that takes a while after the goodbyes
+                await trio.sleep(1.5)         # (a process saves, closes mDNS, its socket...)
+                await close()
+
+            b.host.close = slow_close  # type: ignore[method-assign]
+            b.stop()
+            await b.wait_stopped()
+            await trio.sleep(0)
+            p = a.peers.get(b.peer_id)
+            assert p is not None and p.state == "left" and not p.attested, (r, p)
+            a.stop()
