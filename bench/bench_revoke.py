@@ -9,12 +9,14 @@ on a fresh federation per arm and round, arms interleaved:
   policy forbids (the debug switch of node/attestation/simulated.py, the chaos ``attest``
   fault's). Figures: the time until the first node's committed state revokes it, and until
   every other node's does (``status``'s ``consensus.revoked``), polled every 50 ms;
-- **crash** (baseline: a fault the transport shows at once): the same node SIGKILLed; the time
-  until no other node holds it attested.
+- **revoke-manager**: the same, but the node whose TEE fails is the manager itself: it must
+  notice (its peers' score records about it), step down, and its successor revoke it;
+- **crash** (baseline: a fault the transport shows at once): a node SIGKILLed; the time until
+  no other node holds it attested.
 
-The node is never node 0 (it founded the federation) nor the manager (its failing evidence is
-another story: it steps down first). The docs (docs/reliability.md, finding 8) have what this
-showed about the 16-64 s the chaos runs saw.
+The node is never node 0 (it founded the federation); in ``revoke`` and ``crash`` not the
+manager either. The docs (docs/reliability.md, finding 8) have what this showed about the
+16-64 s the chaos runs saw.
 
     python -m bench.bench_revoke --rounds 3
 """
@@ -36,7 +38,7 @@ if __package__ in (None, ""):
 from node.attestation.simulated import DEBUG_SWITCH
 from node.demo import NodeProcess, all_mutually_attested, kill_nodes, start_nodes
 
-ARMS = ("revoke", "crash")
+ARMS = ("revoke", "revoke-manager", "crash")
 NODES = 5
 POLL_S = 0.05
 
@@ -66,7 +68,16 @@ def _one(root: Path, arm: str) -> dict[str, float]:
         _wait(lambda: _formed([p.status() for p in nodes]), 180, "formation")
         sts = [p.status() for p in nodes]
         manager = sts[0]["manager"] if sts[0] else None
-        k = next(i for i in range(1, NODES) if sts[i] and sts[i]["peer_id"] != manager)
+        if arm == "revoke-manager" and sts[0] and manager == sts[0]["peer_id"]:
+            # node 0 leads: hand over first, so the manager is a node that can be revoked
+            _transfer(nodes[0])
+            _wait(lambda: _formed(s := [p.status() for p in nodes]) and s[0] is not None
+                  and s[0]["manager"] != s[0]["peer_id"], 60, "the hand-over")
+            sts = [p.status() for p in nodes]
+            manager = sts[0]["manager"] if sts[0] else None
+        want_manager = arm == "revoke-manager"
+        k = next(i for i in range(1, NODES)
+                 if sts[i] and (sts[i]["peer_id"] == manager) == want_manager)
         victim, vid = nodes[k], str(sts[k]["peer_id"])  # type: ignore[index]
         others = [p for p in nodes if p is not victim]
 
@@ -79,7 +90,7 @@ def _one(root: Path, arm: str) -> dict[str, float]:
             return s is not None and not any(q["peer_id"] == vid and q["attested"] for q in s["peers"])
 
         t0 = time.monotonic()
-        if arm == "revoke":
+        if arm.startswith("revoke"):
             (victim.data_dir / "sim-tee" / DEBUG_SWITCH).write_bytes(b"")
             first = _wait(lambda: any(revoked_at(p) for p in others), 120, "the first revocation")
             every = _wait(lambda: all(revoked_at(p) for p in others), 60, "revoked everywhere")
@@ -91,6 +102,13 @@ def _one(root: Path, arm: str) -> dict[str, float]:
         return {"cut_s": cut - t0}
     finally:
         kill_nodes(nodes)
+
+
+def _transfer(p: NodeProcess) -> None:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "node.cli", "manager", "transfer", "--data-dir",
+                    str(p.data_dir)], capture_output=True, text=True, timeout=60, check=True)
 
 
 def _line(name: str, xs: list[float]) -> str:
@@ -113,10 +131,12 @@ def main(argv: list[str]) -> int:
                       flush=True)
     rev, crash = results["revoke"], results["crash"]
     print(f"{NODES} node processes, re-attestation every 2 s (local-test):")
-    print("  " + _line("TEE to debug -> the first node's committed state revokes it",
-                       [x["first_s"] for x in rev]))
-    print("  " + _line("  -> every other node's", [x["every_s"] for x in rev]))
-    print("  " + _line("  -> no other node holds it attested", [x["cut_s"] for x in rev]))
+    for arm, who in (("revoke", "a council member's"), ("revoke-manager", "the manager's")):
+        xs = results[arm]
+        print("  " + _line(f"{who} TEE to debug -> the first node's committed state revokes it",
+                           [x["first_s"] for x in xs]))
+        print("  " + _line("  -> every other node's", [x["every_s"] for x in xs]))
+        print("  " + _line("  -> no other node holds it attested", [x["cut_s"] for x in xs]))
     print("  " + _line("baseline: SIGKILL -> no other node holds it attested", [x["cut_s"] for x in crash]))
     ratio = statistics.median([x["every_s"] for x in rev]) / statistics.median([x["cut_s"] for x in crash])
     print(f"  revoked everywhere / crash seen everywhere: {ratio:.2f}x (medians)")
