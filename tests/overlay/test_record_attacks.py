@@ -25,6 +25,20 @@ def _send_to_all(attacker, honest, records: tuple[Record, ...]) -> None:
     Adversary(attacker).push_records(honest, records)
 
 
+async def _push_until(attacker, honest, records: tuple[Record, ...], took) -> None:  # type: ignore[no-untyped-def]
+    """Push ``records`` to every honest node, and again (every 0.5 s) to those for which
+    ``took(node)`` is not yet true: gossip is best effort, and a push lost with a stream that
+    failed to open (seen in a fresh-clone run) is not what these tests are about."""
+
+    def everywhere() -> bool:
+        missing = [a for a in honest if not took(a)]
+        if missing:
+            _send_to_all(attacker, missing, records)
+        return not missing
+
+    await wait_until(everywhere, 20, 0.5)
+
+
 def _rejected(a, reason: str) -> int:
     return a.counters.get("record_rejected", reason)
 
@@ -35,9 +49,8 @@ async def test_an_attested_peer_cannot_revoke_anyone_by_gossip(tmp_path):
         attacker, victim = agents[3], agents[1]
         honest = agents[:3]
         # The attack: a well-signed revocation record about an honest node, sent to everyone.
-        _send_to_all(attacker, honest, (_forge(attacker, KIND_REVOCATION, victim.peer_id),))
-        await wait_until(lambda: all(_rejected(a, "revocation-not-manager") >= 1
-                                     for a in honest), 20)
+        await _push_until(attacker, honest, (_forge(attacker, KIND_REVOCATION, victim.peer_id),),
+                          lambda a: _rejected(a, "revocation-not-manager") >= 1)
         # Nobody revoked the victim, nobody stored the record, the victim stays in everywhere.
         for a in honest:
             assert not a.peers.is_revoked(victim.peer_id)
@@ -99,12 +112,10 @@ async def test_an_attested_peer_cannot_squat_another_issuers_slot(tmp_path):
         far = int(time.time() * 1000) + 60_000
         sr = sign_record(attacker._identity, subject=owner.peer_id, score=1, kind="sim",
                          verdict="ok", evidence_hash=bytes(32), issued_at=time.time(), ttl_s=600)
-        _send_to_all(attacker, honest, (
+        await _push_until(attacker, honest, (
             _forge(attacker, KIND_MANAGER, owner.peer_id, far),
             _forge(attacker, KIND_SCORE, owner.peer_id, 2**62, encode(sr)),
-        ))
-        await wait_until(lambda: all(_rejected(a, "subject-not-issuer") >= 1
-                                     and _rejected(a, "version-too-far") >= 1 for a in honest), 20)
+        ), lambda a: _rejected(a, "subject-not-issuer") >= 1 and _rejected(a, "version-too-far") >= 1)
         # The owner's own records still go through everywhere.
         t0 = time.time()
         assert owner.gossip.publish(KIND_MANAGER, owner.peer_id, b"announce")
@@ -137,8 +148,9 @@ async def test_a_record_with_an_invalid_subject_does_not_cost_its_batch(tmp_path
             _forge(g, KIND_SCORE, "0" * 40, payload=b"bad subject"),
             _forge(g, "probe", agents[1].peer_id, payload=b"after the bad one"),
         )
-        _send_to_all(attacker, honest, batch)
-        await wait_until(lambda: all(_rejected(a, "invalid-subject") == 2 for a in honest), 20)
+        await _push_until(attacker, honest, batch, lambda a: _rejected(a, "invalid-subject") >= 2)
+        # both bad subjects of one batch counted (a batch is refused or kept record by record)
+        assert all(_rejected(a, "invalid-subject") % 2 == 0 for a in honest)
         await wait_until(lambda: all(sorted(got[a.peer_id]) == sorted(
             [agents[0].peer_id, agents[1].peer_id]) for a in honest), 20)
         for a in honest:
