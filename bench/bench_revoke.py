@@ -63,6 +63,7 @@ def _wait(pred: Any, timeout_s: float, what: str) -> float:
 
 
 def _one(root: Path, arm: str) -> dict[str, float]:
+    root.mkdir(parents=True)
     nodes = start_nodes([root / f"node{i}" for i in range(NODES)])
     try:
         _wait(lambda: _formed([p.status() for p in nodes]), 180, "formation")
