@@ -48,7 +48,7 @@ sysdeps:
 	fi
 
 # `make chaos`: the seeded chaos scenarios of node/chaos/scenarios.py on node processes in
-# network namespaces (root; 10-12 minutes on 2 loaded cores). docs/reliability.md. Its tools, installed when missing
+# network namespaces (root; four scenarios, about 14 minutes on 2 loaded cores). docs/reliability.md. Its tools, installed when missing
 # on a root Debian machine: ip/tc (iproute2), nft (nftables: partitions, loss, duplication),
 # faketime (libfaketime: clock skew), ping (iputils-ping: the harness's own test).
 chaos-deps:
