@@ -53,13 +53,13 @@ async def test_a_node_that_stops_gracefully_stays_gone_in_its_peers_view(tmp_pat
             b = make_agent(tmp_path, f"b{r}", bootstrap=(a.full_addrs()[0],))
             await run_in_process(nursery, b)
             await wait_until(lambda: fully_attested([a, b]), 30)
-            close = b.host.close
+            close = b._close_listeners
 
             async def slow_close() -> None:  # a shutdown that takes a while after the goodbyes
                 await trio.sleep(1.5)         # (a process saves, closes mDNS, its socket...)
                 await close()
 
-            b.host.close = slow_close  # type: ignore[method-assign]
+            b._close_listeners = slow_close  # type: ignore[method-assign]
             b.stop()
             await b.wait_stopped()
             await trio.sleep(0)
