@@ -47,7 +47,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.control import NotRunning, request
-from node.demo import NodeProcess, all_mutually_attested
+from node.demo import NodeProcess, council_formed
 
 TARGET_FAILOVER_MEDIAN_S = 2.0
 TARGET_COMMITS_PER_S = 1000.0
@@ -89,13 +89,9 @@ class Federation:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             sts = self.statuses()
-            if all(sts):
-                managers = {s["manager"] for s in sts if s}
-                roles = sorted(s["role"] for s in sts if s)
-                if len(managers) == 1 and None not in managers and roles.count("manager") == 1 \
-                        and roles.count("council") == len(sts) - 1 and all_mutually_attested(sts):
-                    return next(p for p, s in zip(self.nodes, sts, strict=True)
-                                if s and s["role"] == "manager")
+            if council_formed(sts):
+                return next(p for p, s in zip(self.nodes, sts, strict=True)
+                            if s and s["role"] == "manager")
             time.sleep(0.1)
         brief = [None if s is None else {k: s.get(k) for k in ("peer_id", "role", "manager",
                                                                "term", "commit_index")}

@@ -36,43 +36,31 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.attestation.simulated import DEBUG_SWITCH
-from node.demo import NodeProcess, all_mutually_attested, kill_nodes, start_nodes
+from node.demo import NodeProcess, council_formed, kill_nodes, start_nodes
+from node.testing import poll_until
 
 ARMS = ("revoke", "revoke-manager", "crash")
 NODES = 5
 POLL_S = 0.05
 
 
-def _formed(sts: list[dict[str, Any] | None]) -> bool:
-    if not all(sts):
-        return False
-    managers = {s["manager"] for s in sts if s}
-    roles = sorted(s["role"] for s in sts if s)
-    return (len(managers) == 1 and None not in managers and roles.count("manager") == 1
-            and roles.count("council") == len(sts) - 1 and all_mutually_attested(sts))
-
-
 def _wait(pred: Any, timeout_s: float, what: str) -> float:
     """Poll ``pred`` every POLL_S; the monotonic time it first held."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return time.monotonic()
-        time.sleep(POLL_S)
-    raise RuntimeError(f"{what}: not within {timeout_s:g} s")
+    poll_until(pred, timeout_s, POLL_S, what)
+    return time.monotonic()
 
 
 def _one(root: Path, arm: str) -> dict[str, float]:
     root.mkdir(parents=True)
     nodes = start_nodes([root / f"node{i}" for i in range(NODES)])
     try:
-        _wait(lambda: _formed([p.status() for p in nodes]), 180, "formation")
+        _wait(lambda: council_formed([p.status() for p in nodes]), 180, "formation")
         sts = [p.status() for p in nodes]
         manager = sts[0]["manager"] if sts[0] else None
         if arm == "revoke-manager" and sts[0] and manager == sts[0]["peer_id"]:
             # node 0 leads: hand over first, so the manager is a node that can be revoked
             _transfer(nodes[0])
-            _wait(lambda: _formed(s := [p.status() for p in nodes]) and s[0] is not None
+            _wait(lambda: council_formed(s := [p.status() for p in nodes]) and s[0] is not None
                   and s[0]["manager"] != s[0]["peer_id"], 60, "the hand-over")
             sts = [p.status() for p in nodes]
             manager = sts[0]["manager"] if sts[0] else None

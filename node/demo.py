@@ -146,6 +146,17 @@ def kill_nodes(nodes: list[NodeProcess]) -> None:
         p.wait(10)
 
 
+def council_formed(statuses: list[dict[str, Any] | None]) -> bool:
+    """Every node answers, all name one manager, every other node sits on the council, and all
+    are mutually attested (what the benchmarks on node processes wait for)."""
+    if not all(statuses):
+        return False
+    managers = {s["manager"] for s in statuses if s}
+    roles = sorted(s["role"] for s in statuses if s)
+    return (len(managers) == 1 and None not in managers and roles.count("manager") == 1
+            and roles.count("council") == len(statuses) - 1 and all_mutually_attested(statuses))
+
+
 def all_mutually_attested(statuses: list[dict[str, Any] | None]) -> bool:
     if any(s is None for s in statuses):
         return False

@@ -254,10 +254,9 @@ async def crash_in_process(agent: Agent, scope: trio.CancelScope) -> None:
     arm of ``python -m bench reattest``)."""
     scope.cancel()
     await trio.sleep(0)
+    with trio.move_on_after(1):
+        await agent._close_listeners()
     network = agent.host.get_network()
-    for listener in list(getattr(network, "listeners", {}).values()):
-        with trio.move_on_after(1), contextlib.suppress(Exception):
-            await listener.close()
     conns = [c for cs in list(network.connections.values())
              for c in list(cs if isinstance(cs, list) else [cs])]
     for c in conns:

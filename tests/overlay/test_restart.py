@@ -47,22 +47,26 @@ async def test_a_node_that_stops_gracefully_stays_gone_in_its_peers_view(tmp_pat
     node processes). Its shutdown is slowed after the goodbyes, as a process's is, so that the
     peer closes the connection while the stopping node still runs."""
     for r in range(2):
-        async with trio.open_nursery() as nursery:
-            a = make_agent(tmp_path, f"a{r}")
-            await run_in_process(nursery, a)
-            b = make_agent(tmp_path, f"b{r}", bootstrap=(a.full_addrs()[0],))
-            await run_in_process(nursery, b)
-            await wait_until(lambda: fully_attested([a, b]), 30)
-            close = b._close_listeners
+        await _stop_slowly(tmp_path, r)
 
-            async def slow_close() -> None:  # a shutdown that takes a while after the goodbyes
-                await trio.sleep(1.5)         # (a process saves, closes mDNS, its socket...)
-                await close()
 
-            b._close_listeners = slow_close  # type: ignore[method-assign]
-            b.stop()
-            await b.wait_stopped()
-            await trio.sleep(0)
-            p = a.peers.get(b.peer_id)
-            assert p is not None and p.state == "left" and not p.attested, (r, p)
-            a.stop()
+async def _stop_slowly(tmp_path, r: int) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as nursery:
+        a = make_agent(tmp_path, f"a{r}")
+        await run_in_process(nursery, a)
+        b = make_agent(tmp_path, f"b{r}", bootstrap=(a.full_addrs()[0],))
+        await run_in_process(nursery, b)
+        await wait_until(lambda: fully_attested([a, b]), 30)
+        close = b._close_listeners
+
+        async def slow_close() -> None:  # a shutdown that takes a while after the goodbyes
+            await trio.sleep(1.5)         # (a process saves, closes mDNS, its socket...)
+            await close()
+
+        b._close_listeners = slow_close  # type: ignore[method-assign]
+        b.stop()
+        await b.wait_stopped()
+        await trio.sleep(0)
+        p = a.peers.get(b.peer_id)
+        assert p is not None and p.state == "left" and not p.attested, (r, p)
+        a.stop()
