@@ -26,7 +26,9 @@ Step by step, for every job in the committed state (consensus/tasks.py), each ro
 
 A new manager starts with nothing in memory: step 2 probes every assigned and done replica,
 and agents report their kept results again, so no fragment is lost or counted twice (the state
-machine refuses a second result for a replica).
+machine refuses a second result for a replica). A done job's agreed output that no holder can
+hand over any more is run again here, from the owner's fragment, and kept only if it hashes
+to the agreed output (:meth:`ManagerDuty._recompute`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from consensus.scheduler import Measurements, inputs_digest, schedule
 from consensus.state import ADMITTED, REVOKED
 from node.tasks import budget
 from node.tasks.aggregate import AggregationError, aggregate
+from node.tasks.executor import Unavailable, limits_of
 from node.tasks.private_query import PrivacyError
 from node.tasks.verify import free_capacity
 from node.tasks.wire import (
@@ -75,6 +78,7 @@ PROBE_FAILURES = 3
 RUN_SLACK_S = 90.0          # fetch, compile and report on top of the job's wall time
 RESCHEDULE_S = 1.0          # retry an unplaceable job at most this often (or on a new index)
 DELIVER_BACKOFF_S = (0.5, 30.0)
+RECOMPUTE_RETRY_S = 10.0    # a lost output that could not be run here again is tried this often
 MAX_QUEUE_TIMEOUT_S = 7 * 24 * 3600
 
 
@@ -117,7 +121,7 @@ class ManagerDuty:
         self.busy: set[str] = set()
         self.tried_at: dict[str, tuple[int, float]] = {}
         self.stats = {"submitted": 0, "placed": 0, "reassigned": 0, "results": 0, "done": 0,
-                      "replicas_added": 0,
+                      "replicas_added": 0, "recomputed": 0,
                       "failed": 0, "delivered": 0}
         self._leading = False
         self._wake = trio.Event()
@@ -313,6 +317,15 @@ class ManagerDuty:
                 t = self.track.get(key)
                 if t is None or t.node != node:
                     t = self.track[key] = _Track(node, now)
+                if j["status"] not in ct.LIVE_JOB:
+                    # Done, its result not delivered, and this manager lacks the fragment's agreed
+                    # output: collected from its holder, or run here when the holder cannot
+                    # hand it over (revoked, gone, restarted).
+                    why = self._lost(st, node)
+                    if why and not t.inflight and now >= t.next_probe:
+                        t.inflight = True
+                        self._spawn(self._recompute, key, why)
+                        continue
                 if rep["st"] == ct.ASSIGNED:
                     why = self._lost(st, node)
                     budget = j["limits"]["wall_time_ms"] / 1000 + RUN_SLACK_S
@@ -368,7 +381,12 @@ class ManagerDuty:
         t.next_probe = time.monotonic() + self.svc.probe_s
         if reassign and self.track.get(key) is t and self.active():
             t.next_probe = float("inf")
-            await self._reassign(key, t.node, reassign, output_lost=(state == ct.R_DONE))
+            cur = ct.job(self.svc.role.state, jid)
+            if cur is not None and cur["status"] not in ct.LIVE_JOB:
+                t.inflight = True
+                await self._recompute(key, reassign)  # an ended job's replicas stay where they are
+            else:
+                await self._reassign(key, t.node, reassign, output_lost=(state == ct.R_DONE))
 
     async def _reassign(self, key: tuple[str, int, int], node: str, why: str, *,
                         output_lost: bool = False) -> None:
@@ -390,6 +408,60 @@ class ManagerDuty:
                         extra={"job": jid, "peer": node})
         self.wake()
 
+    async def _recompute(self, key: tuple[str, int, int], why: str) -> None:
+        """A done job's fragment whose agreed output this manager lacks, and its holder cannot
+        hand over (``why``): the holder was revoked, is gone, or restarted before the result
+        reached the owner, and the manager that held the outputs is no longer the manager.
+        Its replica cannot move (the job has ended), so the manager runs the fragment itself:
+        the module and the fragment from the owner (which serves them to the committed manager
+        of a done job), under the job's limits, and keeps the output only if it hashes to the
+        agreed one. ``_deliver`` then rebuilds the result and checks it against the committed
+        digest. Found by the seeded chaos test (a manager revoked between ``job-done`` and the
+        delivery; docs/reliability.md). The track's ``inflight`` is set by the caller."""
+        ok = False
+        try:
+            ok = await self._run_lost_output(key, why)
+        finally:
+            t = self.track.get(key)
+            if t is not None:
+                t.inflight, t.failures = False, 0
+                t.next_probe = time.monotonic() + (self.svc.probe_s if ok else RECOMPUTE_RETRY_S)
+        if ok:
+            self.wake()
+
+    async def _run_lost_output(self, key: tuple[str, int, int], why: str) -> bool:
+        jid, f, r = key
+        st = self.svc.role.state
+        j = ct.job(st, jid)
+        if j is None or j["status"] != ct.DONE or j.get("dp") is not None or key in self.outputs:
+            return True  # nothing to rebuild (a private job's release is committed)
+        verdict = ct.verdicts(st, j)[f]
+        if verdict.state != ct.AGREED or j["frags"][f][r]["out"] != verdict.output:
+            return True  # not a replica of the agreed output
+        log.warning("job %s fragment %d: its agreed output is lost (%s); running it here",
+                    jid, f, why, extra={"job": jid})
+        lim = j["limits"]
+        req = AssignRequest(jid, f, r, j["owner"], j["module"], j["inputs"][f] if j["inputs"] else bytes(32),
+                            j["frag_bytes"], lim["fuel"], lim["memory_mib"], lim["wall_time_ms"],
+                            lim["max_output_bytes"], self.svc.role.status()["term"])
+        try:
+            module, data = await self.svc.executor.fetch(req)
+        except Unavailable as exc:
+            self.agent.counters.inc("task_recompute_failed", "input")
+            log.warning("job %s fragment %d: cannot run it here: %s", jid, f, exc, extra={"job": jid})
+            return False
+        outcome = await self.svc.engine.run(module, req.module_hash, data, limits_of(req), Grants())
+        if not outcome.ok or hashlib.sha256(outcome.output).digest() != verdict.output:
+            self.agent.counters.inc("task_recompute_failed", "run" if not outcome.ok else "mismatch")
+            log.error("job %s fragment %d: run here, %s", jid, f,
+                      f"it failed: {outcome.error}: {outcome.message}" if not outcome.ok
+                      else "it gives another output than the agreed one", extra={"job": jid})
+            return False
+        self.outputs[key] = outcome.output
+        self.stats["recomputed"] += 1
+        self.agent.counters.inc("task_recomputed")
+        return True
+
     # ------------------------------------------------------------------ requests
     async def on_submit(self, pid: str, req: SubmitRequest) -> TaskReply:
         if not self.active():
@@ -407,6 +479,8 @@ class ManagerDuty:
         if m is None or m.status != ADMITTED:
             return self.svc.refuse("task_submit_refused", "not-admitted", pid,
                                    "only an admitted member may submit jobs")
+        if self._submitted(cmd):
+            return TaskReply(True, "", "already committed")
         if cmd.privacy is not None:  # charged before it is committed, or refused
             charged, refusal = await budget.charge(self, pid, cmd)
             if charged is None:
@@ -416,6 +490,8 @@ class ManagerDuty:
         timeout_s = min(req.queue_timeout_s, MAX_QUEUE_TIMEOUT_S)
         cmd = dataclasses.replace(cmd, queue_deadline_ms=int(time.time() * 1000) + 1000 * timeout_s)
         ok, err = await self._command(cmd)
+        if not ok and self._submitted(cmd):
+            return TaskReply(True, "", "already committed")
         if not ok:
             return TaskReply(False, err[:500], "rejected")
         self.stats["submitted"] += 1
@@ -423,6 +499,15 @@ class ManagerDuty:
                  cmd.fragments, cmd.redundancy, pid, extra={"job": cmd.job_id, "peer": pid})
         self.wake()
         return TaskReply(True)
+
+    def _submitted(self, cmd: ct.SubmitJob) -> bool:
+        """Is ``cmd`` committed already, the same job by the same owner? The owner sends its
+        submission again when the answer to the first was lost (the stream failed after the
+        command committed, found by a fresh-clone ``make test`` run): that is success, not
+        "job … exists"."""
+        j = ct.job(self.svc.role.state, cmd.job_id)
+        return (j is not None and j["owner"] == cmd.owner and j["spec"] == cmd.spec_digest
+                and j["module"] == cmd.module_hash and list(j["inputs"]) == list(cmd.input_hashes))
 
     def _spot_draw(self, j: Any, rep: ResultReport, rec: Any) -> bytes:
         """For the result of an adaptive fragment run alone: this manager's signature over the

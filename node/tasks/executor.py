@@ -6,6 +6,8 @@ Rules
   state it holds (its view may lag a term change): anyone else is refused and counted
   (``task_refused{not-manager}``). The same assignment again is a probe: the answer says
   ``running`` or ``finished`` (and the kept result is reported again, to whoever asks now).
+  A probe for a replica of a job that has ended, whose output is not kept here (this node
+  restarted), is refused (``task_refused{ended}``): the manager then runs that fragment itself.
 - The module and the fragment come from the job's owner, which serves them only to the node
   the committed state assigns. Both are checked against the hashes in the assignment (the
   committed ones) before a byte runs: a mismatch is a failed result naming it.
@@ -87,11 +89,20 @@ class Executor:
                                    f"assignment of {req.job_id} from a node that is not the manager")
         key = (req.job_id, req.fragment, req.replica)
         run = self.runs.get(key)
+        ended = self._ended(req.job_id)
         if run is not None and (run.req.module_hash, run.req.input_hash) == (req.module_hash, req.input_hash):
             if run.finished is None:
                 return TaskReply(True, "", "running")
-            self._spawn(self._report, key, pid)
-            return TaskReply(True, "", "finished")
+            if not ended or (run.report is not None and run.report.ok):
+                self._spawn(self._report, key, pid)
+                return TaskReply(True, "", "finished")
+            del self.runs[key]  # a run of an ended job's fragment that failed: nothing to report
+        if ended:
+            # A probe for the output of an ended job that this node no longer holds (it
+            # restarted, or forgot it): running it again is not ours to do, the owner serves
+            # an ended job's fragments to its manager alone (node/tasks/duty.py, recompute).
+            return self.svc.refuse("task_refused", "ended", pid,
+                                   f"job {req.job_id} has ended and its output is not kept here")
         running = sum(1 for r in self.runs.values() if r.finished is None)
         if running >= 4 * self.svc.engine.config.slots or len(self.runs) >= MAX_RUNS:
             return self.svc.refuse("task_refused", "busy", pid,
@@ -104,6 +115,10 @@ class Executor:
         self.stats["accepted"] += 1
         self._spawn(self._execute, key)
         return TaskReply(True, "", "accepted")
+
+    def _ended(self, job_id: str) -> bool:
+        j = ct.job(self.svc.view(), job_id)
+        return j is not None and j["status"] in ct.TERMINAL_JOB
 
     def on_cancel(self, pid: str, req: CancelRequest) -> bool:
         """The manager cancels a job: stop and forget its replicas here. True if it directs us:
@@ -136,16 +151,12 @@ class Executor:
         req = run.req
         with run.scope:
             try:
-                module, data = await self._fetch(req)
-            except _Unavailable as exc:
+                module, data = await self.fetch(req)
+            except Unavailable as exc:
                 self._finish(key, run, _failure(req, "input", str(exc), self.agent), b"")
             else:
                 run.fetched = time.monotonic()
-                limits = Limits(fuel=req.fuel, memory_bytes=req.memory_mib * 1024 * 1024,
-                                wall_time_s=req.wall_time_ms / 1000.0,
-                                max_output_bytes=req.max_output_bytes,
-                                max_stderr_bytes=MAX_STDERR_BYTES)
-                outcome = await self.svc.engine.run(module, req.module_hash, data, limits, Grants())
+                outcome = await self.svc.engine.run(module, req.module_hash, data, limits_of(req), Grants())
                 if outcome.ok:
                     report = _signed(self.agent, req, ok=True, error_kind="", error="",
                                      output_hash=outcome.profile.output_sha256,
@@ -171,9 +182,11 @@ class Executor:
                  "ok" if report.ok else f"{report.error_kind}: {report.error}",
                  extra={"job": key[0]})
 
-    async def _fetch(self, req: AssignRequest) -> tuple[bytes, bytes]:
+    async def fetch(self, req: AssignRequest) -> tuple[bytes, bytes]:
         """The module and the fragment from the owner, checked against the assignment's hashes.
-        The owner answers only once its view shows us assigned: retried a few times."""
+        The owner answers only once its view shows us assigned (or, for a done job whose output
+        is lost, us as the manager: node/tasks/duty.py): retried a few times. Raises
+        :class:`Unavailable`."""
         last = ""
         for attempt in range(FETCH_ATTEMPTS):
             t0 = time.monotonic()
@@ -190,13 +203,13 @@ class Executor:
                     if meter is not None and req.owner != self.svc.me:
                         meter.observe(req.owner, len(blob), time.monotonic() - t0)
                     if hashlib.sha256(module).digest() != req.module_hash:
-                        raise _Unavailable("the owner's module does not match the committed hash")
+                        raise Unavailable("the owner's module does not match the committed hash")
                     if hashlib.sha256(data).digest() != req.input_hash:
-                        raise _Unavailable("the owner's fragment does not match the committed hash")
+                        raise Unavailable("the owner's fragment does not match the committed hash")
                     return module, data
                 last = f"owner {req.owner} refused: {reply.error}"
             await trio.sleep(min(8.0, 0.25 * 2 ** attempt))
-        raise _Unavailable(last)
+        raise Unavailable(last)
 
     async def _report(self, key: tuple[str, int, int], to: str) -> None:
         """Report a kept result to ``to`` (or the manager we know), retrying while no manager
@@ -247,8 +260,15 @@ class Executor:
                 "engine": dataclasses.asdict(self.svc.engine.statistics())}
 
 
-class _Unavailable(Exception):
-    pass
+class Unavailable(Exception):
+    """The module or the fragment could not be had from the owner, or did not match."""
+
+
+def limits_of(req: AssignRequest) -> Limits:
+    """The workload engine's limits for an assignment (the job's committed limits)."""
+    return Limits(fuel=req.fuel, memory_bytes=req.memory_mib * 1024 * 1024,
+                  wall_time_s=req.wall_time_ms / 1000.0, max_output_bytes=req.max_output_bytes,
+                  max_stderr_bytes=MAX_STDERR_BYTES)
 
 
 def _signed(agent: Any, req: AssignRequest, *, ok: bool, error_kind: str, error: str,

@@ -277,17 +277,26 @@ class OwnerSide:
             await trio.sleep(0.05)
 
     async def _assigned(self, pid: str, req: FetchRequest) -> str:
-        """"" when our view of the committed state assigns the replica to ``pid`` (waiting up
-        to VIEW_WAIT_S for a lagging view), else why not."""
+        """"" when our view of the committed state assigns the replica to ``pid``, or the job
+        is done (not a private one) and ``pid`` is the committed manager, which runs a fragment
+        whose agreed output was lost with its holder before the result reached us
+        (node/tasks/duty.py, recompute); waiting up to VIEW_WAIT_S for a lagging view. Else why
+        not."""
         deadline = time.monotonic() + VIEW_WAIT_S
         while True:
-            j = ct.job(self.svc.view(), req.job_id)
+            view = self.svc.view()
+            j = ct.job(view, req.job_id)
             if (j is not None and req.fragment < j["n"]
                     and req.replica < len(j["frags"][req.fragment])):
                 rep = j["frags"][req.fragment][req.replica]
                 if rep["st"] == ct.ASSIGNED and rep["node"] == pid:
                     return ""
-                if j["status"] in ct.TERMINAL_JOB:
+                recovery = j["status"] == ct.DONE and j.get("dp") is None and rep["st"] == ct.R_DONE
+                if recovery and pid == view.manager_id:
+                    return ""
+                # A council member asking for a done job's fragment may be the manager of a term
+                # our view has not reached yet: wait for it.
+                if j["status"] in ct.TERMINAL_JOB and not (recovery and pid in view.council):
                     return f"job {req.job_id} is {j['status']}"
             if time.monotonic() > deadline:
                 return (f"fragment {req.fragment} replica {req.replica} of job {req.job_id} is not "

@@ -120,8 +120,10 @@ class AssignRequest:
 @dataclasses.dataclass(frozen=True)
 class FetchRequest:
     """Agent -> owner: the module (when ``module``) and fragment ``fragment`` of ``job_id``, for
-    replica ``replica`` assigned to the sender. Manager -> owner, with ``reducer``: the job's
-    reducer module (as the reply's module; no fragment). Answered by a :class:`FetchReply`."""
+    replica ``replica`` assigned to the sender; manager -> owner, the same for a done job's
+    fragment whose agreed output was lost (node/tasks/duty.py, recompute). Manager -> owner,
+    with ``reducer``: the job's reducer module (as the reply's module; no fragment). Answered by
+    a :class:`FetchReply`."""
 
     job_id: str = field(metadata=_JOB)
     fragment: int = field(metadata=_NAT)

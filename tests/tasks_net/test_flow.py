@@ -3,16 +3,31 @@ deliver; an agent killed mid-job; a failing fragment."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
 from consensus import tasks as ct
+from node.tasks.spec import submit_command
 from node.tasks.testing import committed, task_federation, write_job
+from node.tasks.wire import SubmitRequest, TaskReply
 from node.testing import wait_until
 
 
 def _words(text: bytes) -> dict[str, int]:
     return dict(Counter(text.decode().split()))
+
+
+async def _submit_again(owner, job_id: str) -> None:
+    """The owner's submission sent again (its answer lost with a failed stream) is success, as
+    long as it is the same job; another job under that id is refused."""
+    own = owner.tasks.owner.jobs[job_id]
+    cmd = submit_command(own.spec, job_id=job_id, owner=owner.peer_id, fragments=own.fragments, now_ms=0)
+    reply = await owner.tasks.owner.ask_manager(SubmitRequest(ct.TASK_REGISTRY.encode(cmd), 60), TaskReply)
+    assert reply.ok and reply.detail == "already committed", reply
+    other = dataclasses.replace(cmd, spec_digest=bytes(32))
+    reply = await owner.tasks.owner.ask_manager(SubmitRequest(ct.TASK_REGISTRY.encode(other), 60), TaskReply)
+    assert not reply.ok and "exists" in reply.error, reply
 
 
 async def test_wordcount_job_runs_across_the_federation(tmp_path):
@@ -22,6 +37,7 @@ async def test_wordcount_job_runs_across_the_federation(tmp_path):
     async with task_federation(tmp_path, 3) as fed:
         owner = fed.nodes[1]
         job_id = await owner.tasks.owner.submit(str(spec))
+        await _submit_again(owner, job_id)
         await wait_until(lambda: owner.tasks.owner.jobs[job_id].status in ct.TERMINAL_JOB, 60)
         own = owner.tasks.owner.jobs[job_id]
         assert own.status == ct.DONE, own.reason
