@@ -13,7 +13,8 @@ scheduler's decision (:class:`AssignFragments`, ``running``), each assigned node
 result per replica (:class:`FragmentResult`), a replica whose node died, was revoked, timed out
 or refused is moved (:class:`ReassignFragment`, attempts counted and bounded), and the manager
 closes the job (:class:`JobDone` only when every replica of every fragment has an accepted,
-agreeing result; :class:`JobFailed`, :class:`CancelJob`). :class:`DropJob` forgets a finished job.
+agreeing result; :class:`JobFailed`, :class:`CancelJob`). :class:`JobDelivered` records that the
+owner took a finished job's end; :class:`DropJob` forgets a finished job.
 
 Each replica is ``pending`` (no node), ``assigned`` (a node runs it), ``done`` (its node's result
 accepted) or ``failed`` (its node reported an error: a trap, a limit). Times never enter: the
@@ -264,6 +265,15 @@ class JobDone:
 class JobFailed:
     job_id: str
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JobDelivered:
+    """The owner took the finished job's end (and result): a successor manager does not deliver
+    it again, nor rebuild its result from outputs its holders may long have forgotten. Only
+    the manager's word on the owner's acknowledgement; it moves nothing but the flag."""
+
+    job_id: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -858,6 +868,16 @@ def _failed(s: SwarmState, c: JobFailed) -> SwarmState:
     return _put(s, c.job_id, job)
 
 
+def _delivered(s: SwarmState, c: JobDelivered) -> SwarmState:
+    job = _job(s, c.job_id)
+    if job["status"] not in TERMINAL_JOB:
+        raise Rejected(f"job {c.job_id} is {job['status']}")
+    if job.get("delivered"):
+        raise Rejected(f"job {c.job_id} was delivered already")
+    job["delivered"] = True  # absent until then: older records keep their encoding
+    return _put(s, c.job_id, job)
+
+
 def _drop(s: SwarmState, c: DropJob) -> SwarmState:
     job = _job(s, c.job_id)
     if job["status"] not in TERMINAL_JOB:
@@ -877,6 +897,7 @@ TASK_COMMANDS: tuple[tuple[str, type, Any], ...] = (
     ("job-done", JobDone, _done),
     ("job-failed", JobFailed, _failed),
     ("drop-job", DropJob, _drop),
+    ("job-delivered", JobDelivered, _delivered),
 )
 
 
@@ -1026,14 +1047,15 @@ def check_invariants(s: SwarmState) -> list[str]:
 def check_transition(before: SwarmState, after: SwarmState) -> list[str]:
     """Invariants of one applied command: every replica that gained a node got one that
     qualified in ``before`` (the committed state at that index); every accepted result came
-    from the node assigned in ``before``, admitted then; a finished job never changes again."""
+    from the node assigned in ``before``, admitted then; a finished job never changes again,
+    but for the flag that records its delivery."""
     out: list[str] = []
     old_jobs = _jobs(before)
     for jid, j in _jobs(after).items():
         old = old_jobs.get(jid)
         if old is None:
             continue
-        if old["status"] in TERMINAL_JOB and j != old:
+        if old["status"] in TERMINAL_JOB and {**j, "delivered": None} != {**old, "delivered": None}:
             out.append(f"{jid}: a {old['status']} job changed")
             continue
         # The probe job holds the other replicas as they were before, so a batch that placed two

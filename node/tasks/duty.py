@@ -78,7 +78,7 @@ PROBE_FAILURES = 3
 RUN_SLACK_S = 90.0          # fetch, compile and report on top of the job's wall time
 RESCHEDULE_S = 1.0          # retry an unplaceable job at most this often (or on a new index)
 DELIVER_BACKOFF_S = (0.5, 30.0)
-RECOMPUTE_RETRY_S = 10.0    # a lost output that could not be run here again is tried this often
+RECOMPUTE_RETRY_S = (10.0, 300.0)  # a lost output that could not be run here: tried again, backing off
 MAX_QUEUE_TIMEOUT_S = 7 * 24 * 3600
 
 
@@ -96,6 +96,7 @@ class _Track:
     failures: int = 0
     accepted_at: float | None = None
     last_error: str = ""
+    recomputes: int = 0     # failed runs here of a done job's lost output, in a row
 
 
 class _CombineFailed(Exception):
@@ -181,7 +182,7 @@ class ManagerDuty:
                     self._start(jid, self._place, jid)
                 elif ct.ASSIGNED not in states or early:
                     self._start(jid, self._finish, jid)
-            elif jid not in self.delivered:
+            elif jid not in self.delivered and not j.get("delivered"):
                 if j["status"] == ct.DONE and jid not in self.results and j.get("dp") is None:
                     live |= self._track_replicas(st, jid, j, now)  # a private job's is committed
                 nxt = self.deliver_next.get(jid, (0.0, 0.0))[0]
@@ -190,7 +191,7 @@ class ManagerDuty:
         for key in [k for k in self.track if k not in live]:
             del self.track[key]
         for jid in ct.finished_to_drop(st):
-            if jid in self.delivered and jid not in self.busy:
+            if (jid in self.delivered or ct.jobs(st)[jid].get("delivered")) and jid not in self.busy:
                 self._start(jid, self._drop, jid)
 
     def _start(self, jid: str, fn: Any, *args: Any) -> None:
@@ -425,7 +426,10 @@ class ManagerDuty:
             t = self.track.get(key)
             if t is not None:
                 t.inflight, t.failures = False, 0
-                t.next_probe = time.monotonic() + (self.svc.probe_s if ok else RECOMPUTE_RETRY_S)
+                t.recomputes = 0 if ok else t.recomputes + 1
+                first, most = RECOMPUTE_RETRY_S
+                t.next_probe = time.monotonic() + (
+                    self.svc.probe_s if ok else min(most, first * 2 ** (t.recomputes - 1)))
         if ok:
             self.wake()
 
@@ -447,6 +451,11 @@ class ManagerDuty:
         try:
             module, data = await self.svc.executor.fetch(req)
         except Unavailable as exc:
+            if exc.delivered:  # the owner has it: the ack was lost with the manager that had it
+                log.info("job %s: the owner holds its end already", jid, extra={"job": jid})
+                self._delivered(jid)
+                await self._command(ct.JobDelivered(jid))
+                return True
             self.agent.counters.inc("task_recompute_failed", "input")
             log.warning("job %s fragment %d: cannot run it here: %s", jid, f, exc, extra={"job": jid})
             return False
@@ -777,15 +786,19 @@ class ManagerDuty:
         except RemoteProtocolError as exc:
             ok, err = False, str(exc)
         if ok:
-            self.delivered.add(jid)
+            self._delivered(jid)
             self.stats["delivered"] += 1
-            self.results.pop(jid, None)
-            for key in [k for k in self.outputs if k[0] == jid]:
-                del self.outputs[key]
+            await self._command(ct.JobDelivered(jid))  # a successor need not deliver it again
             return
         _, delay = self.deliver_next.get(jid, (0.0, DELIVER_BACKOFF_S[0]))
         self.deliver_next[jid] = (time.monotonic() + delay, min(DELIVER_BACKOFF_S[1], delay * 2))
         log.info("job %s not delivered to %s yet: %s", jid, j["owner"], err, extra={"job": jid})
+
+    def _delivered(self, jid: str) -> None:
+        self.delivered.add(jid)
+        self.results.pop(jid, None)
+        for key in [k for k in self.outputs if k[0] == jid]:
+            del self.outputs[key]
 
     async def _drop(self, jid: str) -> None:
         ok, _ = await self._command(ct.DropJob(jid))

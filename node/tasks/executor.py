@@ -32,6 +32,7 @@ import trio
 
 from consensus import tasks as ct
 from node.tasks.wire import (
+    ALREADY_DELIVERED,
     MAX_STDERR_BYTES,
     AssignRequest,
     CancelRequest,
@@ -208,6 +209,8 @@ class Executor:
                         raise Unavailable("the owner's fragment does not match the committed hash")
                     return module, data
                 last = f"owner {req.owner} refused: {reply.error}"
+                if reply.error.startswith(ALREADY_DELIVERED):
+                    raise Unavailable(last, delivered=True)
             await trio.sleep(min(8.0, 0.25 * 2 ** attempt))
         raise Unavailable(last)
 
@@ -261,7 +264,12 @@ class Executor:
 
 
 class Unavailable(Exception):
-    """The module or the fragment could not be had from the owner, or did not match."""
+    """The module or the fragment could not be had from the owner, or did not match;
+    ``delivered``: the owner holds the job's end already."""
+
+    def __init__(self, msg: str, *, delivered: bool = False) -> None:
+        super().__init__(msg)
+        self.delivered = delivered
 
 
 def limits_of(req: AssignRequest) -> Limits:

@@ -41,6 +41,7 @@ from consensus import tasks as ct
 from node.tasks.findings import job_findings
 from node.tasks.spec import JobSpec, SpecError, directory_files, load_spec, split_input, submit_command
 from node.tasks.wire import (
+    ALREADY_DELIVERED,
     MAX_MODULE_BYTES,
     MAX_TASK_FRAGMENT_BYTES,
     CancelRequest,
@@ -219,6 +220,9 @@ class OwnerSide:
                 self.agent.counters.inc("task_fetch_refused", "not-manager")
                 return FetchReply(False, f"the reducer of job {req.job_id} goes to its manager only"), b""
             return FetchReply(True, "", len(job.reducer), 0), job.reducer
+        if job.status in ct.TERMINAL_JOB:
+            self.agent.counters.inc("task_fetch_refused", "ended")
+            return FetchReply(False, f"{ALREADY_DELIVERED}: job {req.job_id} is {job.status} here"), b""
         if req.fragment >= len(job.fragments):
             self.agent.counters.inc("task_fetch_refused", "no-fragment")
             return FetchReply(False, f"job {req.job_id} has no fragment {req.fragment}"), b""

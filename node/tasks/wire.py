@@ -116,6 +116,11 @@ class AssignRequest:
             raise RemoteProtocolError("invalid", "fragment or output bound beyond the protocol's")
 
 
+# The start of a FetchReply's error when the owner holds the job's end already (a manager that
+# would run a done job's fragment again learns that the delivery it lacks the record of arrived).
+ALREADY_DELIVERED = "already delivered"
+
+
 @wire.message("task-fetch", version=1, max_bytes=512)
 @dataclasses.dataclass(frozen=True)
 class FetchRequest:

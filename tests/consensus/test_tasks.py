@@ -23,6 +23,7 @@ from consensus.tasks import (
     CancelJob,
     DropJob,
     FragmentResult,
+    JobDelivered,
     JobDone,
     JobFailed,
     ReassignFragment,
@@ -85,8 +86,14 @@ def test_happy_path_and_snapshot_round_trip() -> None:
     s = running()
     for f, r, node in ((0, 0, "n1"), (0, 1, "n2"), (1, 0, "n3"), (1, 1, "n4")):
         s = ok(s, result(f, r, node))
+    refused(s, JobDelivered("j"), "running")  # only a finished job is delivered
     s = ok(s, JobDone("j", H2, 10))
     assert T.job(s, "j")["status"] == T.DONE
+    assert "delivered" not in T.job(s, "j")  # older records keep their encoding
+    s = ok(s, JobDelivered("j"))
+    assert T.job(s, "j")["delivered"] is True
+    refused(s, JobDelivered("j"), "delivered already")
+    refused(s, JobDelivered("k"), "unknown job")
     assert decode_state(encode_state(s)) == s
     s = ok(s, DropJob("j"))
     assert T.jobs(s) == {}

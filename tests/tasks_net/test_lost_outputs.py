@@ -75,5 +75,7 @@ async def test_a_done_jobs_output_lost_with_its_holder_is_run_again_by_the_new_m
         assert new.tasks.duty.stats["recomputed"] == len(lost)
         assert new.agent.counters.get("task_recomputed") == len(lost)
         assert new.agent.counters.get("task_recompute_failed") == 0
-        # Nothing was moved: an ended job's replicas stay where they ran.
+        # Nothing was moved: an ended job's replicas stay where they ran. The delivery is
+        # committed, so a later manager neither delivers it again nor rebuilds it.
         assert committed(fed, job_id)["done"] == 8
+        await wait_until(lambda: committed(fed, job_id).get("delivered") is True, 30)
