@@ -192,6 +192,28 @@ class FragmentFeed:
         return [x for x in got if x != (-1, -1)]
 
 
+def _read_blocks(files: dict[tuple[int, int], int], use: list[tuple[int, Path, int]], blen: int,
+                 offset: int, bad: set[tuple[int, int]]) -> list[bytes] | None:
+    """Each used fragment's block at ``offset`` (files opened once, kept in ``files``). None
+    when a fragment's file is gone: its fetch failed and removed it between the feed's answer
+    and our open (found by a fresh-clone ``make test`` run: the get ended with
+    FileNotFoundError instead of taking another holder's fragment); it joins ``bad``."""
+    blocks = []
+    for i, path, gen in use:
+        fd = files.get((i, gen))
+        if fd is None:
+            try:
+                fd = files[(i, gen)] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                bad.add((i, gen))
+                return None
+        block = os.pread(fd, blen, offset)
+        if len(block) != blen:  # cannot happen while the fetcher tells the truth
+            raise IntegrityError(f"fragment {i} shorter than reported")
+        blocks.append(block)
+    return blocks
+
+
 def combine_streaming(
     feed: FragmentFeed,
     params: ObjectParams,
@@ -221,15 +243,9 @@ def combine_streaming(
             blen = layout.block_len(c)
             while True:
                 use = feed.wait_ready(offset + blen, bad)
-                blocks = []
-                for i, path, gen in use:
-                    fd = files.get((i, gen))
-                    if fd is None:
-                        fd = files[(i, gen)] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    block = os.pread(fd, blen, offset)
-                    if len(block) != blen:  # cannot happen while the fetcher tells the truth
-                        raise IntegrityError(f"fragment {i} shorter than reported")
-                    blocks.append(block)
+                blocks = _read_blocks(files, use, blen, offset, bad)
+                if blocks is None:
+                    continue  # a fragment failed, its file removed, after it was ready
                 sealed = decode_stripe(decoder, blocks, [i for i, _, _ in use], layout.stripe_len(c))
                 try:
                     plain = opener.open(sealed, final=c == last)

@@ -125,6 +125,31 @@ def test_a_fetch_that_fails_part_way_is_replaced_by_another_fragment(tmp_path):
     assert comb.error is None and comb.sink.getvalue() == data
 
 
+def test_a_fragment_whose_file_is_removed_before_it_is_opened_is_replaced(tmp_path):
+    """The fetcher fails a fragment and removes its file between the feed's answer and the
+    combiner's open: the combiner takes another fragment, it does not end with
+    FileNotFoundError."""
+    data, obj, frags = _sealed(6 * CHUNK)
+    feed = FragmentFeed(3, len(frags[0]))
+    for i in (0, 1, 2, 3):
+        feed.share(obj.shares[i])
+    f0, f1, f2 = (Fetch(feed, tmp_path, i, frags[i]) for i in range(3))
+    for f in (f0, f1, f2):
+        f.to(len(frags[0]))
+    os.close(f2.fd)
+    f2.path.unlink()  # gone, the feed not told (yet): the race the combiner must survive
+    comb = Combiner(feed, obj.params)
+    comb.start()
+    f3 = Fetch(feed, tmp_path, 3, frags[3])
+    f0.finish()
+    f1.finish()
+    f3.finish()
+    feed.fetching_done()
+    comb.join(10)
+    assert comb.error is None, repr(comb.error)
+    assert comb.sink.getvalue() == data
+
+
 def test_a_forged_fragment_never_reaches_the_sink_and_is_replaced(tmp_path):
     data, obj, frags = _sealed(8 * CHUNK)
     forged = bytearray(frags[1])
