@@ -78,9 +78,12 @@ def test_snp_flips(i: int, data: st.DataObject) -> None:
 @given(st.sampled_from(range(len(SNP))), st.integers(0, 1183), st.binary(max_size=8))
 def test_snp_truncations_and_extensions(i: int, cut: int, tail: bytes) -> None:
     ev, at = SNP[i]
-    v = _snp(Evidence(ev.kind, ev.blob[:cut] + tail, ev.certs), at)
+    blob = ev.blob[:cut] + tail
+    v = _snp(Evidence(ev.kind, blob, ev.certs), at)
     _check(v)
-    assert not v.accepted
+    # A cut whose tail puts back the bytes cut off is the report itself (hypothesis found one:
+    # the last byte of a real report is 0x00 padding).
+    assert v.accepted is (blob == ev.blob)
 
 
 @SETTINGS
