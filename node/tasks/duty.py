@@ -350,16 +350,22 @@ class ManagerDuty:
             return f"{node} is quarantined here"
         return ""
 
-    async def _probe(self, key: tuple[str, int, int], j: Any, state: str) -> None:
+    def _assignment(self, key: tuple[str, int, int], j: Any) -> AssignRequest:
+        """The assignment of replica ``key`` of job ``j`` as the committed state holds it (what
+        a probe sends, and what a lost output is run again from)."""
         jid, f, r = key
+        lim = j["limits"]
+        return AssignRequest(jid, f, r, j["owner"], j["module"],
+                             j["inputs"][f] if j["inputs"] else bytes(32), j["frag_bytes"],
+                             lim["fuel"], lim["memory_mib"], lim["wall_time_ms"],
+                             lim["max_output_bytes"], self.svc.role.status()["term"])
+
+    async def _probe(self, key: tuple[str, int, int], j: Any, state: str) -> None:
+        jid = key[0]
         t = self.track.get(key)
         if t is None:
             return
-        lim = j["limits"]
-        req = AssignRequest(jid, f, r, j["owner"], j["module"],
-                            j["inputs"][f] if j["inputs"] else bytes(32), j["frag_bytes"],
-                            lim["fuel"], lim["memory_mib"], lim["wall_time_ms"],
-                            lim["max_output_bytes"], self.svc.role.status()["term"])
+        req = self._assignment(key, j)
         reassign = ""
         try:
             reply, _ = await self.svc.request(t.node, req, TaskReply)
@@ -444,10 +450,7 @@ class ManagerDuty:
             return True  # not a replica of the agreed output
         log.warning("job %s fragment %d: its agreed output is lost (%s); running it here",
                     jid, f, why, extra={"job": jid})
-        lim = j["limits"]
-        req = AssignRequest(jid, f, r, j["owner"], j["module"], j["inputs"][f] if j["inputs"] else bytes(32),
-                            j["frag_bytes"], lim["fuel"], lim["memory_mib"], lim["wall_time_ms"],
-                            lim["max_output_bytes"], self.svc.role.status()["term"])
+        req = self._assignment(key, j)
         try:
             module, data = await self.svc.executor.fetch(req)
         except Unavailable as exc:
