@@ -248,6 +248,7 @@ class Ed25519Verifier:
 class SimSigner:
     """Keyed-hash signer for the simulator (16-byte BLAKE2b MAC). Not for production."""
 
+    SIGNATURE_BYTES = 16
     __slots__ = ("_issuer", "_secret")
 
     def __init__(self, issuer: str, secret: bytes) -> None:
@@ -268,7 +269,7 @@ class SimSigner:
         payload: bytes,
     ) -> Record:
         msg = signing_bytes(kind, self._issuer, subject, version, issued_at, expires_at, payload)
-        sig = hashlib.blake2b(msg, key=self._secret, digest_size=16).digest()
+        sig = hashlib.blake2b(msg, key=self._secret, digest_size=SimSigner.SIGNATURE_BYTES).digest()
         return Record(kind, self._issuer, subject, version, float(issued_at), float(expires_at),
                       payload, sig)
 

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="packet loss probability (default 0; flaky-network: 0.05)")
     parser.add_argument("--updates-per-s", type=float, default=1.0,
                         help="score updates published per virtual second (default 1)")
+    parser.add_argument("--workload", choices=("uniform", "reattest"), default="uniform",
+                        help="score records: uniform (--updates-per-s small records from random "
+                             "nodes) or reattest (each node about every peer each "
+                             "--reattest-interval-s, real-sized, as real nodes publish; small "
+                             "worlds: a full mesh)")
+    parser.add_argument("--reattest-interval-s", type=float, default=4.0,
+                        help="reattest workload: seconds between a node's rounds (default 4)")
     parser.add_argument("--churn-per-s", type=float, default=0.2,
                         help="churn: crash/leave/pause events per second; crash: one crash per 1/RATE s "
                              "(default 0.2)")
@@ -155,13 +162,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimConfig(
         seed=seed, scenario=args.scenario, profile=args.profile,
         updates_per_s=args.updates_per_s, lifeguard=not args.no_lifeguard, wire=args.wire,
-        progress=update, churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
+        workload=args.workload, reattest_interval_s=args.reattest_interval_s, progress=update,
+        churn_per_s=args.churn_per_s, slow_nodes=args.slow_nodes,
         **given(args, ("nodes", "duration_s", "liveness_deadline_s", "loss", "partition_shape",
                        "event_order")),
     )
-    if cfg.nodes < 2 or cfg.duration_s <= 0 or not 0 <= cfg.loss < 1 or cfg.slow_nodes < 0:
-        print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0",
-              file=sys.stderr)
+    if cfg.nodes < 2 or cfg.duration_s <= 0 or not 0 <= cfg.loss < 1 or cfg.slow_nodes < 0 \
+            or not cfg.reattest_interval_s > 0:
+        print("need --nodes >= 2, --duration-s > 0, 0 <= --loss < 1, --slow-nodes >= 0, "
+              "--reattest-interval-s > 0", file=sys.stderr)
         return 2
     if args.runs > 1:
         return _sweep(args, cfg, prog, update)

@@ -23,3 +23,5 @@ A_INJECT: Final = 8  # b: 0 forged signature, 1 unattested issuer, 2 revoked iss
 A_SAMPLE: Final = 9  # periodic sampler (progress, convergence)
 A_CHURN: Final = 10  # one churn step (b: None, or the crash scenario's victim to check on)
 A_WORKLOAD: Final = 11  # recurring score update
+A_REATTEST: Final = 12  # b: node; the reattest workload's round of one node (SimConfig.workload)
+A_SCORE: Final = 13  # b: issuer, c: subject; one record of a reattest round

@@ -31,9 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from overlay import wire
-from overlay.dissemination import Dissemination, DisseminationConfig
+from overlay.dissemination import Dissemination, DisseminationConfig, record_size
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.membership import Membership, MembershipConfig, Snapshot
+from overlay.messages import ScoreRecord
 from overlay.messages_gossip import (
     ALL_MESSAGES,
     DEAD,
@@ -53,8 +54,10 @@ from sim.events import (
     A_PARTITION,
     A_PAUSE,
     A_PUBLISH,
+    A_REATTEST,
     A_RESTART,
     A_SAMPLE,
+    A_SCORE,
     A_SLOW,
     A_WORKLOAD,
     EV_ACTION,
@@ -73,6 +76,24 @@ _TYPE_CODE = {t: i + 1 for i, t in enumerate(ALL_MESSAGES)}
 _MAX_BYTES = {t: wire.spec_of(t)[2] for t in ALL_MESSAGES}
 
 RECORD_TTL_S = 3600.0
+WORKLOADS = ("uniform", "reattest")
+
+
+def _real_score_record_bytes() -> int:
+    """:func:`~overlay.dissemination.record_size` of a real score record: a signed
+    :class:`~overlay.messages.ScoreRecord` as node/attestation/engine.py issues it (verdict
+    "ok"), carried in a record between two 52-character peer ids, signed with Ed25519."""
+    peer = "12D3KooW" + "x" * 44
+    payload = wire.encode(ScoreRecord(issuer=bytes(32), subject=peer, score=100, kind="sev-snp",
+                                      verdict="ok", evidence_hash=bytes(32),
+                                      issued_at=1.7e9 + 0.123456, expires_at=1.7e9 + 12.123456,
+                                      signature=bytes(64)))
+    return record_size(Record(KIND_SCORE, peer, peer, 1, 1.7e9, 1.7e9 + 3600.0, payload, bytes(64)))
+
+
+#: What the reattest workload's records weigh in a push (the simulator's ids and MACs are
+#: shorter than real peer ids and signatures: its payloads make up the difference).
+REAL_SCORE_RECORD_BYTES = _real_score_record_bytes()
 #: The event orders this world can run (SimConfig.event_order); the trace digest of a seed is
 #: stable within one order.
 EVENT_ORDERS = (1, 2)
@@ -100,6 +121,21 @@ class SimConfig:
     duplicate: float = 0.0
     reorder: float = 0.0
     updates_per_s: float = 1.0
+    # The score workload. "uniform": ``updates_per_s`` records, each by a random live node about
+    # a random other, with a 2-byte payload. "reattest": what a real node does (node/agent.py
+    # re-attests every peer each reattest_interval_s and publishes a score record per outcome):
+    # each live node, at its own phase, publishes one record about every other live node at
+    # once, each as large as a real score record, so pushes carry as few records as real ones
+    # do (found by bench/bench_fidelity.py, docs/simulator.md "Fidelity"). A full mesh: for
+    # small worlds; ``updates_per_s`` is then unused.
+    workload: str = "uniform"
+    reattest_interval_s: float = 4.0
+    # The reattest workload's timing: each node's first round falls uniformly in
+    # [1, 1 + reattest_phase_s) (None: one interval, phases spread evenly; real nodes started
+    # together re-attest together), and each record of a round follows it by up to
+    # reattest_burst_s (its attestation's round trip).
+    reattest_phase_s: float | None = None
+    reattest_burst_s: float = 0.05
     lifeguard: bool = True
     # Per-node clock: rate error uniform in ±clock_drift_ppm, offset uniform in ±clock_offset_s.
     clock_drift_ppm: float = 100.0
@@ -203,6 +239,10 @@ class World:
         self.kind_counts = [0] * (len(ALL_MESSAGES) + 2)
         if cfg.event_order not in EVENT_ORDERS:
             raise ValueError(f"event_order must be one of {EVENT_ORDERS}")
+        if cfg.workload not in WORKLOADS or not cfg.reattest_interval_s > 0 \
+                or not cfg.reattest_burst_s >= 0 or not (cfg.reattest_phase_s or 0.0) >= 0:
+            raise ValueError(f"workload must be one of {WORKLOADS}, reattest_interval_s > 0, "
+                             "reattest_burst_s and reattest_phase_s >= 0")
         self._elide = cfg.event_order >= 2 and not cfg.wire
         self.elided = 0  # pushes not delivered because they would change nothing
         self.net_rng = random.Random(derive_seed(cfg.seed, "net"))
@@ -538,6 +578,12 @@ class World:
             if self.workload_on and self.cfg.updates_per_s > 0:
                 self.publish_score(t)
                 self.push(t + 1.0 / self.cfg.updates_per_s, EV_ACTION, A_WORKLOAD)
+        elif a == A_REATTEST:
+            if self.workload_on:
+                self.reattest_round(b, t)
+        elif a == A_SCORE:
+            if self.workload_on:
+                self.publish_real_score(b, c, t)
         elif a == A_PUBLISH:
             if b == 1:
                 self.publish_revocation(t, c)
@@ -604,12 +650,39 @@ class World:
         issuer = self.nodes[live[0]]
         if issuer.id in self.revoked_truth:
             return None
-        subject = self.ids[live[1]]
+        return self._publish_score(issuer, self.ids[live[1]], rng.randrange(0, 1001).to_bytes(2, "big"), t)
+
+    def reattest_round(self, i: int, t: float) -> None:
+        """The reattest workload's round of node ``i``: a record about every other live node,
+        each after its own attestation's round trip (up to ``reattest_burst_s``), then the
+        next round one interval later, give or take ``reattest_burst_s`` (the round trips move
+        a real node's rounds about that much, so their phase against the gossip rounds
+        wanders, as here)."""
+        rng = self.work_rng
+        burst = self.cfg.reattest_burst_s
+        if self.nodes[i].up:
+            for nd in self.nodes:
+                if nd.up and nd.idx != i:
+                    self.push(t + rng.random() * burst, EV_ACTION, A_SCORE, i, nd.idx)
+        self.push(t + self.cfg.reattest_interval_s + (rng.random() - 0.5) * burst, EV_ACTION,
+                  A_REATTEST, i)
+
+    def publish_real_score(self, i: int, j: int, t: float) -> Record | None:
+        """Node ``i``'s record about node ``j``, padded to a real score record's size."""
+        issuer = self.nodes[i]
+        if not issuer.up or not self.nodes[j].up or issuer.id in self.revoked_truth:
+            return None
+        subject = self.ids[j]
+        pad = REAL_SCORE_RECORD_BYTES - (96 + len(KIND_SCORE) + len(issuer.id) + len(subject)
+                                         + SimSigner.SIGNATURE_BYTES + 2)
+        payload = self.work_rng.randrange(0, 1001).to_bytes(2, "big") + bytes(max(0, pad))
+        return self._publish_score(issuer, subject, payload, t)
+
+    def _publish_score(self, issuer: SimNode, subject: str, payload: bytes, t: float) -> Record:
         key = f"{KIND_SCORE}/{subject}"
         v = self.key_versions.get(key, 0) + 1
         self.key_versions[key] = v
         local = issuer.local(t)
-        payload = rng.randrange(0, 1001).to_bytes(2, "big")
         rec = issuer.signer.sign(KIND_SCORE, subject, v, local, local + RECORD_TTL_S, payload)
         return self._originate(issuer, rec, t)
 
@@ -656,7 +729,11 @@ class World:
         cfg = self.cfg
         scenarios.setup(self)
         self.push(0.0, EV_ACTION, A_SAMPLE)
-        if cfg.updates_per_s > 0:
+        if cfg.workload == "reattest":
+            phase = cfg.reattest_interval_s if cfg.reattest_phase_s is None else cfg.reattest_phase_s
+            for i in range(cfg.nodes):
+                self.push(1.0 + self.work_rng.random() * phase, EV_ACTION, A_REATTEST, i)
+        elif cfg.updates_per_s > 0:
             self.push(1.0, EV_ACTION, A_WORKLOAD)
         self.run_until(cfg.duration_s)
         # Liveness: heal everything, stop the workload, require convergence by the deadline.

@@ -49,3 +49,15 @@ def test_plot(tmp_path):
 
 def test_bad_arguments(capsys):
     assert cli.run(parse("--nodes", "1", "--seed", "1", "--no-progress")) == 2
+
+
+def test_reattest_workload_from_the_command_line(tmp_path):
+    out = tmp_path / "r.json"
+    assert cli.run(parse("--nodes", "6", "--seed", "2", "--duration-s", "6", "--workload", "reattest",
+                         "--reattest-interval-s", "2", "--json", str(out), "--no-progress")) == 0
+    r = json.loads(out.read_text())
+    # 6 nodes x 5 peers, rounds every 2 s from [1, 3) until 6 s: 2 or 3 rounds each
+    assert 6 * 5 * 2 <= r["dissemination"]["records"] <= 6 * 5 * 3
+    assert r["invariants"]["violations"] == []
+    assert cli.run(parse("--nodes", "6", "--seed", "2", "--reattest-interval-s", "0",
+                         "--no-progress")) == 2
