@@ -248,6 +248,12 @@ class GossipService:
         if d.refused:
             self._count_refused(d.refused)
         for rec in d.accepted:
+            if rec.issuer != self.agent.peer_id and log.isEnabledFor(logging.DEBUG):
+                # The receive side of a record's spread, for bench/bench_fidelity.py (the
+                # simulator's dissemination figure measured on real processes).
+                log.debug("accepted a %s record by %s about %s (version %d, issued at %.6f)",
+                          rec.kind, rec.issuer, rec.subject, rec.version, rec.issued_at,
+                          extra={"peer": rec.issuer, "peers": [rec.issuer, rec.subject]})
             self._on_record(rec)
 
     def _count_refused(self, refused: list[tuple[str, str, Record]]) -> None:

@@ -73,12 +73,15 @@ class Node:
 class Cluster:
     """``net.n`` node processes under ``root`` (one data dir each, tmpfs of ``disk_mib``).
 
-    ``env`` is added to every node's environment (the planted-bug flag of a checker test)."""
+    ``env`` is added to every node's environment (the planted-bug flag of a checker test), and
+    ``run_args`` to every ``run`` command line (``--log-format json --log-level debug`` for
+    bench/bench_fidelity.py, which reads the logs)."""
 
     def __init__(self, root: Path, net: TestNet, *, disk_mib: int = 96,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, run_args: list[str] | None = None) -> None:
         self.root, self.net, self.disk_mib = root, net, disk_mib
         self.env = dict(env or {})
+        self.run_args = list(run_args or [])
         self.nodes = [Node(i, root / f"n{i}", net.ips[i]) for i in range(net.n)]
         self.psk = root / "swarm.key"
         self._mounted: list[Path] = []
@@ -114,7 +117,7 @@ class Cluster:
             bootstrap = [j for j in range(len(self.nodes)) if j != i]
         cmd = [*self.net.exec_prefix(i), sys.executable, "-m", "node.cli", "run",
                "--data-dir", str(n.data_dir), "--listen", f"/ip4/{n.ip}/tcp/{PORT}",
-               "--psk", str(self.psk), "--tee", "sim"]
+               "--psk", str(self.psk), "--tee", "sim", *self.run_args]
         for j in bootstrap:
             cmd += ["--bootstrap", self.nodes[j].addr]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}

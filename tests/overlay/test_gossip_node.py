@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
+from bench.bench_fidelity import ACCEPT
 from tests.netutil import federation, fully_attested, wait_until
 
 
@@ -9,7 +14,8 @@ def _known_everywhere(agents, subject, since: float) -> bool:
     return all(a.gossip.scores().get(subject, {}).get("issued_at", 0) >= since for a in agents)
 
 
-async def test_score_records_reach_every_node_and_members_are_alive(tmp_path):
+async def test_score_records_reach_every_node_and_members_are_alive(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="enclave_swarm.gossip")
     async with federation(tmp_path, 5, gossip=True) as agents:
         await wait_until(lambda: fully_attested(agents), 40)
         import time
@@ -24,7 +30,17 @@ async def test_score_records_reach_every_node_and_members_are_alive(tmp_path):
         from overlay.wire import encode
 
         agents[0].gossip.publish("score", subject, encode(rec))
+        mine = next(r for r in agents[0].gossip.dissemination.records()
+                    if r.kind == "score" and r.payload == encode(rec))
         await wait_until(lambda: _known_everywhere(agents, subject, now), 20)
+        # Each receiver logs its acceptance at debug, in the form bench/bench_fidelity.py reads
+        # (the issuer does not: its own record is no news).
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("accepted a ")]
+        got = [m.groupdict() for line in lines if (m := ACCEPT.match(line))]
+        assert len(got) == len(lines) > 0
+        ours = [g for g in got if g["kind"] == "score" and g["issuer"] == mine.issuer
+                and g["subject"] == mine.subject and int(g["version"]) == mine.version]
+        assert ours and all(float(g["issued"]) == pytest.approx(mine.issued_at, abs=1e-6) for g in ours)
         for a in agents:
             got = a.status()["gossip"]["scores"][subject]
             assert got["score"] in (77, 90)  # a newer re-attestation may already supersede it
