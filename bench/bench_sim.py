@@ -5,6 +5,8 @@
     python -m bench.bench_sim --full --out DIR  # also the scaling PNG and a JSON of everything
     python -m bench.bench_sim --only speed --speed-sizes 1000,10000,100000 --speed-engines mypyc
                                               # speed per CPU second, ceiling, RSS per node
+    python -m bench.bench_sim --only fidelity # the simulator against real node processes in
+                                              # network namespaces (root; bench/bench_fidelity.py)
 
 Every figure is virtual time from the deterministic simulator (seeded, replayable); only the
 "speed" lines measure this machine (virtual seconds per wall second, peak RSS).
@@ -28,7 +30,10 @@ from overlay.dissemination import DisseminationConfig
 from sim.world import SimConfig, World
 
 SEED = 20261124
-PARTS = ("spread", "revocation", "detection", "lifeguard", "speed", "integrity")
+PARTS = ("spread", "revocation", "detection", "lifeguard", "speed", "integrity", "fidelity")
+# Parts a plain run leaves out: fidelity starts real node processes as root for minutes
+# (``--only fidelity``, or ``--full``).
+ASKED_ONLY = ("fidelity",)
 
 
 def _run(**kw: Any) -> dict[str, Any]:
@@ -289,7 +294,7 @@ def main(argv: list[str]) -> int:
                    help="speed part: the world's event order (default: the world's default)")
     args = p.parse_args(argv)
     full = args.full
-    parts = args.only or list(PARTS)
+    parts = args.only or [p for p in PARTS if full or p not in ASKED_ONLY]
     print(f"SEED={SEED}")
     results: dict[str, Any] = {}
     if "spread" in parts:
@@ -320,6 +325,17 @@ def main(argv: list[str]) -> int:
         print("integrity (tasks scenario, r = 3, q = 2):")
         jobs = 1250 if full else 250
         results["integrity"] = [integrity_bench(100, jobs, 0.05), integrity_bench(100, jobs, 0.0)]
+    if "fidelity" in parts:
+        from bench import bench_fidelity
+
+        print("fidelity: the simulator against real node processes (5 nodes, network namespaces):")
+        fid_out = tempfile.mkdtemp(prefix="bench_fidelity_")
+        rc = bench_fidelity.main(["--out", fid_out] + ([] if full else ["--loss", "0", "--window-s", "60",
+                                                                         "--pauses", "15"]))
+        fid_json = os.path.join(fid_out, "fidelity.json")
+        if rc == 0 and os.path.exists(fid_json):
+            with open(fid_json, encoding="utf-8") as f:
+                results["fidelity"] = json.load(f)
     out = args.out or tempfile.mkdtemp(prefix="bench_sim_")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "bench_sim.json"), "w", encoding="utf-8") as f:
