@@ -53,7 +53,7 @@ import dataclasses
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import cbor2
 import nacl.exceptions
@@ -248,7 +248,7 @@ class Ed25519Verifier:
 class SimSigner:
     """Keyed-hash signer for the simulator (16-byte BLAKE2b MAC). Not for production."""
 
-    SIGNATURE_BYTES = 16
+    SIGNATURE_BYTES: ClassVar[int] = 16
     __slots__ = ("_issuer", "_secret")
 
     def __init__(self, issuer: str, secret: bytes) -> None:
