@@ -124,8 +124,8 @@ class SimConfig:
     # The score workload. "uniform": ``updates_per_s`` records, each by a random live node about
     # a random other, with a 2-byte payload. "reattest": what a real node does (node/agent.py
     # re-attests every peer each reattest_interval_s and publishes a score record per outcome):
-    # each live node, at its own phase, publishes one record about every other live node at
-    # once, each as large as a real score record, so pushes carry as few records as real ones
+    # each live node, in rounds at its own phase, publishes one record about every other live
+    # node, each as large as a real score record, so pushes carry as few records as real ones
     # do (found by bench/bench_fidelity.py, docs/simulator.md "Fidelity"). A full mesh: for
     # small worlds; ``updates_per_s`` is then unused.
     workload: str = "uniform"
