@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 from consensus import tasks as ct
+from node.tasks.owner import TaskError
 from node.tasks.spec import submit_command
 from node.tasks.testing import committed, task_federation, write_job
 from node.tasks.wire import SubmitRequest, TaskReply
@@ -205,3 +206,34 @@ async def test_fetch_rates_become_published_measurements(tmp_path):
         await wait_until(published, 30)
         assert all(n.agent.counters.get("capability_republished", "links-moved") >= 1
                    for n in fed.nodes if n.peer_id in ran)
+
+
+async def test_a_delivery_that_overtakes_the_submissions_answer_is_kept(tmp_path):
+    """``make chaos``, seed 1 of slow-nodes: the manager, held to 5 % of a CPU, answered the
+    owner's submission 3 s after the job had run and its result had been delivered; the owner
+    then set the job back to 'queued' and ``task-result`` answered that it had no result. The
+    answer is held back here until the delivery is in, and then lost: either way the owner
+    keeps the ended job and its result."""
+    data = bytes(range(256)) * 8
+    (tmp_path / "input").write_bytes(data)
+    spec = write_job(tmp_path, "slowcat", fragments=2)
+    async with task_federation(tmp_path, 3) as fed:
+        side = fed.nodes[1].tasks.owner
+        real = side.ask_manager
+        lose_it = False
+
+        async def late_answer(msg, reply_type, **kw):
+            submitting = [j for j in side.jobs.values() if j.status == "submitting"]
+            reply = await real(msg, reply_type, **kw)
+            if isinstance(msg, SubmitRequest):
+                await wait_until(lambda: submitting[0].status in ct.TERMINAL_JOB, 60)
+                if lose_it:
+                    raise TaskError("the manager's answer was lost with its stream")
+            return reply
+
+        side.ask_manager = late_answer
+        for lose_it in (False, True):
+            job_id = await side.submit(str(spec))
+            status, result = side.result(job_id)
+            assert status == ct.DONE, (status, side.jobs[job_id].reason)
+            assert result.read_bytes() == data
