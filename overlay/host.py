@@ -265,7 +265,18 @@ async def push_identify(host: IHost, peer_id: ID) -> bool:
         except Exception as exc:  # libp2p raises several types when a peer is gone
             log.debug("identify push to %s: %s", peer_id, exc, extra={"peer": str(peer_id)})
             return False
-        await _send_identify(stream, identify_message(host, attested=True))
+        try:
+            msg = identify_message(host, attested=True)
+        except OSError as exc:
+            # A listener closed under us (the host is stopping: its socket answers EBADF to
+            # getsockname); before, this crashed the agent's nursery (a fresh-clone make test,
+            # tests/manager/test_follow_gossip.py, a node stopped mid-push).
+            log.debug("identify push to %s: our addresses are gone: %s", peer_id, exc,
+                      extra={"peer": str(peer_id)})
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            return False
+        await _send_identify(stream, msg)
         return True
     return False
 

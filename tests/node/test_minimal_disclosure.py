@@ -23,7 +23,7 @@ from multiaddr import Multiaddr
 from node.gossip import GOSSIP_PROTOCOL
 from overlay.framing import FrameReader, decode_uvarint, frame, read_message
 from overlay.handshake import may_prove_to
-from overlay.host import AGENT_VERSION, UNATTESTED_PROTOCOLS
+from overlay.host import AGENT_VERSION, UNATTESTED_PROTOCOLS, push_identify
 from overlay.messages import ATTEST_PROTOCOL, AttestChallenge, AttestEvidence
 from overlay.wire import encode
 from tests.netutil import fully_attested, make_agent, wait_until
@@ -112,6 +112,28 @@ async def test_attested_peers_prove_both_ways_and_get_full_identify(tmp_path):
             assert ident.listen_addrs
             a.stop()
             b.stop()
+
+
+async def test_an_identify_push_while_our_listener_closes_is_dropped_not_fatal(tmp_path):
+    """A fresh-clone make test (tests/manager/test_follow_gossip.py): a node stopping while it
+    pushed identify to a peer it had just attested read its own listen addresses from a closed
+    listener (getsockname: EBADF), and the OSError crashed the agent's nursery. The push now
+    gives up, and the node keeps running."""
+    a = make_agent(tmp_path, "a", gossip=True)
+    with trio.fail_after(90):
+        async with trio.open_nursery() as n:
+            await n.start(a.run)
+            b = make_agent(tmp_path, "b", gossip=True, bootstrap=(a.full_addrs()[0],))
+            await n.start(b.run)
+            await wait_until(lambda: fully_attested([a, b]), 30)
+
+            def closed(*_args: Any) -> Any:
+                raise OSError(9, "Bad file descriptor")
+
+            b.host.get_addrs = closed  # what a closed listener's getsockname gives
+            assert await push_identify(b.host, a.host.get_id()) is False
+            b.stop()
+            a.stop()
 
 
 async def test_node_that_dials_proves_at_once(tmp_path):
