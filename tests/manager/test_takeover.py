@@ -62,7 +62,8 @@ async def test_a_forged_state_served_by_one_attested_peer_is_not_adopted(tmp_pat
                                           decisions=(), proof=proof))
             before = victim.agent.counters.get("state_rejected", "unproven")
             assert await victim.role.follow.fetch(adv.peer_id, "poll")
-            assert victim.agent.counters.get("state_rejected", "unproven") == before + 1, what
+            # at least this fetch's refusal (the victim's own polls may ask the adversary too)
+            assert victim.agent.counters.get("state_rejected", "unproven") >= before + 1, what
             st, idx = victim.role.view()
             assert st.manager_id != adv.peer_id and idx < at, what
             assert not any(victim.agent.peers.is_revoked(m.agent.peer_id) for m in fed.members)
