@@ -213,6 +213,7 @@ def check_jobs(ops: Sequence[Op], final_jobs: Mapping[str, Mapping[str, Any]]) -
     violations = []
     completed = 0
     submitted = 0
+    unchecked: dict[str, int] = {}
     for op in ops:
         if op.f != "submit" or op.type != "ok" or not isinstance(op.result, dict):
             continue
@@ -223,6 +224,11 @@ def check_jobs(ops: Sequence[Op], final_jobs: Mapping[str, Mapping[str, Any]]) -
             violations.append(f"job {job_id} (op {op.index}) was acknowledged but is unknown after the heal")
             continue
         if job.get("status") != "done":
+            # failed/cancelled: no claim to check; forgotten: dropped from the committed state
+            # (it keeps the last 32 finished jobs) and from its restarted owner's memory; None:
+            # no end seen in time. Counted, so that a run that checked nothing says so.
+            key = str(job.get("status") or "no-end-seen")
+            unchecked[key] = unchecked.get(key, 0) + 1
             continue
         completed += 1
         if job.get("result_sha256") is None:
@@ -238,7 +244,7 @@ def check_jobs(ops: Sequence[Op], final_jobs: Mapping[str, Mapping[str, Any]]) -
             dup = sorted({f for f in counted if counted.count(f) > 1})
             missing = sorted(set(range(n)) - set(counted))
             violations.append(f"job {job_id}: fragments counted twice {dup}, missing {missing}")
-    return _check("jobs", violations, submitted=submitted, completed=completed)
+    return _check("jobs", violations, submitted=submitted, completed=completed, **unchecked)
 
 
 # --------------------------------------------------------------------------- state

@@ -140,6 +140,14 @@ def test_jobs_result_and_fragments_counted_once():
                                              "done_fragments": [0]}})
     assert "gives no result: timeout" in lost.violations[0]
     assert checkers.check_jobs([sub], {"j": {"status": "failed"}}).ok  # not completed: no claim
+    # jobs left unchecked are counted by why, so that a run that checked nothing says so
+    subs = [op(i, "submit", "ok", {"expected_sha256": "e"}, {"job_id": f"j{i}"}) for i in range(4)]
+    mixed = checkers.check_jobs(subs, {"j0": {"status": "forgotten"}, "j1": {"status": None},
+                                       "j2": {"status": "failed"},
+                                       "j3": {"status": "done", "result_sha256": "e", "fragments": 1,
+                                              "done_fragments": [0]}})
+    assert mixed.ok
+    assert mixed.figures == {"submitted": 4, "completed": 1, "forgotten": 1, "no-end-seen": 1, "failed": 1}
 
 
 # ------------------------------------------------------------------ state
