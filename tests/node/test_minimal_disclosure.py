@@ -90,7 +90,9 @@ async def test_unattested_peer_gets_minimal_identify_and_no_evidence(tmp_path):
             agent.stop()
 
 
-async def test_attested_peers_prove_both_ways_and_get_full_identify(tmp_path):
+@contextlib.asynccontextmanager
+async def _attested_pair(tmp_path: Any) -> Any:
+    """Nodes a and b, b bootstrapped from a, attested both ways; stopped on the way out."""
     a = make_agent(tmp_path, "a", gossip=True)
     with trio.fail_after(90):
         async with trio.open_nursery() as n:
@@ -98,20 +100,25 @@ async def test_attested_peers_prove_both_ways_and_get_full_identify(tmp_path):
             b = make_agent(tmp_path, "b", gossip=True, bootstrap=(a.full_addrs()[0],))
             await n.start(b.run)
             await wait_until(lambda: fully_attested([a, b]), 30)
-            # b dialled a: a proved to b only after b passed a's challenge; nothing withheld
-            # for long enough to fail.
-            assert b.counters.get("attest_missed") == 0
-            # a learns b's listen address from b's identify push (b dialled from an
-            # ephemeral port; the minimal identify a got at first had no addresses).
-            b_listen = set(b.full_addrs())
-            store = a.host.get_peerstore()
-            await wait_until(lambda: b_listen & {str(x) for x in store.addrs(b.host.get_id())}, 15)
-            ident = await _identify(a.host, b.host.get_id())
-            assert ident.agent_version == "enclave-swarm"
-            assert GOSSIP_PROTOCOL in ident.protocols and ATTEST_PROTOCOL in ident.protocols
-            assert ident.listen_addrs
+            yield a, b
             a.stop()
             b.stop()
+
+
+async def test_attested_peers_prove_both_ways_and_get_full_identify(tmp_path):
+    async with _attested_pair(tmp_path) as (a, b):
+        # b dialled a: a proved to b only after b passed a's challenge; nothing withheld
+        # for long enough to fail.
+        assert b.counters.get("attest_missed") == 0
+        # a learns b's listen address from b's identify push (b dialled from an
+        # ephemeral port; the minimal identify a got at first had no addresses).
+        b_listen = set(b.full_addrs())
+        store = a.host.get_peerstore()
+        await wait_until(lambda: b_listen & {str(x) for x in store.addrs(b.host.get_id())}, 15)
+        ident = await _identify(a.host, b.host.get_id())
+        assert ident.agent_version == "enclave-swarm"
+        assert GOSSIP_PROTOCOL in ident.protocols and ATTEST_PROTOCOL in ident.protocols
+        assert ident.listen_addrs
 
 
 async def test_an_identify_push_while_our_listener_closes_is_dropped_not_fatal(tmp_path):
@@ -119,21 +126,13 @@ async def test_an_identify_push_while_our_listener_closes_is_dropped_not_fatal(t
     pushed identify to a peer it had just attested read its own listen addresses from a closed
     listener (getsockname: EBADF), and the OSError crashed the agent's nursery. The push now
     gives up, and the node keeps running."""
-    a = make_agent(tmp_path, "a", gossip=True)
-    with trio.fail_after(90):
-        async with trio.open_nursery() as n:
-            await n.start(a.run)
-            b = make_agent(tmp_path, "b", gossip=True, bootstrap=(a.full_addrs()[0],))
-            await n.start(b.run)
-            await wait_until(lambda: fully_attested([a, b]), 30)
+    async with _attested_pair(tmp_path) as (a, b):
 
-            def closed(*_args: Any) -> Any:
-                raise OSError(9, "Bad file descriptor")
+        def closed(*_args: Any) -> Any:
+            raise OSError(9, "Bad file descriptor")
 
-            b.host.get_addrs = closed  # what a closed listener's getsockname gives
-            assert await push_identify(b.host, a.host.get_id()) is False
-            b.stop()
-            a.stop()
+        b.host.get_addrs = closed  # what a closed listener's getsockname gives
+        assert await push_identify(b.host, a.host.get_id()) is False
 
 
 async def test_node_that_dials_proves_at_once(tmp_path):
