@@ -220,19 +220,20 @@ async def test_a_delivery_that_overtakes_the_submissions_answer_is_kept(tmp_path
     async with task_federation(tmp_path, 3) as fed:
         side = fed.nodes[1].tasks.owner
         real = side.ask_manager
-        lose_it = False
+        answer = {"lost": False}
 
         async def late_answer(msg, reply_type, **kw):
             submitting = [j for j in side.jobs.values() if j.status == "submitting"]
             reply = await real(msg, reply_type, **kw)
             if isinstance(msg, SubmitRequest):
                 await wait_until(lambda: submitting[0].status in ct.TERMINAL_JOB, 60)
-                if lose_it:
+                if answer["lost"]:
                     raise TaskError("the manager's answer was lost with its stream")
             return reply
 
         side.ask_manager = late_answer
-        for lose_it in (False, True):
+        for lost in (False, True):
+            answer["lost"] = lost
             job_id = await side.submit(str(spec))
             status, result = side.result(job_id)
             assert status == ct.DONE, (status, side.jobs[job_id].reason)
