@@ -673,9 +673,11 @@ class World:
         if not issuer.up or not self.nodes[j].up or issuer.id in self.revoked_truth:
             return None
         subject = self.ids[j]
-        pad = REAL_SCORE_RECORD_BYTES - (96 + len(KIND_SCORE) + len(issuer.id) + len(subject)
-                                         + SimSigner.SIGNATURE_BYTES + 2)
-        payload = self.work_rng.randrange(0, 1001).to_bytes(2, "big") + bytes(max(0, pad))
+        head = self.work_rng.randrange(0, 1001).to_bytes(2, "big")
+        # record_size of this record with the bare 2-byte payload: the padding makes up the rest
+        bare = record_size(Record(KIND_SCORE, issuer.id, subject, 0, 0.0, 0.0, head,
+                                  bytes(SimSigner.SIGNATURE_BYTES)))
+        payload = head + bytes(max(0, REAL_SCORE_RECORD_BYTES - bare))
         return self._publish_score(issuer, subject, payload, t)
 
     def _publish_score(self, issuer: SimNode, subject: str, payload: bytes, t: float) -> Record:

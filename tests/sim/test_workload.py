@@ -50,8 +50,9 @@ def test_every_node_scores_every_peer_once_per_interval():
     per_pair = collections.Counter((rec.issuer, rec.subject) for rec in w.tracks)
     n = len(w.ids)
     assert len(per_pair) == n * (n - 1)  # a full mesh, nobody scores itself
-    # first rounds in [1, 3), then every 2 s (± the burst) until the 9 s safety phase ends
-    assert set(per_pair.values()) <= {4, 5}
+    # first rounds in [1, 3), then every 2 s give or take 25 ms: 4 rounds before the 9 s
+    # safety phase ends (3 where a late first round's jitter carries the 4th past it)
+    assert set(per_pair.values()) <= {3, 4} and 4 in per_pair.values()
     assert all(rec.issuer != rec.subject for rec in w.tracks)
 
 
