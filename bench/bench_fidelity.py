@@ -23,7 +23,7 @@ meets on its path through two namespaces (1 − (1 − p)²), several seeds.
    long a node's burst lasts, how close together the nodes' rounds fall:
    :func:`real_schedule`). The steady scenario's default ``uniform`` workload at the same
    rate is printed beside it: it was the simulator's figure before this bench, and it
-   put the spread at 0.27-0.53 of the real one (docs/simulator.md, "Fidelity").
+   put the spread at 0.43-0.47 of the real one (docs/simulator.md, "Fidelity").
 2. *Detection of a silent node*: a node stops answering (real: SIGSTOP, so its connections
    stay open and nothing tells its peers but their probes; simulated: the ``crash``
    scenario), seconds until any member first suspects it. Real: the ``member <id> is
