@@ -336,6 +336,8 @@ def main(argv: list[str]) -> int:
         if rc == 0 and os.path.exists(fid_json):
             with open(fid_json, encoding="utf-8") as f:
                 results["fidelity"] = json.load(f)
+        else:
+            print(f"fidelity: not measured (bench_fidelity exited {rc})", file=sys.stderr)
     out = args.out or tempfile.mkdtemp(prefix="bench_sim_")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "bench_sim.json"), "w", encoding="utf-8") as f:
